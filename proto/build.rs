@@ -1,0 +1,24 @@
+//! Compiles `proto/ste/v1/*.proto` with protox (pure Rust, no `protoc`) and
+//! generates tonic clients and servers plus a file descriptor set for gRPC
+//! server reflection.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/ste/v1/agent.proto"];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptor_path = out_dir.join("ste_descriptor.bin");
+    std::fs::write(
+        &descriptor_path,
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+    tonic_prost_build::configure()
+        .skip_protoc_run()
+        .file_descriptor_set_path(&descriptor_path)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

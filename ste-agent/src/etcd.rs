@@ -1,0 +1,237 @@
+//! One etcd process: its command line, spawning it so that it can never
+//! outlive the agent, and stopping it politely then firmly.
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::size::MIB;
+
+/// The WAL preallocates two 64 MiB segments on a fresh member.
+pub const WAL_PREALLOCATION: u64 = 2 * 64 * MIB;
+
+/// Smallest tmpfs that fits the WAL plus a usable backend.
+pub const MIN_TMPFS_BYTES: u64 = 256 * MIB;
+
+/// The backend quota for a tmpfs of `tmpfs_bytes`: what is left after the
+/// WAL's preallocation and a reserve (an eighth of the tmpfs, at least
+/// 32 MiB) for raft snapshots, WAL segment rollover and bbolt's growth step,
+/// so etcd raises NOSPACE before the tmpfs itself fills up.
+pub fn quota_backend_bytes(tmpfs_bytes: u64) -> u64 {
+    let reserve = (tmpfs_bytes / 8).max(32 * MIB);
+    tmpfs_bytes
+        .saturating_sub(WAL_PREALLOCATION)
+        .saturating_sub(reserve)
+}
+
+/// Everything needed to start the shard's etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdSpec {
+    pub bin: PathBuf,
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub client_url: String,
+    pub peer_url: String,
+    pub quota_backend_bytes: u64,
+}
+
+impl EtcdSpec {
+    /// The flags of a single-member, no-fsync, in-memory shard.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            format!("--name={}", self.name),
+            format!("--data-dir={}", self.data_dir.display()),
+            format!("--listen-client-urls={}", self.client_url),
+            format!("--advertise-client-urls={}", self.client_url),
+            format!("--listen-peer-urls={}", self.peer_url),
+            format!("--initial-advertise-peer-urls={}", self.peer_url),
+            format!("--initial-cluster={}={}", self.name, self.peer_url),
+            "--initial-cluster-state=new".into(),
+            format!("--quota-backend-bytes={}", self.quota_backend_bytes),
+            // Transient by design: losing the shard is handled by STE, so
+            // paying for fsync buys nothing. Etcd 3.4.23 accepts this flag
+            // although its --help does not list it.
+            "--unsafe-no-fsync".into(),
+            "--logger=zap".into(),
+            "--log-outputs=stderr".into(),
+        ]
+    }
+}
+
+/// The last lines etcd wrote to stderr, kept to explain an exit.
+#[derive(Debug, Clone, Default)]
+pub struct LogTail(Arc<Mutex<VecDeque<String>>>);
+
+impl LogTail {
+    const LINES: usize = 20;
+
+    fn push(&self, line: String) {
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.len() == Self::LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    /// The most recent line that looks like an error, else the last line.
+    pub fn last_error(&self) -> Option<String> {
+        let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        lines
+            .iter()
+            .rev()
+            .find(|l| l.contains("\"level\":\"fatal\"") || l.contains("\"level\":\"error\""))
+            .or_else(|| lines.back())
+            .map(|l| summarize_zap_line(l))
+    }
+}
+
+/// Pulls `msg` and `error` out of a zap JSON line without a JSON parser;
+/// falls back to the raw line.
+fn summarize_zap_line(line: &str) -> String {
+    let field = |name: &str| {
+        let start = line.find(&format!("\"{name}\":\""))? + name.len() + 4;
+        let end = line[start..].find('"')? + start;
+        Some(&line[start..end])
+    };
+    match (field("msg"), field("error")) {
+        (Some(msg), Some(err)) => format!("{msg}: {err}"),
+        (Some(msg), None) => msg.to_owned(),
+        _ => line.to_owned(),
+    }
+}
+
+/// A running etcd child.
+#[derive(Debug)]
+pub struct EtcdProcess {
+    child: Child,
+    pid: u32,
+    log: LogTail,
+}
+
+impl EtcdProcess {
+    /// Starts etcd. The child gets SIGKILL if the agent dies (parent-death
+    /// signal) or drops this value (kill-on-drop), and runs in its own process
+    /// group so a Ctrl-C at the terminal reaches only the agent, which then
+    /// stops etcd in order.
+    ///
+    /// The parent-death signal fires when the *thread* that forked exits;
+    /// this must therefore be called from a long-lived runtime worker thread,
+    /// never from a `spawn_blocking` thread.
+    pub fn spawn(spec: &EtcdSpec, member: &str) -> io::Result<Self> {
+        let mut command = Command::new(&spec.bin);
+        command
+            .args(spec.args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)
+            });
+        }
+        let mut child = command.spawn()?;
+        let pid = child.id().unwrap_or_default();
+        let log = LogTail::default();
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            let member = member.to_owned();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::debug!(target: "etcd", member = %member, "{line}");
+                    log.push(line);
+                }
+            });
+        }
+        Ok(EtcdProcess { child, pid, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn log(&self) -> &LogTail {
+        &self.log
+    }
+
+    /// Waits for etcd to exit on its own.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        self.child.wait().await
+    }
+
+    /// SIGTERM, then SIGKILL if etcd is still running after `grace`.
+    pub async fn stop(mut self, grace: Duration) -> io::Result<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Ok(status);
+        }
+        let pid = Pid::from_raw(self.pid as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                tracing::warn!(pid = self.pid, "etcd ignored SIGTERM; killing it");
+                self.child.kill().await?;
+                self.child.wait().await
+            }
+        }
+    }
+}
+
+/// Finds an executable the way a shell would: a path with a slash is used as
+/// is, a bare name is looked up on `PATH`.
+pub fn resolve_binary(bin: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if bin.components().count() > 1 {
+        return is_executable(bin).then(|| bin.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(bin))
+        .find(|candidate| is_executable(candidate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_leaves_room_for_wal_and_reserve() {
+        assert_eq!(quota_backend_bytes(256 * MIB), 96 * MIB);
+        assert_eq!(quota_backend_bytes(512 * MIB), 320 * MIB);
+        assert_eq!(quota_backend_bytes(1024 * MIB), 768 * MIB);
+        assert_eq!(quota_backend_bytes(64 * MIB), 0);
+    }
+
+    #[test]
+    fn zap_lines_are_summarized() {
+        let line = r#"{"level":"fatal","ts":1,"msg":"listen tcp 127.0.0.1:2279: bind failed","error":"address already in use"}"#;
+        assert_eq!(
+            summarize_zap_line(line),
+            "listen tcp 127.0.0.1:2279: bind failed: address already in use"
+        );
+        assert_eq!(summarize_zap_line("plain"), "plain");
+    }
+
+    #[test]
+    fn resolves_binaries_on_path_and_by_path() {
+        assert!(resolve_binary(Path::new("sh")).is_some());
+        assert!(resolve_binary(Path::new("/bin/sh")).is_some());
+        assert!(resolve_binary(Path::new("definitely-not-a-binary-ste")).is_none());
+        assert!(resolve_binary(Path::new("/nonexistent/etcd")).is_none());
+    }
+}

@@ -1,0 +1,152 @@
+//! ste-agent: the per-node daemon of STE. It owns one tmpfs and one
+//! single-member, no-fsync etcd shard on it, supervises that etcd (every
+//! fresh start is a new shard epoch), and reports status over gRPC
+//! (`ste.v1.Agent`, grpc.health.v1, reflection) and `/metrics`.
+
+pub mod config;
+pub mod etcd;
+pub mod grpc;
+pub mod metrics;
+pub mod mount;
+pub mod probe;
+pub mod size;
+pub mod status;
+pub mod supervisor;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::config::{Config, MountMode, listen_error};
+use crate::etcd::EtcdSpec;
+use crate::mount::Tmpfs;
+use crate::status::{AgentState, Identity, Status};
+use crate::supervisor::{Control, Supervisor};
+
+/// Runs the agent until SIGTERM or SIGINT, then shuts down in order:
+/// health NOT_SERVING → stop etcd → unmount (managed) → return.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let etcd_bin = config.validate()?;
+    // Signals are hooked before anything is mounted so that a SIGTERM during
+    // start-up still unmounts.
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+
+    let grpc_listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .map_err(|e| listen_error("--grpc-listen", config.grpc_listen, e))?;
+    let metrics_listener = TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|e| listen_error("--metrics-listen", config.metrics_listen, e))?;
+    config.check_etcd_ports()?;
+
+    let tmpfs = match config.mount {
+        MountMode::Managed => Tmpfs::mount_managed(&config.data_dir, config.tmpfs_size.0)?,
+        MountMode::External => Tmpfs::external(&config.data_dir)?,
+    };
+    let tmpfs_size = tmpfs.usage()?.size_bytes;
+    if tmpfs_size < etcd::MIN_TMPFS_BYTES {
+        return Err(config::ConfigError::TmpfsTooSmall {
+            size: size::ByteSize(tmpfs_size),
+        }
+        .into());
+    }
+    let tmpfs = Arc::new(tmpfs);
+    let quota = etcd::quota_backend_bytes(tmpfs_size);
+    tracing::info!(
+        member = %config.node_name,
+        path = %tmpfs.path().display(),
+        size = tmpfs_size,
+        quota,
+        provenance = ?tmpfs.provenance(),
+        "tmpfs ready"
+    );
+
+    let status = Arc::new(Status::new(Identity {
+        node_name: config.node_name.clone(),
+        endpoint: config.etcd_client_url.clone(),
+        tmpfs_path: tmpfs.path().display().to_string(),
+        tmpfs_managed: tmpfs.managed(),
+        quota_backend_bytes: quota as i64,
+        started: Instant::now(),
+    }));
+    let control = Arc::new(Control::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (health, health_service) = grpc::health();
+    health
+        .set_not_serving::<ste_proto::v1::agent_server::AgentServer<grpc::AgentService>>()
+        .await;
+
+    let supervisor = tokio::spawn(
+        Supervisor {
+            spec: EtcdSpec {
+                bin: etcd_bin,
+                name: config.node_name.clone(),
+                data_dir: tmpfs.path().join("etcd"),
+                client_url: config.etcd_client_url.clone(),
+                peer_url: config.etcd_peer_url.clone(),
+                quota_backend_bytes: quota,
+            },
+            wipe_dir: tmpfs.path().to_path_buf(),
+            status: status.clone(),
+            control: control.clone(),
+            backoff: config.backoff,
+            stop_grace: config.stop_grace,
+        }
+        .run(shutdown_rx.clone()),
+    );
+    let probe = tokio::spawn(
+        probe::Probe {
+            status: status.clone(),
+            control,
+            health,
+            key_prefix: config.key_prefix.clone(),
+            interval: config.probe_interval,
+            hang_timeout: config.hang_timeout,
+        }
+        .run(tmpfs.clone(), shutdown_rx.clone()),
+    );
+    let servers_stop = {
+        let rx = shutdown_rx.clone();
+        move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        }
+    };
+    let grpc = tokio::spawn(grpc::serve(
+        grpc_listener,
+        status.clone(),
+        health_service,
+        servers_stop(),
+    ));
+    let metrics = tokio::spawn(metrics::serve(
+        metrics_listener,
+        status.clone(),
+        servers_stop(),
+    ));
+    tracing::info!(grpc = %config.grpc_listen, metrics = %config.metrics_listen, "agent started");
+
+    let signal_name = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+    tracing::info!(signal = signal_name, "shutting down");
+    status.update(|s| s.state = AgentState::Draining);
+    let _ = shutdown_tx.send(true);
+    // The probe flips health to NOT_SERVING as it exits, before etcd stops.
+    let _ = probe.await;
+    supervisor.await.context("supervisor task failed")?;
+    let _ = grpc.await;
+    let _ = metrics.await;
+    let mut tmpfs =
+        Arc::try_unwrap(tmpfs).map_err(|_| anyhow::anyhow!("tmpfs still in use at shutdown"))?;
+    tmpfs.unmount()?;
+    tracing::info!("agent stopped");
+    Ok(())
+}

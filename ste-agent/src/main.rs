@@ -1,0 +1,136 @@
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ste_agent::config::{self, Config, MountMode, parse_duration};
+use ste_agent::size::ByteSize;
+use ste_agent::supervisor::Backoff;
+
+/// STE node agent: mounts a tmpfs, runs an in-memory etcd shard on it,
+/// supervises it and reports its status over gRPC (ste.v1.Agent).
+#[derive(Debug, Parser)]
+#[command(name = "ste-agent", version)]
+struct Cli {
+    /// Kubernetes node name; also the etcd member name. Default: the hostname.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// The node's IP, used for the default --etcd-client-url.
+    /// Default: the first non-loopback IPv4 address.
+    #[arg(long, env = "NODE_IP")]
+    node_ip: Option<IpAddr>,
+    /// Directory that is (or becomes) the tmpfs holding the shard.
+    #[arg(long, env = "STE_DATA_DIR", default_value = "/var/lib/ste/shard")]
+    data_dir: PathBuf,
+    /// Size of the tmpfs (managed mode), e.g. 512Mi, 1Gi. At least 256Mi.
+    #[arg(long, env = "STE_TMPFS_SIZE", default_value = "512Mi")]
+    tmpfs_size: ByteSize,
+    /// managed: the agent mounts the tmpfs (needs root); external: the data
+    /// dir must already be a tmpfs.
+    #[arg(long, env = "STE_MOUNT", value_enum, default_value = "managed")]
+    mount: MountMode,
+    /// etcd binary: a path, or a name looked up on PATH.
+    #[arg(long, env = "STE_ETCD_BIN", default_value = "etcd")]
+    etcd_bin: PathBuf,
+    /// URL etcd serves clients (the router) on. Default: http://<node-ip>:2279.
+    #[arg(long, env = "STE_ETCD_CLIENT_URL")]
+    etcd_client_url: Option<String>,
+    /// etcd's peer URL, on loopback. Default: http://127.0.0.1:2280
+    /// (http://<node-ip>:2280 when the node IP is a loopback address).
+    #[arg(long, env = "STE_ETCD_PEER_URL")]
+    etcd_peer_url: Option<String>,
+    /// Address of the gRPC API (ste.v1.Agent, health, reflection).
+    #[arg(long, env = "STE_GRPC_LISTEN", default_value = "0.0.0.0:2290")]
+    grpc_listen: SocketAddr,
+    /// Address of the HTTP /metrics and /healthz endpoints.
+    #[arg(long, env = "STE_METRICS_LISTEN", default_value = "0.0.0.0:2291")]
+    metrics_listen: SocketAddr,
+    /// Key prefix whose keys are counted in status (key_count).
+    #[arg(long, env = "STE_KEY_PREFIX", default_value = "/registry/pods/")]
+    key_prefix: String,
+    /// How often the shard is probed.
+    #[arg(long, env = "STE_PROBE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    probe_interval: Duration,
+    /// Kill and restart etcd when it runs but has not answered for this long.
+    #[arg(long, env = "STE_ETCD_HANG_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    etcd_hang_timeout: Duration,
+    /// How long etcd gets to exit after SIGTERM before SIGKILL.
+    #[arg(long, env = "STE_STOP_GRACE", default_value = "10s", value_parser = parse_duration)]
+    stop_grace: Duration,
+    /// First delay before restarting a failed etcd; doubles up to --restart-backoff-max.
+    #[arg(long, env = "STE_RESTART_BACKOFF", default_value = "1s", value_parser = parse_duration)]
+    restart_backoff: Duration,
+    /// Cap of the restart delay.
+    #[arg(long, env = "STE_RESTART_BACKOFF_MAX", default_value = "30s", value_parser = parse_duration)]
+    restart_backoff_max: Duration,
+    /// Log filter (tracing EnvFilter syntax), e.g. info or ste_agent=debug,etcd=debug.
+    #[arg(long, env = "STE_LOG", default_value = "info")]
+    log: String,
+}
+
+impl Cli {
+    fn into_config(self) -> Config {
+        let node_ip = self.node_ip.unwrap_or_else(config::default_node_ip);
+        let node_name = self.node_name.unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into())
+        });
+        Config {
+            node_name,
+            data_dir: self.data_dir,
+            tmpfs_size: self.tmpfs_size,
+            mount: self.mount,
+            etcd_bin: self.etcd_bin,
+            etcd_client_url: self
+                .etcd_client_url
+                .unwrap_or_else(|| format!("http://{}", SocketAddr::new(node_ip, 2279))),
+            etcd_peer_url: self
+                .etcd_peer_url
+                .unwrap_or_else(|| config::default_peer_url(node_ip)),
+            grpc_listen: self.grpc_listen,
+            metrics_listen: self.metrics_listen,
+            key_prefix: self.key_prefix,
+            probe_interval: self.probe_interval,
+            hang_timeout: self.etcd_hang_timeout,
+            stop_grace: self.stop_grace,
+            backoff: Backoff {
+                initial: self.restart_backoff,
+                max: self.restart_backoff_max.max(self.restart_backoff),
+                ..Backoff::default()
+            },
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config = cli.into_config();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ste_agent::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The agent's shared, mutable view of itself. The supervisor and the probe
+//! write it; the gRPC service and `/metrics` read snapshots of it.
+
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use ste_proto::v1 as pb;
+
+use crate::mount::Usage;
+
+pub use pb::AgentState;
+
+/// What the last probe of the shard found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShardProbe {
+    pub healthy: bool,
+    pub etcd_version: String,
+    pub revision: i64,
+    pub db_size_bytes: i64,
+    pub key_count: i64,
+    pub alarms: Vec<String>,
+}
+
+/// Host resource usage.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NodeUsage {
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    pub cpu_usage_percent: f32,
+}
+
+/// Everything that changes while the agent runs.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub state: AgentState,
+    pub epoch: u64,
+    pub restarts: u64,
+    pub last_error: String,
+    pub epoch_started_unix: i64,
+    /// PID of the running etcd, 0 while none runs.
+    pub pid: u32,
+    pub shard: ShardProbe,
+    pub tmpfs: Usage,
+    pub tmpfs_mounted: bool,
+    pub node: NodeUsage,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            state: AgentState::Starting,
+            epoch: 0,
+            restarts: 0,
+            last_error: String::new(),
+            epoch_started_unix: 0,
+            pid: 0,
+            shard: ShardProbe::default(),
+            tmpfs: Usage::default(),
+            tmpfs_mounted: false,
+            node: NodeUsage::default(),
+        }
+    }
+}
+
+impl Snapshot {
+    /// Serving for grpc.health.v1 means: etcd answers and its tmpfs is there.
+    pub fn is_serving(&self) -> bool {
+        self.state == AgentState::Serving && self.shard.healthy && self.tmpfs_mounted
+    }
+}
+
+/// Facts fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub node_name: String,
+    pub endpoint: String,
+    pub tmpfs_path: String,
+    pub tmpfs_managed: bool,
+    pub quota_backend_bytes: i64,
+    pub started: Instant,
+}
+
+/// The live status, guarded by a mutex held only to copy or update fields.
+#[derive(Debug)]
+pub struct Status {
+    pub identity: Identity,
+    inner: Mutex<Snapshot>,
+}
+
+impl Status {
+    pub fn new(identity: Identity) -> Self {
+        Status {
+            identity,
+            inner: Mutex::new(Snapshot::default()),
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn update<R>(&self, change: impl FnOnce(&mut Snapshot) -> R) -> R {
+        change(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The `ste.v1.AgentStatus` message for the current snapshot.
+    pub fn to_proto(&self) -> pb::AgentStatus {
+        let s = self.snapshot();
+        let id = &self.identity;
+        pb::AgentStatus {
+            node_name: id.node_name.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            state: s.state.into(),
+            epoch: s.epoch,
+            restarts: s.restarts,
+            last_error: s.last_error,
+            shard: Some(pb::ShardStatus {
+                endpoint: id.endpoint.clone(),
+                healthy: s.shard.healthy,
+                etcd_version: s.shard.etcd_version,
+                revision: s.shard.revision,
+                db_size_bytes: s.shard.db_size_bytes,
+                key_count: s.shard.key_count,
+                alarms: s.shard.alarms,
+                quota_backend_bytes: id.quota_backend_bytes,
+                pid: s.pid,
+            }),
+            tmpfs: Some(pb::TmpfsStatus {
+                path: id.tmpfs_path.clone(),
+                size_bytes: s.tmpfs.size_bytes,
+                used_bytes: s.tmpfs.used_bytes,
+                managed: id.tmpfs_managed,
+                mounted: s.tmpfs_mounted,
+            }),
+            node: Some(pb::NodeStatus {
+                memory_total_bytes: s.node.memory_total_bytes,
+                memory_available_bytes: s.node.memory_available_bytes,
+                cpu_usage_percent: s.node.cpu_usage_percent,
+            }),
+            uptime_seconds: id.started.elapsed().as_secs(),
+            epoch_started_unix: s.epoch_started_unix,
+        }
+    }
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}

@@ -100,7 +100,7 @@ mod tests {
             "-1Gi",
             "1 Gi",
             "99999999999999999999",
-            "9999999Ti",
+            "99999999Ti",
         ] {
             let err = bad.parse::<ByteSize>().unwrap_err().to_string();
             assert!(err.contains("e.g. 512Mi"), "{bad}: {err}");

@@ -12,6 +12,7 @@ pub mod probe;
 pub mod size;
 pub mod status;
 pub mod supervisor;
+pub mod table;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,0 +1,88 @@
+//! Prints the status of one or more ste-agents as a table (or JSON-ish
+//! lines with `--raw`), optionally waiting until they all serve. Used by the
+//! local-cluster script until `kubectl ste status` exists.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ste_agent::config::parse_duration;
+use ste_agent::table::status_table;
+use ste_proto::v1::agent_client::AgentClient;
+use ste_proto::v1::{AgentState, AgentStatus, GetStatusRequest};
+
+#[derive(Debug, Parser)]
+#[command(name = "ste-agent-status", version)]
+struct Cli {
+    /// Agent gRPC addresses, e.g. 127.0.0.2:2290.
+    #[arg(required = true)]
+    agents: Vec<String>,
+    /// Wait up to this long until every agent reports SERVING.
+    #[arg(long, value_parser = parse_duration)]
+    wait_serving: Option<Duration>,
+    /// Omit the header row.
+    #[arg(long)]
+    no_headers: bool,
+}
+
+async fn fetch(addr: &str) -> Result<AgentStatus, String> {
+    let url = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(url)
+        .map_err(|e| format!("{addr}: bad address: {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("{addr}: agent unreachable: {e}"))?;
+    AgentClient::new(channel)
+        .get_status(GetStatusRequest {})
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|e| format!("{addr}: {}", e.message()))
+}
+
+async fn run(cli: Cli) -> Result<bool, String> {
+    let deadline = cli.wait_serving.map(|d| Instant::now() + d);
+    loop {
+        let mut rows = Vec::new();
+        let mut errors = Vec::new();
+        for addr in &cli.agents {
+            match fetch(addr).await {
+                Ok(status) => rows.push(status),
+                Err(e) => errors.push(e),
+            }
+        }
+        let all_serving =
+            errors.is_empty() && rows.iter().all(|s| s.state() == AgentState::Serving);
+        let waiting = deadline.is_some_and(|d| Instant::now() < d);
+        if all_serving || !waiting {
+            print!("{}", status_table(&rows, !cli.no_headers));
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            if deadline.is_some() && !all_serving {
+                eprintln!("error: not every agent reached SERVING in time");
+                return Ok(false);
+            }
+            return Ok(errors.is_empty());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,13 @@
+//! The shared fixture of STE's integration tests: real ste-agent processes
+//! with real tmpfs mounts and real etcd, on loopback addresses and free
+//! ports, torn down completely on drop (processes killed, mounts removed,
+//! temp dirs deleted) even when a test panics.
 
+pub mod agent;
+pub mod cluster;
+pub mod poll;
+pub mod procs;
+
+pub use agent::{AgentOptions, TestAgent};
+pub use cluster::TestCluster;
+pub use poll::eventually;

@@ -1,0 +1,74 @@
+//! Process and port helpers: locating the workspace's binaries, free ports,
+//! liveness checks and finding processes by command line.
+
+use std::net::{IpAddr, TcpListener};
+use std::path::PathBuf;
+
+/// A binary built from this workspace (`cargo build --workspace --bins`).
+/// `STE_BIN_DIR` overrides the directory; otherwise it is the target dir
+/// the running test binary lives in.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("STE_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let exe = std::env::current_exe().expect("current test executable");
+            // target/<profile>/deps/<test> → target/<profile>
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .expect("test binary inside target/<profile>/deps")
+                .to_path_buf()
+        });
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the binaries first with `cargo build --workspace --bins` \
+         (scripts/test.sh does), or set STE_BIN_DIR",
+        path.display()
+    );
+    path
+}
+
+/// A port that was free on `ip` a moment ago (the kernel's choice, so
+/// parallel tests do not collide).
+pub fn free_port(ip: IpAddr) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// True while a process with this PID exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// PIDs whose command line contains `needle` (e.g. a unique data dir).
+pub fn pids_with_cmdline(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+        })
+        .filter(|pid| alive(*pid))
+        .collect()
+}
+
+pub fn sigkill(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}

@@ -1,0 +1,153 @@
+//! Every start-up mistake ends the agent with a non-zero exit and one line
+//! that says what to do, before anything is mounted or started.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use ste_tests::procs::{free_port, workspace_bin};
+
+struct Run {
+    output: Output,
+    data_dir: tempfile::TempDir,
+}
+
+impl Run {
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    /// The last line the agent printed: the one-line diagnosis.
+    fn error_line(&self) -> String {
+        self.stderr()
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn assert_failed_with(&self, words: &[&str]) {
+        assert!(!self.output.status.success(), "agent succeeded: {}", self.stderr());
+        let line = self.error_line();
+        for word in words {
+            assert!(line.contains(word), "{word:?} not in {line:?}; stderr:\n{}", self.stderr());
+        }
+        assert!(
+            ste_agent::mount::mounts_at(self.data_dir.path()).unwrap().is_empty(),
+            "a failed start left a mount behind"
+        );
+    }
+}
+
+/// Runs the agent with `args` plus sane defaults for every flag `args` does
+/// not set, and waits for it to exit; it must not keep running.
+fn run_agent(args: &[&str], configure: impl FnOnce(&mut Command)) -> Run {
+    let ip = Ipv4Addr::LOCALHOST.into();
+    let data_dir = tempfile::Builder::new()
+        .prefix("ste-agent-err-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let defaults = [
+        ("--data-dir", data_dir.path().display().to_string()),
+        ("--node-name", "err".into()),
+        ("--etcd-client-url", format!("http://127.0.0.1:{}", free_port(ip))),
+        ("--etcd-peer-url", format!("http://127.0.0.1:{}", free_port(ip))),
+        ("--grpc-listen", format!("127.0.0.1:{}", free_port(ip))),
+        ("--metrics-listen", format!("127.0.0.1:{}", free_port(ip))),
+    ];
+    let mut command = Command::new(workspace_bin("ste-agent"));
+    for (flag, value) in defaults {
+        if !args.contains(&flag) {
+            command.arg(flag).arg(value);
+        }
+    }
+    command.args(args);
+    configure(&mut command);
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!("agent kept running: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    Run { output, data_dir }
+}
+
+#[test]
+fn missing_etcd_binary() {
+    run_agent(&["--etcd-bin", "/nonexistent/etcd"], |_| {})
+        .assert_failed_with(&["error:", "/nonexistent/etcd", "not found", "--etcd-bin"]);
+    run_agent(&["--etcd-bin", "etcd-not-on-path"], |_| {})
+        .assert_failed_with(&["etcd-not-on-path", "apt-get install etcd-server"]);
+}
+
+#[test]
+fn managed_mode_needs_root() {
+    let run = run_agent(&[], |c| {
+        c.uid(65534).gid(65534);
+    });
+    run.assert_failed_with(&["needs root", "--mount external"]);
+}
+
+#[test]
+fn external_dir_must_be_a_tmpfs() {
+    // CARGO_TARGET_TMPDIR lives on the build disk, not on a tmpfs.
+    run_agent(&["--mount", "external"], |_| {})
+        .assert_failed_with(&["is not a tmpfs", "emptyDir", "--mount managed"]);
+}
+
+#[test]
+fn tmpfs_below_256mi_is_refused() {
+    run_agent(&["--tmpfs-size", "128Mi"], |_| {})
+        .assert_failed_with(&["128Mi", "below the minimum of 256Mi", "--tmpfs-size"]);
+}
+
+#[test]
+fn bad_size_string_is_explained() {
+    let run = run_agent(&["--tmpfs-size", "12parsecs"], |_| {});
+    assert_eq!(run.output.status.code(), Some(2), "{}", run.stderr());
+    let stderr = run.stderr();
+    assert!(stderr.contains("invalid value '12parsecs'"), "{stderr}");
+    assert!(stderr.contains("e.g. 512Mi or 1Gi"), "{stderr}");
+}
+
+#[test]
+fn grpc_port_in_use() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    run_agent(&["--grpc-listen", &addr], |_| {})
+        .assert_failed_with(&["--grpc-listen", &addr, "already in use"]);
+}
+
+#[test]
+fn metrics_port_in_use() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    run_agent(&["--metrics-listen", &addr], |_| {})
+        .assert_failed_with(&["--metrics-listen", &addr, "already in use"]);
+}
+
+#[test]
+fn etcd_client_port_in_use() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let url = format!("http://{addr}");
+    run_agent(&["--etcd-client-url", &url], |_| {})
+        .assert_failed_with(&["--etcd-client-url", &addr, "already in use"]);
+}
+
+#[test]
+fn malformed_etcd_url() {
+    run_agent(&["--etcd-client-url", "tcp://nowhere"], |_| {})
+        .assert_failed_with(&["--etcd-client-url", "tcp://nowhere", "http://HOST:PORT"]);
+}

@@ -61,7 +61,7 @@ pub enum ConfigError {
         flag: &'static str,
         addr: SocketAddr,
     },
-    #[error("cannot listen on {flag} {addr}: {source}")]
+    #[error("cannot listen on {flag} {addr}")]
     Listen {
         flag: &'static str,
         addr: SocketAddr,

@@ -23,7 +23,7 @@ pub struct MountEntry {
 pub enum MountError {
     #[error("cannot read /proc/self/mountinfo: {0}")]
     MountInfo(#[source] io::Error),
-    #[error("cannot create data dir {path}: {source}")]
+    #[error("cannot create data dir {path}")]
     CreateDir {
         path: PathBuf,
         #[source]
@@ -39,25 +39,30 @@ pub enum MountError {
          already be a tmpfs, e.g. an emptyDir with medium: Memory; or use --mount managed"
     )]
     NotTmpfs { path: PathBuf, fs_type: String },
-    #[error("mounting a tmpfs at {path} failed: {source}")]
+    #[error("mounting a tmpfs at {path} failed")]
     Mount {
         path: PathBuf,
         #[source]
         source: nix::Error,
     },
-    #[error("unmounting {path} failed: {source}")]
+    #[error("unmounting {path} failed")]
     Unmount {
         path: PathBuf,
         #[source]
         source: nix::Error,
     },
-    #[error("cannot wipe {path}: {source}")]
+    #[error(
+        "{path} does not exist: with --mount external the data dir must already be a \
+         mounted tmpfs, e.g. an emptyDir with medium: Memory"
+    )]
+    Missing { path: PathBuf },
+    #[error("cannot wipe {path}")]
     Wipe {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("statvfs on {path} failed: {source}")]
+    #[error("statvfs on {path} failed")]
     Statvfs {
         path: PathBuf,
         #[source]
@@ -251,9 +256,8 @@ impl Tmpfs {
 
     /// External mode: checks that `path` already is a tmpfs and uses it as is.
     pub fn external(path: &Path) -> Result<Self, MountError> {
-        let path = fs::canonicalize(path).map_err(|source| MountError::CreateDir {
+        let path = fs::canonicalize(path).map_err(|_| MountError::Missing {
             path: path.to_path_buf(),
-            source,
         })?;
         let fs_type = fs_type_of(&path)?;
         if fs_type != "tmpfs" {

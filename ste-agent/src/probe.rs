@@ -73,10 +73,12 @@ impl Probe {
                         }
                         Some(Err(error)) => {
                             s.shard.healthy = false;
+                            // A fresh etcd refuses connections for a moment;
+                            // only losing a serving shard is worth reporting.
                             if s.state == AgentState::Serving {
                                 s.state = AgentState::Degraded;
+                                s.last_error = error.clone();
                             }
-                            s.last_error = error.clone();
                         }
                         None => {}
                     }

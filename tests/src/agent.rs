@@ -76,17 +76,20 @@ impl TestAgent {
             client_url: format!("http://{ip}:{}", free_port(ip)),
             peer_url: format!("http://{ip}:{}", free_port(ip)),
         };
-        let root = tempfile::Builder::new().prefix("ste-agent-test-").tempdir()?;
+        let root = tempfile::Builder::new()
+            .prefix("ste-agent-test-")
+            .tempdir()?;
         let shard = root.path().join("shard");
         std::fs::create_dir(&shard)?;
         if options.external {
+            let size: ste_agent::size::ByteSize = options.tmpfs_size.parse()?;
             // What the kubelet does for an emptyDir with medium: Memory.
             nix::mount::mount(
                 Some("test-tmpfs"),
                 &shard,
                 Some("tmpfs"),
                 nix::mount::MsFlags::empty(),
-                Some(format!("size={}", options.tmpfs_size).as_str()),
+                Some(format!("size={}", size.0).as_str()),
             )?;
         }
         let mut agent = TestAgent {
@@ -123,7 +126,11 @@ impl TestAgent {
             .arg("--tmpfs-size")
             .arg(&self.options.tmpfs_size)
             .arg("--mount")
-            .arg(if self.options.external { "external" } else { "managed" })
+            .arg(if self.options.external {
+                "external"
+            } else {
+                "managed"
+            })
             .arg("--etcd-client-url")
             .arg(&a.client_url)
             .arg("--etcd-peer-url")
@@ -161,9 +168,10 @@ impl TestAgent {
     }
 
     pub async fn status(&self) -> anyhow::Result<AgentStatus> {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addrs.grpc))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5));
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", self.addrs.grpc))?
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(5));
         let mut client = AgentClient::new(endpoint.connect().await?);
         Ok(client.get_status(GetStatusRequest {}).await?.into_inner())
     }
@@ -199,7 +207,9 @@ impl TestAgent {
     }
 
     pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
-        let pid = self.pid().ok_or_else(|| anyhow::anyhow!("agent not running"))?;
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow::anyhow!("agent not running"))?;
         kill(Pid::from_raw(pid as i32), signal)?;
         Ok(())
     }
@@ -217,7 +227,10 @@ impl TestAgent {
                 return Ok(status);
             }
             if Instant::now() >= deadline {
-                anyhow::bail!("agent did not exit within {timeout:?}; log:\n{}", self.log());
+                anyhow::bail!(
+                    "agent did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

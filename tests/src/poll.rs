@@ -6,11 +6,7 @@ use std::time::{Duration, Instant};
 
 /// Calls `check` every `interval` until it returns `Some`, or fails after
 /// `timeout` with `what` and the last value seen.
-pub async fn eventually<T, F, Fut>(
-    what: &str,
-    timeout: Duration,
-    mut check: F,
-) -> anyhow::Result<T>
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,

@@ -29,13 +29,23 @@ impl Run {
     }
 
     fn assert_failed_with(&self, words: &[&str]) {
-        assert!(!self.output.status.success(), "agent succeeded: {}", self.stderr());
+        assert!(
+            !self.output.status.success(),
+            "agent succeeded: {}",
+            self.stderr()
+        );
         let line = self.error_line();
         for word in words {
-            assert!(line.contains(word), "{word:?} not in {line:?}; stderr:\n{}", self.stderr());
+            assert!(
+                line.contains(word),
+                "{word:?} not in {line:?}; stderr:\n{}",
+                self.stderr()
+            );
         }
         assert!(
-            ste_agent::mount::mounts_at(self.data_dir.path()).unwrap().is_empty(),
+            ste_agent::mount::mounts_at(self.data_dir.path())
+                .unwrap()
+                .is_empty(),
             "a failed start left a mount behind"
         );
     }
@@ -52,8 +62,14 @@ fn run_agent(args: &[&str], configure: impl FnOnce(&mut Command)) -> Run {
     let defaults = [
         ("--data-dir", data_dir.path().display().to_string()),
         ("--node-name", "err".into()),
-        ("--etcd-client-url", format!("http://127.0.0.1:{}", free_port(ip))),
-        ("--etcd-peer-url", format!("http://127.0.0.1:{}", free_port(ip))),
+        (
+            "--etcd-client-url",
+            format!("http://127.0.0.1:{}", free_port(ip)),
+        ),
+        (
+            "--etcd-peer-url",
+            format!("http://127.0.0.1:{}", free_port(ip)),
+        ),
         ("--grpc-listen", format!("127.0.0.1:{}", free_port(ip))),
         ("--metrics-listen", format!("127.0.0.1:{}", free_port(ip))),
     ];
@@ -75,7 +91,10 @@ fn run_agent(args: &[&str], configure: impl FnOnce(&mut Command)) -> Run {
         if Instant::now() > deadline {
             let _ = child.kill();
             let output = child.wait_with_output().unwrap();
-            panic!("agent kept running: {}", String::from_utf8_lossy(&output.stderr));
+            panic!(
+                "agent kept running: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -85,8 +104,12 @@ fn run_agent(args: &[&str], configure: impl FnOnce(&mut Command)) -> Run {
 
 #[test]
 fn missing_etcd_binary() {
-    run_agent(&["--etcd-bin", "/nonexistent/etcd"], |_| {})
-        .assert_failed_with(&["error:", "/nonexistent/etcd", "not found", "--etcd-bin"]);
+    run_agent(&["--etcd-bin", "/nonexistent/etcd"], |_| {}).assert_failed_with(&[
+        "error:",
+        "/nonexistent/etcd",
+        "not found",
+        "--etcd-bin",
+    ]);
     run_agent(&["--etcd-bin", "etcd-not-on-path"], |_| {})
         .assert_failed_with(&["etcd-not-on-path", "apt-get install etcd-server"]);
 }
@@ -102,14 +125,20 @@ fn managed_mode_needs_root() {
 #[test]
 fn external_dir_must_be_a_tmpfs() {
     // CARGO_TARGET_TMPDIR lives on the build disk, not on a tmpfs.
-    run_agent(&["--mount", "external"], |_| {})
-        .assert_failed_with(&["is not a tmpfs", "emptyDir", "--mount managed"]);
+    run_agent(&["--mount", "external"], |_| {}).assert_failed_with(&[
+        "is not a tmpfs",
+        "emptyDir",
+        "--mount managed",
+    ]);
 }
 
 #[test]
 fn tmpfs_below_256mi_is_refused() {
-    run_agent(&["--tmpfs-size", "128Mi"], |_| {})
-        .assert_failed_with(&["128Mi", "below the minimum of 256Mi", "--tmpfs-size"]);
+    run_agent(&["--tmpfs-size", "128Mi"], |_| {}).assert_failed_with(&[
+        "128Mi",
+        "below the minimum of 256Mi",
+        "--tmpfs-size",
+    ]);
 }
 
 #[test]
@@ -125,16 +154,22 @@ fn bad_size_string_is_explained() {
 fn grpc_port_in_use() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    run_agent(&["--grpc-listen", &addr], |_| {})
-        .assert_failed_with(&["--grpc-listen", &addr, "already in use"]);
+    run_agent(&["--grpc-listen", &addr], |_| {}).assert_failed_with(&[
+        "--grpc-listen",
+        &addr,
+        "already in use",
+    ]);
 }
 
 #[test]
 fn metrics_port_in_use() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    run_agent(&["--metrics-listen", &addr], |_| {})
-        .assert_failed_with(&["--metrics-listen", &addr, "already in use"]);
+    run_agent(&["--metrics-listen", &addr], |_| {}).assert_failed_with(&[
+        "--metrics-listen",
+        &addr,
+        "already in use",
+    ]);
 }
 
 #[test]
@@ -142,12 +177,18 @@ fn etcd_client_port_in_use() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let url = format!("http://{addr}");
-    run_agent(&["--etcd-client-url", &url], |_| {})
-        .assert_failed_with(&["--etcd-client-url", &addr, "already in use"]);
+    run_agent(&["--etcd-client-url", &url], |_| {}).assert_failed_with(&[
+        "--etcd-client-url",
+        &addr,
+        "already in use",
+    ]);
 }
 
 #[test]
 fn malformed_etcd_url() {
-    run_agent(&["--etcd-client-url", "tcp://nowhere"], |_| {})
-        .assert_failed_with(&["--etcd-client-url", "tcp://nowhere", "http://HOST:PORT"]);
+    run_agent(&["--etcd-client-url", "tcp://nowhere"], |_| {}).assert_failed_with(&[
+        "--etcd-client-url",
+        "tcp://nowhere",
+        "http://HOST:PORT",
+    ]);
 }

@@ -20,9 +20,15 @@ async fn three_agents_serve_their_shards_on_tmpfs() -> anyhow::Result<()> {
         let mounts = mounts_at(&agent.data_dir())?;
         assert_eq!(mounts.len(), 1, "{mounts:?}");
         assert_eq!(mounts[0].fs_type, "tmpfs");
-        assert!(mounts[0].super_options.contains("size=262144k"), "{mounts:?}");
+        assert!(
+            mounts[0].super_options.contains("size=262144k"),
+            "{mounts:?}"
+        );
         assert!(mounts[0].super_options.contains("mode=700"), "{mounts:?}");
-        assert_eq!(agent.addrs.grpc.ip().to_string(), format!("127.0.0.{}", 2 + i));
+        assert_eq!(
+            agent.addrs.grpc.ip().to_string(),
+            format!("127.0.0.{}", 2 + i)
+        );
 
         let key = format!("/registry/pods/default/web-{i}");
         let mut etcd = agent.etcd().await?;
@@ -62,7 +68,9 @@ async fn killed_etcd_restarts_empty_in_a_new_epoch() -> anyhow::Result<()> {
     let mut etcd = agent.etcd().await?;
     etcd.put("/registry/pods/default/lost", "v", None).await?;
     let before = agent
-        .wait_status("key counted", |s| s.shard.as_ref().is_some_and(|sh| sh.key_count == 1))
+        .wait_status("key counted", |s| {
+            s.shard.as_ref().is_some_and(|sh| sh.key_count == 1)
+        })
         .await?;
     let pid = before.shard.as_ref().map(|s| s.pid).unwrap_or_default();
     assert!(pid > 0 && alive(pid));
@@ -73,7 +81,11 @@ async fn killed_etcd_restarts_empty_in_a_new_epoch() -> anyhow::Result<()> {
         .wait_status("DEGRADED", |s| s.state() == AgentState::Degraded)
         .await?;
     assert!(!degraded.shard.unwrap_or_default().healthy);
-    assert!(degraded.last_error.contains("etcd exited"), "{}", degraded.last_error);
+    assert!(
+        degraded.last_error.contains("etcd exited"),
+        "{}",
+        degraded.last_error
+    );
 
     let after = agent
         .wait_status("SERVING in the next epoch", |s| {
@@ -84,9 +96,15 @@ async fn killed_etcd_restarts_empty_in_a_new_epoch() -> anyhow::Result<()> {
     assert_eq!(after.shard.unwrap_or_default().key_count, 0);
     let mut etcd = agent.etcd().await?;
     let got = etcd
-        .get("/registry/pods/", Some(etcd_client::GetOptions::new().with_prefix()))
+        .get(
+            "/registry/pods/",
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
         .await?;
-    assert!(got.kvs().is_empty(), "a new epoch starts from an empty shard");
+    assert!(
+        got.kvs().is_empty(),
+        "a new epoch starts from an empty shard"
+    );
     assert_eq!(agent.mount_count(), 1);
     Ok(())
 }
@@ -105,7 +123,10 @@ async fn sigterm_stops_etcd_unmounts_and_exits_zero() -> anyhow::Result<()> {
     assert!(agent.etcd_pids().is_empty());
     assert_eq!(agent.mount_count(), 0, "tmpfs left mounted");
     let log = agent.log();
-    assert!(log.contains("shutting down") && log.contains("agent stopped"), "{log}");
+    assert!(
+        log.contains("shutting down") && log.contains("agent stopped"),
+        "{log}"
+    );
     Ok(())
 }
 
@@ -123,26 +144,42 @@ async fn sigint_also_shuts_down_cleanly() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_agent_takes_etcd_along_and_its_tmpfs_is_reused() -> anyhow::Result<()> {
     let mut agent = TestAgent::start(AgentOptions::new("phoenix", LOCALHOST)).await?;
-    agent.etcd().await?.put("/registry/pods/a/b", "v", None).await?;
+    agent
+        .etcd()
+        .await?
+        .put("/registry/pods/a/b", "v", None)
+        .await?;
     let etcd_pid = agent.status().await?.shard.unwrap_or_default().pid;
 
     agent.signal(Signal::SIGKILL)?;
     agent.wait_exit(Duration::from_secs(10)).await?;
-    eventually("etcd to die with its agent", Duration::from_secs(10), || async {
-        if alive(etcd_pid) {
-            Err(format!("etcd {etcd_pid} still alive"))
-        } else {
-            Ok(())
-        }
-    })
+    eventually(
+        "etcd to die with its agent",
+        Duration::from_secs(10),
+        || async {
+            if alive(etcd_pid) {
+                Err(format!("etcd {etcd_pid} still alive"))
+            } else {
+                Ok(())
+            }
+        },
+    )
     .await?;
-    assert_eq!(agent.mount_count(), 1, "the crashed run's tmpfs stays behind");
+    assert_eq!(
+        agent.mount_count(),
+        1,
+        "the crashed run's tmpfs stays behind"
+    );
 
     agent.respawn()?;
     let status = agent.wait_serving().await?;
     assert_eq!(agent.mount_count(), 1, "reused, not stacked");
     assert_eq!(status.epoch, 1);
-    assert_eq!(status.shard.unwrap_or_default().key_count, 0, "wiped on reuse");
+    assert_eq!(
+        status.shard.unwrap_or_default().key_count,
+        0,
+        "wiped on reuse"
+    );
     assert!(agent.log().contains("reusing a tmpfs"));
     Ok(())
 }
@@ -160,5 +197,28 @@ async fn stale_tmpfs_of_another_size_is_resized_not_stacked() -> anyhow::Result<
     let status = agent.wait_serving().await?;
     assert_eq!(agent.mount_count(), 1);
     assert_eq!(status.tmpfs.unwrap_or_default().size_bytes, 300 << 20);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_etcd_is_killed_and_restarted() -> anyhow::Result<()> {
+    let mut options = AgentOptions::new("frozen", LOCALHOST);
+    options.extra_args = vec!["--etcd-hang-timeout".into(), "2s".into()];
+    let agent = TestAgent::start(options).await?;
+    let pid = agent.status().await?.shard.unwrap_or_default().pid;
+    // A stopped process keeps its sockets open but never answers.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGSTOP)?;
+    let after = agent
+        .wait_status("a new epoch after the hang", |s| {
+            s.state() == AgentState::Serving && s.epoch == 2
+        })
+        .await?;
+    assert_eq!(after.restarts, 1);
+    assert!(!alive(pid), "the hung etcd was not killed");
+    assert!(
+        after.last_error.contains("stopped answering"),
+        "{}",
+        after.last_error
+    );
     Ok(())
 }

@@ -179,7 +179,7 @@ async fn external_tmpfs_is_used_as_is_and_left_mounted() -> anyhow::Result<()> {
     assert_eq!(tmpfs.size_bytes, 300 << 20);
     assert_eq!(
         status.shard.unwrap_or_default().quota_backend_bytes,
-        (300 - 128) * 2 / 5 << 20
+        ((300 - 128) * 2 / 5) << 20
     );
 
     agent.signal(Signal::SIGTERM)?;

@@ -90,14 +90,17 @@ impl LogTail {
         lines.push_back(line);
     }
 
-    /// The most recent line that looks like an error, else the last line.
+    /// The most recent error, fatal or panic line, if etcd logged one.
     pub fn last_error(&self) -> Option<String> {
         let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
         lines
             .iter()
             .rev()
-            .find(|l| l.contains("\"level\":\"fatal\"") || l.contains("\"level\":\"error\""))
-            .or_else(|| lines.back())
+            .find(|l| {
+                ["error", "fatal", "panic"]
+                    .iter()
+                    .any(|level| l.contains(&format!("\"level\":\"{level}\"")))
+            })
             .map(|l| summarize_zap_line(l))
     }
 }

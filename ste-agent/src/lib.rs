@@ -78,9 +78,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let control = Arc::new(Control::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (health, health_service) = grpc::health();
-    health
-        .set_not_serving::<ste_proto::v1::agent_server::AgentServer<grpc::AgentService>>()
-        .await;
+    // tonic-health starts "" as SERVING; nothing serves until etcd answers.
+    for service in ["", probe::HEALTH_SERVICE] {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
 
     let supervisor = tokio::spawn(
         Supervisor {
@@ -92,7 +95,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 peer_url: config.etcd_peer_url.clone(),
                 quota_backend_bytes: quota,
             },
-            wipe_dir: tmpfs.path().to_path_buf(),
+            wipe_dir: tmpfs.path().join("etcd"),
             status: status.clone(),
             control: control.clone(),
             backoff: config.backoff,

@@ -46,7 +46,8 @@ pub struct Control {
 
 pub struct Supervisor {
     pub spec: EtcdSpec,
-    /// The tmpfs root, emptied before every start (etcd's data dir is inside).
+    /// Emptied before every start: etcd's data dir. Only this directory, never
+    /// the whole tmpfs: an external tmpfs may be shared with other files.
     pub wipe_dir: PathBuf,
     pub status: Arc<Status>,
     pub control: Arc<Control>,
@@ -80,10 +81,10 @@ impl Supervisor {
                 }
             };
             let error = match outcome {
-                Some(Ok(exit)) => {
-                    let detail = etcd.log().last_error().unwrap_or_default();
-                    format!("etcd exited ({exit}): {detail}")
-                }
+                Some(Ok(exit)) => match etcd.log().last_error() {
+                    Some(detail) => format!("etcd exited ({exit}): {detail}"),
+                    None => format!("etcd exited ({exit})"),
+                },
                 Some(Err(err)) => format!("waiting for etcd failed: {err}"),
                 None => {
                     let _ = etcd.stop(Duration::ZERO).await;
@@ -116,8 +117,9 @@ impl Supervisor {
     /// Wipes the data dir and starts etcd as a new epoch. `None` if it could
     /// not be started (the reason is recorded as `last_error`).
     fn start_epoch(&self) -> Option<EtcdProcess> {
-        let result = mount::wipe(&self.wipe_dir)
-            .map_err(|e| e.to_string())
+        let result = std::fs::create_dir_all(&self.wipe_dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.wipe_dir.display()))
+            .and_then(|()| mount::wipe(&self.wipe_dir).map_err(|e| e.to_string()))
             .and_then(|()| {
                 EtcdProcess::spawn(&self.spec, &self.spec.name)
                     .map_err(|e| format!("cannot start {}: {e}", self.spec.bin.display()))

@@ -1,5 +1,5 @@
-//! Prints the status of one or more ste-agents as a table (or JSON-ish
-//! lines with `--raw`), optionally waiting until they all serve. Used by the
+//! Prints the status of one or more ste-agents as a table, optionally
+//! waiting until they all serve. Used by the
 //! local-cluster script until `kubectl ste status` exists.
 
 use std::process::ExitCode;
@@ -35,10 +35,12 @@ async fn fetch(addr: &str) -> Result<AgentStatus, String> {
         .map_err(|e| format!("{addr}: bad address: {e}"))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("{addr}: agent unreachable: {e}"))?;
+    let channel = endpoint.connect().await.map_err(|e| {
+        let cause = std::error::Error::source(&e)
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default();
+        format!("{addr}: agent unreachable: {e}{cause}")
+    })?;
     AgentClient::new(channel)
         .get_status(GetStatusRequest {})
         .await

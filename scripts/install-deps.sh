@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing STE needs on Debian/Ubuntu:
+#   etcd-server etcd-client   real etcd (the shards) and etcdctl
+#   protobuf-compiler         protoc
+#   curl ca-certificates      HTTP checks (/metrics, /healthz)
+#   iproute2                  ip/ss (network namespaces in tests, port checks)
+#   pip: grpcio grpcio-reflection  a generic gRPC client for one test
+# Only missing packages are installed; `apt-get update` runs only if one is
+# missing. Uses sudo only when not root. Also makes sure the etcd packaged as
+# a system service is not running, and that a Rust toolchain is present.
+#
+# Usage: scripts/install-deps.sh
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PACKAGES=(etcd-server etcd-client protobuf-compiler curl ca-certificates iproute2)
+
+SUDO=()
+if [[ ${EUID} -ne 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo)
+    fi
+fi
+
+as_root() {
+    if [[ ${EUID} -ne 0 && ${#SUDO[@]} -eq 0 ]]; then
+        ste_die "need root to run '$*' and sudo is not installed: run this script as root"
+    fi
+    "${SUDO[@]}" "$@"
+}
+
+installed() {
+    dpkg -s "$1" 2>/dev/null | grep -qx 'Status: install ok installed'
+}
+
+# --- apt packages -----------------------------------------------------------
+if ! command -v dpkg >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+    ste_die "this script supports Debian/Ubuntu (dpkg + apt-get) only; install these by hand: ${PACKAGES[*]}, and a Rust toolchain"
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    if ! installed "${p}"; then
+        missing+=("${p}")
+    fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    ste_say "apt packages already installed: ${PACKAGES[*]}"
+else
+    ste_say "installing missing apt packages: ${missing[*]}"
+    ste_say "running: apt-get update"
+    as_root apt-get update
+    ste_say "running: apt-get install -y --no-install-recommends ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+for bin in etcd etcdctl protoc; do
+    command -v "${bin}" >/dev/null 2>&1 || ste_die "${bin} is still not on PATH after installing the packages"
+done
+ste_say "etcd: $(etcd --version 2>/dev/null | head -n 1)"
+
+# --- the packaged etcd service ----------------------------------------------
+# etcd-server ships etcd.service, which apt may have started (listening on
+# 127.0.0.1:2379). STE runs its own etcd processes; the system one is not
+# wanted. Without a running systemd (containers) nothing was started.
+if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+    if systemctl cat etcd.service >/dev/null 2>&1; then
+        if systemctl is-active --quiet etcd.service || systemctl is-enabled --quiet etcd.service; then
+            ste_say "stopping and disabling the packaged etcd service: systemctl disable --now etcd"
+            as_root systemctl disable --now etcd.service
+        else
+            ste_say "the packaged etcd service is already stopped and disabled"
+        fi
+    fi
+else
+    ste_say "systemd is not running: no packaged etcd service to stop"
+fi
+
+# --- Python test client -------------------------------------------------------
+# One integration test calls the agent from Python's grpcio with server
+# reflection (no STE code generated), as a generic gRPC client would.
+if command -v python3 >/dev/null 2>&1; then
+    if python3 -c 'import grpc, grpc_reflection, google.protobuf' >/dev/null 2>&1; then
+        ste_say "python3 grpcio + grpcio-reflection already installed"
+    else
+        if ! python3 -m pip --version >/dev/null 2>&1; then
+            ste_say "installing python3-pip"
+            as_root env DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y --no-install-recommends python3-pip
+        fi
+        ste_say "running: python3 -m pip install grpcio grpcio-reflection protobuf"
+        python3 -m pip install --quiet grpcio grpcio-reflection protobuf ||
+            python3 -m pip install --quiet --break-system-packages grpcio grpcio-reflection protobuf
+    fi
+else
+    ste_die "python3 is not installed: apt-get install python3 python3-pip"
+fi
+
+# --- Rust toolchain ---------------------------------------------------------
+if ! ste_find_cargo; then
+    cat >&2 <<'EOF'
+install-deps.sh: error: cargo is not on PATH. STE needs a Rust toolchain
+(edition 2024, Rust 1.88 or newer) with rustfmt and clippy. Install rustup:
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y
+    . "$HOME/.cargo/env"
+    rustup component add rustfmt clippy
+then run this script again.
+EOF
+    exit 1
+fi
+ste_say "rust: $(cargo --version)"
+for component in fmt clippy; do
+    if ! cargo "${component}" --version >/dev/null 2>&1; then
+        ste_say "warning: 'cargo ${component}' is not available (scripts/test.sh needs it): rustup component add ${component/fmt/rustfmt}"
+    fi
+done
+ste_say "dependencies are in place"

@@ -1,11 +1,16 @@
-//! Compiles `proto/ste/v1/*.proto` with protox (pure Rust, no `protoc`) and
+//! Compiles `proto/ste/v1/*.proto` and the etcd v3 API subset in `proto/etcd/` with protox (pure Rust, no `protoc`) and
 //! generates tonic clients and servers plus a file descriptor set for gRPC
 //! server reflection.
 
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/ste/v1/agent.proto"];
+    let files = [
+        "proto/ste/v1/agent.proto",
+        "proto/ste/v1/ring.proto",
+        "proto/etcd/kv.proto",
+        "proto/etcd/rpc.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

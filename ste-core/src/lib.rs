@@ -5,6 +5,16 @@
 //!   for clusters migrating from that fork.
 //! * [`keys`]: etcd key layout and Kubernetes name validation.
 //!
+//! The router's bookkeeping, also pure:
+//!
+//! * [`revision`]: the global and per-shard revision newtypes.
+//! * [`envelope`]: the stable on-shard value format carrying global metadata.
+//! * [`keyrange`]: etcd's `(key, range_end)` range semantics.
+//! * [`index`]: the in-memory key index (key -> shard and metadata).
+//! * [`revmap`]: per-shard global -> shard revision map for historical reads.
+//! * [`events`]: the byte-bounded watch event log.
+//! * [`sequencer`]: global revision allocation and completion tracking.
+//!
 //! ```
 //! use ste_core::{DEFAULT_VNODES, KeyLayout, Member, Ring};
 //!
@@ -19,14 +29,28 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod envelope;
+pub mod events;
 pub mod fork;
+pub mod index;
+pub mod keyrange;
 pub mod keys;
+pub mod revision;
+pub mod revmap;
 pub mod ring;
+pub mod sequencer;
 
+pub use envelope::{Envelope, EnvelopeError, FORMAT_VERSION, HEADER_LEN, MAGIC};
+pub use events::{Compacted, EventLog, EventLogError, LogEvent};
 pub use fork::{
     ForkError, ForkPoint, ForkRing, ForkSuffix, fork_point, fork_shard_url, fork_suffix_code,
 };
+pub use index::{BTreeKeyIndex, IndexEntry, KeyIndex, ShardId};
+pub use keyrange::{KeyRange, prefix_end};
 pub use keys::{KeyError, KeyLayout};
+pub use revision::{GlobalRevision, ShardRevision};
+pub use revmap::{RevMapError, RevisionMap};
 pub use ring::{
     DEFAULT_VNODES, Generation, MAX_MEMBER_POINTS, Member, Ring, RingError, key_hash, point_hash,
 };
+pub use sequencer::{MAX_RESERVATION, NeedsReservation, Sequencer, SequencerError};

@@ -1,0 +1,46 @@
+//! Compact: raise the global compaction point, then compact each shard at
+//! the shard revision that matches it, so shard history and the router's
+//! revision maps shrink together.
+
+use futures_util::future::join_all;
+use ste_core::revision::GlobalRevision;
+use ste_proto::etcd::etcdserverpb as pb;
+use tonic::Status;
+
+use super::header;
+use crate::error::{COMPACTED, StoreError};
+use crate::store::Store;
+
+pub async fn compact(
+    store: &Store,
+    request: pb::CompactionRequest,
+) -> Result<pb::CompactionResponse, Status> {
+    store.check_ready()?;
+    let revision = GlobalRevision(request.revision);
+    if revision > store.revisions.current() {
+        return Err(StoreError::FutureRevision.into());
+    }
+    store.revisions.compact(revision)?;
+    let shards = store.shards();
+    let calls = shards.iter().map(|shard| async move {
+        let shard_revision = shard.revision_at(revision);
+        shard.compact_revisions(revision);
+        let result = shard.compact(shard_revision, request.physical).await;
+        (shard, result)
+    });
+    for (shard, result) in join_all(calls).await {
+        match result {
+            Ok(()) => {}
+            // Nothing was written to the shard since its last compaction.
+            Err(e) if e.status.message() == COMPACTED => {}
+            Err(e) => {
+                // The global point has moved; the shard keeps some extra
+                // history until the next compaction, which is harmless.
+                tracing::warn!(member = %shard.name, error = %e.status.message(), "shard compaction failed");
+            }
+        }
+    }
+    Ok(pb::CompactionResponse {
+        header: header(store, store.revisions.current()),
+    })
+}

@@ -1,0 +1,44 @@
+//! DeleteRange: one key through the conditional write path, a range of
+//! keys (etcdctl del --prefix) under one revision across shards.
+
+use ste_core::keyrange::KeyRange;
+use ste_proto::etcd::etcdserverpb as pb;
+use tonic::Status;
+
+use super::header;
+use crate::error::StoreError;
+use crate::store::Store;
+use crate::store::write::{KeyWrite, WriteOp, WriteOutcome};
+
+pub async fn delete_range(
+    store: &Store,
+    request: pb::DeleteRangeRequest,
+) -> Result<pb::DeleteRangeResponse, Status> {
+    if request.key.is_empty() {
+        return Err(StoreError::KeyNotProvided.into());
+    }
+    let range = KeyRange::from_request(&request.key, &request.range_end);
+    let (revision, deleted, prevs) = if range.is_single_key() {
+        let outcome = store
+            .write_key(KeyWrite {
+                key: request.key,
+                op: WriteOp::Delete,
+                compares: Vec::new(),
+            })
+            .await?;
+        match outcome {
+            WriteOutcome::Applied { revision, prev } => {
+                (Some(revision), 1, prev.into_iter().collect())
+            }
+            _ => (None, 0, Vec::new()),
+        }
+    } else {
+        let (revision, deleted, prevs) = store.delete_range(&range).await?;
+        (revision, deleted, prevs)
+    };
+    Ok(pb::DeleteRangeResponse {
+        header: header(store, revision.unwrap_or_else(|| store.revisions.current())),
+        deleted,
+        prev_kvs: if request.prev_kv { prevs } else { Vec::new() },
+    })
+}

@@ -1,0 +1,95 @@
+//! etcdserverpb.KV: a thin dispatcher; each request kind has its own file.
+
+use std::sync::Arc;
+
+use ste_proto::etcd::etcdserverpb as pb;
+use ste_proto::etcd::etcdserverpb::kv_server;
+use tonic::{Request, Response, Status};
+
+use crate::store::Store;
+
+pub struct Kv {
+    store: Arc<Store>,
+}
+
+impl Kv {
+    pub fn new(store: Arc<Store>) -> Self {
+        Kv { store }
+    }
+}
+
+#[tonic::async_trait]
+impl kv_server::Kv for Kv {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let store = &self.store;
+        let method = if request.get_ref().range_end.is_empty() {
+            "Range.get"
+        } else {
+            "Range.list"
+        };
+        store
+            .metrics
+            .observe(method, super::range::range(store, request.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let store = &self.store;
+        store
+            .metrics
+            .observe("Put", super::put::put(store, request.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let store = &self.store;
+        store
+            .metrics
+            .observe(
+                "DeleteRange",
+                super::delete::delete_range(store, request.into_inner()),
+            )
+            .await
+            .map(Response::new)
+    }
+
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
+        let store = &self.store;
+        let request = request.into_inner();
+        let method = super::txn::shape_name(&request);
+        store
+            .metrics
+            .observe(method, super::txn::txn(store, request))
+            .await
+            .map(Response::new)
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let store = &self.store;
+        store
+            .metrics
+            .observe(
+                "Compact",
+                super::compact::compact(store, request.into_inner()),
+            )
+            .await
+            .map(Response::new)
+    }
+}

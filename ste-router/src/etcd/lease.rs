@@ -1,0 +1,180 @@
+//! Lease: granted, renewed and expired by the router (see store/leases.rs).
+
+use std::sync::Arc;
+
+use ste_proto::etcd::etcdserverpb::{self as pb, lease_server};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::header;
+use crate::error::StoreError;
+use crate::state::LeaseRecord;
+use crate::store::Store;
+use crate::store::leases::MAX_TTL;
+use crate::store::write::{KeyWrite, WriteOp};
+
+pub struct Lease {
+    store: Arc<Store>,
+}
+
+impl Lease {
+    pub fn new(store: Arc<Store>) -> Self {
+        Lease { store }
+    }
+}
+
+impl Store {
+    /// Grants a lease and persists it, so it survives a router restart.
+    pub async fn lease_grant(&self, id: i64, ttl: i64) -> Result<(i64, i64), StoreError> {
+        if ttl > MAX_TTL {
+            return Err(StoreError::LeaseTtlTooLarge);
+        }
+        let id = if id == 0 { self.leases.new_id() } else { id };
+        if !self.leases.insert(id, ttl) {
+            return Err(StoreError::LeaseExists);
+        }
+        if let Err(error) = self
+            .state
+            .update(|s| s.leases.push(LeaseRecord { id, ttl }))
+            .await
+        {
+            self.leases.remove(id);
+            return Err(error);
+        }
+        Ok((id, ttl))
+    }
+
+    /// Revokes a lease: its keys are deleted through the normal write path.
+    pub async fn lease_revoke(&self, id: i64) -> Result<(), StoreError> {
+        let keys = self.leases.remove(id).ok_or(StoreError::LeaseNotFound)?;
+        self.state
+            .update(|s| s.leases.retain(|l| l.id != id))
+            .await?;
+        for key in keys {
+            self.write_key(KeyWrite {
+                key,
+                op: WriteOp::Delete,
+                compares: Vec::new(),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Revokes expired leases until `shutdown`; called from a background task.
+    pub async fn expire_leases(self: Arc<Self>, interval: std::time::Duration) {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            if !self.is_ready() {
+                continue;
+            }
+            for id in self.leases.expired() {
+                if let Err(error) = self.lease_revoke(id).await {
+                    tracing::warn!(lease = id, %error, "revoking an expired lease failed; will retry");
+                }
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl lease_server::Lease for Lease {
+    async fn lease_grant(
+        &self,
+        request: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let store = &self.store;
+        store.check_ready()?;
+        let request = request.into_inner();
+        let (id, ttl) = store.lease_grant(request.id, request.ttl).await?;
+        Ok(Response::new(pb::LeaseGrantResponse {
+            header: header(store, store.revisions.current()),
+            id,
+            ttl,
+            error: String::new(),
+        }))
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let store = &self.store;
+        store.check_ready()?;
+        store.lease_revoke(request.into_inner().id).await?;
+        Ok(Response::new(pb::LeaseRevokeResponse {
+            header: header(store, store.revisions.current()),
+        }))
+    }
+
+    type LeaseKeepAliveStream = ReceiverStream<Result<pb::LeaseKeepAliveResponse, Status>>;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let store = self.store.clone();
+        let mut requests = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Ok(Some(request)) = requests.message().await {
+                // An unknown lease answers TTL 0, as etcd does: the client
+                // then knows the lease has expired.
+                let ttl = store.leases.keep_alive(request.id).unwrap_or(0);
+                let response = pb::LeaseKeepAliveResponse {
+                    header: header(&store, store.revisions.current()),
+                    id: request.id,
+                    ttl,
+                };
+                if tx.send(Ok(response)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let store = &self.store;
+        let request = request.into_inner();
+        let header = header(store, store.revisions.current());
+        let response = match store.leases.info(request.id) {
+            Some(info) => pb::LeaseTimeToLiveResponse {
+                header,
+                id: request.id,
+                ttl: info.remaining,
+                granted_ttl: info.granted,
+                keys: if request.keys { info.keys } else { Vec::new() },
+            },
+            // etcd answers -1 for a lease that does not exist.
+            None => pb::LeaseTimeToLiveResponse {
+                header,
+                id: request.id,
+                ttl: -1,
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let store = &self.store;
+        Ok(Response::new(pb::LeaseLeasesResponse {
+            header: header(store, store.revisions.current()),
+            leases: store
+                .leases
+                .ids()
+                .into_iter()
+                .map(|id| pb::LeaseStatus { id })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,95 @@
+//! The etcd v3 API the router serves, laid out by request shape (after
+//! kine's server package): find how an update is served in `txn.rs`, a list
+//! in `range.rs`, a watch in `watch.rs`.
+
+mod cluster;
+mod compact;
+mod delete;
+mod kv;
+mod lease;
+mod maintenance;
+mod put;
+mod range;
+mod txn;
+mod watch;
+
+use std::sync::Arc;
+
+use ste_core::revision::GlobalRevision;
+use ste_proto::etcd::etcdserverpb as pb;
+use ste_proto::etcd::etcdserverpb::cluster_server::ClusterServer;
+use ste_proto::etcd::etcdserverpb::kv_server::KvServer;
+use ste_proto::etcd::etcdserverpb::lease_server::LeaseServer;
+use ste_proto::etcd::etcdserverpb::maintenance_server::MaintenanceServer;
+use ste_proto::etcd::etcdserverpb::watch_server::WatchServer;
+use tonic::service::Routes;
+
+use crate::store::Store;
+
+pub use watch::WatchSettings;
+
+/// The response header etcd puts on every answer.
+pub fn header(store: &Store, revision: GlobalRevision) -> Option<pb::ResponseHeader> {
+    Some(pb::ResponseHeader {
+        cluster_id: store.identity.cluster_id,
+        member_id: store.identity.member_id,
+        revision: revision.0,
+        raft_term: 1,
+    })
+}
+
+/// Every etcd service, plus a fallback that answers any other method with
+/// UNIMPLEMENTED naming it (tonic's default says nothing).
+pub fn routes(store: Arc<Store>, watch: WatchSettings, max_message_bytes: usize) -> Routes {
+    let kv = KvServer::new(kv::Kv::new(store.clone()))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(64 << 20);
+    let watch = WatchServer::new(watch::Watch::new(store.clone(), watch))
+        .max_encoding_message_size(64 << 20);
+    let lease = LeaseServer::new(lease::Lease::new(store.clone()));
+    let maintenance = MaintenanceServer::new(maintenance::Maintenance::new(store.clone()));
+    let cluster = ClusterServer::new(cluster::Cluster::new(store));
+    let mut builder = Routes::builder();
+    builder
+        .add_service(kv)
+        .add_service(watch)
+        .add_service(lease)
+        .add_service(maintenance)
+        .add_service(cluster);
+    let routes = builder.routes();
+    Routes::from(
+        routes
+            .into_axum_router()
+            .fallback(unimplemented)
+            .layer(axum::middleware::from_fn(name_unimplemented)),
+    )
+}
+
+fn unimplemented_message(path: &str) -> String {
+    let method = path.trim_start_matches('/');
+    format!(
+        "ste-router does not implement {method}: it serves the etcd KV, Watch, Lease, \
+         Maintenance.Status/Alarm and Cluster.MemberList calls that kube-apiserver and etcdctl use"
+    )
+}
+
+async fn unimplemented(uri: axum::http::Uri) -> axum::response::Response {
+    tonic::Status::unimplemented(unimplemented_message(uri.path())).into_http()
+}
+
+/// A method of a service we serve but did not implement (e.g.
+/// Maintenance/Defragment) gets tonic's bare UNIMPLEMENTED; name the call.
+async fn name_unimplemented(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let bare = headers.get("grpc-status").is_some_and(|s| s == "12")
+        && headers.get("grpc-message").is_none_or(|m| m.is_empty());
+    if bare && let Ok(message) = axum::http::HeaderValue::from_str(&unimplemented_message(&path)) {
+        headers.insert("grpc-message", message);
+    }
+    response
+}

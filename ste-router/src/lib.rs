@@ -1,0 +1,265 @@
+//! ste-router: an etcd v3 API sharding proxy. An unmodified kube-apiserver
+//! points `--etcd-servers-overrides=/pods#...` at it; it spreads the keys
+//! over the shard etcds of the ring and presents one etcd with one global
+//! revision space.
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod etcd;
+pub mod metrics;
+pub mod shard;
+pub mod state;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ste_core::revision::GlobalRevision;
+use ste_core::ring::Member;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::shard::ShardTimeouts;
+use crate::state::{MemberRecord, StateFile, StateStore};
+use crate::store::revisions::Revisions;
+use crate::store::{Identity, Store, StoreConfig};
+
+/// Health service names on the etcd listener.
+const ETCD_SERVICES: [&str; 3] = ["", "etcdserverpb.KV", "etcdserverpb.Watch"];
+
+fn member_id(name: &str) -> u64 {
+    xxhash_rust::xxh64::xxh64(name.as_bytes(), 0x5e7e)
+}
+
+async fn bind(flag: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!("{flag} {addr} is already in use: stop whatever listens there or choose another {flag}")
+        } else {
+            anyhow::anyhow!("cannot listen on {flag} {addr}: {e}")
+        }
+    })
+}
+
+/// Runs the router until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let state = Arc::new(StateStore::open(StateFile::new(config.state_file.clone()))?);
+    let saved = state.snapshot().await;
+
+    let members: Vec<Member> = if config.members.is_empty() {
+        saved
+            .members
+            .iter()
+            .map(|m| Member::new(m.name.clone(), m.endpoint.clone()).with_weight(m.weight))
+            .collect()
+    } else {
+        config
+            .members
+            .iter()
+            .map(|m| Member::new(m.name.clone(), m.endpoint.clone()))
+            .collect()
+    };
+    anyhow::ensure!(
+        !members.is_empty(),
+        "no ring members: give at least one --member NAME=URL (or a --state-file that lists members)"
+    );
+    let records: Vec<MemberRecord> = members
+        .iter()
+        .map(|m| MemberRecord {
+            name: m.name.clone(),
+            endpoint: m.endpoint.clone(),
+            weight: m.weight,
+        })
+        .collect();
+    let generation = if records == saved.members {
+        saved.generation
+    } else {
+        saved.generation + 1
+    };
+
+    let store_config = StoreConfig {
+        vnodes: config.vnodes,
+        max_request_bytes: config.max_request_bytes,
+        event_log_bytes: config.event_log_bytes,
+        revision_block: config.revision_block,
+        shard_timeouts: ShardTimeouts {
+            connect: config.shard_connect_timeout,
+            request: config.shard_timeout,
+        },
+    };
+    let revisions = Revisions::new(config.event_log_bytes, config.revision_block, state.clone());
+    let identity = Identity {
+        name: config.name.clone(),
+        cluster_id: member_id(&format!("{}-cluster", config.name)),
+        member_id: member_id(&config.name),
+        client_urls: vec![config.advertise_client_url.clone()],
+        etcd_version: config.etcd_version.clone(),
+    };
+    let store = Arc::new(Store::new(
+        store_config,
+        members,
+        generation,
+        state.clone(),
+        revisions,
+        identity,
+    )?);
+    for lease in &saved.leases {
+        store.leases.insert(lease.id, lease.ttl);
+    }
+
+    let etcd_listener = bind("--listen", config.listen).await?;
+    let admin_listener = bind("--admin-listen", config.admin_listen).await?;
+    let metrics_listener = bind("--metrics-listen", config.metrics_listen).await?;
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = shutdown_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let (etcd_health, etcd_health_service) = tonic_health::server::health_reporter();
+    for service in ETCD_SERVICES {
+        etcd_health
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ste_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+    };
+    let etcd_routes = etcd::routes(
+        store.clone(),
+        etcd::WatchSettings {
+            progress_interval: config.progress_notify_interval,
+        },
+        config.max_request_bytes + 64 * 1024,
+    );
+    let mut etcd_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)));
+    let etcd_router = etcd_server
+        .add_routes(etcd_routes)
+        .add_service(etcd_health_service)
+        .add_service(reflection()?);
+    let etcd_task = tokio::spawn(
+        etcd_router.serve_with_incoming_shutdown(TcpListenerStream::new(etcd_listener), stopped()),
+    );
+
+    let (admin_health, admin_health_service) = tonic_health::server::health_reporter();
+    admin_health
+        .set_service_status("ste.v1.Ring", ServingStatus::Serving)
+        .await;
+    let admin_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(admin_health_service)
+            .add_service(reflection()?)
+            .add_service(ste_proto::v1::ring_server::RingServer::new(
+                admin::RingService::new(store.clone()),
+            ))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(admin_listener), stopped()),
+    );
+    let metrics_task = tokio::spawn(metrics::serve(metrics_listener, store.clone(), stopped()));
+    tracing::info!(
+        listen = %config.listen,
+        admin = %config.admin_listen,
+        metrics = %config.metrics_listen,
+        members = store.shards().len(),
+        "router started; scanning shards"
+    );
+
+    let ready = async {
+        let max_found = store.scan_all(Duration::from_secs(1)).await;
+        let start = saved
+            .reserved_revision
+            .max(max_found)
+            .max(GlobalRevision(1));
+        let reserved = GlobalRevision(start.0 + config.revision_block);
+        state
+            .update(|s| {
+                s.reserved_revision = reserved;
+                s.members = records.clone();
+                s.generation = generation;
+            })
+            .await?;
+        store.revisions.restart_at(start, reserved)?;
+        store.set_ready();
+        for service in ETCD_SERVICES {
+            etcd_health
+                .set_service_status(service, ServingStatus::Serving)
+                .await;
+        }
+        tracing::info!(revision = %start, keys = store.index().len(), "router serving");
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        result = ready => result?,
+        _ = sigterm.recv() => return shutdown(shutdown_tx, [etcd_task, admin_task]).await,
+        _ = sigint.recv() => return shutdown(shutdown_tx, [etcd_task, admin_task]).await,
+    }
+    let health_task = tokio::spawn(check_shards(store.clone(), config.health_interval));
+    let lease_task = tokio::spawn(store.clone().expire_leases(Duration::from_millis(500)));
+
+    let signal_name = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+    tracing::info!(signal = signal_name, "shutting down");
+    for service in ETCD_SERVICES {
+        etcd_health
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
+    health_task.abort();
+    lease_task.abort();
+    metrics_task.abort();
+    shutdown(shutdown_tx, [etcd_task, admin_task]).await
+}
+
+async fn shutdown(
+    stop: tokio::sync::watch::Sender<bool>,
+    servers: [tokio::task::JoinHandle<Result<(), tonic::transport::Error>>; 2],
+) -> anyhow::Result<()> {
+    let _ = stop.send(true);
+    for server in servers {
+        // Streams (watches) keep a graceful shutdown waiting; bound it.
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    }
+    tracing::info!("router stopped");
+    Ok(())
+}
+
+/// Probes every shard; marks it available or not, and resynchronises a
+/// shard whose state became uncertain once it answers again.
+async fn check_shards(store: Arc<Store>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tick.tick().await;
+        for shard in store.shards() {
+            match tokio::time::timeout(interval.max(Duration::from_millis(500)), shard.status())
+                .await
+            {
+                Ok(Ok(_)) => {
+                    shard.mark_healthy();
+                    if shard.health().needs_resync
+                        && let Err(error) = store.resync_shard(&shard).await
+                    {
+                        tracing::warn!(member = %shard.name, %error, "resync failed; will retry");
+                    }
+                }
+                Ok(Err(error)) => shard.mark_unavailable(&shard::describe(&error.status)),
+                Err(_) => shard.mark_unavailable("no answer to a status probe"),
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ste_router::config::{Config, MemberFlag, parse_duration};
+
+/// STE router: serves the etcd v3 API to kube-apiserver and shards the
+/// keys over the in-memory etcd shards of the ring, with one global
+/// revision space.
+#[derive(Debug, Parser)]
+#[command(name = "ste-router", version)]
+struct Cli {
+    /// Address of the etcd v3 API (what kube-apiserver's
+    /// --etcd-servers-overrides points at).
+    #[arg(long, env = "STE_LISTEN", default_value = "127.0.0.1:2479")]
+    listen: SocketAddr,
+    /// Address of the ste.v1 admin API (kubectl ste).
+    #[arg(long, env = "STE_ADMIN_LISTEN", default_value = "127.0.0.1:2490")]
+    admin_listen: SocketAddr,
+    /// Address of the HTTP /metrics endpoint.
+    #[arg(long, env = "STE_METRICS_LISTEN", default_value = "127.0.0.1:2491")]
+    metrics_listen: SocketAddr,
+    /// Client URL reported in Cluster.MemberList. Default: http://<--listen>.
+    #[arg(long, env = "STE_ADVERTISE_CLIENT_URL")]
+    advertise_client_url: Option<String>,
+    /// A ring member NAME=ETCD_URL (repeatable), e.g. node-a=http://127.0.0.2:2279.
+    /// Without any, the members recorded in the state file are used.
+    #[arg(long = "member", env = "STE_MEMBERS", value_delimiter = ',')]
+    members: Vec<MemberFlag>,
+    /// Virtual nodes per unit of member weight.
+    #[arg(long, env = "STE_VNODES", default_value_t = ste_core::ring::DEFAULT_VNODES)]
+    vnodes: u32,
+    /// State file: ring and revision high-water mark (fsync'd on change).
+    #[arg(
+        long,
+        env = "STE_STATE_FILE",
+        default_value = "/var/lib/ste/router.state"
+    )]
+    state_file: PathBuf,
+    /// Bytes of watch events kept in memory; watches starting before them
+    /// get the compacted error and relist.
+    #[arg(long, env = "STE_EVENT_LOG_BYTES", default_value_t = 64 << 20)]
+    event_log_bytes: usize,
+    /// Largest request accepted (etcd's default is 1.5 MiB).
+    #[arg(long, env = "STE_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    max_request_bytes: usize,
+    /// Revisions reserved per state-file write.
+    #[arg(long, env = "STE_REVISION_BLOCK", default_value_t = 10_000)]
+    revision_block: i64,
+    /// Timeout to connect to a shard.
+    #[arg(long, env = "STE_SHARD_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    shard_connect_timeout: Duration,
+    /// Timeout of one request to a shard.
+    #[arg(long, env = "STE_SHARD_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    shard_timeout: Duration,
+    /// How often shards are probed.
+    #[arg(long, env = "STE_HEALTH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    health_interval: Duration,
+    /// Progress notifications to watchers that asked for them (etcd: 10m).
+    #[arg(long, env = "STE_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    progress_notify_interval: Duration,
+    /// The etcd version reported by Maintenance.Status; kube-apiserver
+    /// enables watch progress requests from 3.5.13.
+    #[arg(long, env = "STE_REPORTED_ETCD_VERSION", default_value = "3.5.13")]
+    reported_etcd_version: String,
+    /// Name in Cluster.MemberList.
+    #[arg(long, env = "STE_NAME", default_value = "ste-router")]
+    name: String,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "STE_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config = Config {
+        advertise_client_url: cli
+            .advertise_client_url
+            .unwrap_or_else(|| format!("http://{}", cli.listen)),
+        name: cli.name,
+        listen: cli.listen,
+        admin_listen: cli.admin_listen,
+        metrics_listen: cli.metrics_listen,
+        members: cli.members,
+        vnodes: cli.vnodes,
+        state_file: cli.state_file,
+        event_log_bytes: cli.event_log_bytes,
+        max_request_bytes: cli.max_request_bytes,
+        revision_block: cli.revision_block.max(1),
+        shard_connect_timeout: cli.shard_connect_timeout,
+        shard_timeout: cli.shard_timeout,
+        health_interval: cli.health_interval,
+        progress_notify_interval: cli.progress_notify_interval,
+        etcd_version: cli.reported_etcd_version,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ste_router::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! What must survive a router restart: the ring (members and generation),
+//! the revision high-water mark and the granted leases, in a small text
+//! file replaced atomically (write temp, fsync, rename, fsync dir).
+//!
+//! Revisions are reserved in blocks: the file records a mark above every
+//! revision handed out so far, and only the step past the mark costs an
+//! fsync. After a restart revisions continue above the mark, so none is
+//! ever reused even if the router died mid-block.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ste_core::revision::GlobalRevision;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub name: String,
+    pub endpoint: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub id: i64,
+    pub ttl: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouterState {
+    pub reserved_revision: GlobalRevision,
+    pub generation: u64,
+    pub members: Vec<MemberRecord>,
+    pub leases: Vec<LeaseRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot read state file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write state file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {path} line {line}: {reason}; fix or remove the line")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+}
+
+const HEADER: &str = "# ste-router state v1";
+
+impl RouterState {
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "{HEADER}\nreserved_revision {}\ngeneration {}\n",
+            self.reserved_revision.0, self.generation
+        );
+        for m in &self.members {
+            out.push_str(&format!("member {} {} {}\n", m.name, m.endpoint, m.weight));
+        }
+        for l in &self.leases {
+            out.push_str(&format!("lease {} {}\n", l.id, l.ttl));
+        }
+        out
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, StateError> {
+        let mut state = RouterState::default();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let error = |reason: &str| StateError::Parse {
+                path: path.to_path_buf(),
+                line: i + 1,
+                reason: reason.to_owned(),
+            };
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let number = |s: &str| {
+                s.parse::<i64>()
+                    .map_err(|_| error(&format!("{s:?} is not a number")))
+            };
+            match fields.as_slice() {
+                ["reserved_revision", n] => state.reserved_revision = GlobalRevision(number(n)?),
+                ["generation", n] => state.generation = number(n)? as u64,
+                ["member", name, endpoint, weight] => state.members.push(MemberRecord {
+                    name: (*name).to_owned(),
+                    endpoint: (*endpoint).to_owned(),
+                    weight: number(weight)? as u32,
+                }),
+                ["lease", id, ttl] => state.leases.push(LeaseRecord {
+                    id: number(id)?,
+                    ttl: number(ttl)?,
+                }),
+                _ => return Err(error(&format!("unknown line {line:?}"))),
+            }
+        }
+        Ok(state)
+    }
+}
+
+/// The file-backed state store.
+#[derive(Debug)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    pub fn new(path: PathBuf) -> Self {
+        StateFile { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored state, or the empty state if the file does not exist yet.
+    pub fn load(&self) -> Result<RouterState, StateError> {
+        match fs::read_to_string(&self.path) {
+            Ok(text) => RouterState::parse(&text, &self.path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RouterState::default()),
+            Err(source) => Err(StateError::Read {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Replaces the file durably: a crash leaves either the old or the new
+    /// content, never a mix.
+    pub fn store(&self, state: &RouterState) -> Result<(), StateError> {
+        let write_error = |source| StateError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(write_error)?;
+        let tmp = self.path.with_extension("tmp");
+        {
+            let mut file = fs::File::create(&tmp).map_err(write_error)?;
+            file.write_all(state.render().as_bytes())
+                .map_err(write_error)?;
+            file.sync_all().map_err(write_error)?;
+        }
+        fs::rename(&tmp, &self.path).map_err(write_error)?;
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(write_error)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_the_file() {
+        let dir = std::env::temp_dir().join(format!("ste-state-test-{}", std::process::id()));
+        let file = StateFile::new(dir.join("state"));
+        assert_eq!(file.load().unwrap(), RouterState::default());
+        let state = RouterState {
+            reserved_revision: GlobalRevision(20_000),
+            generation: 3,
+            members: vec![MemberRecord {
+                name: "node-a".into(),
+                endpoint: "http://127.0.0.2:2279".into(),
+                weight: 2,
+            }],
+            leases: vec![LeaseRecord { id: 7, ttl: 60 }],
+        };
+        file.store(&state).unwrap();
+        assert_eq!(file.load().unwrap(), state);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn rejects_garbage_with_the_line_number() {
+        let err = RouterState::parse("generation 1\nbogus\n", Path::new("s")).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        let err = RouterState::parse("generation x\n", Path::new("s")).unwrap_err();
+        assert!(err.to_string().contains("not a number"), "{err}");
+    }
+}
+
+/// The state file behind an async lock: every change is read-modify-write
+/// of the whole state, persisted before the change is used.
+#[derive(Debug)]
+pub struct StateStore {
+    file: Arc<StateFile>,
+    state: tokio::sync::Mutex<RouterState>,
+}
+
+impl StateStore {
+    pub fn open(file: StateFile) -> Result<Self, StateError> {
+        let state = file.load()?;
+        Ok(StateStore {
+            file: Arc::new(file),
+            state: tokio::sync::Mutex::new(state),
+        })
+    }
+
+    pub async fn snapshot(&self) -> RouterState {
+        self.state.lock().await.clone()
+    }
+
+    /// Applies `change` and persists the result (fsync) before returning.
+    pub async fn update(
+        &self,
+        change: impl FnOnce(&mut RouterState),
+    ) -> Result<(), crate::error::StoreError> {
+        let mut state = self.state.lock().await;
+        let mut next = state.clone();
+        change(&mut next);
+        if next == *state {
+            return Ok(());
+        }
+        let file = self.file.clone();
+        let to_store = next.clone();
+        tokio::task::spawn_blocking(move || file.store(&to_store))
+            .await
+            .map_err(|e| crate::error::StoreError::Internal(format!("state writer failed: {e}")))?
+            .map_err(|e| crate::error::StoreError::Internal(e.to_string()))?;
+        *state = next;
+        Ok(())
+    }
+
+    pub async fn reserve_revisions(
+        &self,
+        through: GlobalRevision,
+    ) -> Result<(), crate::error::StoreError> {
+        self.update(|s| s.reserved_revision = s.reserved_revision.max(through))
+            .await
+    }
+}

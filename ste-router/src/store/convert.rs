@@ -1,0 +1,53 @@
+//! Between what shards store (envelopes under shard revisions) and what
+//! clients see (plain values under global revisions).
+
+use ste_core::envelope::Envelope;
+use ste_core::revision::GlobalRevision;
+use ste_proto::etcd::mvccpb;
+
+use crate::error::StoreError;
+
+/// The client's view of a key stored on a shard: the envelope's global
+/// revisions and payload. `shard` names the shard for the error message.
+pub fn client_kv(stored: mvccpb::KeyValue, shard: &str) -> Result<mvccpb::KeyValue, StoreError> {
+    let envelope = Envelope::decode(&stored.value).map_err(|e| {
+        StoreError::Internal(format!(
+            "shard {shard} holds key {:?} that STE did not write ({e}); \
+             shards must be written only through the router",
+            String::from_utf8_lossy(&stored.key)
+        ))
+    })?;
+    Ok(mvccpb::KeyValue {
+        create_revision: envelope.create.0,
+        mod_revision: envelope.modified.0,
+        version: envelope.version,
+        lease: envelope.lease,
+        value: envelope.payload.to_vec(),
+        key: stored.key,
+    })
+}
+
+/// The tombstone a DELETE event carries: the key and the deletion's revision.
+pub fn deleted_kv(key: Vec<u8>, revision: GlobalRevision) -> mvccpb::KeyValue {
+    mvccpb::KeyValue {
+        key,
+        mod_revision: revision.0,
+        ..Default::default()
+    }
+}
+
+pub fn put_event(kv: mvccpb::KeyValue, prev: Option<mvccpb::KeyValue>) -> mvccpb::Event {
+    mvccpb::Event {
+        r#type: mvccpb::event::EventType::Put as i32,
+        kv: Some(kv),
+        prev_kv: prev,
+    }
+}
+
+pub fn delete_event(kv: mvccpb::KeyValue, prev: Option<mvccpb::KeyValue>) -> mvccpb::Event {
+    mvccpb::Event {
+        r#type: mvccpb::event::EventType::Delete as i32,
+        kv: Some(kv),
+        prev_kv: prev,
+    }
+}

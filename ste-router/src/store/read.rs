@@ -1,0 +1,149 @@
+//! Reads: a range at a global revision, served by reading every shard that
+//! may hold keys of the range at the shard revision that matches it, and
+//! merging. Pagination stays exact because each shard is read at the same
+//! global point in time and counts are summed.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use ste_core::keyrange::KeyRange;
+use ste_core::revision::GlobalRevision;
+use ste_proto::etcd::etcdserverpb as pb;
+use ste_proto::etcd::mvccpb;
+
+use super::Store;
+use super::convert::client_kv;
+use crate::error::{StoreError, StoreResult};
+use crate::shard::Shard;
+
+/// What a range read returns before it becomes a `RangeResponse`.
+#[derive(Debug, Default)]
+pub struct RangeResult {
+    pub kvs: Vec<mvccpb::KeyValue>,
+    pub count: i64,
+    pub more: bool,
+}
+
+impl Store {
+    /// Shards that can hold keys of `range`: the owner for a single key,
+    /// else all of them.
+    pub fn shards_for(&self, range: &KeyRange) -> StoreResult<Vec<Arc<Shard>>> {
+        if range.is_single_key() {
+            Ok(vec![self.owner(range.start())?])
+        } else {
+            let shards = self.shards();
+            if shards.is_empty() {
+                return Err(StoreError::NoMembers);
+            }
+            Ok(shards)
+        }
+    }
+
+    /// Validates a Range request the way etcd does and reads it.
+    pub async fn range(
+        &self,
+        request: &pb::RangeRequest,
+    ) -> StoreResult<(GlobalRevision, RangeResult)> {
+        self.check_ready()?;
+        if request.key.is_empty() {
+            return Err(StoreError::KeyNotProvided);
+        }
+        let sorted_by_other_than_key = request.sort_target
+            != pb::range_request::SortTarget::Key as i32
+            && request.sort_order != pb::range_request::SortOrder::None as i32;
+        if sorted_by_other_than_key
+            || request.sort_order == pb::range_request::SortOrder::Descend as i32
+        {
+            return Err(StoreError::Unsupported(
+                "ste-router: Range supports only ascending key order (sort_order NONE or ASCEND by KEY), \
+                 as kube-apiserver uses"
+                    .into(),
+            ));
+        }
+        if request.min_mod_revision != 0
+            || request.max_mod_revision != 0
+            || request.min_create_revision != 0
+            || request.max_create_revision != 0
+        {
+            return Err(StoreError::Unsupported(
+                "ste-router: Range does not support min/max mod/create revision filters".into(),
+            ));
+        }
+        let revision = self.revisions.resolve_read(request.revision)?;
+        let range = KeyRange::from_request(&request.key, &request.range_end);
+        let result = self
+            .read_range(
+                &range,
+                revision,
+                request.limit.max(0),
+                request.keys_only,
+                request.count_only,
+            )
+            .await?;
+        Ok((self.revisions.current(), result))
+    }
+
+    /// Reads `range` as of global `revision`.
+    pub async fn read_range(
+        &self,
+        range: &KeyRange,
+        revision: GlobalRevision,
+        limit: i64,
+        keys_only: bool,
+        count_only: bool,
+    ) -> StoreResult<RangeResult> {
+        if range.is_empty() {
+            return Ok(RangeResult::default());
+        }
+        let shards = self.shards_for(range)?;
+        for shard in &shards {
+            shard.check_available()?;
+        }
+        let (key, range_end) = range.to_request();
+        // One more than asked tells whether there are more keys.
+        let shard_limit = if limit > 0 { limit + 1 } else { 0 };
+        let reads = shards.iter().map(|shard| {
+            let request = pb::RangeRequest {
+                key: key.clone(),
+                range_end: range_end.clone(),
+                limit: shard_limit,
+                revision: shard.revision_at(revision).0,
+                count_only,
+                ..Default::default()
+            };
+            async move { (shard, shard.range(request).await) }
+        });
+        let mut result = RangeResult::default();
+        for (shard, response) in join_all(reads).await {
+            let response = response.map_err(|e| shard.client_error(e))?;
+            result.count += response.count;
+            for stored in response.kvs {
+                let mut kv = client_kv(stored, &shard.name)?;
+                if keys_only {
+                    kv.value.clear();
+                }
+                result.kvs.push(kv);
+            }
+        }
+        if count_only {
+            result.kvs.clear();
+            return Ok(result);
+        }
+        result.kvs.sort_by(|a, b| a.key.cmp(&b.key));
+        if limit > 0 && result.kvs.len() as i64 > limit {
+            result.kvs.truncate(limit as usize);
+            result.more = true;
+        }
+        Ok(result)
+    }
+
+    /// The latest version of one key, read from its shard at the current
+    /// revision (used for Txn failure branches and value compares).
+    pub async fn get_current(&self, key: &[u8]) -> StoreResult<Option<mvccpb::KeyValue>> {
+        let current = self.revisions.current();
+        let result = self
+            .read_range(&KeyRange::single(key), current, 0, false, false)
+            .await?;
+        Ok(result.kvs.into_iter().next())
+    }
+}

@@ -1,0 +1,526 @@
+//! Writes. Every write to a key:
+//!
+//! 1. takes the owning shard's write lock (writes reach a shard in global
+//!    revision order, and no other write to the key can interleave);
+//! 2. evaluates the client's compares against the key index;
+//! 3. allocates the next global revision only if the write will apply;
+//! 4. sends the shard a Txn fenced on the shard's own mod revision of the
+//!    key, putting the value inside an envelope with the global revisions;
+//! 5. records global → shard revision, updates the index, completes the
+//!    revision with its watch event, and releases the lock;
+//! 6. waits until the revision is current, so the client can read it back.
+//!
+//! If the shard's answer is lost, the outcome is resolved by reading the
+//! key back; if that fails too, the revision is abandoned (a gap), the shard
+//! is marked for a resync and watches are cut when it returns — never a
+//! silently missing event.
+
+use std::sync::Arc;
+
+use ste_core::envelope::Envelope;
+use ste_core::index::IndexEntry;
+use ste_core::keyrange::KeyRange;
+use ste_core::revision::{GlobalRevision, ShardRevision};
+use ste_proto::etcd::etcdserverpb::{self as pb, compare, request_op, response_op};
+use ste_proto::etcd::mvccpb;
+
+use super::Store;
+use super::convert::{client_kv, delete_event, deleted_kv, put_event};
+use super::revisions::StoredEvent;
+use crate::error::{StoreError, StoreResult};
+use crate::shard::Shard;
+
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    Put {
+        value: Vec<u8>,
+        lease: i64,
+        ignore_value: bool,
+        ignore_lease: bool,
+    },
+    Delete,
+}
+
+/// A write to one key, applied only if every compare holds.
+#[derive(Debug, Clone)]
+pub struct KeyWrite {
+    pub key: Vec<u8>,
+    pub op: WriteOp,
+    pub compares: Vec<pb::Compare>,
+}
+
+/// What reading a key back after a lost answer told.
+enum Resolution {
+    Applied {
+        shard_revision: ShardRevision,
+        prev: Option<mvccpb::KeyValue>,
+    },
+    NotApplied,
+    Unknown,
+}
+
+#[derive(Debug)]
+pub enum WriteOutcome {
+    Applied {
+        revision: GlobalRevision,
+        prev: Option<mvccpb::KeyValue>,
+    },
+    /// A compare did not hold; nothing was written.
+    CompareFailed,
+    /// The compares held but the key to delete does not exist: like etcd,
+    /// no revision is used.
+    NothingDeleted,
+}
+
+/// Does one compare hold for the key's current state? `value` is needed
+/// only for VALUE compares.
+pub fn compare_holds(c: &pb::Compare, entry: Option<&IndexEntry>, value: Option<&[u8]>) -> bool {
+    use std::cmp::Ordering;
+    let ordering = match (c.target(), &c.target_union) {
+        (pb::compare::CompareTarget::Value, Some(compare::TargetUnion::Value(want))) => {
+            // etcd: a value compare on a missing key always fails.
+            match (entry, value) {
+                (Some(_), Some(have)) => have.cmp(want.as_slice()),
+                _ => return false,
+            }
+        }
+        (target, union) => {
+            let have = match (target, entry) {
+                (_, None) => 0,
+                (pb::compare::CompareTarget::Version, Some(e)) => e.version,
+                (pb::compare::CompareTarget::Create, Some(e)) => e.create.0,
+                (pb::compare::CompareTarget::Mod, Some(e)) => e.modified.0,
+                (pb::compare::CompareTarget::Lease, Some(e)) => e.lease,
+                (pb::compare::CompareTarget::Value, Some(_)) => return false,
+            };
+            let want = match union {
+                Some(compare::TargetUnion::Version(v))
+                | Some(compare::TargetUnion::CreateRevision(v))
+                | Some(compare::TargetUnion::ModRevision(v))
+                | Some(compare::TargetUnion::Lease(v)) => *v,
+                _ => 0,
+            };
+            have.cmp(&want)
+        }
+    };
+    match c.result() {
+        pb::compare::CompareResult::Equal => ordering == Ordering::Equal,
+        pb::compare::CompareResult::NotEqual => ordering != Ordering::Equal,
+        pb::compare::CompareResult::Greater => ordering == Ordering::Greater,
+        pb::compare::CompareResult::Less => ordering == Ordering::Less,
+    }
+}
+
+/// The shard-side fence: the key's shard mod revision is what the index
+/// says (0 = absent), so a write nobody routed is never overwritten.
+fn fence(key: &[u8], entry: Option<&IndexEntry>) -> pb::Compare {
+    pb::Compare {
+        result: pb::compare::CompareResult::Equal as i32,
+        target: pb::compare::CompareTarget::Mod as i32,
+        key: key.to_vec(),
+        target_union: Some(compare::TargetUnion::ModRevision(
+            entry.map(|e| e.shard_modified.0).unwrap_or(0),
+        )),
+        range_end: Vec::new(),
+    }
+}
+
+fn put_op(key: Vec<u8>, value: Vec<u8>) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(request_op::Request::RequestPut(pb::PutRequest {
+            key,
+            value,
+            prev_kv: true,
+            ..Default::default()
+        })),
+    }
+}
+
+fn delete_op(key: Vec<u8>) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(
+            pb::DeleteRangeRequest {
+                key,
+                prev_kv: true,
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+/// The previous versions a shard returned for the ops of a successful Txn.
+fn prev_kvs(response: &pb::TxnResponse) -> Vec<mvccpb::KeyValue> {
+    response
+        .responses
+        .iter()
+        .filter_map(|r| match &r.response {
+            Some(response_op::Response::ResponsePut(put)) => put.prev_kv.clone(),
+            Some(response_op::Response::ResponseDeleteRange(del)) => del.prev_kvs.first().cloned(),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Store {
+    /// Applies one conditional write (Put, Txn branch, single-key delete).
+    pub async fn write_key(&self, write: KeyWrite) -> StoreResult<WriteOutcome> {
+        self.check_ready()?;
+        if write.key.is_empty() {
+            return Err(StoreError::KeyNotProvided);
+        }
+        if let WriteOp::Put {
+            value,
+            lease,
+            ignore_value,
+            ignore_lease,
+        } = &write.op
+        {
+            if *ignore_value && !value.is_empty() {
+                return Err(StoreError::ValueProvided);
+            }
+            if *ignore_lease && *lease != 0 {
+                return Err(StoreError::LeaseProvided);
+            }
+            let size = write.key.len() + value.len();
+            if size > self.config.max_request_bytes {
+                return Err(StoreError::TooLarge);
+            }
+            if *lease != 0 && !self.leases.exists(*lease) {
+                return Err(StoreError::LeaseNotFound);
+            }
+        }
+        let shard = self.owner(&write.key)?;
+        shard.check_available()?;
+        let outcome = {
+            let _ordered = shard.write_lock.lock().await;
+            shard.check_available()?;
+            self.write_locked(&shard, write).await?
+        };
+        if let WriteOutcome::Applied { revision, .. } = &outcome {
+            self.revisions.wait_visible(*revision).await;
+        }
+        Ok(outcome)
+    }
+
+    async fn write_locked(&self, shard: &Arc<Shard>, write: KeyWrite) -> StoreResult<WriteOutcome> {
+        let entry = self.index().get(&write.key).cloned();
+        let needs_value = write
+            .compares
+            .iter()
+            .any(|c| c.target() == pb::compare::CompareTarget::Value)
+            || matches!(
+                write.op,
+                WriteOp::Put {
+                    ignore_value: true,
+                    ..
+                }
+            );
+        let current_value = if needs_value && entry.is_some() {
+            self.read_value_locked(shard, &write.key).await?
+        } else {
+            None
+        };
+        if !write
+            .compares
+            .iter()
+            .all(|c| compare_holds(c, entry.as_ref(), current_value.as_deref()))
+        {
+            return Ok(WriteOutcome::CompareFailed);
+        }
+        let (shard_op, new_lease, payload) = match &write.op {
+            WriteOp::Delete if entry.is_none() => return Ok(WriteOutcome::NothingDeleted),
+            WriteOp::Delete => (None, 0, Vec::new()),
+            WriteOp::Put {
+                value,
+                lease,
+                ignore_value,
+                ignore_lease,
+            } => {
+                let payload = if *ignore_value {
+                    current_value.clone().ok_or(StoreError::KeyNotFound)?
+                } else {
+                    value.clone()
+                };
+                let lease = if *ignore_lease {
+                    entry
+                        .as_ref()
+                        .map(|e| e.lease)
+                        .ok_or(StoreError::KeyNotFound)?
+                } else {
+                    *lease
+                };
+                (Some(()), lease, payload)
+            }
+        };
+
+        let revision = self.revisions.allocate().await?;
+        let create = entry.as_ref().map(|e| e.create).unwrap_or(revision);
+        let version = entry.as_ref().map(|e| e.version + 1).unwrap_or(1);
+        let op = match shard_op {
+            Some(()) => {
+                let envelope = Envelope {
+                    create,
+                    modified: revision,
+                    version,
+                    lease: new_lease,
+                    payload: &payload,
+                }
+                .encode();
+                put_op(write.key.clone(), envelope)
+            }
+            None => delete_op(write.key.clone()),
+        };
+        let request = pb::TxnRequest {
+            compare: vec![fence(&write.key, entry.as_ref())],
+            success: vec![op],
+            failure: Vec::new(),
+        };
+        let applied = match shard.txn(request).await {
+            Ok(response) if response.succeeded => {
+                let shard_revision =
+                    ShardRevision(response.header.as_ref().map(|h| h.revision).unwrap_or(0));
+                Some((shard_revision, prev_kvs(&response).into_iter().next()))
+            }
+            Ok(_) => {
+                self.revisions.complete(revision, Vec::new());
+                shard.mark_needs_resync(
+                    "a key changed on the shard without going through the router",
+                );
+                return Err(shard.unavailable(format!(
+                    "key {:?} changed on the shard outside the router; resynchronising",
+                    String::from_utf8_lossy(&write.key)
+                )));
+            }
+            Err(error) if error.is_uncertain() => {
+                let is_delete = matches!(write.op, WriteOp::Delete);
+                match self
+                    .resolve_uncertain(shard, &write.key, revision, is_delete)
+                    .await
+                {
+                    Resolution::Applied {
+                        shard_revision,
+                        prev,
+                    } => Some((shard_revision, prev)),
+                    Resolution::NotApplied => {
+                        self.revisions.complete(revision, Vec::new());
+                        return Err(shard.client_error(error));
+                    }
+                    Resolution::Unknown => {
+                        self.revisions.complete(revision, Vec::new());
+                        shard.mark_needs_resync("the outcome of a write is unknown");
+                        return Err(shard.client_error(error));
+                    }
+                }
+            }
+            Err(error) => {
+                // etcd answered (e.g. NOSPACE): nothing was applied.
+                self.revisions.complete(revision, Vec::new());
+                return Err(shard.client_error(error));
+            }
+        };
+        let Some((shard_revision, stored_prev)) = applied else {
+            self.revisions.complete(revision, Vec::new());
+            return Err(StoreError::Internal("write not applied".into()));
+        };
+        let prev = match stored_prev {
+            Some(stored) => client_kv(stored, &shard.name).ok(),
+            None => None,
+        };
+        shard.record_revision(revision, shard_revision);
+        let event = match &write.op {
+            WriteOp::Put { .. } => {
+                let kv = mvccpb::KeyValue {
+                    key: write.key.clone(),
+                    create_revision: create.0,
+                    mod_revision: revision.0,
+                    version,
+                    value: payload.clone(),
+                    lease: new_lease,
+                };
+                self.index_mut().insert(
+                    write.key.clone(),
+                    IndexEntry {
+                        shard: shard.id,
+                        create,
+                        modified: revision,
+                        version,
+                        lease: new_lease,
+                        value_size: payload.len() as u32,
+                        shard_modified: shard_revision,
+                    },
+                );
+                let old_lease = entry.as_ref().map(|e| e.lease).unwrap_or(0);
+                if old_lease != new_lease {
+                    self.leases.detach(old_lease, &write.key);
+                }
+                self.leases.attach(new_lease, &write.key);
+                put_event(kv, prev.clone())
+            }
+            WriteOp::Delete => {
+                self.index_mut().remove(&write.key);
+                if let Some(e) = &entry {
+                    self.leases.detach(e.lease, &write.key);
+                }
+                delete_event(deleted_kv(write.key.clone(), revision), prev.clone())
+            }
+        };
+        self.revisions
+            .complete(revision, vec![StoredEvent { revision, event }]);
+        Ok(WriteOutcome::Applied { revision, prev })
+    }
+
+    /// The shard's latest value of `key` (payload only), under the write lock.
+    async fn read_value_locked(&self, shard: &Shard, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        let response = shard
+            .range(pb::RangeRequest {
+                key: key.to_vec(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| shard.client_error(e))?;
+        match response.kvs.into_iter().next() {
+            Some(stored) => Ok(Some(client_kv(stored, &shard.name)?.value)),
+            None => Ok(None),
+        }
+    }
+
+    /// After a lost answer: did the write with `revision` reach the shard?
+    /// Under the write lock nothing else wrote to the shard since, so the
+    /// key's current state tells, and the version before it is the one at
+    /// the shard revision just below.
+    async fn resolve_uncertain(
+        &self,
+        shard: &Shard,
+        key: &[u8],
+        revision: GlobalRevision,
+        is_delete: bool,
+    ) -> Resolution {
+        let read = |at: i64| {
+            shard.range(pb::RangeRequest {
+                key: key.to_vec(),
+                revision: at,
+                ..Default::default()
+            })
+        };
+        let Ok(now) = read(0).await else {
+            return Resolution::Unknown;
+        };
+        let applied_at = match (now.kvs.first(), is_delete) {
+            (Some(kv), false) => Envelope::decode(&kv.value)
+                .ok()
+                .filter(|e| e.modified == revision)
+                .map(|_| kv.mod_revision),
+            (None, true) => now.header.as_ref().map(|h| h.revision),
+            _ => None,
+        };
+        let Some(applied_at) = applied_at else {
+            return Resolution::NotApplied;
+        };
+        let Ok(before) = read(applied_at - 1).await else {
+            return Resolution::Unknown;
+        };
+        Resolution::Applied {
+            shard_revision: ShardRevision(applied_at),
+            prev: before.kvs.into_iter().next(),
+        }
+    }
+
+    /// DeleteRange over several keys, possibly on several shards: one global
+    /// revision for all of them, as etcd gives one revision per request.
+    pub async fn delete_range(
+        &self,
+        range: &KeyRange,
+    ) -> StoreResult<(Option<GlobalRevision>, i64, Vec<mvccpb::KeyValue>)> {
+        self.check_ready()?;
+        let shards = self.shards_for(range)?;
+        for shard in &shards {
+            shard.check_available()?;
+        }
+        // Lock in a fixed order (by id) so concurrent range deletes cannot deadlock.
+        let mut ordered = shards.clone();
+        ordered.sort_by_key(|s| s.id);
+        let mut guards = Vec::with_capacity(ordered.len());
+        for shard in &ordered {
+            guards.push(shard.write_lock.lock().await);
+        }
+        let victims: Vec<(Vec<u8>, IndexEntry)> = self
+            .index()
+            .range(range)
+            .map(|(k, e)| (k.to_vec(), *e))
+            .collect();
+        if victims.is_empty() {
+            return Ok((None, 0, Vec::new()));
+        }
+        let revision = self.revisions.allocate().await?;
+        let mut calls = Vec::new();
+        for shard in &ordered {
+            let keys: Vec<&(Vec<u8>, IndexEntry)> = victims
+                .iter()
+                .filter(|(_, e)| e.shard == shard.id)
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            let request = pb::TxnRequest {
+                compare: keys.iter().map(|(k, e)| fence(k, Some(e))).collect(),
+                success: keys.iter().map(|(k, _)| delete_op(k.clone())).collect(),
+                failure: Vec::new(),
+            };
+            let keys: Vec<(Vec<u8>, IndexEntry)> = keys.into_iter().cloned().collect();
+            calls.push(async move { (shard.clone(), keys, shard.txn(request).await) });
+        }
+        let mut events = Vec::new();
+        let mut prevs = Vec::new();
+        let mut failure = None;
+        for (shard, keys, result) in futures_util::future::join_all(calls).await {
+            match result {
+                Ok(response) if response.succeeded => {
+                    let shard_revision =
+                        ShardRevision(response.header.as_ref().map(|h| h.revision).unwrap_or(0));
+                    shard.record_revision(revision, shard_revision);
+                    let stored_prevs = prev_kvs(&response);
+                    let mut index = self.index_mut();
+                    for ((key, entry), stored) in keys.into_iter().zip(stored_prevs) {
+                        index.remove(&key);
+                        self.leases.detach(entry.lease, &key);
+                        let prev = client_kv(stored, &shard.name).ok();
+                        if let Some(prev) = &prev {
+                            prevs.push(prev.clone());
+                        }
+                        events.push(StoredEvent {
+                            revision,
+                            event: delete_event(deleted_kv(key, revision), prev),
+                        });
+                    }
+                }
+                Ok(_) => {
+                    shard.mark_needs_resync(
+                        "keys changed on the shard without going through the router",
+                    );
+                    failure = Some(shard.unavailable(
+                        "keys changed on the shard outside the router; resynchronising".into(),
+                    ));
+                }
+                Err(error) => {
+                    if error.is_uncertain() {
+                        shard.mark_needs_resync("the outcome of a range delete is unknown");
+                    }
+                    failure = Some(shard.client_error(error));
+                }
+            }
+        }
+        events.sort_by(|a, b| a.key().cmp(b.key()));
+        let deleted = events.len() as i64;
+        let applied = deleted > 0;
+        self.revisions.complete(revision, events);
+        drop(guards);
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        if applied {
+            self.revisions.wait_visible(revision).await;
+        }
+        prevs.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok((applied.then_some(revision), deleted, prevs))
+    }
+}

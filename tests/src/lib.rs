@@ -5,9 +5,14 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod etcd;
+pub mod kube;
 pub mod poll;
 pub mod procs;
+pub mod router;
 
 pub use agent::{AgentOptions, TestAgent};
 pub use cluster::TestCluster;
+pub use etcd::TestEtcd;
 pub use poll::eventually;
+pub use router::{ShardedRouter, TestRouter};

@@ -1,6 +1,7 @@
 //! DeleteRange: one key through the conditional write path, a range of
 //! keys (etcdctl del --prefix) under one revision across shards.
 
+use std::sync::Arc;
 use ste_core::keyrange::KeyRange;
 use ste_proto::etcd::etcdserverpb as pb;
 use tonic::Status;
@@ -11,7 +12,7 @@ use crate::store::Store;
 use crate::store::write::{KeyWrite, WriteOp, WriteOutcome};
 
 pub async fn delete_range(
-    store: &Store,
+    store: &Arc<Store>,
     request: pb::DeleteRangeRequest,
 ) -> Result<pb::DeleteRangeResponse, Status> {
     if request.key.is_empty() {

@@ -46,7 +46,7 @@ impl Store {
     }
 
     /// Revokes a lease: its keys are deleted through the normal write path.
-    pub async fn lease_revoke(&self, id: i64) -> Result<(), StoreError> {
+    pub async fn lease_revoke(self: &Arc<Self>, id: i64) -> Result<(), StoreError> {
         let keys = self.leases.remove(id).ok_or(StoreError::LeaseNotFound)?;
         self.state
             .update(|s| s.leases.retain(|l| l.id != id))

@@ -1,5 +1,6 @@
 //! An unconditional Put (etcdctl put; kube-apiserver writes through Txn).
 
+use std::sync::Arc;
 use ste_proto::etcd::etcdserverpb as pb;
 use tonic::Status;
 
@@ -7,7 +8,7 @@ use super::header;
 use crate::store::Store;
 use crate::store::write::{KeyWrite, WriteOp, WriteOutcome};
 
-pub async fn put(store: &Store, request: pb::PutRequest) -> Result<pb::PutResponse, Status> {
+pub async fn put(store: &Arc<Store>, request: pb::PutRequest) -> Result<pb::PutResponse, Status> {
     let want_prev = request.prev_kv;
     let outcome = store
         .write_key(KeyWrite {

@@ -14,6 +14,7 @@
 //! may compare and read any keys. Everything else is refused with
 //! INVALID_ARGUMENT saying what is supported.
 
+use std::sync::Arc;
 use ste_core::keyrange::KeyRange;
 use ste_proto::etcd::etcdserverpb::{self as pb, request_op, response_op};
 use tonic::Status;
@@ -114,7 +115,7 @@ fn plan(request: &pb::TxnRequest) -> Result<Option<(usize, KeyWrite)>, Status> {
     Ok(write)
 }
 
-pub async fn txn(store: &Store, request: pb::TxnRequest) -> Result<pb::TxnResponse, Status> {
+pub async fn txn(store: &Arc<Store>, request: pb::TxnRequest) -> Result<pb::TxnResponse, Status> {
     store.check_ready()?;
     match plan(&request)? {
         Some((position, mut write)) => {
@@ -218,7 +219,7 @@ pub async fn txn(store: &Store, request: pb::TxnRequest) -> Result<pb::TxnRespon
 /// object's new resourceVersion from these headers, so with a write they
 /// carry exactly its revision.
 async fn respond(
-    store: &Store,
+    store: &Arc<Store>,
     branch: &[pb::RequestOp],
     written: Option<(usize, response_op::Response)>,
     succeeded: bool,

@@ -163,7 +163,18 @@ fn prev_kvs(response: &pb::TxnResponse) -> Vec<mvccpb::KeyValue> {
 
 impl Store {
     /// Applies one conditional write (Put, Txn branch, single-key delete).
-    pub async fn write_key(&self, write: KeyWrite) -> StoreResult<WriteOutcome> {
+    ///
+    /// The write runs in its own task: once a revision is allocated it must
+    /// complete (or be abandoned) even if the client goes away, or every
+    /// later revision would wait for it forever.
+    pub async fn write_key(self: &Arc<Self>, write: KeyWrite) -> StoreResult<WriteOutcome> {
+        let store = self.clone();
+        tokio::spawn(async move { store.write_key_detached(write).await })
+            .await
+            .map_err(|e| StoreError::Internal(format!("write task failed: {e}")))?
+    }
+
+    async fn write_key_detached(&self, write: KeyWrite) -> StoreResult<WriteOutcome> {
         self.check_ready()?;
         if write.key.is_empty() {
             return Err(StoreError::KeyNotProvided);
@@ -428,6 +439,17 @@ impl Store {
     /// DeleteRange over several keys, possibly on several shards: one global
     /// revision for all of them, as etcd gives one revision per request.
     pub async fn delete_range(
+        self: &Arc<Self>,
+        range: &KeyRange,
+    ) -> StoreResult<(Option<GlobalRevision>, i64, Vec<mvccpb::KeyValue>)> {
+        let store = self.clone();
+        let range = range.clone();
+        tokio::spawn(async move { store.delete_range_detached(&range).await })
+            .await
+            .map_err(|e| StoreError::Internal(format!("delete task failed: {e}")))?
+    }
+
+    async fn delete_range_detached(
         &self,
         range: &KeyRange,
     ) -> StoreResult<(Option<GlobalRevision>, i64, Vec<mvccpb::KeyValue>)> {

@@ -1,0 +1,123 @@
+//! A plain etcd process for tests that need a shard without an agent, or
+//! a reference etcd to compare the router with. Data on disk in a temp dir
+//! (with --unsafe-no-fsync), so it can be stopped and started again with
+//! its data intact.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+use crate::poll::eventually;
+use crate::procs::free_port;
+
+pub struct TestEtcd {
+    pub name: String,
+    pub url: String,
+    peer_url: String,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl TestEtcd {
+    /// Starts etcd on 127.0.0.1 with fresh ports and waits until it answers.
+    pub async fn start(name: &str) -> anyhow::Result<Self> {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut etcd = TestEtcd {
+            name: name.to_owned(),
+            url: format!("http://127.0.0.1:{}", free_port(ip)),
+            peer_url: format!("http://127.0.0.1:{}", free_port(ip)),
+            dir: tempfile::Builder::new()
+                .prefix("ste-test-etcd-")
+                .tempdir()?,
+            child: None,
+        };
+        etcd.resume_process()?;
+        etcd.wait_ready().await?;
+        Ok(etcd)
+    }
+
+    fn resume_process(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))?;
+        let child = Command::new("etcd")
+            .arg(format!("--name={}", self.name))
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg(format!("--listen-client-urls={}", self.url))
+            .arg(format!("--advertise-client-urls={}", self.url))
+            .arg(format!("--listen-peer-urls={}", self.peer_url))
+            .arg(format!("--initial-advertise-peer-urls={}", self.peer_url))
+            .arg(format!("--initial-cluster={}={}", self.name, self.peer_url))
+            .arg("--unsafe-no-fsync")
+            .arg("--logger=zap")
+            .arg("--log-outputs=stderr")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        eventually(
+            &format!("etcd {} to answer", self.name),
+            crate::poll::SLOW,
+            || async {
+                let mut client = self.client().await.map_err(|e| e.to_string())?;
+                client.status().await.map(|_| ()).map_err(|e| e.to_string())
+            },
+        )
+        .await
+    }
+
+    pub async fn client(&self) -> anyhow::Result<etcd_client::Client> {
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(10));
+        Ok(etcd_client::Client::connect([&self.url], Some(options)).await?)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL, keeping the data dir.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the same member again on its data (same "epoch").
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.resume_process()?;
+        self.wait_ready().await
+    }
+
+    pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow::anyhow!("etcd not running"))?;
+        kill(Pid::from_raw(pid as i32), signal)?;
+        Ok(())
+    }
+}
+
+impl Drop for TestEtcd {
+    fn drop(&mut self) {
+        // A stopped process must be continued to die promptly and be reaped.
+        let _ = self.signal(Signal::SIGCONT);
+        self.kill();
+    }
+}

@@ -1,0 +1,87 @@
+//! The etcd requests kube-apiserver sends for objects, so tests drive the
+//! router exactly as an unmodified apiserver would.
+
+use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+
+/// What a write did, as the client saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied at this revision.
+    Written(i64),
+    /// The compare failed; the failure branch's read returned the key at
+    /// this mod revision (0 if it does not exist).
+    Conflict(i64),
+}
+
+fn conflict(response: &etcd_client::TxnResponse) -> Outcome {
+    let current = response
+        .op_responses()
+        .into_iter()
+        .find_map(|op| match op {
+            TxnOpResponse::Get(get) => {
+                Some(get.kvs().first().map(|kv| kv.mod_revision()).unwrap_or(0))
+            }
+            _ => None,
+        })
+        .unwrap_or(0);
+    Outcome::Conflict(current)
+}
+
+fn written(response: &etcd_client::TxnResponse) -> Outcome {
+    Outcome::Written(response.header().map(|h| h.revision()).unwrap_or_default())
+}
+
+/// `create`: put only if the key does not exist.
+pub async fn create(
+    client: &mut etcd_client::Client,
+    key: &str,
+    value: &[u8],
+) -> Result<Outcome, etcd_client::Error> {
+    let txn = Txn::new()
+        .when([Compare::mod_revision(key, CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(key, value, None)])
+        .or_else([TxnOp::get(key, None)]);
+    let response = client.txn(txn).await?;
+    Ok(if response.succeeded() {
+        written(&response)
+    } else {
+        conflict(&response)
+    })
+}
+
+/// `GuaranteedUpdate`: put only if the key is still at `revision`.
+pub async fn update(
+    client: &mut etcd_client::Client,
+    key: &str,
+    revision: i64,
+    value: &[u8],
+) -> Result<Outcome, etcd_client::Error> {
+    let txn = Txn::new()
+        .when([Compare::mod_revision(key, CompareOp::Equal, revision)])
+        .and_then([TxnOp::put(key, value, None)])
+        .or_else([TxnOp::get(key, None)]);
+    let response = client.txn(txn).await?;
+    Ok(if response.succeeded() {
+        written(&response)
+    } else {
+        conflict(&response)
+    })
+}
+
+/// `Delete` with a precondition on the revision.
+pub async fn delete(
+    client: &mut etcd_client::Client,
+    key: &str,
+    revision: i64,
+) -> Result<Outcome, etcd_client::Error> {
+    let txn = Txn::new()
+        .when([Compare::mod_revision(key, CompareOp::Equal, revision)])
+        .and_then([TxnOp::delete(key, None)])
+        .or_else([TxnOp::get(key, None)]);
+    let response = client.txn(txn).await?;
+    Ok(if response.succeeded() {
+        written(&response)
+    } else {
+        conflict(&response)
+    })
+}

@@ -1,0 +1,188 @@
+//! A real ste-router process in front of test shards.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ste_proto::v1::ring_client::RingClient;
+use tempfile::TempDir;
+
+use crate::poll::{SLOW, eventually};
+use crate::procs::{free_port, workspace_bin};
+
+pub struct TestRouter {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub metrics: SocketAddr,
+    members: Vec<(String, String)>,
+    extra_args: Vec<String>,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl TestRouter {
+    /// Starts a router with the given (name, etcd URL) members and waits
+    /// until it serves.
+    pub async fn start(members: &[(&str, &str)], extra_args: &[&str]) -> anyhow::Result<Self> {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut router = TestRouter {
+            listen: SocketAddr::new(ip, free_port(ip)),
+            admin: SocketAddr::new(ip, free_port(ip)),
+            metrics: SocketAddr::new(ip, free_port(ip)),
+            members: members
+                .iter()
+                .map(|(n, u)| (n.to_string(), u.to_string()))
+                .collect(),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            dir: tempfile::Builder::new()
+                .prefix("ste-test-router-")
+                .tempdir()?,
+            child: None,
+        };
+        router.spawn()?;
+        router.wait_ready().await?;
+        Ok(router)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let mut command = Command::new(workspace_bin("ste-router"));
+        command
+            .arg("--listen")
+            .arg(self.listen.to_string())
+            .arg("--admin-listen")
+            .arg(self.admin.to_string())
+            .arg("--metrics-listen")
+            .arg(self.metrics.to_string())
+            .arg("--state-file")
+            .arg(self.state_file())
+            .arg("--health-interval")
+            .arg("200ms")
+            .args(&self.extra_args)
+            .env("STE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (name, url) in &self.members {
+            command.arg("--member").arg(format!("{name}={url}"));
+        }
+        self.child = Some(command.spawn()?);
+        Ok(())
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.path().join("router.state")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("router.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    /// Waits until the etcd API answers a Status call without errors.
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        let result = eventually("the router to serve", SLOW, || async {
+            let mut client = self.client().await.map_err(|e| e.to_string())?;
+            let status = client.status().await.map_err(|e| e.to_string())?;
+            let mut admin = self.admin().await.map_err(|e| e.to_string())?;
+            let serving = admin
+                .get_status(ste_proto::v1::GetRouterStatusRequest {})
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner()
+                .serving;
+            if serving {
+                Ok(status)
+            } else {
+                Err("not serving yet".into())
+            }
+        })
+        .await;
+        result
+            .map(|_| ())
+            .map_err(|e| e.context(format!("router log:\n{}", self.log())))
+    }
+
+    pub async fn client(&self) -> anyhow::Result<etcd_client::Client> {
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(15));
+        Ok(etcd_client::Client::connect([self.endpoint()], Some(options)).await?)
+    }
+
+    pub async fn admin(&self) -> anyhow::Result<RingClient<tonic::transport::Channel>> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.admin))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await?;
+        Ok(RingClient::new(channel))
+    }
+
+    /// SIGKILL the router (its state file stays).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the router again with the same flags and state file.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill9();
+        self.spawn()?;
+        self.wait_ready().await
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl Drop for TestRouter {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Three plain etcd shards and a router in front of them.
+pub struct ShardedRouter {
+    pub shards: Vec<crate::etcd::TestEtcd>,
+    pub router: TestRouter,
+}
+
+impl ShardedRouter {
+    pub async fn start(shards: usize, extra_args: &[&str]) -> anyhow::Result<Self> {
+        let mut etcds = Vec::new();
+        for i in 0..shards {
+            etcds.push(
+                crate::etcd::TestEtcd::start(&format!("shard-{}", (b'a' + i as u8) as char))
+                    .await?,
+            );
+        }
+        let members: Vec<(&str, &str)> = etcds
+            .iter()
+            .map(|e| (e.name.as_str(), e.url.as_str()))
+            .collect();
+        let router = TestRouter::start(&members, extra_args).await?;
+        Ok(ShardedRouter {
+            shards: etcds,
+            router,
+        })
+    }
+
+    pub fn shard(&mut self, name: &str) -> Option<&mut crate::etcd::TestEtcd> {
+        self.shards.iter_mut().find(|s| s.name == name)
+    }
+}

@@ -1,0 +1,70 @@
+//! The router through a real etcd client: the basic calls and where keys
+//! land.
+
+use etcd_client::GetOptions;
+use ste_tests::ShardedRouter;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_spread_over_shards_and_read_back_with_global_revisions() -> anyhow::Result<()> {
+    let cluster = ShardedRouter::start(3, &[]).await?;
+    let mut client = cluster.router.client().await?;
+    let mut revisions = Vec::new();
+    for i in 0..60 {
+        let response = client
+            .put(
+                format!("/registry/pods/default/pod-{i:02}"),
+                format!("v{i}"),
+                None,
+            )
+            .await?;
+        revisions.push(response.header().map(|h| h.revision()).unwrap_or_default());
+    }
+    assert!(
+        revisions.windows(2).all(|w| w[0] < w[1]),
+        "revisions increase: {revisions:?}"
+    );
+
+    let all = client
+        .get("/registry/pods/", Some(GetOptions::new().with_prefix()))
+        .await?;
+    assert_eq!(all.count(), 60);
+    assert_eq!(all.kvs().len(), 60);
+    for (i, kv) in all.kvs().iter().enumerate() {
+        assert_eq!(kv.key_str()?, format!("/registry/pods/default/pod-{i:02}"));
+        assert_eq!(kv.value_str()?, format!("v{i}"));
+        assert_eq!(kv.mod_revision(), revisions[i]);
+        assert_eq!(kv.create_revision(), revisions[i]);
+        assert_eq!(kv.version(), 1);
+    }
+
+    // Every key is on exactly the shard Locate names, and nowhere else.
+    let mut admin = cluster.router.admin().await?;
+    let mut per_shard = std::collections::BTreeMap::new();
+    for kv in all.kvs() {
+        let location = admin
+            .locate(ste_proto::v1::LocateRequest {
+                key: kv.key().to_vec(),
+            })
+            .await?
+            .into_inner();
+        assert!(location.present);
+        assert_eq!(location.mod_revision, kv.mod_revision());
+        *per_shard.entry(location.member.clone()).or_insert(0) += 1;
+        for shard in &cluster.shards {
+            let held = shard.client().await?.get(kv.key(), None).await?.count();
+            assert_eq!(
+                held == 1,
+                shard.name == location.member,
+                "{} on {}",
+                kv.key_str()?,
+                shard.name
+            );
+        }
+    }
+    assert_eq!(
+        per_shard.len(),
+        3,
+        "60 keys use all 3 shards: {per_shard:?}"
+    );
+    Ok(())
+}

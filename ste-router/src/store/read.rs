@@ -80,7 +80,16 @@ impl Store {
                 request.count_only,
             )
             .await?;
-        Ok((self.revisions.current(), result))
+        // The header names the revision the read was served at when the
+        // client asked for "now": kube-apiserver pins the next pages of a
+        // list to it. For a read at an older revision etcd reports its
+        // current revision, and so do we.
+        let header = if request.revision <= 0 {
+            revision
+        } else {
+            self.revisions.current()
+        };
+        Ok((header, result))
     }
 
     /// Reads `range` as of global `revision`.

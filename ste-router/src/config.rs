@@ -51,6 +51,76 @@ pub struct Config {
     pub health_interval: Duration,
     pub progress_notify_interval: Duration,
     pub etcd_version: String,
+    pub tls: TlsFiles,
+}
+
+/// PEM files for TLS on the etcd listener and towards the shards.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// Serve the etcd API over TLS with this certificate and key.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (mTLS).
+    pub client_ca: Option<PathBuf>,
+    /// Verify shard certificates with this CA (https:// member URLs).
+    pub shard_ca: Option<PathBuf>,
+    /// Present this client certificate and key to the shards.
+    pub shard_cert: Option<PathBuf>,
+    pub shard_key: Option<PathBuf>,
+}
+
+fn read(flag: &str, path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
+}
+
+impl TlsFiles {
+    /// The listener's TLS settings, if any.
+    pub fn server(&self) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        match (&self.cert, &self.key) {
+            (None, None) => {
+                anyhow::ensure!(
+                    self.client_ca.is_none(),
+                    "--client-ca needs --cert and --key"
+                );
+                Ok(None)
+            }
+            (Some(cert), Some(key)) => {
+                let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
+                    read("--cert", cert)?,
+                    read("--key", key)?,
+                ));
+                if let Some(ca) = &self.client_ca {
+                    config = config.client_ca_root(Certificate::from_pem(read("--client-ca", ca)?));
+                }
+                Ok(Some(config))
+            }
+            _ => anyhow::bail!("--cert and --key go together: give both or neither"),
+        }
+    }
+
+    /// TLS settings towards the shards, if any.
+    pub fn shard_client(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        if self.shard_ca.is_none() && self.shard_cert.is_none() && self.shard_key.is_none() {
+            return Ok(None);
+        }
+        let mut config = ClientTlsConfig::new();
+        if let Some(ca) = &self.shard_ca {
+            config = config.ca_certificate(Certificate::from_pem(read("--shard-ca", ca)?));
+        }
+        match (&self.shard_cert, &self.shard_key) {
+            (Some(cert), Some(key)) => {
+                config = config.identity(Identity::from_pem(
+                    read("--shard-cert", cert)?,
+                    read("--shard-key", key)?,
+                ));
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("--shard-cert and --shard-key go together: give both or neither"),
+        }
+        Ok(Some(config))
+    }
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

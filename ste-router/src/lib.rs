@@ -92,6 +92,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shard_timeouts: ShardTimeouts {
             connect: config.shard_connect_timeout,
             request: config.shard_timeout,
+            tls: config.tls.shard_client()?,
         },
     };
     let revisions = Revisions::new(config.event_log_bytes, config.revision_block, state.clone());
@@ -148,6 +149,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut etcd_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)));
+    if let Some(tls) = config.tls.server()? {
+        etcd_server = etcd_server.tls_config(tls).context("TLS on --listen")?;
+    }
     let etcd_router = etcd_server
         .add_routes(etcd_routes)
         .add_service(etcd_health_service)

@@ -68,6 +68,24 @@ struct Cli {
     /// Name in Cluster.MemberList.
     #[arg(long, env = "STE_NAME", default_value = "ste-router")]
     name: String,
+    /// Serve the etcd API over TLS with this certificate (PEM).
+    #[arg(long, env = "STE_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, env = "STE_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM) on --listen.
+    #[arg(long, env = "STE_CLIENT_CA", requires = "cert")]
+    client_ca: Option<PathBuf>,
+    /// CA (PEM) that signed the shards' certificates (https:// member URLs).
+    #[arg(long, env = "STE_SHARD_CA")]
+    shard_ca: Option<PathBuf>,
+    /// Client certificate (PEM) the router presents to the shards.
+    #[arg(long, env = "STE_SHARD_CERT", requires = "shard_key")]
+    shard_cert: Option<PathBuf>,
+    /// The private key of --shard-cert (PEM).
+    #[arg(long, env = "STE_SHARD_KEY", requires = "shard_cert")]
+    shard_key: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "STE_LOG", default_value = "info")]
     log: String,
@@ -101,6 +119,14 @@ fn main() -> ExitCode {
         health_interval: cli.health_interval,
         progress_notify_interval: cli.progress_notify_interval,
         etcd_version: cli.reported_etcd_version,
+        tls: ste_router::config::TlsFiles {
+            cert: cli.cert,
+            key: cli.key,
+            client_ca: cli.client_ca,
+            shard_ca: cli.shard_ca,
+            shard_cert: cli.shard_cert,
+            shard_key: cli.shard_key,
+        },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -16,10 +16,12 @@ use tonic::{Code, Status};
 use crate::error::StoreError;
 
 /// Timeouts towards a shard.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ShardTimeouts {
     pub connect: Duration,
     pub request: Duration,
+    /// TLS towards shards with https:// URLs.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// The router's view of a shard's health.
@@ -74,10 +76,19 @@ impl Shard {
         weight: u32,
         timeouts: ShardTimeouts,
     ) -> Result<Self, StoreError> {
-        let channel = Endpoint::from_shared(endpoint.clone())
-            .map_err(|e| {
-                StoreError::InvalidArgument(format!("bad shard endpoint {endpoint:?}: {e}"))
-            })?
+        let bad = |e: &dyn std::fmt::Display| {
+            StoreError::InvalidArgument(format!("bad shard endpoint {endpoint:?}: {e}"))
+        };
+        let mut channel = Endpoint::from_shared(endpoint.clone()).map_err(|e| bad(&e))?;
+        if endpoint.starts_with("https://") {
+            let tls = timeouts
+                .tls
+                .clone()
+                .unwrap_or_default()
+                .with_enabled_roots();
+            channel = channel.tls_config(tls).map_err(|e| bad(&e))?;
+        }
+        let channel = channel
             .connect_timeout(timeouts.connect)
             .timeout(timeouts.request)
             .tcp_nodelay(true)

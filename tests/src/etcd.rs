@@ -18,6 +18,7 @@ pub struct TestEtcd {
     pub name: String,
     pub url: String,
     peer_url: String,
+    extra_args: Vec<String>,
     dir: TempDir,
     child: Option<Child>,
 }
@@ -25,18 +26,30 @@ pub struct TestEtcd {
 impl TestEtcd {
     /// Starts etcd on 127.0.0.1 with fresh ports and waits until it answers.
     pub async fn start(name: &str) -> anyhow::Result<Self> {
+        let etcd = Self::spawn(name, "http", Vec::new())?;
+        etcd.wait_ready().await?;
+        Ok(etcd)
+    }
+
+    /// Starts etcd serving clients over TLS (https://) with `args` (its TLS
+    /// flags); readiness is the caller's to check.
+    pub fn spawn_tls(name: &str, args: Vec<String>) -> anyhow::Result<Self> {
+        Self::spawn(name, "https", args)
+    }
+
+    fn spawn(name: &str, scheme: &str, extra_args: Vec<String>) -> anyhow::Result<Self> {
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let mut etcd = TestEtcd {
             name: name.to_owned(),
-            url: format!("http://127.0.0.1:{}", free_port(ip)),
+            url: format!("{scheme}://127.0.0.1:{}", free_port(ip)),
             peer_url: format!("http://127.0.0.1:{}", free_port(ip)),
+            extra_args,
             dir: tempfile::Builder::new()
                 .prefix("ste-test-etcd-")
                 .tempdir()?,
             child: None,
         };
         etcd.resume_process()?;
-        etcd.wait_ready().await?;
         Ok(etcd)
     }
 
@@ -59,6 +72,7 @@ impl TestEtcd {
             .arg("--unsafe-no-fsync")
             .arg("--logger=zap")
             .arg("--log-outputs=stderr")
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -25,6 +25,13 @@ impl TestRouter {
     /// Starts a router with the given (name, etcd URL) members and waits
     /// until it serves.
     pub async fn start(members: &[(&str, &str)], extra_args: &[&str]) -> anyhow::Result<Self> {
+        let router = Self::spawn_new(members, extra_args)?;
+        router.wait_ready().await?;
+        Ok(router)
+    }
+
+    /// Starts a router process without waiting for it to serve.
+    pub fn spawn_new(members: &[(&str, &str)], extra_args: &[&str]) -> anyhow::Result<Self> {
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let mut router = TestRouter {
             listen: SocketAddr::new(ip, free_port(ip)),
@@ -41,7 +48,6 @@ impl TestRouter {
             child: None,
         };
         router.spawn()?;
-        router.wait_ready().await?;
         Ok(router)
     }
 
@@ -90,11 +96,10 @@ impl TestRouter {
         format!("http://{}", self.listen)
     }
 
-    /// Waits until the etcd API answers a Status call without errors.
+    /// Waits until the admin API says the router serves (the start-up scan
+    /// is done).
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
         let result = eventually("the router to serve", SLOW, || async {
-            let mut client = self.client().await.map_err(|e| e.to_string())?;
-            let status = client.status().await.map_err(|e| e.to_string())?;
             let mut admin = self.admin().await.map_err(|e| e.to_string())?;
             let serving = admin
                 .get_status(ste_proto::v1::GetRouterStatusRequest {})
@@ -103,7 +108,7 @@ impl TestRouter {
                 .into_inner()
                 .serving;
             if serving {
-                Ok(status)
+                Ok(())
             } else {
                 Err("not serving yet".into())
             }

@@ -93,7 +93,7 @@ impl Store {
                 member.name.clone(),
                 member.endpoint.clone(),
                 member.weight,
-                config.shard_timeouts,
+                config.shard_timeouts.clone(),
             )?;
             shards.insert(member.name, Arc::new(shard));
         }

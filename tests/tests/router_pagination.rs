@@ -13,6 +13,10 @@ const KEYS: usize = 1_500;
 const PAGE: i64 = 100;
 const PREFIX: &str = "/registry/pods/";
 
+/// One page as received: count, (key, mod revision, value) items, more,
+/// and the revision the list is pinned at.
+type Page = (i64, Vec<(String, i64, String)>, bool, i64);
+
 fn key(i: usize) -> String {
     format!("{PREFIX}ns-{}/pod-{i:05}", i % 11)
 }
@@ -31,7 +35,7 @@ async fn churn(
         n += 1;
         let i = (seed * 7919 + n * 104_729) % (KEYS + 300);
         let k = key(i);
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             let response = client.delete(k.clone(), None).await?;
             if response.deleted() > 0 {
                 log.push((
@@ -90,7 +94,7 @@ async fn pages_are_disjoint_sorted_complete_and_counted_at_a_pinned_revision() -
     // pinned revision.
     let mut lists = Vec::new();
     for _ in 0..2 {
-        let mut pages: Vec<(i64, Vec<(String, i64, String)>, bool, i64)> = Vec::new();
+        let mut pages: Vec<Page> = Vec::new();
         let mut start = PREFIX.as_bytes().to_vec();
         let mut pinned = 0;
         loop {

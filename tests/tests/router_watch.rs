@@ -16,6 +16,9 @@ const OPS_PER_WRITER: usize = 500;
 const OWN_KEYS: usize = 6;
 const SHARED_KEYS: usize = 6;
 
+/// An event as compared: revision, key, value (None: delete), prev value.
+type EventRecord = (i64, String, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// One acknowledged write.
 #[derive(Debug, Clone)]
 struct Ack {
@@ -259,7 +262,7 @@ async fn every_watcher_sees_every_acknowledged_write_once_in_order() -> anyhow::
     }
     for (start, seen, _) in &watchers {
         let seen = seen.lock().unwrap();
-        let events: Vec<(i64, String, Option<Vec<u8>>, Option<Vec<u8>>)> = seen
+        let events: Vec<EventRecord> = seen
             .iter()
             .filter_map(|s| match s {
                 Seen::Event {

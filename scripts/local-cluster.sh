@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
 # A three-node STE cluster on one machine: three ste-agents in managed mode,
 # each with its own tmpfs and its own real etcd shard, on the loopback
-# addresses 127.0.0.2-4 (Linux routes all of 127.0.0.0/8 to lo).
+# addresses 127.0.0.2-4 (Linux routes all of 127.0.0.0/8 to lo), and one
+# ste-router in front of the three shards.
 #
 #   node-a  127.0.0.2   etcd client :2279, peer :2280, gRPC :2290, metrics :2291
 #   node-b  127.0.0.3   (same ports)
 #   node-c  127.0.0.4   (same ports)
+#   router  127.0.0.1   etcd API :2479, admin gRPC (ste.v1.Ring) :2490, metrics :2491
 #
 # Usage: scripts/local-cluster.sh [up|down|status]
-#   up      (default) install deps, build, (re)start the three agents, wait
-#           until all are SERVING and print their status table. Needs root.
-#   down    stop the agents (SIGTERM, SIGKILL after 30 s), check that no
-#           tmpfs is left mounted. Needs root.
-#   status  print the agents' status table.
+#   up      (default) install deps, build, stop what an earlier 'up' left,
+#           start the three agents and wait until all are SERVING, start
+#           the router with a fresh state file and wait until
+#           'etcdctl endpoint health' passes through it; print the agents'
+#           status table and run a short etcdctl demo through the router
+#           (watch, put, get, del; where each key landed). Needs root.
+#   down    stop the router, then the agents (SIGTERM, SIGKILL after 30 s),
+#           check that no tmpfs is left mounted. Needs root.
+#   status  print the agents' status table and, if the router runs,
+#           'etcdctl endpoint status' through it.
 #
 # Environment:
 #   STE_LOCAL_DIR     base dir for data, logs and pid files (/tmp/ste-local);
-#                     <dir>/<node>/agent.log (previous run: agent.log.1), agent.pid
+#                     <dir>/<node>/agent.log (previous run: agent.log.1), agent.pid;
+#                     <dir>/router/router.log (router.log.1), router.pid, router.state
 #   STE_TMPFS_SIZE    tmpfs size of each agent (256Mi)
 #   CARGO_TARGET_DIR  where cargo builds (<repo>/target)
 # Under sudo, pass them after sudo: sudo STE_TMPFS_SIZE=512Mi scripts/local-cluster.sh up
@@ -35,9 +43,17 @@ ETCD_CLIENT_PORT=2279
 WAIT_SERVING=60s
 STOP_DEADLINE=30
 
+ROUTER_DIR="${DIR}/router"
+ROUTER_LISTEN=127.0.0.1:2479
+ROUTER_ADMIN_LISTEN=127.0.0.1:2490
+ROUTER_METRICS_LISTEN=127.0.0.1:2491
+ROUTER_WAIT=30 # seconds until 'etcdctl endpoint health' must pass
+DEMO_WAIT=10   # seconds until the demo watch must have seen its events
+
 TARGET_DIR="$(ste_target_dir)"
 AGENT_BIN="${TARGET_DIR}/debug/ste-agent"
 STATUS_BIN="${TARGET_DIR}/debug/ste-agent-status"
+ROUTER_BIN="${TARGET_DIR}/debug/ste-router"
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -56,13 +72,36 @@ addresses() {
     done
 }
 
-# True if $1 is the PID of a running ste-agent (not a recycled PID).
-is_agent() {
-    local pid="$1" exe
-    [[ ${pid} =~ ^[0-9]+$ ]] || return 1
-    kill -0 "${pid}" 2>/dev/null || return 1
+# True if $1 is the PID of a running process of the binary named $2 (not
+# a recycled PID, nor a zombie). As another user than the process's,
+# /proc/PID/exe cannot be read; its name in /proc/PID/comm is used then.
+is_process_of() {
+    local pid="$1" name="$2" exe
+    [[ ${pid} =~ ^[0-9]+$ && -d /proc/${pid} ]] || return 1
+    if grep -q '^State:[[:space:]]*Z' "/proc/${pid}/status" 2>/dev/null; then
+        return 1
+    fi
     exe="$(readlink "/proc/${pid}/exe" 2>/dev/null || true)"
-    [[ ${exe} == */ste-agent || ${exe} == */ste-agent\ \(deleted\) ]]
+    if [[ -z ${exe} ]]; then
+        [[ $(cat "/proc/${pid}/comm" 2>/dev/null) == "${name}" ]]
+        return
+    fi
+    [[ ${exe} == */"${name}" || ${exe} == */"${name} (deleted)" ]]
+}
+
+# True if $1 is the PID of a running ste-agent.
+is_agent() {
+    is_process_of "$1" ste-agent
+}
+
+# True if $1 is the PID of a running ste-router.
+is_router() {
+    is_process_of "$1" ste-router
+}
+
+# etcdctl (v3 API) through the router.
+router_etcdctl() {
+    ETCDCTL_API=3 etcdctl --endpoints "${ROUTER_LISTEN}" "$@"
 }
 
 # The PID of the running agent of node $1, or nothing. Reads the pid file;
@@ -87,31 +126,69 @@ agent_pid() {
     done
 }
 
-# Stops the agent of node $1 if it runs: SIGTERM, then SIGKILL after
-# STOP_DEADLINE seconds. The agent stops its etcd and unmounts its tmpfs.
+# Stops process $2 ($1 names it in messages) while "$3 $2" says it still
+# is the process meant: SIGTERM, then SIGKILL after STOP_DEADLINE seconds.
+stop_process() {
+    local label="$1" pid="$2" check="$3"
+    ste_say "stopping ${label} (pid ${pid}): SIGTERM"
+    kill -TERM "${pid}" 2>/dev/null || true
+    local deadline=$((SECONDS + STOP_DEADLINE))
+    while "${check}" "${pid}" && ((SECONDS < deadline)); do
+        sleep 0.2
+    done
+    if "${check}" "${pid}"; then
+        ste_say "${label} (pid ${pid}) did not exit within ${STOP_DEADLINE}s: SIGKILL"
+        kill -KILL "${pid}" 2>/dev/null || true
+        deadline=$((SECONDS + 10))
+        while "${check}" "${pid}" && ((SECONDS < deadline)); do
+            sleep 0.1
+        done
+        if "${check}" "${pid}"; then
+            ste_die "${label} (pid ${pid}) survived SIGKILL"
+        fi
+    fi
+}
+
+# Stops the agent of node $1 if it runs. The agent stops its etcd and
+# unmounts its tmpfs.
 stop_node() {
     local node="$1" pid
     pid="$(agent_pid "${node}")"
-    if [[ -z ${pid} ]]; then
-        rm -f "${DIR}/${node}/agent.pid"
-        return 0
-    fi
-    ste_say "stopping ${node} (pid ${pid}): SIGTERM"
-    kill -TERM "${pid}" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_DEADLINE))
-    while is_agent "${pid}" && ((SECONDS < deadline)); do
-        sleep 0.2
-    done
-    if is_agent "${pid}"; then
-        ste_say "${node} (pid ${pid}) did not exit within ${STOP_DEADLINE}s: SIGKILL"
-        kill -KILL "${pid}" 2>/dev/null || true
-        deadline=$((SECONDS + 10))
-        while is_agent "${pid}" && ((SECONDS < deadline)); do
-            sleep 0.1
-        done
-        is_agent "${pid}" && ste_die "${node} (pid ${pid}) survived SIGKILL"
+    if [[ -n ${pid} ]]; then
+        stop_process "${node}" "${pid}" is_agent
     fi
     rm -f "${DIR}/${node}/agent.pid"
+}
+
+# The PID of the running router, or nothing. Reads the pid file; falls back
+# to looking for an ste-router whose --state-file is this cluster's.
+router_pid() {
+    local pid="" p
+    if [[ -f ${ROUTER_DIR}/router.pid ]]; then
+        pid="$(<"${ROUTER_DIR}/router.pid")"
+        if is_router "${pid}"; then
+            printf '%s\n' "${pid}"
+            return 0
+        fi
+    fi
+    for p in /proc/[0-9]*; do
+        p="${p#/proc/}"
+        is_router "${p}" || continue
+        if tr '\0' '\n' 2>/dev/null <"/proc/${p}/cmdline" | grep -qxF -- "${ROUTER_DIR}/router.state"; then
+            printf '%s\n' "${p}"
+            return 0
+        fi
+    done
+}
+
+# Stops the router if it runs.
+stop_router() {
+    local pid
+    pid="$(router_pid)"
+    if [[ -n ${pid} ]]; then
+        stop_process router "${pid}" is_router
+    fi
+    rm -f "${ROUTER_DIR}/router.pid"
 }
 
 # etcd processes whose data dir is under $DIR. The agent's parent-death
@@ -145,6 +222,7 @@ mounts_under_dir() {
 
 cluster_down() {
     require_root down
+    stop_router
     local node
     for node in "${NODES[@]}"; do
         stop_node "${node}"
@@ -165,17 +243,31 @@ cluster_down() {
         ste_die "could not unmount: $(mounts_under_dir | tr '\n' ' ')"
     fi
     if ((leftover == 0)); then
-        ste_say "all agents stopped; nothing is mounted under ${DIR}"
+        ste_say "router and agents stopped; nothing is mounted under ${DIR}"
     else
-        ste_say "all agents stopped; leftover mounts under ${DIR} removed"
+        ste_say "router and agents stopped; leftover mounts under ${DIR} removed"
     fi
+}
+
+# Prints the agents' status table.
+cluster_status_agents() {
+    local addrs
+    mapfile -t addrs < <(addresses)
+    "${STATUS_BIN}" "${addrs[@]}"
 }
 
 cluster_status() {
     [[ -x ${STATUS_BIN} ]] || ste_die "${STATUS_BIN} not found: run '$0 up' first (or set CARGO_TARGET_DIR)"
-    local addrs
-    mapfile -t addrs < <(addresses)
-    "${STATUS_BIN}" "${addrs[@]}"
+    local rc=0
+    cluster_status_agents || rc=$?
+    echo
+    if [[ -n $(router_pid) ]]; then
+        printf 'Router (etcdctl --endpoints %s endpoint status -w table):\n' "${ROUTER_LISTEN}"
+        router_etcdctl --dial-timeout 2s --command-timeout 5s endpoint status -w table || rc=1
+    else
+        printf 'Router: not running (start everything with: sudo %s up)\n' "$0"
+    fi
+    return "${rc}"
 }
 
 print_log_tails() {
@@ -184,6 +276,148 @@ print_log_tails() {
         printf '\n==> %s (last 30 lines) <==\n' "${DIR}/${node}/agent.log" >&2
         tail -n 30 "${DIR}/${node}/agent.log" >&2 2>/dev/null || printf '(no log)\n' >&2
     done
+}
+
+print_router_log() {
+    printf '\n==> %s (last 30 lines) <==\n' "${ROUTER_DIR}/router.log" >&2
+    tail -n 30 "${ROUTER_DIR}/router.log" >&2 2>/dev/null || printf '(no log)\n' >&2
+}
+
+# Starts the router in front of the three shards with a fresh state file
+# and waits until etcdctl finds it healthy.
+start_router() {
+    mkdir -p "${ROUTER_DIR}"
+    if [[ -f ${ROUTER_DIR}/router.log ]]; then
+        mv -f "${ROUTER_DIR}/router.log" "${ROUTER_DIR}/router.log.1"
+    fi
+    # The shards were just started empty (new epochs); start the revision
+    # space afresh too instead of continuing above an old high-water mark.
+    rm -f "${ROUTER_DIR}/router.state" "${ROUTER_DIR}/router.tmp"
+    local members=() node
+    for node in "${NODES[@]}"; do
+        members+=(--member "${node}=http://${IPS[${node}]}:${ETCD_CLIENT_PORT}")
+    done
+    ste_say "starting the router on ${ROUTER_LISTEN} (admin ${ROUTER_ADMIN_LISTEN}, metrics ${ROUTER_METRICS_LISTEN}, log ${ROUTER_DIR}/router.log)"
+    setsid "${ROUTER_BIN}" \
+        --listen "${ROUTER_LISTEN}" \
+        --admin-listen "${ROUTER_ADMIN_LISTEN}" \
+        --metrics-listen "${ROUTER_METRICS_LISTEN}" \
+        "${members[@]}" \
+        --state-file "${ROUTER_DIR}/router.state" \
+        </dev/null >"${ROUTER_DIR}/router.log" 2>&1 &
+    local pid=$!
+    echo "${pid}" >"${ROUTER_DIR}/router.pid"
+
+    ste_say "waiting up to ${ROUTER_WAIT}s for 'etcdctl endpoint health' through the router"
+    local deadline=$((SECONDS + ROUTER_WAIT))
+    until router_etcdctl --dial-timeout 1s --command-timeout 2s endpoint health >/dev/null 2>&1; do
+        if ! is_router "${pid}"; then
+            ste_say "error: the router exited; its log follows"
+            print_router_log
+            ste_say "stop the agents with: $0 down"
+            exit 1
+        fi
+        if ((SECONDS >= deadline)); then
+            ste_say "error: 'etcdctl endpoint health' did not pass through the router within ${ROUTER_WAIT}s; its log follows"
+            router_etcdctl --dial-timeout 1s --command-timeout 2s endpoint health >&2 || true
+            print_router_log
+            ste_say "stop everything with: $0 down"
+            exit 1
+        fi
+        sleep 0.2
+    done
+}
+
+# The demo's background watcher and its output file, global so that the
+# EXIT trap can clean up after a failure.
+DEMO_WATCHER=""
+DEMO_WATCH_FILE=""
+
+demo_cleanup() {
+    if [[ -n ${DEMO_WATCHER} ]]; then
+        kill "${DEMO_WATCHER}" 2>/dev/null || true
+        wait "${DEMO_WATCHER}" 2>/dev/null || true
+        DEMO_WATCHER=""
+    fi
+    if [[ -n ${DEMO_WATCH_FILE} ]]; then
+        rm -f "${DEMO_WATCH_FILE}"
+        DEMO_WATCH_FILE=""
+    fi
+}
+
+demo_fail() {
+    ste_say "error: $*; the router's log follows"
+    print_router_log
+    ste_say "stop everything with: $0 down"
+    exit 1
+}
+
+# Shows an etcdctl command run through the router, then runs it.
+demo() {
+    printf '$ etcdctl %s\n' "$*"
+    router_etcdctl "$@" || demo_fail "'etcdctl $*' through the router failed"
+}
+
+# Number of events in etcdctl watch's output.
+watch_events() {
+    local n
+    n="$(grep -cxE 'PUT|DELETE' "${DEMO_WATCH_FILE}" 2>/dev/null || true)"
+    printf '%s\n' "${n:-0}"
+}
+
+# Writes, reads, deletes and watches through the router with the real
+# etcdctl, and shows on which shard each key landed.
+router_demo() {
+    trap demo_cleanup EXIT
+    local revision
+    revision="$(router_etcdctl get --prefix /registry/pods/ -w json |
+        grep -o '"revision":[0-9]*' | head -n 1 | cut -d: -f2)" ||
+        demo_fail "cannot read the router's current revision"
+    [[ ${revision} =~ ^[0-9]+$ ]] || demo_fail "no revision in the router's answer to a get"
+    DEMO_WATCH_FILE="$(mktemp "${ROUTER_DIR}/demo-watch.XXXXXX")"
+
+    printf '\nThrough the router (etcdctl below is ETCDCTL_API=3 etcdctl --endpoints %s):\n\n' "${ROUTER_LISTEN}"
+    printf '$ etcdctl watch --prefix /registry/pods/ --prev-kv --rev %s > watch.out &\n' "$((revision + 1))"
+    # etcdctl itself, not through the router_etcdctl function: $! must be
+    # etcdctl's PID, not that of a subshell running it.
+    ETCDCTL_API=3 etcdctl --endpoints "${ROUTER_LISTEN}" \
+        watch --prefix /registry/pods/ --prev-kv --rev "$((revision + 1))" \
+        </dev/null >"${DEMO_WATCH_FILE}" 2>&1 &
+    DEMO_WATCHER=$!
+    demo put /registry/pods/default/demo-1 hello
+    demo put /registry/pods/kube-system/demo-2 world
+    demo get --prefix /registry/pods/
+
+    printf '\nOn the shards (etcdctl --endpoints http://<node-ip>:%s get --prefix /registry/pods/ --keys-only):\n' "${ETCD_CLIENT_PORT}"
+    local node keys
+    for node in "${NODES[@]}"; do
+        keys="$(ETCDCTL_API=3 etcdctl --endpoints "http://${IPS[${node}]}:${ETCD_CLIENT_PORT}" \
+            get --prefix /registry/pods/ --keys-only)" ||
+            demo_fail "cannot read the shard of ${node} directly"
+        keys="$(sed '/^$/d' <<<"${keys}" | paste -sd ' ' -)"
+        printf '  %-7s %-22s %s\n' "${node}" "http://${IPS[${node}]}:${ETCD_CLIENT_PORT}" "${keys:-(none)}"
+    done
+    echo
+
+    demo del /registry/pods/default/demo-1
+    local deadline=$((SECONDS + DEMO_WAIT))
+    while (($(watch_events) < 3)); do
+        if ! kill -0 "${DEMO_WATCHER}" 2>/dev/null; then
+            cat "${DEMO_WATCH_FILE}" >&2
+            demo_fail "the watch ended early"
+        fi
+        if ((SECONDS >= deadline)); then
+            cat "${DEMO_WATCH_FILE}" >&2
+            demo_fail "the watch did not report the 3 events within ${DEMO_WAIT}s"
+        fi
+        sleep 0.1
+    done
+    printf '$ cat watch.out   # 3 events: PUT, PUT, DELETE (with the previous value)\n'
+    cat "${DEMO_WATCH_FILE}"
+    demo_cleanup
+    trap - EXIT
+    echo
+    demo endpoint status -w table
 }
 
 cluster_up() {
@@ -196,9 +430,10 @@ cluster_up() {
     (cd "${STE_REPO}" && cargo build --workspace --bins)
     ste_restore_ownership
     trap - EXIT
-    [[ -x ${AGENT_BIN} && -x ${STATUS_BIN} ]] ||
-        ste_die "the build did not produce ${AGENT_BIN} and ${STATUS_BIN}"
+    [[ -x ${AGENT_BIN} && -x ${STATUS_BIN} && -x ${ROUTER_BIN} ]] ||
+        ste_die "the build did not produce ${AGENT_BIN}, ${STATUS_BIN} and ${ROUTER_BIN}"
 
+    stop_router
     local node
     for node in "${NODES[@]}"; do
         stop_node "${node}"
@@ -228,7 +463,9 @@ cluster_up() {
     ste_say "waiting up to ${WAIT_SERVING} for all agents to be SERVING"
     local addrs
     mapfile -t addrs < <(addresses)
-    "${STATUS_BIN}" --wait-serving "${WAIT_SERVING}" "${addrs[@]}" &
+    # Its table is shown only on failure; on success the table is printed
+    # once the router runs too.
+    "${STATUS_BIN}" --wait-serving "${WAIT_SERVING}" "${addrs[@]}" >"${DIR}/wait-serving.out" &
     local waiter=$! dead=""
     # Fail fast if an agent exits (bad flag, port in use, ...) instead of
     # waiting for the whole timeout.
@@ -246,6 +483,10 @@ cluster_up() {
     done
     local rc=0
     wait "${waiter}" || rc=$?
+    if [[ -n ${dead} || ${rc} -ne 0 ]]; then
+        cat "${DIR}/wait-serving.out"
+    fi
+    rm -f "${DIR}/wait-serving.out"
     if [[ -n ${dead} ]]; then
         ste_say "error: the agent of ${dead} exited; its log and the others follow"
         print_log_tails
@@ -259,16 +500,26 @@ cluster_up() {
         exit 1
     fi
 
+    start_router
+    ste_say "the router is healthy"
+
+    echo
+    cluster_status_agents || true
+    router_demo
+
     local a="${IPS[node-a]}"
     cat <<EOF
 
-Three agents are SERVING. Data, logs and pid files are in ${DIR}/<node>/.
+Three agents are SERVING and the router serves the etcd API on ${ROUTER_LISTEN}.
+Data, logs and pid files are in ${DIR}/<node>/ and ${ROUTER_DIR}/.
 
 Try it:
-  ETCDCTL_API=3 etcdctl --endpoints http://${a}:${ETCD_CLIENT_PORT} put /registry/pods/default/demo hello
-  ETCDCTL_API=3 etcdctl --endpoints http://${a}:${ETCD_CLIENT_PORT} get --prefix /registry/pods/
-  curl -s http://${a}:${METRICS_PORT}/metrics
-  curl -s http://${a}:${METRICS_PORT}/healthz
+  export ETCDCTL_API=3
+  etcdctl --endpoints ${ROUTER_LISTEN} put /registry/pods/default/web-0 hello
+  etcdctl --endpoints ${ROUTER_LISTEN} get --prefix /registry/pods/ -w json
+  etcdctl --endpoints ${ROUTER_LISTEN} watch --prefix /registry/pods/ --prev-kv
+  curl -s http://${ROUTER_METRICS_LISTEN}/metrics     # router metrics
+  curl -s http://${a}:${METRICS_PORT}/metrics     # agent metrics (node-a)
   $0 status
   sudo $0 down
 EOF

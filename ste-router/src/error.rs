@@ -14,6 +14,7 @@ pub const LEASE_PROVIDED: &str = "etcdserver: lease is provided";
 pub const KEY_NOT_FOUND: &str = "etcdserver: key not found";
 pub const LEASE_EXISTS: &str = "etcdserver: lease already exists";
 pub const LEASE_TTL_TOO_LARGE: &str = "etcdserver: too large lease TTL";
+pub const DUPLICATE_KEY: &str = "etcdserver: duplicate key given in txn request";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

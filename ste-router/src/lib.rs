@@ -139,6 +139,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
     };
+    let reflection_v1alpha = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ste_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+    };
     let etcd_routes = etcd::routes(
         store.clone(),
         etcd::WatchSettings {
@@ -155,7 +161,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let etcd_router = etcd_server
         .add_routes(etcd_routes)
         .add_service(etcd_health_service)
-        .add_service(reflection()?);
+        .add_service(reflection()?)
+        .add_service(reflection_v1alpha()?);
     let etcd_task = tokio::spawn(
         etcd_router.serve_with_incoming_shutdown(TcpListenerStream::new(etcd_listener), stopped()),
     );
@@ -168,6 +175,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tonic::transport::Server::builder()
             .add_service(admin_health_service)
             .add_service(reflection()?)
+            .add_service(reflection_v1alpha()?)
             .add_service(ste_proto::v1::ring_server::RingServer::new(
                 admin::RingService::new(store.clone()),
             ))
@@ -245,18 +253,36 @@ async fn shutdown(
 
 /// Probes every shard; marks it available or not, and resynchronises a
 /// shard whose state became uncertain once it answers again.
+///
+/// A shard that answers as a different etcd member, or with a revision
+/// below one the router already wrote at, has restarted empty (a new
+/// epoch): its keys are gone. It is resynchronised like an uncertain shard:
+/// its part of the index is rebuilt (empty) and every watch ends with the
+/// compacted error, so kube-apiserver relists and controllers recreate
+/// the lost pods.
 async fn check_shards(store: Arc<Store>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
+    let timeout = interval.max(Duration::from_millis(500));
     loop {
         tick.tick().await;
-        for shard in store.shards() {
-            match tokio::time::timeout(interval.max(Duration::from_millis(500)), shard.status())
-                .await
-            {
-                Ok(Ok(_)) => {
+        let shards = store.shards();
+        let probes = shards.iter().map(|shard| async move {
+            let answer = tokio::time::timeout(timeout, shard.status()).await;
+            (shard, answer)
+        });
+        for (shard, answer) in futures_util::future::join_all(probes).await {
+            match answer {
+                Ok(Ok(status)) => {
                     shard.mark_healthy();
+                    let header = status.header.unwrap_or_default();
+                    let written_at = shard.revision_at(store.revisions.current());
+                    if shard.member_id() != 0 && header.member_id != shard.member_id() {
+                        shard.mark_needs_resync("the shard came back as a new etcd member (new epoch): its keys are lost");
+                    } else if header.revision < written_at.0 {
+                        shard.mark_needs_resync("the shard's revision went backwards (restarted empty): its keys are lost");
+                    }
                     if shard.health().needs_resync
-                        && let Err(error) = store.resync_shard(&shard).await
+                        && let Err(error) = store.resync_shard(shard).await
                     {
                         tracing::warn!(member = %shard.name, %error, "resync failed; will retry");
                     }

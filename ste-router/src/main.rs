@@ -53,7 +53,9 @@ struct Cli {
     #[arg(long, env = "STE_SHARD_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     shard_connect_timeout: Duration,
     /// Timeout of one request to a shard.
-    #[arg(long, env = "STE_SHARD_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    /// While a write to a shard is in flight, later revisions wait for it:
+    /// keep this short (shards are in-memory etcds on the cluster network).
+    #[arg(long, env = "STE_SHARD_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     shard_timeout: Duration,
     /// How often shards are probed.
     #[arg(long, env = "STE_HEALTH_INTERVAL", default_value = "1s", value_parser = parse_duration)]

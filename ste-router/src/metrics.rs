@@ -219,6 +219,15 @@ async fn metrics(State(store): State<Arc<Store>>) -> impl IntoResponse {
     )
 }
 
+/// 200 once the router serves the etcd API, 503 before.
+async fn healthz(State(store): State<Arc<Store>>) -> impl IntoResponse {
+    if store.is_ready() {
+        (axum::http::StatusCode::OK, "ok\n")
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not serving\n")
+    }
+}
+
 pub async fn serve(
     listener: TcpListener,
     store: Arc<Store>,
@@ -226,6 +235,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
         .with_state(store);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -49,6 +49,9 @@ pub struct Shard {
     pub write_lock: tokio::sync::Mutex<()>,
     revisions: Mutex<RevisionMap>,
     health: Mutex<Health>,
+    /// The etcd member ID seen at the last scan: a different one later
+    /// means the shard was recreated empty.
+    member_id: std::sync::atomic::AtomicU64,
 }
 
 /// A failed call to a shard, classified by what it means for a write.
@@ -113,7 +116,17 @@ impl Shard {
                 since: Instant::now(),
                 needs_resync: false,
             }),
+            member_id: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.member_id.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_member_id(&self, id: u64) {
+        self.member_id
+            .store(id, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn health(&self) -> Health {

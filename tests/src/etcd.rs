@@ -112,6 +112,18 @@ impl TestEtcd {
         }
     }
 
+    /// Starts the member again with an empty data dir: a new epoch, as an
+    /// agent does after etcd died.
+    pub async fn restart_empty(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let data = self.dir.path().join("data");
+        if data.exists() {
+            std::fs::remove_dir_all(&data)?;
+        }
+        self.resume_process()?;
+        self.wait_ready().await
+    }
+
     /// Starts the same member again on its data (same "epoch").
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();

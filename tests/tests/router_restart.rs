@@ -11,6 +11,13 @@ use ste_tests::ShardedRouter;
 
 #[derive(Debug, Clone)]
 struct Attempt {
+    /// The test's phase when the write was sent, and when its answer came:
+    /// 0 before the kill, 1 from the kill until the new router serves, 2
+    /// after. Answered in phase 0: served by the first process; sent in
+    /// phase 2: served by the second. Writes in between are ambiguous and
+    /// only checked for loss.
+    sent: usize,
+    answered: usize,
     key: String,
     value: String,
     /// The acknowledged revision; None if the answer never came.
@@ -23,6 +30,7 @@ async fn writer(
     attempts: Arc<Mutex<Vec<Attempt>>>,
     acked: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    phase: Arc<AtomicUsize>,
 ) -> anyhow::Result<()> {
     let mut n = 0;
     let options = etcd_client::ConnectOptions::new()
@@ -40,6 +48,7 @@ async fn writer(
             }
         }
         let Some(c) = client.as_mut() else { continue };
+        let sent_in = phase.load(Ordering::SeqCst);
         n += 1;
         // Every write creates its own key, so each acknowledged write stays
         // readable with its revision.
@@ -56,6 +65,8 @@ async fn writer(
             }
         };
         attempts.lock().unwrap().push(Attempt {
+            sent: sent_in,
+            answered: phase.load(Ordering::SeqCst),
             key,
             value,
             revision,
@@ -71,6 +82,7 @@ async fn acknowledged_writes_survive_a_router_kill() -> anyhow::Result<()> {
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let acked = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let phase = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..4)
         .map(|id| {
             tokio::spawn(writer(
@@ -79,6 +91,7 @@ async fn acknowledged_writes_survive_a_router_kill() -> anyhow::Result<()> {
                 attempts.clone(),
                 acked.clone(),
                 stop.clone(),
+                phase.clone(),
             ))
         })
         .collect();
@@ -99,17 +112,22 @@ async fn acknowledged_writes_survive_a_router_kill() -> anyhow::Result<()> {
     // Past the first reserved block of 100, so the restart has to skip
     // revisions that were reserved but never used.
     wait_acked(300).await?;
+    phase.store(1, Ordering::SeqCst);
     cluster.router.kill9();
-    let before: Vec<Attempt> = attempts.lock().unwrap().clone();
-    let last_before = before.iter().filter_map(|a| a.revision).max().unwrap_or(0);
-
     cluster.router.restart().await?;
+    phase.store(2, Ordering::SeqCst);
     wait_acked(acked.load(Ordering::Relaxed) + 200).await?;
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
         writer.await??;
     }
     let attempts = attempts.lock().unwrap().clone();
+    let last_before = attempts
+        .iter()
+        .filter(|a| a.answered == 0)
+        .filter_map(|a| a.revision)
+        .max()
+        .unwrap_or(0);
 
     let mut client = cluster.router.client().await?;
     let all = client
@@ -142,8 +160,9 @@ async fn acknowledged_writes_survive_a_router_kill() -> anyhow::Result<()> {
             (None, None) => {}
         }
     }
-    let after: Vec<i64> = attempts[before.len()..]
+    let after: Vec<i64> = attempts
         .iter()
+        .filter(|a| a.sent == 2)
         .filter_map(|a| a.revision)
         .collect();
     assert!(!after.is_empty());

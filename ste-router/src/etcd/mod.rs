@@ -61,7 +61,8 @@ pub fn routes(store: Arc<Store>, watch: WatchSettings, max_message_bytes: usize)
         routes
             .into_axum_router()
             .fallback(unimplemented)
-            .layer(axum::middleware::from_fn(name_unimplemented)),
+            .layer(axum::middleware::from_fn(name_unimplemented))
+            .layer(axum::middleware::from_fn(size_error_like_etcd)),
     )
 }
 
@@ -92,4 +93,33 @@ async fn name_unimplemented(
         headers.insert("grpc-message", message);
     }
     response
+}
+
+/// tonic refuses a request message over the decoding limit with OUT_OF_RANGE
+/// and its own text; grpc-go, and so etcd, with RESOURCE_EXHAUSTED and
+/// "grpc: received message larger than max (N vs. M)". Answer as etcd does.
+async fn size_error_like_etcd(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let too_large = tonic::Status::from_header_map(headers)
+        .filter(|status| status.code() == tonic::Code::OutOfRange)
+        .and_then(|status| decoded_too_large(status.message()));
+    if let Some((found, limit)) = too_large {
+        let status = tonic::Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({found} vs. {limit})"
+        ));
+        let _ = status.add_header(headers);
+    }
+    response
+}
+
+/// The sizes in tonic's "decoded message length too large" error.
+fn decoded_too_large(message: &str) -> Option<(usize, usize)> {
+    let rest = message.strip_prefix("Error, decoded message length too large: found ")?;
+    let (found, rest) = rest.split_once(" bytes, the limit is: ")?;
+    let limit = rest.strip_suffix(" bytes")?;
+    Some((found.parse().ok()?, limit.parse().ok()?))
 }

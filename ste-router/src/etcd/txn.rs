@@ -20,7 +20,7 @@ use ste_proto::etcd::etcdserverpb::{self as pb, request_op, response_op};
 use tonic::Status;
 
 use super::header;
-use crate::error::StoreError;
+use crate::error::{DUPLICATE_KEY, StoreError};
 use crate::store::Store;
 use crate::store::write::{KeyWrite, WriteOp, WriteOutcome, compare_holds};
 
@@ -57,8 +57,55 @@ fn invalid(detail: &str) -> Status {
     StoreError::InvalidArgument(format!("{SUPPORTED}; {detail}")).into()
 }
 
+/// The checks etcd makes before it evaluates a transaction (its
+/// `checkTxnRequest`), so that a malformed request gets etcd's own error
+/// even when its shape is one the router does not serve.
+fn check_like_etcd(request: &pb::TxnRequest) -> Result<(), Status> {
+    if request.compare.iter().any(|c| c.key.is_empty()) {
+        return Err(StoreError::KeyNotProvided.into());
+    }
+    for branch in [&request.success, &request.failure] {
+        let mut written: Vec<&[u8]> = Vec::new();
+        for op in branch {
+            let key = match &op.request {
+                Some(request_op::Request::RequestRange(range)) => {
+                    if range.key.is_empty() {
+                        return Err(StoreError::KeyNotProvided.into());
+                    }
+                    continue;
+                }
+                Some(request_op::Request::RequestPut(put)) => {
+                    if put.key.is_empty() {
+                        return Err(StoreError::KeyNotProvided.into());
+                    }
+                    if put.ignore_value && !put.value.is_empty() {
+                        return Err(StoreError::ValueProvided.into());
+                    }
+                    if put.ignore_lease && put.lease != 0 {
+                        return Err(StoreError::LeaseProvided.into());
+                    }
+                    &put.key
+                }
+                Some(request_op::Request::RequestDeleteRange(delete)) => {
+                    if delete.key.is_empty() {
+                        return Err(StoreError::KeyNotProvided.into());
+                    }
+                    &delete.key
+                }
+                _ => continue,
+            };
+            if written.contains(&key.as_slice()) {
+                return Err(Status::invalid_argument(DUPLICATE_KEY));
+            }
+            written.push(key);
+        }
+    }
+    Ok(())
+}
+
 /// The one write of the success branch, if any, checked against the rules.
 fn plan(request: &pb::TxnRequest) -> Result<Option<(usize, KeyWrite)>, Status> {
+    check_like_etcd(request)?;
     for compare in &request.compare {
         if !compare.range_end.is_empty() {
             return Err(invalid("a compare has a range_end"));

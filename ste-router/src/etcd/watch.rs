@@ -31,6 +31,8 @@ use crate::store::revisions::StoredEvent;
 
 /// etcd's watch ID for answers that concern the whole stream.
 const STREAM_WIDE: i64 = -1;
+/// etcd's watch ID in the answer to a create request it refused.
+const NO_WATCH: i64 = -1;
 /// Split event batches so no response nears gRPC's default 4 MiB limit.
 const MAX_BATCH_EVENTS: usize = 1_000;
 const MAX_BATCH_BYTES: usize = 1 << 20;
@@ -133,6 +135,18 @@ impl WatchStream {
         }
     }
 
+    /// The answer that ends a watch whose start is compacted, exactly as
+    /// etcd sends it: canceled with compact_revision set, header revision 0
+    /// and no cancel_reason (clients recognise compaction by
+    /// compact_revision alone).
+    fn compacted(&self, watch_id: i64, compact_revision: GlobalRevision) -> pb::WatchResponse {
+        pb::WatchResponse {
+            canceled: true,
+            compact_revision: compact_revision.0,
+            ..self.response(watch_id, GlobalRevision::ZERO)
+        }
+    }
+
     async fn handle(&mut self, request: pb::WatchRequest) -> bool {
         match request.request_union {
             Some(watch_request::RequestUnion::CreateRequest(create)) => self.create(create).await,
@@ -166,10 +180,21 @@ impl WatchStream {
             }
             self.next_id
         };
-        if self.watchers.contains_key(&id) {
-            let mut response = self.response(id, current);
+        let range = KeyRange::from_request(&create.key, &create.range_end);
+        let refusal = if range.is_empty() {
+            Some("mvcc: watcher range is empty")
+        } else if self.watchers.contains_key(&id) {
+            Some("mvcc: duplicate watch ID provided on the WatchStream")
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            // As etcd answers: "created" for no watch (ID -1), canceled at
+            // once with the reason; an existing watch with that ID goes on.
+            let mut response = self.response(NO_WATCH, current);
+            response.created = true;
             response.canceled = true;
-            response.cancel_reason = "etcdserver: duplicate watch ID".into();
+            response.cancel_reason = reason.into();
             return self.send(response).await;
         }
         self.next_id = self.next_id.max(id + 1);
@@ -180,7 +205,7 @@ impl WatchStream {
         };
         let filters = &create.filters;
         let watcher = Watcher {
-            range: KeyRange::from_request(&create.key, &create.range_end),
+            range,
             next,
             prev_kv: create.prev_kv,
             no_put: filters.contains(&(watch_create_request::FilterType::Noput as i32)),
@@ -226,11 +251,9 @@ impl WatchStream {
             Err(compacted) => {
                 self.watchers.remove(&id);
                 self.store.metrics.watchers_changed(-1);
-                let mut response = self.response(id, through);
-                response.canceled = true;
-                response.compact_revision = compacted.compact_revision.0;
-                response.cancel_reason = crate::error::COMPACTED.into();
-                return self.send(response).await;
+                return self
+                    .send(self.compacted(id, compacted.compact_revision))
+                    .await;
             }
         };
         let batch: Vec<mvccpb::Event> = events
@@ -284,11 +307,7 @@ impl WatchStream {
         let ids: Vec<i64> = std::mem::take(&mut self.watchers).into_keys().collect();
         self.store.metrics.watchers_changed(-(ids.len() as i64));
         for id in ids {
-            let mut response = self.response(id, current);
-            response.canceled = true;
-            response.compact_revision = current.next().0;
-            response.cancel_reason = crate::error::COMPACTED.into();
-            if !self.send(response).await {
+            if !self.send(self.compacted(id, current.next())).await {
                 return false;
             }
         }

@@ -108,15 +108,24 @@ impl Revisions {
     /// taken) with `reserved` persisted as the high-water mark. The router
     /// keeps no history from before `start`, so that is also the
     /// compaction point, unless nothing was ever written.
+    ///
+    /// Nothing was ever written when `start` is revision 1 (etcd's empty
+    /// store; the first write is revision 2): then, as on a fresh etcd, a
+    /// watch from revision 1 sees every event instead of being compacted.
     pub fn restart_at(&self, start: GlobalRevision, reserved: GlobalRevision) -> StoreResult<()> {
         let sequencer = Sequencer::new(start, reserved.max(start))
             .map_err(|e| StoreError::Internal(format!("cannot start revisions at {start}: {e}")))?;
+        let log_floor = if start <= GlobalRevision(1) {
+            GlobalRevision(1)
+        } else {
+            start.next()
+        };
         {
             let mut inner = self.lock();
             let max_bytes = inner.log.max_bytes();
             inner.sequencer = sequencer;
             inner.pending.clear();
-            inner.log = EventLog::new(max_bytes, start.next());
+            inner.log = EventLog::new(max_bytes, log_floor);
             inner.compacted = start;
         }
         self.current.send_replace(start);

@@ -30,6 +30,8 @@ pub struct ShardScan {
     pub misplaced: Vec<Vec<u8>>,
     /// Keys without an STE envelope: written around the router.
     pub foreign: Vec<Vec<u8>>,
+    /// The shard's etcd member ID.
+    pub member_id: u64,
 }
 
 impl Store {
@@ -50,8 +52,10 @@ impl Store {
                 .await
                 .map_err(|e| describe(&e.status))?;
             if pinned == 0 {
-                pinned = response.header.as_ref().map(|h| h.revision).unwrap_or(0);
+                let header = response.header.unwrap_or_default();
+                pinned = header.revision;
                 scan.revision = ShardRevision(pinned);
+                scan.member_id = header.member_id;
             }
             let last = response.kvs.last().map(|kv| kv.key.clone());
             for kv in response.kvs {
@@ -136,6 +140,7 @@ impl Store {
         }
         tracing::info!(member = %shard.name, keys = scan.entries.len(), shard_revision = %scan.revision, "shard scanned");
         shard.reset_revisions(scan.revision);
+        shard.set_member_id(scan.member_id);
         shard.mark_healthy();
         let mut index = self.index_mut();
         index.remove_shard(shard.id);

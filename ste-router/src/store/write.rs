@@ -16,6 +16,7 @@
 //! silently missing event.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ste_core::envelope::Envelope;
 use ste_core::index::IndexEntry;
@@ -48,6 +49,9 @@ pub struct KeyWrite {
     pub op: WriteOp,
     pub compares: Vec<pb::Compare>,
 }
+
+/// The longest a write's outcome is looked for after its answer was lost.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What reading a key back after a lost answer told.
 enum Resolution {
@@ -399,6 +403,12 @@ impl Store {
     /// Under the write lock nothing else wrote to the shard since, so the
     /// key's current state tells, and the version before it is the one at
     /// the shard revision just below.
+    ///
+    /// The shard just failed to answer, and every later revision waits for
+    /// this one: the read-back gets [`RESOLVE_TIMEOUT`], not another full
+    /// request timeout (a hung shard would otherwise hold all writes for
+    /// twice `--shard-timeout`). Unanswered, the outcome stays unknown and
+    /// the shard is resynchronised when it answers again.
     async fn resolve_uncertain(
         &self,
         shard: &Shard,
@@ -406,14 +416,21 @@ impl Store {
         revision: GlobalRevision,
         is_delete: bool,
     ) -> Resolution {
+        let bound = self.config.shard_timeouts.request.min(RESOLVE_TIMEOUT);
         let read = |at: i64| {
-            shard.range(pb::RangeRequest {
+            let call = shard.range(pb::RangeRequest {
                 key: key.to_vec(),
                 revision: at,
                 ..Default::default()
-            })
+            });
+            async move {
+                match tokio::time::timeout(bound, call).await {
+                    Ok(Ok(response)) => Some(response),
+                    _ => None,
+                }
+            }
         };
-        let Ok(now) = read(0).await else {
+        let Some(now) = read(0).await else {
             return Resolution::Unknown;
         };
         let applied_at = match (now.kvs.first(), is_delete) {
@@ -427,7 +444,7 @@ impl Store {
         let Some(applied_at) = applied_at else {
             return Resolution::NotApplied;
         };
-        let Ok(before) = read(applied_at - 1).await else {
+        let Some(before) = read(applied_at - 1).await else {
             return Resolution::Unknown;
         };
         Resolution::Applied {

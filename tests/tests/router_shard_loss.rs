@@ -1,0 +1,83 @@
+//! A shard that comes back empty (a new epoch: its etcd restarted on a
+//! wiped tmpfs) lost its keys. The router notices, drops them from its
+//! index and ends every watch with the compacted error, so kube-apiserver
+//! relists and the controllers recreate the lost pods.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use etcd_client::{GetOptions, WatchOptions};
+use ste_tests::ShardedRouter;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Result<()> {
+    let mut cluster = ShardedRouter::start(3, &[]).await?;
+    let mut client = cluster.router.client().await?;
+    let mut admin = cluster.router.admin().await?;
+    let mut on_lost_shard = BTreeSet::new();
+    let mut elsewhere = BTreeSet::new();
+    for i in 0..40 {
+        let key = format!("/registry/pods/ns-{}/pod-{i}", i % 3);
+        client.put(key.clone(), "v", None).await?;
+        let location = admin
+            .locate(ste_proto::v1::LocateRequest {
+                key: key.clone().into_bytes(),
+            })
+            .await?
+            .into_inner();
+        if location.member == "shard-b" {
+            on_lost_shard.insert(key);
+        } else {
+            elsewhere.insert(key);
+        }
+    }
+    assert!(!on_lost_shard.is_empty() && !elsewhere.is_empty());
+    let mut watch = client
+        .watch("/registry/pods/", Some(WatchOptions::new().with_prefix()))
+        .await?;
+    let created = watch.message().await?.expect("created");
+    assert!(created.created());
+
+    cluster
+        .shard("shard-b")
+        .expect("shard-b")
+        .restart_empty()
+        .await?;
+
+    // The watch ends with the compacted error.
+    let canceled = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match watch.message().await? {
+                Some(response) if response.canceled() => return anyhow::Ok(response),
+                Some(_) => continue,
+                None => anyhow::bail!("watch stream ended without a cancel"),
+            }
+        }
+    })
+    .await??;
+    assert!(canceled.compact_revision() > 0, "{canceled:?}");
+
+    // The index no longer has the lost keys; the others are intact.
+    let listed: BTreeSet<String> = client
+        .get("/registry/pods/", Some(GetOptions::new().with_prefix()))
+        .await?
+        .kvs()
+        .iter()
+        .map(|kv| kv.key_str().map(str::to_owned))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(listed, elsewhere);
+    // A lost pod can be created again (as its controller would).
+    let lost = on_lost_shard.iter().next().expect("a lost key").clone();
+    let created = ste_tests::kube::create(&mut client, &lost, b"recreated").await?;
+    assert!(
+        matches!(created, ste_tests::kube::Outcome::Written(_)),
+        "{created:?}"
+    );
+    assert_eq!(
+        client.get(lost.as_str(), None).await?.kvs()[0].value(),
+        b"recreated"
+    );
+    let log = cluster.router.log();
+    assert!(log.contains("its keys are lost"), "{log}");
+    Ok(())
+}

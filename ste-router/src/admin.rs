@@ -3,15 +3,54 @@
 use std::sync::Arc;
 
 use ste_core::index::ShardId;
+use ste_core::ring::Member;
 use ste_proto::v1::ring_server::Ring;
 use ste_proto::v1::{
-    GetRingRequest, GetRouterStatusRequest, LocateRequest, Location, MemberHealth, RingInfo,
-    RingMember, RouterStatus,
+    GetRingRequest, GetRouterStatusRequest, HeartbeatRequest, HeartbeatResponse, JoinRequest,
+    LeaveRequest, LocateRequest, Location, MemberHealth, MigrationProgress, RegisterRequest,
+    RegisterResponse, RegisteredAgent, RingInfo, RingMember, RouterStatus,
 };
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::StoreError;
 use crate::store::Store;
+use crate::store::migrate::ChangeKind;
+
+type ProgressStream = ReceiverStream<Result<MigrationProgress, Status>>;
+
+/// Runs a ring change in its own task (it must finish even if the caller
+/// goes away) and streams its progress.
+fn spawn_change(
+    store: Arc<Store>,
+    kind: ChangeKind,
+    member: String,
+    members: Vec<Member>,
+    dry_run: bool,
+    joined_epoch: Option<u64>,
+) -> ProgressStream {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let result = store
+            .change_ring(kind, &member, members, dry_run, tx.clone())
+            .await;
+        match result {
+            Ok(()) if !dry_run && kind == ChangeKind::Join => {
+                store.agents.set_joined(&member, joined_epoch)
+            }
+            Ok(()) if !dry_run && kind == ChangeKind::Leave => {
+                store.agents.set_joined(&member, None)
+            }
+            Ok(()) => {}
+            Err(error) => {
+                tracing::warn!(kind = kind.name(), %member, %error, "ring change failed");
+                let _ = tx.send(Err(error.into())).await;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
 
 pub struct RingService {
     store: Arc<Store>,
@@ -20,6 +59,27 @@ pub struct RingService {
 impl RingService {
     pub fn new(store: Arc<Store>) -> Self {
         RingService { store }
+    }
+
+    fn agents(&self) -> Vec<RegisteredAgent> {
+        let ring = self.store.membership().ring.clone();
+        self.store
+            .agents
+            .all()
+            .into_iter()
+            .map(|a| RegisteredAgent {
+                member: ring.member(&a.name).is_some(),
+                name: a.name,
+                agent_address: a.agent_address,
+                endpoint: a.endpoint,
+                epoch: a.epoch,
+                weight: a.weight,
+                no_join: a.no_join,
+                last_heartbeat_seconds_ago: a.last_seen.elapsed().as_secs(),
+                generation_seen: a.generation_seen,
+                healthy: a.healthy,
+            })
+            .collect()
     }
 
     fn members(&self) -> Vec<RingMember> {
@@ -117,7 +177,129 @@ impl Ring for RingService {
             keys: store.index().len() as u64,
             generation: u64::from(store.membership().ring.generation()),
             members: self.members(),
-            serving: store.is_ready(),
+            serving: store.check_ready().is_ok(),
+            agents: self.agents(),
+            migration: store.migration_progress(),
+        }))
+    }
+
+    type JoinStream = ProgressStream;
+
+    async fn join(
+        &self,
+        request: Request<JoinRequest>,
+    ) -> Result<Response<Self::JoinStream>, Status> {
+        let request = request.into_inner();
+        let store = &self.store;
+        let agent = store.agents.get(&request.name);
+        let endpoint = if !request.endpoint.is_empty() {
+            request.endpoint.clone()
+        } else {
+            agent.as_ref().map(|a| a.endpoint.clone()).ok_or_else(|| {
+                Status::not_found(format!(
+                    "node {} has not registered with the router: start its ste-agent with --router, \
+                     or give the shard's etcd URL",
+                    request.name
+                ))
+            })?
+        };
+        let weight = match (request.weight, &agent) {
+            (0, Some(a)) => a.weight,
+            (0, None) => 1,
+            (w, _) => w,
+        };
+        let ring = store.membership().placing_ring().clone();
+        if ring.member(&request.name).is_some() {
+            return Err(Status::already_exists(format!(
+                "{} is already a ring member",
+                request.name
+            )));
+        }
+        let mut members: Vec<Member> = ring.members().cloned().collect();
+        members.push(Member::new(request.name.clone(), endpoint).with_weight(weight));
+        Ok(Response::new(spawn_change(
+            store.clone(),
+            ChangeKind::Join,
+            request.name,
+            members,
+            request.dry_run,
+            agent.map(|a| a.epoch),
+        )))
+    }
+
+    type LeaveStream = ProgressStream;
+
+    async fn leave(
+        &self,
+        request: Request<LeaveRequest>,
+    ) -> Result<Response<Self::LeaveStream>, Status> {
+        let request = request.into_inner();
+        let store = &self.store;
+        let ring = store.membership().placing_ring().clone();
+        if ring.member(&request.name).is_none() {
+            return Err(Status::not_found(format!(
+                "{} is not a ring member",
+                request.name
+            )));
+        }
+        if ring.len() == 1 {
+            return Err(StoreError::Refused(format!(
+                "{} is the last ring member: its keys would have nowhere to go; join another member first",
+                request.name
+            ))
+            .into());
+        }
+        let members: Vec<Member> = ring
+            .members()
+            .filter(|m| m.name != request.name)
+            .cloned()
+            .collect();
+        Ok(Response::new(spawn_change(
+            store.clone(),
+            ChangeKind::Leave,
+            request.name,
+            members,
+            request.dry_run,
+            None,
+        )))
+    }
+
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let request = request.into_inner();
+        if request.name.is_empty() || request.endpoint.is_empty() {
+            return Err(Status::invalid_argument(
+                "register needs the node name and the shard endpoint",
+            ));
+        }
+        let store = &self.store;
+        let previous = store.agents.get(&request.name);
+        store.agents.register(&request);
+        let member = store.membership().ring.member(&request.name).is_some();
+        if member && previous.is_none() {
+            // A router that restarted learns the epoch its member joined with.
+            store.agents.set_joined(&request.name, Some(request.epoch));
+        }
+        tracing::info!(agent = %request.name, endpoint = %request.endpoint, epoch = request.epoch, "agent registered");
+        Ok(Response::new(RegisterResponse {
+            generation: u64::from(store.membership().ring.generation()),
+            member,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let request = request.into_inner();
+        let store = &self.store;
+        let registered = store.agents.heartbeat(&request);
+        Ok(Response::new(HeartbeatResponse {
+            generation: u64::from(store.membership().ring.generation()),
+            member: store.membership().ring.member(&request.name).is_some(),
+            registered,
         }))
     }
 }

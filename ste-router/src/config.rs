@@ -52,6 +52,9 @@ pub struct Config {
     pub progress_notify_interval: Duration,
     pub etcd_version: String,
     pub tls: TlsFiles,
+    pub auto_join: bool,
+    pub migration_pause: Duration,
+    pub member_dead_after: Duration,
 }
 
 /// PEM files for TLS on the etcd listener and towards the shards.

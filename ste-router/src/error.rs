@@ -58,6 +58,10 @@ pub enum StoreError {
     NotReady(String),
     #[error("ste-router: the ring has no members yet")]
     NoMembers,
+    #[error("ste-router: a ring change is in progress ({0}); try again when it is done")]
+    ChangeInProgress(String),
+    #[error("ste-router: {0}")]
+    Refused(String),
     #[error("ste-router: {0}")]
     Internal(String),
 }
@@ -83,6 +87,8 @@ impl From<StoreError> for Status {
             | StoreError::NoMembers => Code::Unavailable,
             StoreError::Shard(status) => status.code(),
             StoreError::Internal(_) => Code::Internal,
+            StoreError::ChangeInProgress(_) => Code::Aborted,
+            StoreError::Refused(_) => Code::FailedPrecondition,
         };
         Status::new(code, message)
     }

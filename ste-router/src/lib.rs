@@ -7,6 +7,7 @@ pub mod admin;
 pub mod config;
 pub mod error;
 pub mod etcd;
+pub mod membership;
 pub mod metrics;
 pub mod shard;
 pub mod state;
@@ -66,10 +67,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .map(|m| Member::new(m.name.clone(), m.endpoint.clone()))
             .collect()
     };
-    anyhow::ensure!(
-        !members.is_empty(),
-        "no ring members: give at least one --member NAME=URL (or a --state-file that lists members)"
-    );
+    if members.is_empty() {
+        tracing::info!(
+            "no ring members yet: the etcd API answers NOT_SERVING until an agent registers and joins"
+        );
+    }
     let records: Vec<MemberRecord> = members
         .iter()
         .map(|m| MemberRecord {
@@ -86,6 +88,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let store_config = StoreConfig {
         vnodes: config.vnodes,
+        migration_pause: config.migration_pause,
         max_request_bytes: config.max_request_bytes,
         event_log_bytes: config.event_log_bytes,
         revision_block: config.revision_block,
@@ -113,6 +116,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )?);
     for lease in &saved.leases {
         store.leases.insert(lease.id, lease.ttl);
+    }
+    if let Some(target) = &saved.target {
+        tracing::warn!(
+            members = target.len(),
+            "a ring change was interrupted; it resumes once the shards are scanned"
+        );
+        store.set_target(
+            target
+                .iter()
+                .map(|m| Member::new(m.name.clone(), m.endpoint.clone()).with_weight(m.weight))
+                .collect(),
+        )?;
     }
 
     let etcd_listener = bind("--listen", config.listen).await?;
@@ -206,12 +221,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await?;
         store.revisions.restart_at(start, reserved)?;
         store.set_ready();
-        for service in ETCD_SERVICES {
-            etcd_health
-                .set_service_status(service, ServingStatus::Serving)
-                .await;
-        }
-        tracing::info!(revision = %start, keys = store.index().len(), "router serving");
+        tracing::info!(revision = %start, keys = store.index().len(), "shards scanned");
         anyhow::Ok(())
     };
     tokio::select! {
@@ -220,6 +230,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         _ = sigint.recv() => return shutdown(shutdown_tx, [etcd_task, admin_task]).await,
     }
     let health_task = tokio::spawn(check_shards(store.clone(), config.health_interval));
+    let membership_task = tokio::spawn(membership::manage(
+        store.clone(),
+        etcd_health.clone(),
+        membership::Policy {
+            auto_join: config.auto_join,
+            member_dead_after: config.member_dead_after,
+            interval: config.health_interval,
+        },
+    ));
     let lease_task = tokio::spawn(store.clone().expire_leases(Duration::from_millis(500)));
 
     let signal_name = tokio::select! {
@@ -233,6 +252,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await;
     }
     health_task.abort();
+    membership_task.abort();
     lease_task.abort();
     metrics_task.abort();
     shutdown(shutdown_tx, [etcd_task, admin_task]).await
@@ -266,16 +286,21 @@ async fn check_shards(store: Arc<Store>, interval: Duration) {
     loop {
         tick.tick().await;
         let shards = store.shards();
-        let probes = shards.iter().map(|shard| async move {
-            let answer = tokio::time::timeout(timeout, shard.status()).await;
-            (shard, answer)
+        let probes = shards.iter().map(|shard| {
+            // Taken before the probe is sent: the shard acknowledged these
+            // writes, so its answer must be at least this. A write that
+            // completes while the probe is out is not a sign of anything.
+            let written_at = shard.revision_at(store.revisions.current());
+            async move {
+                let answer = tokio::time::timeout(timeout, shard.status()).await;
+                (shard, written_at, answer)
+            }
         });
-        for (shard, answer) in futures_util::future::join_all(probes).await {
+        for (shard, written_at, answer) in futures_util::future::join_all(probes).await {
             match answer {
                 Ok(Ok(status)) => {
                     shard.mark_healthy();
                     let header = status.header.unwrap_or_default();
-                    let written_at = shard.revision_at(store.revisions.current());
                     if shard.member_id() != 0 && header.member_id != shard.member_id() {
                         shard.mark_needs_resync("the shard came back as a new etcd member (new epoch): its keys are lost");
                     } else if header.revision < written_at.0 {

@@ -88,6 +88,18 @@ struct Cli {
     /// The private key of --shard-cert (PEM).
     #[arg(long, env = "STE_SHARD_KEY", requires = "shard_cert")]
     shard_key: Option<PathBuf>,
+    /// Join registered, healthy agents automatically (those started with
+    /// --no-join only register).
+    #[arg(long, env = "STE_AUTO_JOIN", default_value_t = true, action = clap::ArgAction::Set)]
+    auto_join: bool,
+    /// A member whose shard has not answered for this long is fenced: removed
+    /// from the ring, its keys dropped, every watch cut.
+    #[arg(long, env = "STE_MEMBER_DEAD_AFTER", default_value = "30s", value_parser = parse_duration)]
+    member_dead_after: Duration,
+    /// Pause between migration batches (100 keys each) during a join or
+    /// leave, to limit the extra load on the shards.
+    #[arg(long, env = "STE_MIGRATION_PAUSE", default_value = "0s", value_parser = parse_duration)]
+    migration_pause: Duration,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "STE_LOG", default_value = "info")]
     log: String,
@@ -121,6 +133,9 @@ fn main() -> ExitCode {
         health_interval: cli.health_interval,
         progress_notify_interval: cli.progress_notify_interval,
         etcd_version: cli.reported_etcd_version,
+        auto_join: cli.auto_join,
+        migration_pause: cli.migration_pause,
+        member_dead_after: cli.member_dead_after,
         tls: ste_router::config::TlsFiles {
             cert: cli.cert,
             key: cli.key,

@@ -46,7 +46,7 @@ pub struct Shard {
     /// Held from allocating a global revision until the shard has applied
     /// the write, so writes reach the shard in global-revision order and the
     /// revision map stays monotonic on both sides.
-    pub write_lock: tokio::sync::Mutex<()>,
+    pub write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
     revisions: Mutex<RevisionMap>,
     health: Mutex<Health>,
     /// The etcd member ID seen at the last scan: a different one later
@@ -108,7 +108,7 @@ impl Shard {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
             maintenance: MaintenanceClient::new(channel),
-            write_lock: tokio::sync::Mutex::new(()),
+            write_lock: std::sync::Arc::new(tokio::sync::Mutex::new(())),
             revisions: Mutex::new(RevisionMap::new(ShardRevision(0))),
             health: Mutex::new(Health {
                 healthy: true,

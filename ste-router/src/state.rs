@@ -33,6 +33,10 @@ pub struct RouterState {
     pub generation: u64,
     pub members: Vec<MemberRecord>,
     pub leases: Vec<LeaseRecord>,
+    /// The members of a ring change in progress: written before any key
+    /// moves, cleared when the new ring is committed. A router that finds it
+    /// at start-up resumes the change.
+    pub target: Option<Vec<MemberRecord>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +73,12 @@ impl RouterState {
         for l in &self.leases {
             out.push_str(&format!("lease {} {}\n", l.id, l.ttl));
         }
+        if let Some(target) = &self.target {
+            out.push_str("migration\n");
+            for m in target {
+                out.push_str(&format!("target {} {} {}\n", m.name, m.endpoint, m.weight));
+            }
+        }
         out
     }
 
@@ -101,6 +111,15 @@ impl RouterState {
                     id: number(id)?,
                     ttl: number(ttl)?,
                 }),
+                ["migration"] => state.target = Some(Vec::new()),
+                ["target", name, endpoint, weight] => state
+                    .target
+                    .get_or_insert_with(Vec::new)
+                    .push(MemberRecord {
+                        name: (*name).to_owned(),
+                        endpoint: (*endpoint).to_owned(),
+                        weight: number(weight)? as u32,
+                    }),
                 _ => return Err(error(&format!("unknown line {line:?}"))),
             }
         }
@@ -181,6 +200,11 @@ mod tests {
                 weight: 2,
             }],
             leases: vec![LeaseRecord { id: 7, ttl: 60 }],
+            target: Some(vec![MemberRecord {
+                name: "node-b".into(),
+                endpoint: "http://127.0.0.3:2279".into(),
+                weight: 1,
+            }]),
         };
         file.store(&state).unwrap();
         assert_eq!(file.load().unwrap(), state);

@@ -9,6 +9,7 @@ pub mod etcd;
 pub mod kube;
 pub mod poll;
 pub mod procs;
+pub mod ring;
 pub mod router;
 
 pub use agent::{AgentOptions, TestAgent};

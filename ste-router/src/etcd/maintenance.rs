@@ -30,7 +30,19 @@ impl maintenance_server::Maintenance for Maintenance {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let store = &self.store;
         let shards = store.shards();
-        let results = join_all(shards.iter().map(|s| async move { (s, s.status().await) })).await;
+        // A shard known to be down is not asked: a hung one would hold the
+        // answer for a whole shard timeout (etcd answers Status locally, and
+        // clients give it a short deadline). The health checker probes it.
+        let results = join_all(shards.iter().map(|s| async move {
+            let health = s.health();
+            let result = if health.healthy {
+                s.status().await.map_err(|e| describe(&e.status))
+            } else {
+                Err(health.last_error)
+            };
+            (s, result)
+        }))
+        .await;
         let mut response = pb::StatusResponse {
             version: store.identity.etcd_version.clone(),
             leader: store.identity.member_id,
@@ -49,11 +61,9 @@ impl maintenance_server::Maintenance for Maintenance {
                             .map(|e| format!("{}: {e}", shard.name)),
                     );
                 }
-                Err(e) => response.errors.push(format!(
-                    "shard {} ({}) unavailable: {}",
-                    shard.name,
-                    shard.endpoint,
-                    describe(&e.status)
+                Err(reason) => response.errors.push(format!(
+                    "shard {} ({}) unavailable: {reason}",
+                    shard.name, shard.endpoint
                 )),
             }
         }

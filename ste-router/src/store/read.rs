@@ -25,10 +25,19 @@ pub struct RangeResult {
 }
 
 impl Store {
-    /// Shards that can hold keys of `range`: the owner for a single key,
-    /// else all of them.
-    pub fn shards_for(&self, range: &KeyRange) -> StoreResult<Vec<Arc<Shard>>> {
-        if range.is_single_key() {
+    /// Shards that can hold keys of `range` at `revision`: the owner for a
+    /// single key when the ring has been stable since then, else all of them
+    /// (during or before a ring change a key may sit on another shard).
+    pub fn shards_for(
+        &self,
+        range: &KeyRange,
+        revision: GlobalRevision,
+    ) -> StoreResult<Vec<Arc<Shard>>> {
+        let stable = {
+            let membership = self.membership();
+            membership.target.is_none() && revision >= membership.stable_since
+        };
+        if range.is_single_key() && stable {
             Ok(vec![self.owner(range.start())?])
         } else {
             let shards = self.shards();
@@ -104,7 +113,7 @@ impl Store {
         if range.is_empty() {
             return Ok(RangeResult::default());
         }
-        let shards = self.shards_for(range)?;
+        let shards = self.shards_for(range, revision)?;
         for shard in &shards {
             shard.check_available()?;
         }

@@ -248,6 +248,16 @@ impl Revisions {
         current
     }
 
+    /// Refuses reads below `revision` with the compacted error, without
+    /// touching the event log (watches go on): used when a shard that held
+    /// older history left the ring.
+    pub fn raise_read_floor(&self, revision: GlobalRevision) {
+        let mut inner = self.lock();
+        if inner.compacted < revision {
+            inner.compacted = revision;
+        }
+    }
+
     pub fn subscribe_cuts(&self) -> watch::Receiver<u64> {
         self.cuts.subscribe()
     }

@@ -18,6 +18,9 @@ use crate::shard::{Shard, describe};
 
 const PAGE: i64 = 1_000;
 
+/// A copy of a key to delete: on this shard, at this shard mod revision.
+type StaleCopy = (Arc<Shard>, Vec<u8>, ShardRevision);
+
 /// What scanning one shard found.
 #[derive(Debug, Default)]
 pub struct ShardScan {
@@ -114,14 +117,57 @@ impl Store {
             }
         });
         let mut max = GlobalRevision::ZERO;
+        let mut stale = Vec::new();
         for (shard, scan) in join_all(scans).await {
-            max = max.max(self.load_scan(&shard, scan));
+            let (found, copies) = self.load_scan(&shard, scan);
+            max = max.max(found);
+            stale.extend(copies);
+        }
+        // Nothing is served yet, so no lock is needed to drop stale copies.
+        for (shard, key, revision) in stale {
+            self.delete_stale_copy(&shard, &key, revision).await;
         }
         max
     }
 
+    /// Deletes a copy of a key left on `shard` by an interrupted migration,
+    /// only if it is still the copy we saw (fenced on its mod revision).
+    async fn delete_stale_copy(&self, shard: &Arc<Shard>, key: &[u8], revision: ShardRevision) {
+        let request = pb::TxnRequest {
+            compare: vec![pb::Compare {
+                result: pb::compare::CompareResult::Equal as i32,
+                target: pb::compare::CompareTarget::Mod as i32,
+                key: key.to_vec(),
+                target_union: Some(pb::compare::TargetUnion::ModRevision(revision.0)),
+                range_end: Vec::new(),
+            }],
+            success: vec![pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestDeleteRange(
+                    pb::DeleteRangeRequest {
+                        key: key.to_vec(),
+                        ..Default::default()
+                    },
+                )),
+            }],
+            failure: Vec::new(),
+        };
+        match shard.txn(request).await {
+            Ok(_) => {
+                tracing::info!(member = %shard.name, key = %String::from_utf8_lossy(key), "stale copy removed")
+            }
+            Err(e) => {
+                tracing::warn!(member = %shard.name, error = %describe(&e.status), "could not remove a stale copy")
+            }
+        }
+    }
+
     /// Puts one shard's scan into the index and resets its revision map.
-    fn load_scan(&self, shard: &Arc<Shard>, scan: ShardScan) -> GlobalRevision {
+    ///
+    /// A key found on two shards (a migration copied it and died before
+    /// deleting the source) keeps the newer copy, or for the same write the
+    /// copy on its owner; the other copies are returned (shard, key, shard
+    /// mod revision) to be deleted, since lists read every shard.
+    fn load_scan(&self, shard: &Arc<Shard>, scan: ShardScan) -> (GlobalRevision, Vec<StaleCopy>) {
         if !scan.misplaced.is_empty() {
             tracing::warn!(
                 member = %shard.name,
@@ -142,25 +188,61 @@ impl Store {
         shard.reset_revisions(scan.revision);
         shard.set_member_id(scan.member_id);
         shard.mark_healthy();
+        let owner_of = |key: &[u8]| {
+            self.membership()
+                .placing_ring()
+                .locate(key)
+                .map(|m| m.name.clone())
+        };
+        let mut stale = Vec::new();
         let mut index = self.index_mut();
         index.remove_shard(shard.id);
         for (key, entry) in scan.entries {
+            if let Some(existing) = index.get(&key).copied() {
+                let keep_existing = existing.modified > entry.modified
+                    || (existing.modified == entry.modified
+                        && owner_of(&key).as_deref() != Some(shard.name.as_str()));
+                if keep_existing {
+                    stale.push((shard.clone(), key, entry.shard_modified));
+                    continue;
+                }
+                if let Some(other) = self.shard_by_id(existing.shard) {
+                    stale.push((other, key.clone(), existing.shard_modified));
+                }
+            }
             self.leases.attach(entry.lease, &key);
             index.insert(key, entry);
         }
-        scan.max_modified
+        if !stale.is_empty() {
+            tracing::warn!(member = %shard.name, copies = stale.len(), "keys found on two shards; keeping one copy of each");
+        }
+        (scan.max_modified, stale)
     }
 
     /// Rebuilds one shard's part of the index after its state became
     /// uncertain. History is cut: every watch ends with the compacted error
     /// and clients relist, since no event can describe what changed.
     pub async fn resync_shard(&self, shard: &Arc<Shard>) -> StoreResult<()> {
-        let _ordered = shard.write_lock.lock().await;
+        let ordered = shard.write_lock.lock().await;
         let scan = self
             .scan_shard(shard)
             .await
             .map_err(|e| shard.unavailable(e))?;
-        self.load_scan(shard, scan);
+        let (_, stale) = self.load_scan(shard, scan);
+        for (holder, key, revision) in &stale {
+            if holder.id == shard.id {
+                self.delete_stale_copy(holder, key, *revision).await;
+            }
+        }
+        drop(ordered);
+        // Copies on other shards: under their own lock, one at a time, so
+        // the lock order never inverts.
+        for (holder, key, revision) in &stale {
+            if holder.id != shard.id {
+                let _theirs = holder.write_lock.lock().await;
+                self.delete_stale_copy(holder, key, *revision).await;
+            }
+        }
         let cut = self.revisions.cut_history();
         shard.resynced();
         tracing::warn!(member = %shard.name, revision = %cut, "shard resynchronised; watches cut");

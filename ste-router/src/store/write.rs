@@ -204,12 +204,16 @@ impl Store {
                 return Err(StoreError::LeaseNotFound);
             }
         }
-        let shard = self.owner(&write.key)?;
-        shard.check_available()?;
-        let outcome = {
-            let _ordered = shard.write_lock.lock().await;
+        let outcome = loop {
+            let shard = self.holder(&write.key)?;
             shard.check_available()?;
-            self.write_locked(&shard, write).await?
+            let _ordered = shard.write_lock.lock().await;
+            // A ring change may have moved the key while we waited.
+            if self.holder(&write.key)?.id != shard.id {
+                continue;
+            }
+            shard.check_available()?;
+            break self.write_locked(&shard, write).await?;
         };
         if let WriteOutcome::Applied { revision, .. } = &outcome {
             self.revisions.wait_visible(*revision).await;
@@ -471,17 +475,29 @@ impl Store {
         range: &KeyRange,
     ) -> StoreResult<(Option<GlobalRevision>, i64, Vec<mvccpb::KeyValue>)> {
         self.check_ready()?;
-        let shards = self.shards_for(range)?;
-        for shard in &shards {
-            shard.check_available()?;
-        }
-        // Lock in a fixed order (by id) so concurrent range deletes cannot deadlock.
-        let mut ordered = shards.clone();
-        ordered.sort_by_key(|s| s.id);
-        let mut guards = Vec::with_capacity(ordered.len());
-        for shard in &ordered {
-            guards.push(shard.write_lock.lock().await);
-        }
+        // Every shard is locked (a ring change may put keys of the range on
+        // any of them), in a fixed order (by id) so that concurrent range
+        // deletes and migrations cannot deadlock. If the set of shards
+        // changed while we waited, start over.
+        let (ordered, guards) = loop {
+            let mut ordered = self.shards();
+            if ordered.is_empty() {
+                return Err(StoreError::NoMembers);
+            }
+            for shard in &ordered {
+                shard.check_available()?;
+            }
+            ordered.sort_by_key(|s| s.id);
+            let mut guards = Vec::with_capacity(ordered.len());
+            for shard in &ordered {
+                guards.push(shard.write_lock.clone().lock_owned().await);
+            }
+            let mut now: Vec<_> = self.shards().iter().map(|s| s.id).collect();
+            now.sort();
+            if now == ordered.iter().map(|s| s.id).collect::<Vec<_>>() {
+                break (ordered, guards);
+            }
+        };
         let victims: Vec<(Vec<u8>, IndexEntry)> = self
             .index()
             .range(range)

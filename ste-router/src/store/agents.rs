@@ -1,0 +1,90 @@
+//! Agents as the router knows them from Register and Heartbeat.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ste_proto::v1 as pb;
+
+#[derive(Debug, Clone)]
+pub struct AgentInfo {
+    pub name: String,
+    pub agent_address: String,
+    pub endpoint: String,
+    pub epoch: u64,
+    pub weight: u32,
+    pub no_join: bool,
+    pub healthy: bool,
+    pub generation_seen: u64,
+    pub last_seen: Instant,
+    /// The epoch the agent's shard had when it joined the ring; a different
+    /// epoch later means the shard restarted empty.
+    pub joined_epoch: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Agents {
+    inner: Mutex<BTreeMap<String, AgentInfo>>,
+}
+
+impl Agents {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, AgentInfo>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn register(&self, request: &pb::RegisterRequest) {
+        let mut agents = self.lock();
+        let joined_epoch = agents.get(&request.name).and_then(|a| a.joined_epoch);
+        agents.insert(
+            request.name.clone(),
+            AgentInfo {
+                name: request.name.clone(),
+                agent_address: request.agent_address.clone(),
+                endpoint: request.endpoint.clone(),
+                epoch: request.epoch,
+                weight: request.weight.max(1),
+                no_join: request.no_join,
+                healthy: true,
+                generation_seen: 0,
+                last_seen: Instant::now(),
+                joined_epoch,
+            },
+        );
+    }
+
+    /// Records a heartbeat; false if the agent is unknown.
+    pub fn heartbeat(&self, request: &pb::HeartbeatRequest) -> bool {
+        let mut agents = self.lock();
+        let Some(agent) = agents.get_mut(&request.name) else {
+            return false;
+        };
+        agent.epoch = request.epoch;
+        agent.healthy = request.healthy;
+        agent.generation_seen = request.generation_seen;
+        agent.last_seen = Instant::now();
+        true
+    }
+
+    pub fn get(&self, name: &str) -> Option<AgentInfo> {
+        self.lock().get(name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<AgentInfo> {
+        self.lock().values().cloned().collect()
+    }
+
+    pub fn set_joined(&self, name: &str, epoch: Option<u64>) {
+        if let Some(agent) = self.lock().get_mut(name) {
+            agent.joined_epoch = epoch;
+        }
+    }
+
+    /// Agents heard from within `within`.
+    pub fn alive(&self, within: Duration) -> Vec<AgentInfo> {
+        self.lock()
+            .values()
+            .filter(|a| a.last_seen.elapsed() <= within)
+            .cloned()
+            .collect()
+    }
+}

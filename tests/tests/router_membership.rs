@@ -1,0 +1,433 @@
+//! Live ring changes: a member joins and another leaves while writers write
+//! and watchers watch. Exactly the keys whose owner changes move; nothing is
+//! lost, duplicated or renumbered; watchers see every acknowledged write
+//! once, in order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{GetOptions, WatchOptions};
+use ste_proto::v1::{LocateRequest, MigrationPhase};
+use ste_tests::kube::{self, Outcome};
+use ste_tests::{ShardedRouter, TestEtcd, ring};
+
+const KEYS: usize = 3_000;
+const PREFIX: &str = "/registry/pods/";
+
+fn key(i: usize) -> String {
+    format!("{PREFIX}ns-{}/pod-{i:05}", i % 13)
+}
+
+type Ack = (i64, String, Option<Vec<u8>>);
+
+async fn load(endpoint: &str) -> anyhow::Result<Vec<Ack>> {
+    let client = etcd_client::Client::connect([endpoint], None).await?;
+    let tasks: Vec<_> = (0..10)
+        .map(|part| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let mut acks = Vec::new();
+                for i in (part..KEYS).step_by(10) {
+                    let value = format!("v0-{i}").into_bytes();
+                    let response = client.put(key(i), value.clone(), None).await?;
+                    acks.push((
+                        response.header().map(|h| h.revision()).unwrap_or_default(),
+                        key(i),
+                        Some(value),
+                    ));
+                }
+                anyhow::Ok(acks)
+            })
+        })
+        .collect();
+    let mut acks = Vec::new();
+    for task in tasks {
+        acks.extend(task.await??);
+    }
+    Ok(acks)
+}
+
+/// Updates, deletes and recreates keys of its own slice at a steady pace
+/// with kube-apiserver's request shapes until stopped.
+async fn writer(
+    endpoint: String,
+    id: usize,
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Vec<Ack>>>,
+) -> anyhow::Result<()> {
+    let mut client = etcd_client::Client::connect([endpoint], None).await?;
+    let mut known: BTreeMap<String, i64> = BTreeMap::new();
+    let mut n = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let k = key((id * 211 + n * 7) % KEYS);
+        let revision = match known.get(&k) {
+            Some(r) => *r,
+            None => {
+                let got = client.get(k.clone(), None).await?;
+                got.kvs().first().map(|kv| kv.mod_revision()).unwrap_or(0)
+            }
+        };
+        let value = format!("w{id}-{n}").into_bytes();
+        let (outcome, written) = if revision == 0 {
+            (kube::create(&mut client, &k, &value).await?, Some(value))
+        } else if n.is_multiple_of(5) {
+            (kube::delete(&mut client, &k, revision).await?, None)
+        } else {
+            (
+                kube::update(&mut client, &k, revision, &value).await?,
+                Some(value),
+            )
+        };
+        match outcome {
+            Outcome::Written(at) => {
+                known.insert(k.clone(), if written.is_some() { at } else { 0 });
+                acks.lock().unwrap().push((at, k, written));
+            }
+            Outcome::Conflict(current) => {
+                known.insert(k, current);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+async fn watcher(
+    endpoint: String,
+    start: i64,
+    seen: Arc<Mutex<Vec<(i64, String)>>>,
+) -> anyhow::Result<()> {
+    let mut client = etcd_client::Client::connect([endpoint], None).await?;
+    let mut stream = client
+        .watch(
+            PREFIX,
+            Some(WatchOptions::new().with_prefix().with_start_revision(start)),
+        )
+        .await?;
+    while let Some(response) = stream.message().await? {
+        anyhow::ensure!(
+            !response.canceled(),
+            "watch canceled: {}",
+            response.cancel_reason()
+        );
+        for event in response.events() {
+            if let Some(kv) = event.kv() {
+                seen.lock()
+                    .unwrap()
+                    .push((kv.mod_revision(), kv.key_str()?.to_owned()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks the data against the model and the placement against the ring.
+async fn check(cluster: &ShardedRouter, extra: &[&TestEtcd], acks: &[Ack]) -> anyhow::Result<()> {
+    let mut model: BTreeMap<String, (i64, Vec<u8>)> = BTreeMap::new();
+    let mut sorted = acks.to_vec();
+    sorted.sort_by_key(|a| a.0);
+    for (revision, k, value) in &sorted {
+        match value {
+            Some(v) => model.insert(k.clone(), (*revision, v.clone())),
+            None => model.remove(k),
+        };
+    }
+    let mut client = cluster.router.client().await?;
+    let listed = client
+        .get(PREFIX, Some(GetOptions::new().with_prefix()))
+        .await?;
+    let got: BTreeMap<String, (i64, Vec<u8>)> = listed
+        .kvs()
+        .iter()
+        .map(|kv| {
+            Ok((
+                kv.key_str()?.to_owned(),
+                (kv.mod_revision(), kv.value().to_vec()),
+            ))
+        })
+        .collect::<Result<_, etcd_client::Error>>()?;
+    assert_eq!(got.len(), model.len(), "number of keys");
+    assert!(
+        got == model,
+        "every key readable with its acknowledged revision and value"
+    );
+
+    // Each key is on exactly the shard Locate names.
+    let mut shards = Vec::new();
+    for shard in cluster.shards.iter().chain(extra.iter().copied()) {
+        shards.push((shard.name.clone(), shard.client().await?));
+    }
+    let held = ring::keys_per_shard(&shards, PREFIX).await?;
+    let mut admin = cluster.router.admin().await?;
+    for k in model.keys() {
+        let owner = admin
+            .locate(LocateRequest {
+                key: k.clone().into_bytes(),
+            })
+            .await?
+            .into_inner()
+            .member;
+        let holders: Vec<&String> = held
+            .iter()
+            .filter(|(_, keys)| keys.contains(k))
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(holders, vec![&owner], "{k} should be only on {owner}");
+    }
+    let total: usize = held.values().map(BTreeSet::len).sum();
+    assert_eq!(total, model.len(), "no stray copies on any shard");
+    Ok(())
+}
+
+fn check_watchers(watchers: &[(i64, Arc<Mutex<Vec<(i64, String)>>>)], acks: &[Ack]) {
+    let mut sorted = acks.to_vec();
+    sorted.sort_by_key(|a| a.0);
+    for (start, seen) in watchers {
+        let expected: Vec<(i64, String)> = sorted
+            .iter()
+            .filter(|a| a.0 >= *start)
+            .map(|a| (a.0, a.1.clone()))
+            .collect();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), expected.len(), "watcher from {start}: events");
+        assert_eq!(
+            seen, expected,
+            "watcher from {start}: exactly once, in order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn join_then_leave_under_load() -> anyhow::Result<()> {
+    let cluster = ShardedRouter::start(3, &[]).await?;
+    let endpoint = cluster.router.endpoint();
+    let start = cluster
+        .router
+        .client()
+        .await?
+        .status()
+        .await?
+        .header()
+        .map(|h| h.revision())
+        .unwrap_or(1)
+        + 1;
+    let watchers: Vec<_> = (0..3)
+        .map(|_| {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            tokio::spawn(watcher(endpoint.clone(), start, seen.clone()));
+            (start, seen)
+        })
+        .collect();
+    let acks = Arc::new(Mutex::new(load(&endpoint).await?));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|id| tokio::spawn(writer(endpoint.clone(), id, stop.clone(), acks.clone())))
+        .collect();
+
+    let fourth = TestEtcd::start("shard-d").await?;
+    let mut admin = cluster.router.admin().await?;
+    let progress = ring::join(&mut admin, "shard-d", &fourth.url).await?;
+    let planned = progress
+        .iter()
+        .find(|p| p.phase == MigrationPhase::Planned as i32)
+        .expect("a plan");
+    assert!(
+        planned.keys_total > KEYS as u64 / 8,
+        "a quarter of the keys should move: {planned:?}"
+    );
+    assert!(
+        planned.flows.iter().all(|f| f.to == "shard-d"),
+        "keys only move to the new member: {planned:?}"
+    );
+    let done = progress.last().expect("done");
+    assert_eq!(done.to_generation, done.from_generation + 1);
+
+    let left = ring::leave(&mut admin, "shard-b").await?;
+    let planned = left
+        .iter()
+        .find(|p| p.phase == MigrationPhase::Planned as i32)
+        .expect("a plan");
+    assert!(
+        planned.flows.iter().all(|f| f.from == "shard-b"),
+        "only the leaver's keys move: {planned:?}"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await??;
+    }
+    let acks = acks.lock().unwrap().clone();
+    let last = acks.iter().map(|a| a.0).max().unwrap_or(0);
+    for (_, seen) in &watchers {
+        ste_tests::eventually("watchers to catch up", Duration::from_secs(120), || async {
+            let n = seen.lock().unwrap().last().map(|e| e.0).unwrap_or(0);
+            if n >= last {
+                Ok(())
+            } else {
+                Err(format!("at {n} of {last}"))
+            }
+        })
+        .await?;
+    }
+    check(&cluster, &[&fourth], &acks).await?;
+    let b = cluster
+        .shards
+        .iter()
+        .find(|s| s.name == "shard-b")
+        .expect("shard-b");
+    let on_b = b
+        .client()
+        .await?
+        .get(
+            PREFIX,
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await?
+        .count();
+    assert_eq!(on_b, 0, "the member that left holds no keys");
+    check_watchers(&watchers, &acks);
+    let ring_info = admin
+        .get_ring(ste_proto::v1::GetRingRequest {})
+        .await?
+        .into_inner();
+    let names: Vec<String> = ring_info.members.iter().map(|m| m.name.clone()).collect();
+    assert_eq!(names, ["shard-a", "shard-c", "shard-d"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_router_resumes_an_interrupted_join() -> anyhow::Result<()> {
+    let mut cluster = ShardedRouter::start(3, &["--migration-pause", "150ms"]).await?;
+    let endpoint = cluster.router.endpoint();
+    let acks = load(&endpoint).await?;
+    let fourth = TestEtcd::start("shard-d").await?;
+    let mut admin = cluster.router.admin().await?;
+    let mut stream = admin
+        .join(ste_proto::v1::JoinRequest {
+            name: "shard-d".into(),
+            endpoint: fourth.url.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    // Wait until some keys have moved, then kill the router.
+    loop {
+        let progress = stream.message().await?.expect("progress before the kill");
+        if progress.phase == MigrationPhase::Moving as i32 && progress.keys_moved > 0 {
+            break;
+        }
+    }
+    cluster.router.kill9();
+    cluster.router.restart().await?;
+    // The restarted router resumes the change by itself.
+    ste_tests::eventually(
+        "the join to be resumed and committed",
+        Duration::from_secs(120),
+        || async {
+            let mut admin = cluster.router.admin().await.map_err(|e| e.to_string())?;
+            let status = admin
+                .get_status(ste_proto::v1::GetRouterStatusRequest {})
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            let members: Vec<String> = status.members.iter().map(|m| m.name.clone()).collect();
+            if status.migration.is_none() && members.contains(&"shard-d".to_string()) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "members {members:?}, migration {:?}",
+                    status.migration
+                ))
+            }
+        },
+    )
+    .await?;
+    check(&cluster, &[&fourth], &acks).await?;
+    assert!(
+        cluster.router.log().contains("interrupted"),
+        "{}",
+        cluster.router.log()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_ring_changes_never_interleave() -> anyhow::Result<()> {
+    let cluster = ShardedRouter::start(2, &["--migration-pause", "100ms"]).await?;
+    let acks = load(&cluster.router.endpoint()).await?;
+    let d = TestEtcd::start("shard-d").await?;
+    let e = TestEtcd::start("shard-e").await?;
+    let mut admin1 = cluster.router.admin().await?;
+    let mut admin2 = cluster.router.admin().await?;
+    let (first, second) = tokio::join!(
+        ring::join(&mut admin1, "shard-d", &d.url),
+        ring::join(&mut admin2, "shard-e", &e.url)
+    );
+    let refused = [&first, &second].iter().filter(|r| r.is_err()).count();
+    assert_eq!(
+        refused, 1,
+        "exactly one of two simultaneous joins runs: {first:?} / {second:?}"
+    );
+    let error = first
+        .as_ref()
+        .err()
+        .or(second.as_ref().err())
+        .expect("one error")
+        .to_string();
+    assert!(error.contains("a ring change is in progress"), "{error}");
+    check(&cluster, &[&d, &e], &acks).await?;
+    // The refused one can go once the first is done.
+    let (name, url) = if first.is_err() {
+        ("shard-d", &d.url)
+    } else {
+        ("shard-e", &e.url)
+    };
+    ring::join(&mut admin1, name, url).await?;
+    check(&cluster, &[&d, &e], &acks).await?;
+    // The last member cannot leave.
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_member_cannot_leave_and_a_dry_run_moves_nothing() -> anyhow::Result<()> {
+    let cluster = ShardedRouter::start(1, &[]).await?;
+    let mut admin = cluster.router.admin().await?;
+    let error = ring::leave(&mut admin, "shard-a")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("last ring member"), "{error}");
+    let acks = load(&cluster.router.endpoint()).await?;
+    let d = TestEtcd::start("shard-d").await?;
+    let plan = admin
+        .join(ste_proto::v1::JoinRequest {
+            name: "shard-d".into(),
+            endpoint: d.url.clone(),
+            dry_run: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .message()
+        .await?
+        .expect("a plan");
+    assert_eq!(plan.phase, MigrationPhase::Planned as i32);
+    assert!(plan.keys_total > 0 && plan.bytes_total > 0);
+    assert_eq!(plan.flows.len(), 1);
+    assert_eq!(plan.flows[0].from, "shard-a");
+    let on_d = d
+        .client()
+        .await?
+        .get(
+            PREFIX,
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await?
+        .count();
+    assert_eq!(on_d, 0, "a dry run moves nothing");
+    check(&cluster, &[], &acks).await?;
+    Ok(())
+}

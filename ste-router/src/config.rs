@@ -53,6 +53,9 @@ pub struct Config {
     pub etcd_version: String,
     pub tls: TlsFiles,
     pub auto_join: bool,
+    /// Keep the state in these etcd endpoints instead of --state-file.
+    pub state_etcd: Vec<String>,
+    pub state_etcd_key: String,
     pub migration_pause: Duration,
     pub member_dead_after: Duration,
 }

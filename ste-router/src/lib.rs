@@ -51,7 +51,14 @@ async fn bind(flag: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListe
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    let state = Arc::new(StateStore::open(StateFile::new(config.state_file.clone()))?);
+    let state = Arc::new(if config.state_etcd.is_empty() {
+        StateStore::open(StateFile::new(config.state_file.clone()))?
+    } else {
+        let etcd = state::EtcdState::new(&config.state_etcd, &config.state_etcd_key)?;
+        StateStore::open_etcd(etcd)
+            .await
+            .context("reading the router state from --state-etcd")?
+    });
     let saved = state.snapshot().await;
 
     let members: Vec<Member> = if config.members.is_empty() {

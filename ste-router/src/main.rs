@@ -100,6 +100,14 @@ struct Cli {
     /// leave, to limit the extra load on the shards.
     #[arg(long, env = "STE_MIGRATION_PAUSE", default_value = "0s", value_parser = parse_duration)]
     migration_pause: Duration,
+    /// Keep ring and revision high-water mark in this etcd (e.g. the
+    /// control plane's; comma-separated URLs) instead of --state-file, so the
+    /// router can move between control-plane nodes.
+    #[arg(long, env = "STE_STATE_ETCD", value_delimiter = ',')]
+    state_etcd: Vec<String>,
+    /// The key that holds the state in --state-etcd.
+    #[arg(long, env = "STE_STATE_ETCD_KEY", default_value = "/ste/router/state")]
+    state_etcd_key: String,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "STE_LOG", default_value = "info")]
     log: String,
@@ -134,6 +142,8 @@ fn main() -> ExitCode {
         progress_notify_interval: cli.progress_notify_interval,
         etcd_version: cli.reported_etcd_version,
         auto_join: cli.auto_join,
+        state_etcd: cli.state_etcd,
+        state_etcd_key: cli.state_etcd_key,
         migration_pause: cli.migration_pause,
         member_dead_after: cli.member_dead_after,
         tls: ste_router::config::TlsFiles {

@@ -224,15 +224,113 @@ mod tests {
 /// of the whole state, persisted before the change is used.
 #[derive(Debug)]
 pub struct StateStore {
-    file: Arc<StateFile>,
+    backend: Backend,
     state: tokio::sync::Mutex<RouterState>,
+}
+
+/// Where the state lives: a local file, or a key in the control-plane etcd
+/// (so the router can move between control-plane nodes).
+#[derive(Debug)]
+enum Backend {
+    File(Arc<StateFile>),
+    Etcd(EtcdState),
+}
+
+/// The state as one value under one key of an etcd cluster. etcd's own
+/// durability (Raft, fsync) replaces the file's fsync.
+#[derive(Debug, Clone)]
+pub struct EtcdState {
+    client: ste_proto::etcd::etcdserverpb::kv_client::KvClient<tonic::transport::Channel>,
+    key: Vec<u8>,
+    endpoints: String,
+}
+
+impl EtcdState {
+    /// Connects (lazily) to the first reachable of `endpoints`.
+    pub fn new(endpoints: &[String], key: &str) -> Result<Self, StateError> {
+        let error = |reason: String| StateError::Parse {
+            path: PathBuf::from(endpoints.join(",")),
+            line: 0,
+            reason,
+        };
+        let channels = endpoints
+            .iter()
+            .map(|url| {
+                tonic::transport::Endpoint::from_shared(url.clone())
+                    .map(|e| {
+                        e.connect_timeout(std::time::Duration::from_secs(2))
+                            .timeout(std::time::Duration::from_secs(10))
+                    })
+                    .map_err(|e| error(format!("bad --state-etcd URL {url:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let channel = tonic::transport::Channel::balance_list(channels.into_iter());
+        Ok(EtcdState {
+            client: ste_proto::etcd::etcdserverpb::kv_client::KvClient::new(channel),
+            key: key.as_bytes().to_vec(),
+            endpoints: endpoints.join(","),
+        })
+    }
+
+    async fn load(&self) -> Result<RouterState, StateError> {
+        let response = self
+            .client
+            .clone()
+            .range(ste_proto::etcd::etcdserverpb::RangeRequest {
+                key: self.key.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| self.error(e))?
+            .into_inner();
+        match response.kvs.first() {
+            Some(kv) => RouterState::parse(
+                &String::from_utf8_lossy(&kv.value),
+                Path::new(&self.endpoints),
+            ),
+            None => Ok(RouterState::default()),
+        }
+    }
+
+    async fn store(&self, state: &RouterState) -> Result<(), StateError> {
+        self.client
+            .clone()
+            .put(ste_proto::etcd::etcdserverpb::PutRequest {
+                key: self.key.clone(),
+                value: state.render().into_bytes(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    fn error(&self, status: tonic::Status) -> StateError {
+        StateError::Write {
+            path: PathBuf::from(format!(
+                "etcd {} key {}",
+                self.endpoints,
+                String::from_utf8_lossy(&self.key)
+            )),
+            source: std::io::Error::other(status.message().to_owned()),
+        }
+    }
 }
 
 impl StateStore {
     pub fn open(file: StateFile) -> Result<Self, StateError> {
         let state = file.load()?;
         Ok(StateStore {
-            file: Arc::new(file),
+            backend: Backend::File(Arc::new(file)),
+            state: tokio::sync::Mutex::new(state),
+        })
+    }
+
+    /// Keeps the state in an etcd cluster (e.g. the control plane's).
+    pub async fn open_etcd(etcd: EtcdState) -> Result<Self, StateError> {
+        let state = etcd.load().await?;
+        Ok(StateStore {
+            backend: Backend::Etcd(etcd),
             state: tokio::sync::Mutex::new(state),
         })
     }
@@ -252,12 +350,19 @@ impl StateStore {
         if next == *state {
             return Ok(());
         }
-        let file = self.file.clone();
-        let to_store = next.clone();
-        tokio::task::spawn_blocking(move || file.store(&to_store))
-            .await
-            .map_err(|e| crate::error::StoreError::Internal(format!("state writer failed: {e}")))?
-            .map_err(|e| crate::error::StoreError::Internal(e.to_string()))?;
+        let stored = match &self.backend {
+            Backend::File(file) => {
+                let file = file.clone();
+                let to_store = next.clone();
+                tokio::task::spawn_blocking(move || file.store(&to_store))
+                    .await
+                    .map_err(|e| {
+                        crate::error::StoreError::Internal(format!("state writer failed: {e}"))
+                    })?
+            }
+            Backend::Etcd(etcd) => etcd.store(&next).await,
+        };
+        stored.map_err(|e| crate::error::StoreError::Internal(e.to_string()))?;
         *state = next;
         Ok(())
     }

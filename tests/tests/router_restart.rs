@@ -231,3 +231,63 @@ async fn acknowledged_writes_survive_a_router_kill() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The same guarantees with the state kept in a (control-plane) etcd: a
+/// router started elsewhere, with no --member flags and no state file,
+/// takes over the ring and continues the revisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_in_etcd_lets_another_router_take_over() -> anyhow::Result<()> {
+    let control_plane = ste_tests::TestEtcd::start("control-plane").await?;
+    let mut cluster = ShardedRouter::start(
+        3,
+        &["--state-etcd", &control_plane.url, "--revision-block", "50"],
+    )
+    .await?;
+    let mut client = cluster.router.client().await?;
+    let mut written = Vec::new();
+    for i in 0..120 {
+        let key = format!("/registry/pods/default/pod-{i}");
+        let response = client.put(key.clone(), format!("v{i}"), None).await?;
+        written.push((
+            key,
+            response.header().map(|h| h.revision()).unwrap_or_default(),
+        ));
+    }
+    let last = written.last().map(|w| w.1).unwrap_or_default();
+    cluster.router.kill9();
+
+    // Another router: no members on the command line, no state file.
+    let successor =
+        ste_tests::TestRouter::start(&[], &["--state-etcd", &control_plane.url]).await?;
+    let mut client = successor.client().await?;
+    for (key, revision) in &written {
+        let got = client.get(key.as_str(), None).await?;
+        assert_eq!(
+            got.kvs().first().map(|kv| kv.mod_revision()),
+            Some(*revision),
+            "{key}"
+        );
+    }
+    let next = client
+        .put("/registry/pods/default/after", "x", None)
+        .await?;
+    let next = next.header().map(|h| h.revision()).unwrap_or_default();
+    assert!(
+        next > last,
+        "revision {next} after the takeover is not above {last}"
+    );
+    let ring = successor
+        .admin()
+        .await?
+        .get_ring(ste_proto::v1::GetRingRequest {})
+        .await?
+        .into_inner();
+    assert_eq!(ring.members.len(), 3);
+    let stored = control_plane
+        .client()
+        .await?
+        .get("/ste/router/state", None)
+        .await?;
+    assert!(stored.kvs()[0].value_str()?.contains("reserved_revision"));
+    Ok(())
+}

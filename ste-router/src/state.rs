@@ -233,7 +233,7 @@ pub struct StateStore {
 #[derive(Debug)]
 enum Backend {
     File(Arc<StateFile>),
-    Etcd(EtcdState),
+    Etcd(Box<EtcdState>),
 }
 
 /// The state as one value under one key of an etcd cluster. etcd's own
@@ -330,7 +330,7 @@ impl StateStore {
     pub async fn open_etcd(etcd: EtcdState) -> Result<Self, StateError> {
         let state = etcd.load().await?;
         Ok(StateStore {
-            backend: Backend::Etcd(etcd),
+            backend: Backend::Etcd(Box::new(etcd)),
             state: tokio::sync::Mutex::new(state),
         })
     }

@@ -22,6 +22,9 @@ fn key(i: usize) -> String {
 
 type Ack = (i64, String, Option<Vec<u8>>);
 
+/// A watcher's start revision and the (revision, key) events it saw.
+type Watched = (i64, Arc<Mutex<Vec<(i64, String)>>>);
+
 async fn load(endpoint: &str) -> anyhow::Result<Vec<Ack>> {
     let client = etcd_client::Client::connect([endpoint], None).await?;
     let tasks: Vec<_> = (0..10)
@@ -182,7 +185,7 @@ async fn check(cluster: &ShardedRouter, extra: &[&TestEtcd], acks: &[Ack]) -> an
     Ok(())
 }
 
-fn check_watchers(watchers: &[(i64, Arc<Mutex<Vec<(i64, String)>>>)], acks: &[Ack]) {
+fn check_watchers(watchers: &[Watched], acks: &[Ack]) {
     let mut sorted = acks.to_vec();
     sorted.sort_by_key(|a| a.0);
     for (start, seen) in watchers {

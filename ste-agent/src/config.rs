@@ -34,6 +34,31 @@ pub struct Config {
     pub hang_timeout: Duration,
     pub stop_grace: Duration,
     pub backoff: Backoff,
+    /// Registration with the router; `None` runs the agent standalone.
+    pub router: Option<RouterConfig>,
+}
+
+/// How the agent announces itself to ste-router (`--router` and friends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterConfig {
+    /// The router's admin gRPC address as given, `HOST:PORT` or `http://HOST:PORT`.
+    pub address: String,
+    /// The agent's gRPC address as the router should dial it (`HOST:PORT`).
+    pub advertise_address: String,
+    /// Placement weight asked for.
+    pub weight: u32,
+    /// Register, but ask not to be joined to the ring automatically.
+    pub no_join: bool,
+    pub heartbeat_interval: Duration,
+    /// Bound on the whole Leave (drain) at shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl RouterConfig {
+    /// The router's address as a URI tonic can dial.
+    pub fn uri(&self) -> String {
+        router_uri(&self.address)
+    }
 }
 
 /// A start-up failure; each message says what to do about it.
@@ -77,6 +102,19 @@ pub enum ConfigError {
     BadPrefix(String),
     #[error("--node-name must not be empty")]
     EmptyNodeName,
+    #[error(
+        "{flag} {addr:?} is not a usable address: write HOST:PORT \
+         (e.g. 127.0.0.1:2490{example})"
+    )]
+    BadAddress {
+        flag: &'static str,
+        addr: String,
+        example: &'static str,
+    },
+    #[error("--weight must be at least 1")]
+    ZeroWeight,
+    #[error("--heartbeat-interval must be longer than 0s")]
+    ZeroHeartbeat,
 }
 
 impl Config {
@@ -96,6 +134,9 @@ impl Config {
         }
         url_socket_addr("--etcd-client-url", &self.etcd_client_url)?;
         url_socket_addr("--etcd-peer-url", &self.etcd_peer_url)?;
+        if let Some(router) = &self.router {
+            router.validate()?;
+        }
         let bin = etcd::resolve_binary(&self.etcd_bin)
             .ok_or_else(|| ConfigError::EtcdNotFound(self.etcd_bin.clone()))?;
         if self.mount == MountMode::Managed && !nix::unistd::geteuid().is_root() {
@@ -116,6 +157,78 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl RouterConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let address = self
+            .address
+            .strip_prefix("http://")
+            .unwrap_or(&self.address)
+            .trim_end_matches('/');
+        if !is_host_port(address)
+            || tonic::transport::Endpoint::from_shared(router_uri(&self.address)).is_err()
+        {
+            return Err(ConfigError::BadAddress {
+                flag: "--router",
+                addr: self.address.clone(),
+                example: " or http://ste-router.kube-system:2490",
+            });
+        }
+        if !is_host_port(&self.advertise_address) {
+            return Err(ConfigError::BadAddress {
+                flag: "--advertise-address",
+                addr: self.advertise_address.clone(),
+                example: "",
+            });
+        }
+        if self.weight == 0 {
+            return Err(ConfigError::ZeroWeight);
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err(ConfigError::ZeroHeartbeat);
+        }
+        Ok(())
+    }
+}
+
+/// `HOST:PORT` with a non-empty host (a name, an IPv4 address or a
+/// bracketed IPv6 address) and a non-zero port.
+fn is_host_port(text: &str) -> bool {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = match host.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            !host.is_empty() && !host.contains(['/', '[', ']', ':', ' ']) && !host.starts_with('-')
+        }
+    };
+    host_ok && port.parse::<u16>().is_ok_and(|p| p != 0)
+}
+
+/// `HOST:PORT` (or an `http://` URL) → the URI tonic dials.
+pub fn router_uri(address: &str) -> String {
+    let address = address.trim_end_matches('/');
+    if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+/// The address the router dials the agent at, when `--advertise-address`
+/// is not given: the gRPC listen address, with an unspecified IP
+/// (0.0.0.0 or ::) replaced by the node's IP.
+pub fn default_advertise_address(grpc_listen: SocketAddr, node_ip: IpAddr) -> String {
+    let ip = if grpc_listen.ip().is_unspecified() {
+        node_ip
+    } else {
+        grpc_listen.ip()
+    };
+    SocketAddr::new(ip, grpc_listen.port()).to_string()
 }
 
 /// Binds and immediately releases `addr` to learn whether it is free.
@@ -182,4 +295,87 @@ pub fn default_peer_url(node_ip: IpAddr) -> String {
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e}: write e.g. 500ms, 2s or 1m"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(address: &str, advertise: &str) -> RouterConfig {
+        RouterConfig {
+            address: address.into(),
+            advertise_address: advertise.into(),
+            weight: 1,
+            no_join: false,
+            heartbeat_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(120),
+        }
+    }
+
+    #[test]
+    fn advertise_address_replaces_an_unspecified_ip_by_the_node_ip() {
+        let node: IpAddr = "10.0.0.7".parse().unwrap();
+        assert_eq!(
+            default_advertise_address("0.0.0.0:2290".parse().unwrap(), node),
+            "10.0.0.7:2290"
+        );
+        assert_eq!(
+            default_advertise_address("[::]:2290".parse().unwrap(), node),
+            "10.0.0.7:2290"
+        );
+        assert_eq!(
+            default_advertise_address("127.0.0.3:4000".parse().unwrap(), node),
+            "127.0.0.3:4000"
+        );
+        let v6: IpAddr = "fd00::7".parse().unwrap();
+        assert_eq!(
+            default_advertise_address("0.0.0.0:2290".parse().unwrap(), v6),
+            "[fd00::7]:2290"
+        );
+    }
+
+    #[test]
+    fn router_address_becomes_an_http_uri() {
+        assert_eq!(router_uri("127.0.0.1:2490"), "http://127.0.0.1:2490");
+        assert_eq!(
+            router_uri("ste-router.kube-system:2490"),
+            "http://ste-router.kube-system:2490"
+        );
+        assert_eq!(router_uri("http://10.0.0.1:2490/"), "http://10.0.0.1:2490");
+    }
+
+    #[test]
+    fn router_flags_are_validated() {
+        assert!(router("127.0.0.1:2490", "10.0.0.7:2290").validate().is_ok());
+        assert!(
+            router("http://router:2490", "node-a:2290")
+                .validate()
+                .is_ok()
+        );
+        assert!(router("[::1]:2490", "[fd00::7]:2290").validate().is_ok());
+        for bad in [
+            "127.0.0.1",
+            "router",
+            ":2490",
+            "router:0",
+            "router:http",
+            "a b:1",
+        ] {
+            let err = router(bad, "10.0.0.7:2290").validate().unwrap_err();
+            assert!(err.to_string().contains("--router"), "{bad}: {err}");
+        }
+        for bad in ["10.0.0.7", "0.0.0.0", "host:99999", "http://h:1"] {
+            let err = router("127.0.0.1:2490", bad).validate().unwrap_err();
+            assert!(
+                err.to_string().contains("--advertise-address"),
+                "{bad}: {err}"
+            );
+        }
+        let mut zero = router("127.0.0.1:2490", "10.0.0.7:2290");
+        zero.weight = 0;
+        assert!(matches!(zero.validate(), Err(ConfigError::ZeroWeight)));
+        zero.weight = 1;
+        zero.heartbeat_interval = Duration::ZERO;
+        assert!(matches!(zero.validate(), Err(ConfigError::ZeroHeartbeat)));
+    }
 }

@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod mount;
 pub mod probe;
+pub mod registration;
 pub mod size;
 pub mod status;
 pub mod supervisor;
@@ -29,7 +30,10 @@ use crate::status::{AgentState, Identity, Status};
 use crate::supervisor::{Control, Supervisor};
 
 /// Runs the agent until SIGTERM or SIGINT, then shuts down in order:
-/// health NOT_SERVING → stop etcd → unmount (managed) → return.
+/// health NOT_SERVING and state DRAINING → with `--router`, ask the router
+/// to move this ring member's keys off the shard (`Ring/Leave`, bounded by
+/// `--drain-timeout`; etcd keeps serving the router meanwhile) → stop etcd
+/// → unmount (managed) → return.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let etcd_bin = config.validate()?;
     // Signals are hooked before anything is mounted so that a SIGTERM during
@@ -76,6 +80,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         started: Instant::now(),
     }));
     let control = Arc::new(Control::default());
+    // Two shutdown stages: `drain` stops the probe (health → NOT_SERVING) and
+    // the heartbeats; `shutdown` then stops etcd and the servers.
+    let (drain_tx, drain_rx) = watch::channel(false);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (health, health_service) = grpc::health();
     // tonic-health starts "" as SERVING; nothing serves until etcd answers.
@@ -112,8 +119,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             interval: config.probe_interval,
             hang_timeout: config.hang_timeout,
         }
-        .run(tmpfs.clone(), shutdown_rx.clone()),
+        .run(tmpfs.clone(), drain_rx.clone()),
     );
+    let registration = config.router.clone().map(|router| {
+        tokio::spawn(
+            registration::Registration {
+                config: router,
+                name: config.node_name.clone(),
+                status: status.clone(),
+            }
+            .run(drain_rx.clone()),
+        )
+    });
     let servers_stop = {
         let rx = shutdown_rx.clone();
         move || {
@@ -142,9 +159,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     tracing::info!(signal = signal_name, "shutting down");
     status.update(|s| s.state = AgentState::Draining);
-    let _ = shutdown_tx.send(true);
-    // The probe flips health to NOT_SERVING as it exits, before etcd stops.
+    let _ = drain_tx.send(true);
+    // The probe flips health to NOT_SERVING as it exits, before anything else.
     let _ = probe.await;
+    let session = match registration {
+        Some(task) => task.await.ok(),
+        None => None,
+    };
+    if let Some(router) = &config.router {
+        let member = session.as_ref().and_then(|s| s.member());
+        tokio::select! {
+            () = registration::drain(router, &config.node_name, member, &status) => {}
+            _ = sigterm.recv() => second_signal("SIGTERM"),
+            _ = sigint.recv() => second_signal("SIGINT"),
+        }
+    }
+    let _ = shutdown_tx.send(true);
     supervisor.await.context("supervisor task failed")?;
     let _ = grpc.await;
     let _ = metrics.await;
@@ -153,4 +183,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tmpfs.unmount()?;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+fn second_signal(name: &str) {
+    tracing::warn!(
+        signal = name,
+        "second signal: stopping without waiting for the drain; \
+         keys not yet moved off this shard will be lost"
+    );
 }

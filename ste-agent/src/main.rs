@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ste_agent::config::{self, Config, MountMode, parse_duration};
+use ste_agent::config::{self, Config, MountMode, RouterConfig, parse_duration};
 use ste_agent::size::ByteSize;
 use ste_agent::supervisor::Backoff;
 
@@ -64,6 +64,32 @@ struct Cli {
     /// Cap of the restart delay.
     #[arg(long, env = "STE_RESTART_BACKOFF_MAX", default_value = "30s", value_parser = parse_duration)]
     restart_backoff_max: Duration,
+    /// ste-router's admin gRPC address (HOST:PORT, e.g. 127.0.0.1:2490): the
+    /// agent registers there once its shard serves, heartbeats, and asks to
+    /// be drained on shutdown. Without it the agent runs standalone.
+    #[arg(long, env = "STE_ROUTER")]
+    router: Option<String>,
+    /// Register, but ask the router not to join this shard to the ring
+    /// automatically (the original prototype's `no-shard` node label).
+    #[arg(long, env = "STE_NO_JOIN", value_parser = clap::builder::FalseyValueParser::new())]
+    no_join: bool,
+    /// Placement weight asked of the router: the shard gets weight × vnodes
+    /// ring points.
+    #[arg(long, env = "STE_WEIGHT", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    weight: u32,
+    /// The agent's gRPC address given to the router (HOST:PORT). Default:
+    /// --grpc-listen, with an unspecified IP (0.0.0.0) replaced by the node IP.
+    #[arg(long, env = "STE_ADVERTISE_ADDRESS")]
+    advertise_address: Option<String>,
+    /// How often the agent heartbeats to the router (and retries while the
+    /// router is unreachable).
+    #[arg(long, env = "STE_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    heartbeat_interval: Duration,
+    /// On shutdown, how long the router may take to move this shard's keys
+    /// off it before the agent stops etcd anyway.
+    #[arg(long, env = "STE_DRAIN_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    drain_timeout: Duration,
     /// Log filter (tracing EnvFilter syntax), e.g. info or ste_agent=debug,etcd=debug.
     #[arg(long, env = "STE_LOG", default_value = "info")]
     log: String,
@@ -77,6 +103,17 @@ impl Cli {
                 .ok()
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_else(|| "localhost".into())
+        });
+        // An empty STE_ROUTER (e.g. from a template) means standalone.
+        let given = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+        let router = given(self.router).map(|address| RouterConfig {
+            address,
+            advertise_address: given(self.advertise_address)
+                .unwrap_or_else(|| config::default_advertise_address(self.grpc_listen, node_ip)),
+            weight: self.weight,
+            no_join: self.no_join,
+            heartbeat_interval: self.heartbeat_interval,
+            drain_timeout: self.drain_timeout,
         });
         Config {
             node_name,
@@ -101,6 +138,7 @@ impl Cli {
                 max: self.restart_backoff_max.max(self.restart_backoff),
                 ..Backoff::default()
             },
+            router,
         }
     }
 }

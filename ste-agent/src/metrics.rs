@@ -89,6 +89,24 @@ pub fn render(status: &Status) -> String {
         "Bytes used on the shard's tmpfs.",
         s.tmpfs.used_bytes as f64,
     );
+    metric(
+        "ste_agent_ring_registered",
+        "gauge",
+        "1 if the router knows this agent (--router; last Register/Heartbeat answer).",
+        f64::from(u8::from(s.ring.registered)),
+    );
+    metric(
+        "ste_agent_ring_member",
+        "gauge",
+        "1 if the router last said this agent's shard is a ring member.",
+        f64::from(u8::from(s.ring.member)),
+    );
+    metric(
+        "ste_agent_ring_generation",
+        "gauge",
+        "Ring generation from the router's last answer (0 before any).",
+        s.ring.generation_seen as f64,
+    );
     out
 }
 

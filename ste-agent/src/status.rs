@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ste_proto::v1 as pb;
+use tokio::sync::watch;
 
 use crate::mount::Usage;
 
@@ -29,6 +30,23 @@ pub struct NodeUsage {
     pub cpu_usage_percent: f32,
 }
 
+/// The agent's standing with ste-router, from its last Register and
+/// Heartbeat answers. All empty/zero when the agent runs standalone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RingLink {
+    /// The router's admin address (`--router`); empty when standalone.
+    pub router: String,
+    /// The router knows this agent (last Register succeeded and no
+    /// Heartbeat since said otherwise).
+    pub registered: bool,
+    /// The router last said this agent's shard is a ring member.
+    pub member: bool,
+    /// The ring generation from the router's last answer.
+    pub generation_seen: u64,
+    /// Why the last call to the router failed; empty once one succeeds.
+    pub last_router_error: String,
+}
+
 /// Everything that changes while the agent runs.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -43,6 +61,7 @@ pub struct Snapshot {
     pub tmpfs: Usage,
     pub tmpfs_mounted: bool,
     pub node: NodeUsage,
+    pub ring: RingLink,
 }
 
 impl Default for Snapshot {
@@ -58,6 +77,7 @@ impl Default for Snapshot {
             tmpfs: Usage::default(),
             tmpfs_mounted: false,
             node: NodeUsage::default(),
+            ring: RingLink::default(),
         }
     }
 }
@@ -85,6 +105,8 @@ pub struct Identity {
 pub struct Status {
     pub identity: Identity,
     inner: Mutex<Snapshot>,
+    /// Ticks after every update, for tasks that wait for a state.
+    changed: watch::Sender<()>,
 }
 
 impl Status {
@@ -92,7 +114,13 @@ impl Status {
         Status {
             identity,
             inner: Mutex::new(Snapshot::default()),
+            changed: watch::Sender::new(()),
         }
+    }
+
+    /// A receiver that sees a change after every [`Status::update`].
+    pub fn subscribe(&self) -> watch::Receiver<()> {
+        self.changed.subscribe()
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -100,7 +128,9 @@ impl Status {
     }
 
     pub fn update<R>(&self, change: impl FnOnce(&mut Snapshot) -> R) -> R {
-        change(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+        let result = change(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()));
+        self.changed.send_replace(());
+        result
     }
 
     /// The `ste.v1.AgentStatus` message for the current snapshot.

@@ -64,6 +64,13 @@ impl Supervisor {
             if *shutdown.borrow() {
                 break;
             }
+            if self.status.snapshot().state == AgentState::Draining {
+                // A fresh, empty epoch must not appear under a router that is
+                // copying keys off this shard: wait for the stop instead.
+                tracing::warn!("not restarting etcd while draining");
+                let _ = shutdown.wait_for(|stop| *stop).await;
+                break;
+            }
             let Some(mut etcd) = self.start_epoch() else {
                 if sleep_or_shutdown(delay, &mut shutdown).await {
                     break;
@@ -91,9 +98,15 @@ impl Supervisor {
                     "etcd stopped answering health checks; killed it".to_owned()
                 }
             };
-            tracing::warn!(error = %error, "shard down; restarting etcd");
+            if self.status.snapshot().state == AgentState::Draining {
+                tracing::warn!(error = %error, "shard down while draining");
+            } else {
+                tracing::warn!(error = %error, "shard down; restarting etcd");
+            }
             self.status.update(|s| {
-                s.state = AgentState::Degraded;
+                if s.state != AgentState::Draining {
+                    s.state = AgentState::Degraded;
+                }
                 s.pid = 0;
                 s.shard.healthy = false;
                 s.restarts += 1;
@@ -131,7 +144,7 @@ impl Supervisor {
                     s.pid = etcd.pid();
                     s.epoch_started_unix = unix_now();
                     s.shard = Default::default();
-                    if s.state != AgentState::Starting {
+                    if !matches!(s.state, AgentState::Starting | AgentState::Draining) {
                         s.state = AgentState::Degraded;
                     }
                     s.epoch

@@ -227,6 +227,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             })
             .await?;
         store.revisions.restart_at(start, reserved)?;
+        // Keys off their owner (an interrupted change, or a different
+        // --vnodes or member list than before) are moved by a resume; until
+        // then reads look at every shard.
+        if store.mark_if_misplaced().await? {
+            tracing::warn!("keys are misplaced for the current ring; moving them");
+        }
         store.set_ready();
         tracing::info!(revision = %start, keys = store.index().len(), "shards scanned");
         anyhow::Ok(())

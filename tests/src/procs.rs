@@ -28,13 +28,32 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     path
 }
 
-/// A port that was free on `ip` a moment ago (the kernel's choice, so
-/// parallel tests do not collide).
+/// A port that was free on `ip` a moment ago.
+///
+/// Not the kernel's choice (port 0): that comes from the ephemeral range,
+/// which outgoing connections (every etcd client) also draw from, so a port
+/// handed to a server a moment later can already be some connection's
+/// source port. Ports come instead from 20000-31999, below the ephemeral
+/// range, never twice in one test process, starting at a per-process offset
+/// so that test binaries running side by side rarely meet.
 pub fn free_port(ip: IpAddr) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 7_919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on {ip} in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// True while a process with this PID exists and is not a zombie.

@@ -38,9 +38,12 @@ async fn three_agents_serve_their_shards_on_tmpfs() -> anyhow::Result<()> {
         // Outside the prefix: stored, but not counted.
         etcd.put("/registry/nodes/n1", "x", None).await?;
 
+        // Both writes probed: revision 3 (etcd starts at 1), one key counted.
         let status = agent
-            .wait_status("key_count 1", |s| {
-                s.shard.as_ref().is_some_and(|sh| sh.key_count == 1)
+            .wait_status("both writes probed", |s| {
+                s.shard
+                    .as_ref()
+                    .is_some_and(|sh| sh.key_count == 1 && sh.revision >= 3)
             })
             .await?;
         let shard = status.shard.clone().unwrap_or_default();

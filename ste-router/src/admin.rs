@@ -39,9 +39,7 @@ fn spawn_change(
             Ok(()) if !dry_run && kind == ChangeKind::Join => {
                 store.agents.set_joined(&member, joined_epoch)
             }
-            Ok(()) if !dry_run && kind == ChangeKind::Leave => {
-                store.agents.set_joined(&member, None)
-            }
+            Ok(()) if !dry_run && kind == ChangeKind::Leave => store.agents.set_left(&member),
             Ok(()) => {}
             Err(error) => {
                 tracing::warn!(kind = kind.name(), %member, %error, "ring change failed");
@@ -254,6 +252,10 @@ impl Ring for RingService {
             .filter(|m| m.name != request.name)
             .cloned()
             .collect();
+        if !request.dry_run {
+            // Also while the leave runs, auto-join must not take it back.
+            store.agents.set_left(&request.name);
+        }
         Ok(Response::new(spawn_change(
             store.clone(),
             ChangeKind::Leave,

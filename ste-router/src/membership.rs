@@ -136,6 +136,7 @@ fn joinable(store: &Store, within: Duration) -> Option<crate::store::agents::Age
     let membership = store.membership();
     store.agents.alive(within).into_iter().find(|a| {
         !a.no_join
+            && !a.left
             && a.healthy
             && membership.ring.member(&a.name).is_none()
             && membership

@@ -20,6 +20,9 @@ pub struct AgentInfo {
     /// The epoch the agent's shard had when it joined the ring; a different
     /// epoch later means the shard restarted empty.
     pub joined_epoch: Option<u64>,
+    /// The agent left the ring (it is draining to stop): never joined again
+    /// automatically until it registers anew.
+    pub left: bool,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +51,7 @@ impl Agents {
                 generation_seen: 0,
                 last_seen: Instant::now(),
                 joined_epoch,
+                left: false,
             },
         );
     }
@@ -76,6 +80,14 @@ impl Agents {
     pub fn set_joined(&self, name: &str, epoch: Option<u64>) {
         if let Some(agent) = self.lock().get_mut(name) {
             agent.joined_epoch = epoch;
+        }
+    }
+
+    /// The agent asked to leave: keep it out of auto-join.
+    pub fn set_left(&self, name: &str) {
+        if let Some(agent) = self.lock().get_mut(name) {
+            agent.left = true;
+            agent.joined_epoch = None;
         }
     }
 

@@ -1,0 +1,263 @@
+//! The router with real agents: agents register and are joined
+//! automatically, a member agent drains on SIGTERM, and a killed agent is
+//! fenced and later rejoins empty.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use etcd_client::{GetOptions, WatchOptions};
+use nix::sys::signal::Signal;
+use ste_proto::v1::{GetRouterStatusRequest, LocateRequest, RouterStatus};
+use ste_tests::{AgentOptions, TestAgent, TestRouter};
+
+const PREFIX: &str = "/registry/pods/";
+
+fn agent_options(name: &str, ip: u8, router: &TestRouter) -> AgentOptions {
+    let mut options = AgentOptions::new(name, Ipv4Addr::new(127, 0, 0, ip));
+    options.extra_args = vec![
+        "--router".into(),
+        router.admin.to_string(),
+        "--heartbeat-interval".into(),
+        "200ms".into(),
+    ];
+    options
+}
+
+async fn router_status(router: &TestRouter) -> Result<RouterStatus, String> {
+    let mut admin = router.admin().await.map_err(|e| e.to_string())?;
+    admin
+        .get_status(GetRouterStatusRequest {})
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|e| e.to_string())
+}
+
+/// Waits until the ring has exactly `members` and no change is running.
+async fn wait_members(router: &TestRouter, members: &[&str]) -> anyhow::Result<RouterStatus> {
+    let want: Vec<String> = members.iter().map(|m| m.to_string()).collect();
+    let result = ste_tests::eventually("the ring membership", Duration::from_secs(120), || async {
+        let status = router_status(router).await?;
+        let have: Vec<String> = status.members.iter().map(|m| m.name.clone()).collect();
+        if have == want && status.migration.is_none() && status.serving {
+            Ok(status)
+        } else {
+            Err(format!(
+                "members {have:?}, migration {:?}, serving {}",
+                status.migration, status.serving
+            ))
+        }
+    })
+    .await;
+    result.map_err(|e| e.context(format!("router log:\n{}", router.log())))
+}
+
+async fn put_keys(router: &TestRouter, n: usize) -> anyhow::Result<BTreeMap<String, i64>> {
+    let mut client = router.client().await?;
+    let mut written = BTreeMap::new();
+    for i in 0..n {
+        let key = format!("{PREFIX}ns-{}/pod-{i:04}", i % 5);
+        let response = client.put(key.clone(), format!("v{i}"), None).await?;
+        written.insert(
+            key,
+            response.header().map(|h| h.revision()).unwrap_or_default(),
+        );
+    }
+    Ok(written)
+}
+
+/// Every key readable through the router with its revision, and held by
+/// exactly the agent Locate names.
+async fn check(
+    router: &TestRouter,
+    agents: &[&TestAgent],
+    written: &BTreeMap<String, i64>,
+) -> anyhow::Result<()> {
+    let mut client = router.client().await?;
+    let listed = client
+        .get(PREFIX, Some(GetOptions::new().with_prefix()))
+        .await?;
+    let got: BTreeMap<String, i64> = listed
+        .kvs()
+        .iter()
+        .map(|kv| Ok((kv.key_str()?.to_owned(), kv.mod_revision())))
+        .collect::<Result<_, etcd_client::Error>>()?;
+    assert_eq!(&got, written, "every key with its original revision");
+    let mut admin = router.admin().await?;
+    let mut held: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for agent in agents {
+        let keys = agent
+            .etcd()
+            .await?
+            .get(
+                PREFIX,
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await?;
+        for kv in keys.kvs() {
+            held.entry(kv.key_str()?.to_owned())
+                .or_default()
+                .push(agent.options.node_name.clone());
+        }
+    }
+    for key in written.keys() {
+        let owner = admin
+            .locate(LocateRequest {
+                key: key.clone().into_bytes(),
+            })
+            .await?
+            .into_inner()
+            .member;
+        assert_eq!(
+            held.get(key),
+            Some(&vec![owner.clone()]),
+            "{key} should be on {owner} only"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_register_and_join_and_a_fourth_joins_with_data() -> anyhow::Result<()> {
+    let router = TestRouter::spawn_new(&[], &[])?;
+    let mut agents = Vec::new();
+    for (i, name) in ["node-a", "node-b", "node-c"].iter().enumerate() {
+        agents.push(TestAgent::spawn_new(agent_options(
+            name,
+            2 + i as u8,
+            &router,
+        ))?);
+    }
+    wait_members(&router, &["node-a", "node-b", "node-c"]).await?;
+    let written = put_keys(&router, 600).await?;
+
+    let fourth = TestAgent::start(agent_options("node-d", 5, &router)).await?;
+    let status = wait_members(&router, &["node-a", "node-b", "node-c", "node-d"]).await?;
+    let d = status
+        .members
+        .iter()
+        .find(|m| m.name == "node-d")
+        .expect("node-d");
+    assert!(d.key_count > 0, "the new member received keys: {status:?}");
+    let registered: Vec<&str> = status.agents.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(registered, ["node-a", "node-b", "node-c", "node-d"]);
+    assert!(status.agents.iter().all(|a| a.member));
+    let all: Vec<&TestAgent> = agents.iter().chain([&fourth]).collect();
+    check(&router, &all, &written).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_agent_moves_its_keys_off_before_it_stops() -> anyhow::Result<()> {
+    let router = TestRouter::spawn_new(&[], &[])?;
+    let mut agents = Vec::new();
+    for (i, name) in ["node-a", "node-b", "node-c"].iter().enumerate() {
+        agents.push(TestAgent::spawn_new(agent_options(
+            name,
+            2 + i as u8,
+            &router,
+        ))?);
+    }
+    wait_members(&router, &["node-a", "node-b", "node-c"]).await?;
+    let written = put_keys(&router, 600).await?;
+
+    let mut leaving = agents.pop().expect("node-c");
+    leaving.signal(Signal::SIGTERM)?;
+    let exit = leaving.wait_exit(Duration::from_secs(120)).await?;
+    assert!(exit.success(), "{}", leaving.log());
+    assert!(leaving.log().contains("drained"), "{}", leaving.log());
+    let status = wait_members(&router, &["node-a", "node-b"]).await?;
+    assert_eq!(status.keys as usize, written.len());
+    let remaining: Vec<&TestAgent> = agents.iter().collect();
+    check(&router, &remaining, &written).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_is_fenced_and_rejoins_empty() -> anyhow::Result<()> {
+    let router = TestRouter::spawn_new(&[], &["--member-dead-after", "3s"])?;
+    let mut agents = Vec::new();
+    for (i, name) in ["node-a", "node-b", "node-c"].iter().enumerate() {
+        agents.push(TestAgent::spawn_new(agent_options(
+            name,
+            2 + i as u8,
+            &router,
+        ))?);
+    }
+    let before = wait_members(&router, &["node-a", "node-b", "node-c"]).await?;
+    let written = put_keys(&router, 300).await?;
+    let mut client = router.client().await?;
+    let mut watch = client
+        .watch(PREFIX, Some(WatchOptions::new().with_prefix()))
+        .await?;
+    assert!(watch.message().await?.is_some_and(|r| r.created()));
+
+    let mut victim = agents.pop().expect("node-c");
+    let lost: Vec<String> = {
+        let keys = victim
+            .etcd()
+            .await?
+            .get(
+                PREFIX,
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await?;
+        keys.kvs()
+            .iter()
+            .map(|kv| kv.key_str().map(str::to_owned))
+            .collect::<Result<_, _>>()?
+    };
+    assert!(!lost.is_empty());
+    victim.signal(Signal::SIGKILL)?;
+    victim.wait_exit(Duration::from_secs(10)).await?;
+
+    // Reads of keys on the other members keep working while it is down.
+    let survivor = written
+        .keys()
+        .find(|k| !lost.contains(k))
+        .expect("a key elsewhere")
+        .clone();
+    assert_eq!(client.get(survivor.as_str(), None).await?.kvs().len(), 1);
+
+    let after = wait_members(&router, &["node-a", "node-b"]).await?;
+    assert_eq!(after.generation, before.generation + 1);
+    let canceled = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match watch.message().await? {
+                Some(response) if response.canceled() => {
+                    return anyhow::Ok(response.compact_revision());
+                }
+                Some(_) => continue,
+                None => anyhow::bail!("watch ended without a cancel"),
+            }
+        }
+    })
+    .await??;
+    assert!(canceled > 0);
+    let mut expected = written.clone();
+    for key in &lost {
+        expected.remove(key);
+    }
+    let remaining: Vec<&TestAgent> = agents.iter().collect();
+    check(&router, &remaining, &expected).await?;
+    assert!(router.log().contains("fencing member"), "{}", router.log());
+
+    // The agent comes back (a new, empty shard) and joins again.
+    victim.respawn()?;
+    victim.wait_serving().await?;
+    wait_members(&router, &["node-a", "node-b", "node-c"]).await?;
+    let mut more = put_keys(&router, 300).await?;
+    more.retain(|k, _| lost.contains(k));
+    assert!(!more.is_empty());
+    let held = victim
+        .etcd()
+        .await?
+        .get(
+            PREFIX,
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await?
+        .count();
+    assert!(held > 0, "the rejoined member receives keys again");
+    Ok(())
+}

@@ -27,8 +27,24 @@ fn conflict(response: &etcd_client::TxnResponse) -> Outcome {
     Outcome::Conflict(current)
 }
 
-fn written(response: &etcd_client::TxnResponse) -> Outcome {
-    Outcome::Written(response.header().map(|h| h.revision()).unwrap_or_default())
+/// kube-apiserver's one Txn shape: if `mod_revision(key) == revision`
+/// then `op`, else read the key back (to report the conflict).
+async fn guarded(
+    client: &mut etcd_client::Client,
+    key: &str,
+    revision: i64,
+    op: TxnOp,
+) -> Result<Outcome, etcd_client::Error> {
+    let txn = Txn::new()
+        .when([Compare::mod_revision(key, CompareOp::Equal, revision)])
+        .and_then([op])
+        .or_else([TxnOp::get(key, None)]);
+    let response = client.txn(txn).await?;
+    Ok(if response.succeeded() {
+        Outcome::Written(response.header().map(|h| h.revision()).unwrap_or_default())
+    } else {
+        conflict(&response)
+    })
 }
 
 /// `create`: put only if the key does not exist.
@@ -37,16 +53,7 @@ pub async fn create(
     key: &str,
     value: &[u8],
 ) -> Result<Outcome, etcd_client::Error> {
-    let txn = Txn::new()
-        .when([Compare::mod_revision(key, CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(key, value, None)])
-        .or_else([TxnOp::get(key, None)]);
-    let response = client.txn(txn).await?;
-    Ok(if response.succeeded() {
-        written(&response)
-    } else {
-        conflict(&response)
-    })
+    guarded(client, key, 0, TxnOp::put(key, value, None)).await
 }
 
 /// `GuaranteedUpdate`: put only if the key is still at `revision`.
@@ -56,16 +63,7 @@ pub async fn update(
     revision: i64,
     value: &[u8],
 ) -> Result<Outcome, etcd_client::Error> {
-    let txn = Txn::new()
-        .when([Compare::mod_revision(key, CompareOp::Equal, revision)])
-        .and_then([TxnOp::put(key, value, None)])
-        .or_else([TxnOp::get(key, None)]);
-    let response = client.txn(txn).await?;
-    Ok(if response.succeeded() {
-        written(&response)
-    } else {
-        conflict(&response)
-    })
+    guarded(client, key, revision, TxnOp::put(key, value, None)).await
 }
 
 /// `Delete` with a precondition on the revision.
@@ -74,14 +72,5 @@ pub async fn delete(
     key: &str,
     revision: i64,
 ) -> Result<Outcome, etcd_client::Error> {
-    let txn = Txn::new()
-        .when([Compare::mod_revision(key, CompareOp::Equal, revision)])
-        .and_then([TxnOp::delete(key, None)])
-        .or_else([TxnOp::get(key, None)]);
-    let response = client.txn(txn).await?;
-    Ok(if response.succeeded() {
-        written(&response)
-    } else {
-        conflict(&response)
-    })
+    guarded(client, key, revision, TxnOp::delete(key, None)).await
 }

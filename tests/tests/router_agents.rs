@@ -33,6 +33,15 @@ async fn router_status(router: &TestRouter) -> Result<RouterStatus, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Agents node-a, node-b, node-c on 127.0.0.2-4, registering with `router`.
+fn spawn_three(router: &TestRouter) -> anyhow::Result<Vec<TestAgent>> {
+    ["node-a", "node-b", "node-c"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| TestAgent::spawn_new(agent_options(name, 2 + i as u8, router)))
+        .collect()
+}
+
 /// Waits until the ring has exactly `members` and no change is running.
 async fn wait_members(router: &TestRouter, members: &[&str]) -> anyhow::Result<RouterStatus> {
     let want: Vec<String> = members.iter().map(|m| m.to_string()).collect();
@@ -120,14 +129,7 @@ async fn check(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_register_and_join_and_a_fourth_joins_with_data() -> anyhow::Result<()> {
     let router = TestRouter::spawn_new(&[], &[])?;
-    let mut agents = Vec::new();
-    for (i, name) in ["node-a", "node-b", "node-c"].iter().enumerate() {
-        agents.push(TestAgent::spawn_new(agent_options(
-            name,
-            2 + i as u8,
-            &router,
-        ))?);
-    }
+    let agents = spawn_three(&router)?;
     wait_members(&router, &["node-a", "node-b", "node-c"]).await?;
     let written = put_keys(&router, 600).await?;
 
@@ -150,14 +152,7 @@ async fn agents_register_and_join_and_a_fourth_joins_with_data() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_agent_moves_its_keys_off_before_it_stops() -> anyhow::Result<()> {
     let router = TestRouter::spawn_new(&[], &[])?;
-    let mut agents = Vec::new();
-    for (i, name) in ["node-a", "node-b", "node-c"].iter().enumerate() {
-        agents.push(TestAgent::spawn_new(agent_options(
-            name,
-            2 + i as u8,
-            &router,
-        ))?);
-    }
+    let mut agents = spawn_three(&router)?;
     wait_members(&router, &["node-a", "node-b", "node-c"]).await?;
     let written = put_keys(&router, 600).await?;
 
@@ -176,14 +171,7 @@ async fn a_member_agent_moves_its_keys_off_before_it_stops() -> anyhow::Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_is_fenced_and_rejoins_empty() -> anyhow::Result<()> {
     let router = TestRouter::spawn_new(&[], &["--member-dead-after", "3s"])?;
-    let mut agents = Vec::new();
-    for (i, name) in ["node-a", "node-b", "node-c"].iter().enumerate() {
-        agents.push(TestAgent::spawn_new(agent_options(
-            name,
-            2 + i as u8,
-            &router,
-        ))?);
-    }
+    let mut agents = spawn_three(&router)?;
     let before = wait_members(&router, &["node-a", "node-b", "node-c"]).await?;
     let written = put_keys(&router, 300).await?;
     let mut client = router.client().await?;

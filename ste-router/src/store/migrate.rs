@@ -327,6 +327,10 @@ impl Store {
     /// change), makes the ring its own target again so reads look at every
     /// shard and a resume moves them.
     pub async fn mark_if_misplaced(&self) -> StoreResult<bool> {
+        if self.membership().target.is_some() {
+            // A change is pending already (it moves every misplaced key).
+            return Ok(true);
+        }
         let ring = self.membership().ring.clone();
         if self.plan(&ring).moves.is_empty() {
             return Ok(false);

@@ -34,6 +34,8 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
     watchers: std::sync::atomic::AtomicI64,
+    fenced: std::sync::atomic::AtomicU64,
+    ring_changes: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
@@ -74,6 +76,15 @@ impl Metrics {
     pub fn watchers_changed(&self, delta: i64) {
         self.watchers
             .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn ring_change_done(&self, fence: bool) {
+        let counter = if fence {
+            &self.fenced
+        } else {
+            &self.ring_changes
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn watchers(&self) -> u64 {
@@ -191,6 +202,24 @@ impl Metrics {
             "Ring generation.",
             u64::from(store.membership().ring.generation()) as f64,
         );
+        for (name, help, counter) in [
+            (
+                "ste_router_members_fenced_total",
+                "Members fenced after their shard was lost.",
+                &self.fenced,
+            ),
+            (
+                "ste_router_ring_changes_total",
+                "Completed joins, leaves and resumes.",
+                &self.ring_changes,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                counter.load(std::sync::atomic::Ordering::Relaxed)
+            );
+        }
         let counts = store.key_counts();
         out.push_str("# HELP ste_router_shard_up 1 if the shard is usable.\n# TYPE ste_router_shard_up gauge\n");
         let shards = store.shards();

@@ -277,6 +277,7 @@ impl Store {
         }
 
         self.commit(&target, kind).await?;
+        self.metrics.ring_change_done(false);
         progress.phase = MigrationPhase::Done as i32;
         progress.eta_seconds = 0.0;
         progress.keys_moved = progress.keys_moved.max(progress.keys_total);
@@ -309,6 +310,7 @@ impl Store {
             "fencing a lost member: its keys are dropped"
         );
         self.commit(&target, ChangeKind::Fence).await?;
+        self.metrics.ring_change_done(true);
         self.mark_if_misplaced().await?;
         let _ = tx
             .send(Ok(MigrationProgress {

@@ -434,3 +434,103 @@ async fn the_last_member_cannot_leave_and_a_dry_run_moves_nothing() -> anyhow::R
     check(&cluster, &[], &acks).await?;
     Ok(())
 }
+
+/// All keys under the prefix as one paginated list pinned at the first
+/// page's revision (kube-apiserver's way), checking each page's count.
+async fn paged_list(
+    client: &mut etcd_client::Client,
+    at: i64,
+) -> anyhow::Result<(i64, Vec<String>)> {
+    let mut start = PREFIX.as_bytes().to_vec();
+    let mut pinned = at;
+    let mut keys: Vec<String> = Vec::new();
+    loop {
+        let mut options = GetOptions::new()
+            .with_range(ste_core::keyrange::prefix_end(PREFIX.as_bytes()))
+            .with_limit(100)
+            .with_keys_only();
+        if pinned != 0 {
+            options = options.with_revision(pinned);
+        }
+        let page = client.get(start.clone(), Some(options)).await?;
+        if pinned == 0 {
+            pinned = page.header().map(|h| h.revision()).unwrap_or_default();
+        }
+        let remaining = page.count() as usize;
+        let first_len = keys.len();
+        for kv in page.kvs() {
+            keys.push(kv.key_str()?.to_owned());
+        }
+        anyhow::ensure!(
+            remaining >= keys.len() - first_len,
+            "page count {remaining} below its {} keys",
+            keys.len() - first_len
+        );
+        match page.kvs().last() {
+            Some(last) if page.more() => {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            _ => return Ok((pinned, keys)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lists_stay_exact_while_keys_move() -> anyhow::Result<()> {
+    let cluster = ShardedRouter::start(3, &["--migration-pause", "40ms"]).await?;
+    let acks = load(&cluster.router.endpoint()).await?;
+    let expected: Vec<String> = acks
+        .iter()
+        .map(|a| a.1.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut client = cluster.router.client().await?;
+    let (before, listed) = paged_list(&mut client, 0).await?;
+    assert_eq!(listed, expected);
+
+    let d = TestEtcd::start("shard-d").await?;
+    let mut admin = cluster.router.admin().await?;
+    let join = tokio::spawn({
+        let url = d.url.clone();
+        async move { ring::join(&mut admin, "shard-d", &url).await }
+    });
+    let mut lists_during = 0;
+    while !join.is_finished() {
+        // Now, and pinned at the revision from before the join: both exact.
+        let (_, now) = paged_list(&mut client, 0).await?;
+        assert_eq!(
+            now, expected,
+            "a list during the move shows a key twice or misses one"
+        );
+        let (_, then) = paged_list(&mut client, before).await?;
+        assert_eq!(
+            then, expected,
+            "a historical list during the move is not exact"
+        );
+        let count = client
+            .get(
+                PREFIX,
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )
+            .await?
+            .count();
+        assert_eq!(count as usize, expected.len());
+        lists_during += 1;
+    }
+    let progress = join.await??;
+    assert!(
+        progress
+            .iter()
+            .any(|p| p.phase == MigrationPhase::Moving as i32)
+    );
+    assert!(lists_during > 0);
+    let (_, after) = paged_list(&mut client, before).await?;
+    assert_eq!(
+        after, expected,
+        "a list at the pre-join revision after the move"
+    );
+    check(&cluster, &[&d], &acks).await?;
+    Ok(())
+}

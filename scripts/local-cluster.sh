@@ -54,6 +54,7 @@ TARGET_DIR="$(ste_target_dir)"
 AGENT_BIN="${TARGET_DIR}/debug/ste-agent"
 STATUS_BIN="${TARGET_DIR}/debug/ste-agent-status"
 ROUTER_BIN="${TARGET_DIR}/debug/ste-router"
+PLUGIN_BIN="${TARGET_DIR}/debug/kubectl-ste"
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -283,8 +284,8 @@ print_router_log() {
     tail -n 30 "${ROUTER_DIR}/router.log" >&2 2>/dev/null || printf '(no log)\n' >&2
 }
 
-# Starts the router in front of the three shards with a fresh state file
-# and waits until etcdctl finds it healthy.
+# Starts the router with no members and a fresh state file: the agents
+# register with it and it joins them (auto-join), as in a real deployment.
 start_router() {
     mkdir -p "${ROUTER_DIR}"
     if [[ -f ${ROUTER_DIR}/router.log ]]; then
@@ -293,23 +294,45 @@ start_router() {
     # The shards were just started empty (new epochs); start the revision
     # space afresh too instead of continuing above an old high-water mark.
     rm -f "${ROUTER_DIR}/router.state" "${ROUTER_DIR}/router.tmp"
-    local members=() node
-    for node in "${NODES[@]}"; do
-        members+=(--member "${node}=http://${IPS[${node}]}:${ETCD_CLIENT_PORT}")
-    done
     ste_say "starting the router on ${ROUTER_LISTEN} (admin ${ROUTER_ADMIN_LISTEN}, metrics ${ROUTER_METRICS_LISTEN}, log ${ROUTER_DIR}/router.log)"
     setsid "${ROUTER_BIN}" \
         --listen "${ROUTER_LISTEN}" \
         --admin-listen "${ROUTER_ADMIN_LISTEN}" \
         --metrics-listen "${ROUTER_METRICS_LISTEN}" \
-        "${members[@]}" \
         --state-file "${ROUTER_DIR}/router.state" \
         </dev/null >"${ROUTER_DIR}/router.log" 2>&1 &
     local pid=$!
     echo "${pid}" >"${ROUTER_DIR}/router.pid"
+}
 
-    ste_say "waiting up to ${ROUTER_WAIT}s for 'etcdctl endpoint health' through the router"
-    local deadline=$((SECONDS + ROUTER_WAIT))
+# Waits until the agents have registered and all three are ring members,
+# then until etcdctl finds the router healthy.
+wait_router_members() {
+    local pid
+    pid="$(<"${ROUTER_DIR}/router.pid")"
+    ste_say "waiting up to ${ROUTER_WAIT}s for the agents to register and join the ring"
+    local deadline=$((SECONDS + ROUTER_WAIT)) members=0
+    while :; do
+        members="$("${PLUGIN_BIN}" --router "${ROUTER_ADMIN_LISTEN}" --request-timeout 2s ring show -o json 2>/dev/null |
+            python3 -c 'import json,sys; r=json.load(sys.stdin); print(0 if r.get("migration") else len(r.get("members", [])))' 2>/dev/null || echo 0)"
+        ((members == ${#NODES[@]})) && break
+        if ! is_router "${pid}"; then
+            ste_say "error: the router exited; its log follows"
+            print_router_log
+            ste_say "stop the agents with: $0 down"
+            exit 1
+        fi
+        if ((SECONDS >= deadline)); then
+            ste_say "error: only ${members} of ${#NODES[@]} agents joined within ${ROUTER_WAIT}s; logs follow"
+            print_router_log
+            print_log_tails
+            ste_say "stop everything with: $0 down"
+            exit 1
+        fi
+        sleep 0.2
+    done
+    ste_say "waiting for 'etcdctl endpoint health' through the router"
+    deadline=$((SECONDS + ROUTER_WAIT))
     until router_etcdctl --dial-timeout 1s --command-timeout 2s endpoint health >/dev/null 2>&1; do
         if ! is_router "${pid}"; then
             ste_say "error: the router exited; its log follows"
@@ -430,8 +453,8 @@ cluster_up() {
     (cd "${STE_REPO}" && cargo build --workspace --bins)
     ste_restore_ownership
     trap - EXIT
-    [[ -x ${AGENT_BIN} && -x ${STATUS_BIN} && -x ${ROUTER_BIN} ]] ||
-        ste_die "the build did not produce ${AGENT_BIN}, ${STATUS_BIN} and ${ROUTER_BIN}"
+    [[ -x ${AGENT_BIN} && -x ${STATUS_BIN} && -x ${ROUTER_BIN} && -x ${PLUGIN_BIN} ]] ||
+        ste_die "the build did not produce ${AGENT_BIN}, ${STATUS_BIN}, ${ROUTER_BIN} and ${PLUGIN_BIN}"
 
     stop_router
     local node
@@ -439,6 +462,7 @@ cluster_up() {
         stop_node "${node}"
     done
 
+    start_router
     for node in "${NODES[@]}"; do
         local ip="${IPS[${node}]}"
         local node_dir="${DIR}/${node}"
@@ -456,6 +480,7 @@ cluster_up() {
             --tmpfs-size "${TMPFS_SIZE}" \
             --grpc-listen "${ip}:${GRPC_PORT}" \
             --metrics-listen "${ip}:${METRICS_PORT}" \
+            --router "${ROUTER_ADMIN_LISTEN}" \
             </dev/null >"${node_dir}/agent.log" 2>&1 &
         echo "$!" >"${node_dir}/agent.pid"
     done
@@ -500,12 +525,13 @@ cluster_up() {
         exit 1
     fi
 
-    start_router
+    wait_router_members
     ste_say "the router is healthy"
 
-    echo
-    cluster_status_agents || true
     router_demo
+    echo
+    ste_say "kubectl ste status (the plugin, run by the real kubectl):"
+    PATH="${TARGET_DIR}/debug:${PATH}" kubectl ste status --router "${ROUTER_ADMIN_LISTEN}"
 
     local a="${IPS[node-a]}"
     cat <<EOF
@@ -520,6 +546,8 @@ Try it:
   etcdctl --endpoints ${ROUTER_LISTEN} watch --prefix /registry/pods/ --prev-kv
   curl -s http://${ROUTER_METRICS_LISTEN}/metrics     # router metrics
   curl -s http://${a}:${METRICS_PORT}/metrics     # agent metrics (node-a)
+  PATH=target/debug:\$PATH kubectl ste status --router 127.0.0.1:2490
+  PATH=target/debug:\$PATH kubectl ste ring show --router 127.0.0.1:2490
   $0 status
   sudo $0 down
 EOF

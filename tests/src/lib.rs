@@ -7,6 +7,7 @@ pub mod agent;
 pub mod cluster;
 pub mod etcd;
 pub mod kube;
+pub mod plugin;
 pub mod poll;
 pub mod procs;
 pub mod ring;

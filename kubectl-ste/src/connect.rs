@@ -1,0 +1,406 @@
+//! Reaching the router's admin API (`ste.v1.Ring`) and the agents
+//! (`ste.v1.Agent`): directly at `--router` / `STE_ROUTER` and at the
+//! addresses agents registered with, or through port-forwards to their pods
+//! when the router was found through the Kubernetes API.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use ste_proto::v1::agent_client::AgentClient;
+use ste_proto::v1::ring_client::RingClient;
+use ste_proto::v1::{
+    AgentStatus, GetRingRequest, GetRouterStatusRequest, GetStatusRequest, JoinRequest,
+    LeaveRequest, LocateRequest, Location, MigrationProgress, RingInfo, RouterStatus,
+};
+use tokio::sync::OnceCell;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{Response, Status, Streaming};
+
+use crate::error::{CliError, CliResult, root_cause, status_message};
+use crate::kube_api;
+use crate::kubeconfig::KubeSettings;
+
+/// Default port of the router's admin API.
+pub const DEFAULT_ROUTER_PORT: u16 = 2490;
+
+const HOW_TO_SET: &str =
+    "set the router's admin address with --router HOST:PORT or the STE_ROUTER environment variable";
+
+/// Where the router address came from, to say so when it does not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouterSource {
+    /// `--router`.
+    Flag,
+    /// `STE_ROUTER`.
+    Env,
+    /// A port-forward to this pod in kube-system.
+    PortForward(String),
+}
+
+/// How to reach the router: the `--router` flag / `STE_ROUTER` value and
+/// the Kubernetes settings for the port-forward fallback.
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    /// `--router`, else `STE_ROUTER` (non-empty), with its source.
+    pub address: Option<(String, RouterSource)>,
+    /// For the port-forward fallback.
+    pub kube: KubeSettings,
+    /// Per request; `None` waits forever.
+    pub timeout: Option<Duration>,
+}
+
+/// `http://HOST:PORT` for a `--router` value: `HOST:PORT`, `HOST` (port
+/// 2490) or `http://HOST[:PORT]`.
+pub fn router_uri(address: &str) -> CliResult<String> {
+    let bare = address.strip_prefix("http://").unwrap_or(address);
+    let bare = bare.trim_end_matches('/');
+    if bare.is_empty() || bare.contains("://") || bare.contains('/') {
+        return Err(CliError::msg(format!(
+            "invalid router address {address:?}: expected HOST:PORT, e.g. 127.0.0.1:{DEFAULT_ROUTER_PORT} \
+             (the admin API is plain gRPC)"
+        )));
+    }
+    let has_port = match bare.rsplit_once(':') {
+        Some((host, port)) => {
+            (!host.contains(':') || host.ends_with(']')) && port.parse::<u16>().is_ok()
+        }
+        None => false,
+    };
+    let uri = if has_port {
+        format!("http://{bare}")
+    } else {
+        format!("http://{bare}:{DEFAULT_ROUTER_PORT}")
+    };
+    uri.parse::<Uri>()
+        .map_err(|e| CliError::msg(format!("invalid router address {address:?}: {e}")))?;
+    Ok(uri)
+}
+
+/// How agents are reached, following how the router was.
+enum Route {
+    Direct,
+    PortForward {
+        client: kube::Client,
+        /// node → agent pod, listed once on first use.
+        agents: OnceCell<Result<BTreeMap<String, String>, String>>,
+    },
+}
+
+/// A connected admin client of the router, with the request timeout.
+pub struct RouterConn {
+    ring: RingClient<Channel>,
+    /// The address for messages, e.g. `127.0.0.1:2490` or
+    /// `kube-system/ste-router-0 port 2490 (port-forward)`.
+    pub address: String,
+    source: RouterSource,
+    timeout: Option<Duration>,
+    route: Route,
+}
+
+async fn within<T, F>(timeout: Option<Duration>, fut: F) -> Result<T, Elapsed>
+where
+    F: Future<Output = T>,
+{
+    match timeout {
+        Some(limit) => tokio::time::timeout(limit, fut).await.map_err(|_| Elapsed),
+        None => Ok(fut.await),
+    }
+}
+
+struct Elapsed;
+
+fn limit_text(timeout: Option<Duration>) -> String {
+    timeout
+        .map(|t| humantime::format_duration(t).to_string())
+        .unwrap_or_else(|| "the request timeout".into())
+}
+
+/// A channel over a fresh port-forward to `namespace/pod` for every
+/// connection tonic makes.
+async fn port_forward_channel(
+    client: kube::Client,
+    namespace: &str,
+    pod: &str,
+    port: u16,
+    timeout: Option<Duration>,
+) -> Result<Channel, String> {
+    let (namespace, pod) = (namespace.to_owned(), pod.to_owned());
+    let connector = tower::service_fn(move |_: Uri| {
+        let (client, namespace, pod) = (client.clone(), namespace.clone(), pod.clone());
+        async move {
+            kube_api::port_forward(&client, &namespace, &pod, port, timeout)
+                .await
+                .map(TokioIo::new)
+        }
+    });
+    let endpoint = Endpoint::from_static("http://port-forward.invalid");
+    let endpoint = match timeout {
+        Some(t) => endpoint.connect_timeout(t),
+        None => endpoint,
+    };
+    match within(timeout, endpoint.connect_with_connector(connector)).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(e)) => Err(root_cause(&e)),
+        Err(Elapsed) => Err(format!("no answer within {}", limit_text(timeout))),
+    }
+}
+
+async fn direct_channel(uri: &str, timeout: Option<Duration>) -> Result<Channel, String> {
+    let endpoint = Endpoint::from_shared(uri.to_owned()).map_err(|e| e.to_string())?;
+    let endpoint = match timeout {
+        Some(t) => endpoint.connect_timeout(t),
+        None => endpoint,
+    };
+    match within(timeout, endpoint.connect()).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(e)) => Err(root_cause(&e)),
+        Err(Elapsed) => Err(format!("no answer within {}", limit_text(timeout))),
+    }
+}
+
+impl RouterConn {
+    /// Connects to the router: at the given address, else through a
+    /// port-forward to the router pod.
+    pub async fn connect(settings: &RouterSettings) -> CliResult<RouterConn> {
+        let timeout = settings.timeout;
+        if let Some((address, source)) = &settings.address {
+            let uri = router_uri(address)?;
+            let shown = uri.trim_start_matches("http://").to_owned();
+            let channel = direct_channel(&uri, timeout)
+                .await
+                .map_err(|reason| unreachable(&shown, source, &reason))?;
+            return Ok(RouterConn {
+                ring: RingClient::new(channel),
+                address: shown,
+                source: source.clone(),
+                timeout,
+                route: Route::Direct,
+            });
+        }
+        let client = crate::kubeconfig::client(&settings.kube, timeout)
+            .await
+            .map_err(|e| {
+                CliError::msg(format!(
+                    "no router address and no cluster to find the router in ({}); {HOW_TO_SET}",
+                    e.to_string().trim_start_matches("error: ")
+                ))
+            })?;
+        let pod = kube_api::find_router_pod(&client, timeout).await?;
+        let source = RouterSource::PortForward(pod.clone());
+        let shown = format!(
+            "{}/{pod} port {} (port-forward)",
+            kube_api::STE_NAMESPACE,
+            kube_api::ROUTER_ADMIN_PORT
+        );
+        let channel = port_forward_channel(
+            client.clone(),
+            kube_api::STE_NAMESPACE,
+            &pod,
+            kube_api::ROUTER_ADMIN_PORT,
+            timeout,
+        )
+        .await
+        .map_err(|reason| unreachable(&shown, &source, &reason))?;
+        Ok(RouterConn {
+            ring: RingClient::new(channel),
+            address: shown,
+            source,
+            timeout,
+            route: Route::PortForward {
+                client,
+                agents: OnceCell::new(),
+            },
+        })
+    }
+
+    /// The request timeout.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    async fn unary<T, F>(&self, fut: F) -> CliResult<T>
+    where
+        F: Future<Output = Result<Response<T>, Status>>,
+    {
+        match within(self.timeout, fut).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(self.status_error(&status)),
+            Err(Elapsed) => Err(CliError::msg(format!(
+                "the STE router at {} did not answer within {}; {HOW_TO_SET}",
+                self.address,
+                limit_text(self.timeout)
+            ))),
+        }
+    }
+
+    /// A failed call: transport failures name the router and how to set
+    /// its address; the router's own refusals are printed as it words them.
+    pub fn status_error(&self, status: &Status) -> CliError {
+        let transport = status.code() == tonic::Code::Unavailable
+            && (status.message().contains("connect")
+                || status.message().contains("transport")
+                || status.message().contains("connection"));
+        if transport {
+            let reason = std::error::Error::source(status)
+                .map(root_cause)
+                .unwrap_or_else(|| status_message(status));
+            unreachable(&self.address, &self.source, &reason)
+        } else {
+            CliError::msg(status_message(status))
+        }
+    }
+
+    /// `GetStatus`.
+    pub async fn status(&self) -> CliResult<RouterStatus> {
+        let mut ring = self.ring.clone();
+        self.unary(ring.get_status(GetRouterStatusRequest {})).await
+    }
+
+    /// `GetRing`.
+    pub async fn ring(&self) -> CliResult<RingInfo> {
+        let mut ring = self.ring.clone();
+        self.unary(ring.get_ring(GetRingRequest {})).await
+    }
+
+    /// `Locate`.
+    pub async fn locate(&self, key: &[u8]) -> CliResult<Location> {
+        let mut ring = self.ring.clone();
+        self.unary(ring.locate(LocateRequest { key: key.to_vec() }))
+            .await
+    }
+
+    /// `Join`: the progress stream, once the router accepted the call.
+    pub async fn join(&self, request: JoinRequest) -> CliResult<Streaming<MigrationProgress>> {
+        let mut ring = self.ring.clone();
+        self.unary(ring.join(request)).await
+    }
+
+    /// `Leave`: the progress stream, once the router accepted the call.
+    pub async fn leave(&self, request: LeaveRequest) -> CliResult<Streaming<MigrationProgress>> {
+        let mut ring = self.ring.clone();
+        self.unary(ring.leave(request)).await
+    }
+
+    /// The next message of a progress stream within `limit` (`None`: no
+    /// limit). `Ok(None)` when the stream ended.
+    pub async fn next_progress(
+        &self,
+        stream: &mut Streaming<MigrationProgress>,
+        limit: Option<Duration>,
+    ) -> CliResult<Option<MigrationProgress>> {
+        match within(limit, stream.message()).await {
+            Ok(Ok(message)) => Ok(message),
+            Ok(Err(status)) => Err(self.status_error(&status)),
+            Err(Elapsed) => Err(CliError::msg(format!(
+                "no progress from the STE router at {} within {}",
+                self.address,
+                limit_text(limit)
+            ))),
+        }
+    }
+
+    /// The status of the agent of `node`, registered at `address`. The
+    /// error is the reason, for the `<unknown>` note.
+    pub async fn agent_status(&self, node: &str, address: &str) -> Result<AgentStatus, String> {
+        let channel = match &self.route {
+            Route::Direct => direct_channel(&format!("http://{address}"), self.timeout)
+                .await
+                .map_err(|e| format!("agent at {address} unreachable: {e}"))?,
+            Route::PortForward { client, agents } => {
+                let pods = agents
+                    .get_or_init(|| async {
+                        kube_api::agent_pods(client, self.timeout)
+                            .await
+                            .map_err(|e| e.to_string().trim_start_matches("error: ").to_owned())
+                    })
+                    .await
+                    .as_ref()
+                    .map_err(Clone::clone)?;
+                let pod = pods.get(node).ok_or_else(|| {
+                    format!(
+                        "no running agent pod on node {node} ({}, {})",
+                        kube_api::STE_NAMESPACE,
+                        kube_api::AGENT_SELECTOR
+                    )
+                })?;
+                let port = address
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .ok_or_else(|| format!("agent address {address:?} has no port"))?;
+                port_forward_channel(
+                    client.clone(),
+                    kube_api::STE_NAMESPACE,
+                    pod,
+                    port,
+                    self.timeout,
+                )
+                .await
+                .map_err(|e| format!("agent pod {pod} unreachable: {e}"))?
+            }
+        };
+        let mut agent = AgentClient::new(channel);
+        match within(self.timeout, agent.get_status(GetStatusRequest {})).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(format!(
+                "agent at {address} failed: {}",
+                status_message(&status)
+            )),
+            Err(Elapsed) => Err(format!(
+                "agent at {address} did not answer within {}",
+                limit_text(self.timeout)
+            )),
+        }
+    }
+}
+
+/// The one line printed when the router cannot be reached.
+fn unreachable(address: &str, source: &RouterSource, reason: &str) -> CliError {
+    let from = match source {
+        RouterSource::Flag => " (from --router)".to_owned(),
+        RouterSource::Env => " (from STE_ROUTER)".to_owned(),
+        RouterSource::PortForward(_) => String::new(),
+    };
+    CliError::msg(format!(
+        "cannot reach the STE router at {address}{from}: {reason}; {HOW_TO_SET}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn router_addresses() {
+        assert_eq!(
+            router_uri("127.0.0.1:2490").unwrap(),
+            "http://127.0.0.1:2490"
+        );
+        assert_eq!(
+            router_uri("router.local").unwrap(),
+            "http://router.local:2490"
+        );
+        assert_eq!(
+            router_uri("http://10.0.0.1:9/").unwrap(),
+            "http://10.0.0.1:9"
+        );
+        assert_eq!(router_uri("[::1]:7").unwrap(), "http://[::1]:7");
+        assert_eq!(router_uri("[::1]").unwrap(), "http://[::1]:2490");
+        assert!(router_uri("https://x:1").is_err());
+        assert!(router_uri("").is_err());
+        assert!(router_uri("a/b").is_err());
+    }
+
+    #[test]
+    fn unreachable_names_address_and_remedy() {
+        let line =
+            unreachable("127.0.0.1:1", &RouterSource::Flag, "Connection refused").to_string();
+        assert!(
+            line.starts_with("error: cannot reach the STE router at 127.0.0.1:1 (from --router)")
+        );
+        assert!(line.contains("--router HOST:PORT"));
+        assert!(line.contains("STE_ROUTER"));
+        assert!(!line.contains('\n'));
+    }
+}

@@ -1,0 +1,261 @@
+//! Finding the kubeconfig as kubectl does, the namespace of the current
+//! context, and a Kubernetes client for it.
+//!
+//! Loading rules (client-go's): `--kubeconfig` (must exist), else every
+//! file in `KUBECONFIG` (colon-separated; missing files skipped; the first
+//! file to set a value wins), else `~/.kube/config`. With none of them the
+//! plugin still works where it needs no Kubernetes API (`--router` given,
+//! namespace `default`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::error::{CliError, CliResult};
+
+/// Where the kubeconfig comes from: the `--kubeconfig` / `--context` flags.
+#[derive(Debug, Clone, Default)]
+pub struct KubeSettings {
+    /// `--kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
+    /// `--context`.
+    pub context: Option<String>,
+}
+
+/// A kubeconfig that was found, with where it was read from (for messages).
+#[derive(Debug, Clone)]
+pub struct LoadedKubeconfig {
+    /// The merged configuration.
+    pub config: Kubeconfig,
+    /// The files it was merged from.
+    pub paths: Vec<PathBuf>,
+}
+
+fn read(path: &Path) -> CliResult<Kubeconfig> {
+    Kubeconfig::read_from(path).map_err(|e| {
+        CliError::msg(format!(
+            "error loading config file \"{}\": {}",
+            path.display(),
+            crate::error::root_cause(&e)
+        ))
+    })
+}
+
+/// The kubeconfig files kubectl would read, in precedence order, given the
+/// `--kubeconfig` flag, the value of `KUBECONFIG` and the home directory.
+pub fn kubeconfig_paths(
+    flag: Option<&Path>,
+    env: Option<&std::ffi::OsStr>,
+    home: Option<&Path>,
+) -> Vec<PathBuf> {
+    if let Some(path) = flag {
+        return vec![path.to_path_buf()];
+    }
+    if let Some(value) = env {
+        let paths: Vec<PathBuf> = std::env::split_paths(value)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        if !paths.is_empty() {
+            return paths.into_iter().filter(|p| p.exists()).collect();
+        }
+    }
+    home.map(|h| h.join(".kube").join("config"))
+        .filter(|p| p.exists())
+        .into_iter()
+        .collect()
+}
+
+/// Reads the kubeconfig per the loading rules; `None` when there is none.
+/// An explicit `--kubeconfig` that cannot be read is an error.
+pub fn load(settings: &KubeSettings) -> CliResult<Option<LoadedKubeconfig>> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let env = std::env::var_os("KUBECONFIG");
+    let paths = kubeconfig_paths(
+        settings.kubeconfig.as_deref(),
+        env.as_deref(),
+        home.as_deref(),
+    );
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let mut merged: Option<Kubeconfig> = None;
+    for path in &paths {
+        let next = read(path)?;
+        merged = Some(match merged {
+            None => next,
+            Some(m) => m.merge(next).map_err(|e| {
+                CliError::msg(format!(
+                    "error loading config file \"{}\": {e}",
+                    path.display()
+                ))
+            })?,
+        });
+    }
+    Ok(merged.map(|config| LoadedKubeconfig { config, paths }))
+}
+
+/// The context in use: `--context`, else `current-context`. A `--context`
+/// that does not exist is kubectl's error.
+fn context_name(config: &Kubeconfig, flag: Option<&str>) -> CliResult<Option<String>> {
+    match flag {
+        Some(name) if config.contexts.iter().any(|c| c.name == name) => Ok(Some(name.into())),
+        Some(name) => Err(CliError::msg(format!(
+            "context was not found for specified context: {name}"
+        ))),
+        None => Ok(config.current_context.clone().filter(|c| !c.is_empty())),
+    }
+}
+
+/// The namespace for `where`: the context's namespace, else `default`.
+pub fn default_namespace(
+    loaded: Option<&LoadedKubeconfig>,
+    context: Option<&str>,
+) -> CliResult<String> {
+    let Some(loaded) = loaded else {
+        if let Some(name) = context {
+            return Err(CliError::msg(format!(
+                "context was not found for specified context: {name}"
+            )));
+        }
+        return Ok("default".into());
+    };
+    let name = context_name(&loaded.config, context)?;
+    let namespace = name
+        .and_then(|name| loaded.config.contexts.iter().find(|c| c.name == name))
+        .and_then(|named| named.context.as_ref())
+        .and_then(|ctx| ctx.namespace.clone())
+        .filter(|ns| !ns.is_empty());
+    Ok(namespace.unwrap_or_else(|| "default".into()))
+}
+
+/// A Kubernetes client for the selected context, or the in-cluster
+/// service account when there is no kubeconfig and the plugin runs in a
+/// pod. `timeout` bounds connecting; calls are bounded by the caller (a
+/// read timeout here would cut long port-forwards).
+pub async fn client(settings: &KubeSettings, timeout: Option<Duration>) -> CliResult<kube::Client> {
+    let loaded = load(settings)?;
+    let mut config = match loaded {
+        Some(loaded) => {
+            let context = context_name(&loaded.config, settings.context.as_deref())?;
+            if context.is_none() {
+                return Err(CliError::msg(format!(
+                    "no current context in {}: pass --context",
+                    display_paths(&loaded.paths)
+                )));
+            }
+            let options = KubeConfigOptions {
+                context,
+                ..KubeConfigOptions::default()
+            };
+            kube::Config::from_custom_kubeconfig(loaded.config, &options)
+                .await
+                .map_err(|e| {
+                    CliError::msg(format!(
+                        "invalid configuration in {}: {}",
+                        display_paths(&loaded.paths),
+                        crate::error::root_cause(&e)
+                    ))
+                })?
+        }
+        None => kube::Config::incluster().map_err(|_| {
+            CliError::msg(
+                "no kubeconfig found (--kubeconfig, KUBECONFIG, ~/.kube/config) and not running \
+                 in a cluster",
+            )
+        })?,
+    };
+    config.connect_timeout = timeout;
+    config.read_timeout = None;
+    kube::Client::try_from(config)
+        .map_err(|e| CliError::msg(format!("cannot create a Kubernetes client: {e}")))
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+apiVersion: v1
+kind: Config
+current-context: dev
+clusters:
+- name: c
+  cluster:
+    server: http://127.0.0.1:1
+contexts:
+- name: dev
+  context:
+    cluster: c
+    user: u
+    namespace: team-a
+- name: plain
+  context:
+    cluster: c
+    user: u
+users:
+- name: u
+  user:
+    token: t
+"#;
+
+    fn loaded() -> LoadedKubeconfig {
+        LoadedKubeconfig {
+            config: Kubeconfig::from_yaml(CONFIG).expect("valid kubeconfig"),
+            paths: vec![PathBuf::from("/test/config")],
+        }
+    }
+
+    #[test]
+    fn namespace_from_context() {
+        let l = loaded();
+        assert_eq!(default_namespace(Some(&l), None).unwrap(), "team-a");
+        assert_eq!(
+            default_namespace(Some(&l), Some("plain")).unwrap(),
+            "default"
+        );
+        assert_eq!(default_namespace(None, None).unwrap(), "default");
+        assert_eq!(
+            default_namespace(Some(&l), Some("nope"))
+                .unwrap_err()
+                .to_string(),
+            "error: context was not found for specified context: nope"
+        );
+    }
+
+    #[test]
+    fn kubeconfig_env_is_a_colon_list_and_skips_missing_files() {
+        let dir = tempfile_dir();
+        let a = dir.join("a");
+        let b = dir.join("b");
+        std::fs::write(&b, CONFIG).unwrap();
+        let env = std::env::join_paths([&a, &b]).unwrap();
+        assert_eq!(kubeconfig_paths(None, Some(&env), None), vec![b.clone()]);
+        // The flag wins, even when the file is missing (reading it fails).
+        assert_eq!(
+            kubeconfig_paths(Some(&a), Some(&env), None),
+            vec![a.clone()]
+        );
+        // No KUBECONFIG: ~/.kube/config if it exists.
+        assert!(kubeconfig_paths(None, None, Some(&dir)).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "kubectl-ste-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

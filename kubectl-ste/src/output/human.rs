@@ -1,0 +1,124 @@
+//! Human-readable numbers for tables: byte sizes, ages, percentages.
+
+use std::time::Duration;
+
+/// Bytes in binary units like kubectl's quantities: `512B`, `1.5Ki`,
+/// `12Mi`, `3Gi` (one decimal below 10, none above).
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let rounded = (value * 10.0).round() / 10.0;
+    if rounded < 10.0 && rounded.fract() != 0.0 {
+        format!("{rounded:.1}{}", UNITS[unit])
+    } else {
+        format!("{:.0}{}", value.round(), UNITS[unit])
+    }
+}
+
+/// An age as kubectl prints it (apimachinery's `HumanDuration`): `45s`,
+/// `3m20s`, `15m`, `5h30m`, `2d4h`, `30d`, `2y45d`.
+pub fn age(d: Duration) -> String {
+    let seconds = d.as_secs();
+    if seconds < 120 {
+        return format!("{seconds}s");
+    }
+    let minutes = seconds / 60;
+    if minutes < 10 {
+        let s = seconds % 60;
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
+    }
+    if minutes < 60 * 3 {
+        return format!("{minutes}m");
+    }
+    let hours = minutes / 60;
+    if hours < 8 {
+        let m = minutes % 60;
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    if hours < 24 * 8 {
+        let h = hours % 24;
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{}d", hours / 24);
+    }
+    if hours < 24 * 365 * 8 {
+        let days = (hours / 24) % 365;
+        return if days == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{days}d", hours / 24 / 365)
+        };
+    }
+    format!("{}y", hours / 24 / 365)
+}
+
+/// `part` of `whole` in percent with one decimal; `-` when `whole` is 0.
+pub fn percent(part: f64, whole: f64) -> String {
+    if whole <= 0.0 {
+        "-".into()
+    } else {
+        format!("{:.1}%", 100.0 * part / whole)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(bytes(0), "0B");
+        assert_eq!(bytes(1023), "1023B");
+        assert_eq!(bytes(1024), "1Ki");
+        assert_eq!(bytes(1536), "1.5Ki");
+        assert_eq!(bytes(20 * 1024 * 1024 + 1), "20Mi");
+        assert_eq!(bytes(512 * 1024 * 1024), "512Mi");
+        assert_eq!(bytes(3 * 1024 * 1024 * 1024 / 2), "1.5Gi");
+    }
+
+    #[test]
+    fn ages_like_kubectl() {
+        let s = Duration::from_secs;
+        assert_eq!(age(s(0)), "0s");
+        assert_eq!(age(s(119)), "119s");
+        assert_eq!(age(s(200)), "3m20s");
+        assert_eq!(age(s(240)), "4m");
+        assert_eq!(age(s(15 * 60 + 7)), "15m");
+        assert_eq!(age(s(5 * 3600 + 30 * 60)), "5h30m");
+        assert_eq!(age(s(20 * 3600)), "20h");
+        assert_eq!(age(s(52 * 3600)), "2d4h");
+        assert_eq!(age(s(30 * 86400)), "30d");
+        assert_eq!(age(s((2 * 365 + 45) * 86400)), "2y45d");
+        assert_eq!(age(s(10 * 365 * 86400)), "10y");
+    }
+
+    #[test]
+    fn percentages() {
+        assert_eq!(percent(1.0, 3.0), "33.3%");
+        assert_eq!(percent(1.0, 0.0), "-");
+    }
+}

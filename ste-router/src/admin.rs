@@ -80,11 +80,20 @@ impl RingService {
             .collect()
     }
 
+    /// The members of the committed ring (a member being joined appears
+    /// only once the change is done; the change itself is in `migration`).
     fn members(&self) -> Vec<RingMember> {
         let counts = self.store.key_counts();
         let current = self.store.revisions.current();
-        self.store
-            .shards()
+        let shards: Vec<_> = {
+            let membership = self.store.membership();
+            membership
+                .ring
+                .members()
+                .filter_map(|m| membership.shards.get(&m.name).cloned())
+                .collect()
+        };
+        shards
             .into_iter()
             .map(|shard| {
                 let health = shard.health();

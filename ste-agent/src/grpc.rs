@@ -6,7 +6,6 @@ use std::sync::Arc;
 use ste_proto::v1::agent_server::{Agent, AgentServer};
 use ste_proto::v1::{AgentStatus, GetStatusRequest};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status as GrpcStatus};
 use tonic_health::server::HealthReporter;
 
@@ -56,7 +55,10 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(AgentServer::new(AgentService { status }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }

@@ -21,7 +21,6 @@ use ste_core::revision::GlobalRevision;
 use ste_core::ring::Member;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
@@ -185,9 +184,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .add_service(etcd_health_service)
         .add_service(reflection()?)
         .add_service(reflection_v1alpha()?);
-    let etcd_task = tokio::spawn(
-        etcd_router.serve_with_incoming_shutdown(TcpListenerStream::new(etcd_listener), stopped()),
-    );
+    let etcd_task = tokio::spawn(etcd_router.serve_with_incoming_shutdown(
+        tonic::transport::server::TcpIncoming::from(etcd_listener).with_nodelay(Some(true)),
+        stopped(),
+    ));
 
     let (admin_health, admin_health_service) = tonic_health::server::health_reporter();
     admin_health
@@ -201,7 +201,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .add_service(ste_proto::v1::ring_server::RingServer::new(
                 admin::RingService::new(store.clone()),
             ))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(admin_listener), stopped()),
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(admin_listener)
+                    .with_nodelay(Some(true)),
+                stopped(),
+            ),
     );
     let metrics_task = tokio::spawn(metrics::serve(metrics_listener, store.clone(), stopped()));
     tracing::info!(

@@ -229,7 +229,9 @@ async fn bench(
             "baseline: etcd serving on {}; running the workload",
             etcd.url
         );
-        let results = workload::run(&client, &w, |s| progress("baseline", s))
+        let pid = etcd.proc.pid().into_iter().collect::<Vec<_>>();
+        let cpu = || vec![sys::tree_cpu(&pid)];
+        let results = workload::run(&client, &w, cpu, |s| progress("baseline", s))
             .await
             .context("baseline etcd")?;
         drop(client);
@@ -259,7 +261,15 @@ async fn bench(
         ste.router_url,
         ste.agents.len()
     );
-    let ste_results = workload::run(&client, &w, |s| progress("ste", s))
+    let router_pid: Vec<u32> = ste
+        .router
+        .as_ref()
+        .and_then(|r| r.pid())
+        .into_iter()
+        .collect();
+    let agent_pids: Vec<u32> = ste.agents.iter().filter_map(|a| a.proc.pid()).collect();
+    let cpu = || vec![sys::tree_cpu(&router_pid), sys::tree_cpu(&agent_pids)];
+    let ste_results = workload::run(&client, &w, cpu, |s| progress("ste", s))
         .await
         .context("STE (through ste-router)");
     drop(client);
@@ -351,7 +361,15 @@ fn render(args: &Args, f: &Facts, baseline: &[PhaseStats], ste: &[PhaseStats]) -
         "* list: one op = one full paginated list of all {} keys; ops/s = lists/s\n",
         args.ops
     ));
-    out.push_str("speedup = STE ops/s / baseline ops/s\n");
+    out.push_str("speedup = STE ops/s / baseline ops/s\n\n");
+    out.push_str(&report::cpu_table(
+        baseline,
+        &["etcd"],
+        ste,
+        &["router", "shards"],
+        m.cpus,
+    ));
+    out.push_str("shards = the 3 ste-agents and their etcds\n");
     out
 }
 

@@ -10,6 +10,10 @@ pub struct PhaseStats {
     pub latencies: Vec<Duration>,
     /// From the first operation's start to the last one's end.
     pub wall: Duration,
+    /// CPU time the server's parts used during the phase.
+    pub server_cpu: Vec<Duration>,
+    /// CPU time the load generator (this process) used during the phase.
+    pub client_cpu: Duration,
 }
 
 impl PhaseStats {
@@ -19,6 +23,8 @@ impl PhaseStats {
             phase,
             latencies,
             wall,
+            server_cpu: Vec::new(),
+            client_cpu: Duration::ZERO,
         }
     }
 
@@ -105,6 +111,72 @@ pub fn table(baseline: &[PhaseStats], ste: &[PhaseStats]) -> String {
     out
 }
 
+fn us_per_op(cpu: Duration, ops: usize) -> String {
+    format!("{:.0}", cpu.as_secs_f64() * 1e6 / ops.max(1) as f64)
+}
+
+/// Share of the machine's CPUs the server and the load generator kept busy.
+fn busy(s: &PhaseStats, cpus: usize) -> String {
+    let used: Duration = s.server_cpu.iter().sum::<Duration>() + s.client_cpu;
+    format!(
+        "{:.0}%",
+        100.0 * used.as_secs_f64() / (s.wall.as_secs_f64() * cpus.max(1) as f64).max(1e-9)
+    )
+}
+
+/// CPU per operation of each server part and of the load generator, and
+/// how busy the machine was, per phase: on a small machine this says
+/// whether a system was limited by the CPU it shares with the others.
+pub fn cpu_table(
+    baseline: &[PhaseStats],
+    baseline_parts: &[&str],
+    ste: &[PhaseStats],
+    ste_parts: &[&str],
+    cpus: usize,
+) -> String {
+    let mut left = String::new();
+    for p in baseline_parts.iter().chain(&["client"]) {
+        left.push_str(&format!(" {p:>8}"));
+    }
+    left.push_str(&format!(" {:>6}", "busy"));
+    let mut right = String::new();
+    for p in ste_parts.iter().chain(&["client"]) {
+        right.push_str(&format!(" {p:>8}"));
+    }
+    right.push_str(&format!(" {:>6}", "busy"));
+    let mut out = format!(
+        "CPU per op in microseconds (client = ste-bench, the load generator); busy = CPU used / ({cpus} CPUs x wall time)
+"
+    );
+    let head1 = format!(
+        "{:<8} |{:^w1$} |{:^w2$}",
+        "",
+        "baseline etcd",
+        "STE",
+        w1 = left.len(),
+        w2 = right.len()
+    );
+    let head2 = format!("{:<8} |{left} |{right}", "phase");
+    out.push_str(&format!("{head1}\n{head2}\n{}\n", "-".repeat(head2.len())));
+    for b in baseline {
+        let Some(s) = ste.iter().find(|s| s.phase == b.phase) else {
+            continue;
+        };
+        let mut row = format!("{:<8} |", b.phase);
+        for cpu in b.server_cpu.iter().chain([&b.client_cpu]) {
+            row.push_str(&format!(" {:>8}", us_per_op(*cpu, b.ops())));
+        }
+        row.push_str(&format!(" {:>6} |", busy(b, cpus)));
+        for cpu in s.server_cpu.iter().chain([&s.client_cpu]) {
+            row.push_str(&format!(" {:>8}", us_per_op(*cpu, s.ops())));
+        }
+        row.push_str(&format!(" {:>6}", busy(s, cpus)));
+        out.push_str(&row);
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +206,27 @@ mod tests {
         let t = table(&[b], &[s]);
         assert!(t.contains("create"), "{t}");
         assert!(t.contains("2.00x"), "{t}");
+    }
+
+    #[test]
+    fn cpu_table_per_op_and_busy() {
+        let mut b = PhaseStats::new(
+            "get",
+            vec![Duration::from_millis(1); 1000],
+            Duration::from_secs(1),
+        );
+        b.server_cpu = vec![Duration::from_millis(500)];
+        b.client_cpu = Duration::from_millis(300);
+        let mut s = b.clone();
+        s.server_cpu = vec![Duration::from_millis(200), Duration::from_millis(900)];
+        let t = cpu_table(&[b], &["etcd"], &[s], &["router", "shards"], 2);
+        let row = t.lines().find(|l| l.starts_with("get")).expect(&t);
+        let cells: Vec<&str> = row.split_whitespace().filter(|c| *c != "|").collect();
+        // etcd 500 us/op, client 300, busy 40%; router 200, shards 900, client 300, busy 70%.
+        assert_eq!(
+            cells,
+            ["get", "500", "300", "40%", "200", "900", "300", "70%"],
+            "{t}"
+        );
     }
 }

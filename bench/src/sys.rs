@@ -391,3 +391,63 @@ pub fn etcd_version(bin: &str) -> anyhow::Result<String> {
         .with_context(|| format!("unexpected `{bin} --version` output: {text}"))?;
     Ok(version)
 }
+
+/// Clock ticks per second of /proc/<pid>/stat's times.
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as u64 } else { 100 }
+}
+
+/// (parent pid, user + system CPU time) of a process, from /proc/<pid>/stat.
+fn stat(pid: &str) -> Option<(u32, Duration)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state ppid ... utime(14) stime(15).
+    let (_, rest) = text.rsplit_once(") ")?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ppid = fields.get(1)?.parse().ok()?;
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let ticks = clock_ticks();
+    let nanos = (utime + stime) * 1_000_000_000 / ticks;
+    Some((ppid, Duration::from_nanos(nanos)))
+}
+
+/// CPU time used so far by this process (all its threads).
+pub fn self_cpu() -> Duration {
+    stat("self").map(|(_, cpu)| cpu).unwrap_or_default()
+}
+
+/// CPU time used so far by each of `roots` and all their live descendants
+/// (an agent and its etcd), summed.
+pub fn tree_cpu(roots: &[u32]) -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    let procs: Vec<(u32, u32, Duration)> = entries
+        .filter_map(|e| {
+            let name = e.ok()?.file_name();
+            let pid: u32 = name.to_str()?.parse().ok()?;
+            let (ppid, cpu) = stat(&pid.to_string())?;
+            Some((pid, ppid, cpu))
+        })
+        .collect();
+    let mut members: HashSet<u32> = roots.iter().copied().collect();
+    // Parents can have higher PIDs than children; iterate to a fixed point.
+    loop {
+        let before = members.len();
+        for (pid, ppid, _) in &procs {
+            if members.contains(ppid) {
+                members.insert(*pid);
+            }
+        }
+        if members.len() == before {
+            break;
+        }
+    }
+    procs
+        .iter()
+        .filter(|(pid, _, _)| members.contains(pid))
+        .map(|(_, _, cpu)| *cpu)
+        .sum()
+}

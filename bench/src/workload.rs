@@ -130,10 +130,31 @@ where
     Ok(PhaseStats::new(phase, latencies, start.elapsed()))
 }
 
+/// Runs `phase`, recording the CPU the server (`cpu`) and this process
+/// (the load generator) used meanwhile.
+async fn measure(
+    cpu: &impl Fn() -> Vec<Duration>,
+    phase: impl Future<Output = anyhow::Result<PhaseStats>>,
+) -> anyhow::Result<PhaseStats> {
+    let server = cpu();
+    let client = crate::sys::self_cpu();
+    let mut stats = phase.await?;
+    stats.client_cpu = crate::sys::self_cpu().saturating_sub(client);
+    stats.server_cpu = cpu()
+        .iter()
+        .zip(&server)
+        .map(|(after, before)| after.saturating_sub(*before))
+        .collect();
+    Ok(stats)
+}
+
 /// Runs every phase against `client`; `progress` prints one line per phase.
+/// `cpu` samples the cumulative CPU time of the server's processes (one
+/// entry per part, e.g. router and shards); each phase records the deltas.
 pub async fn run(
     client: &Client,
     w: &Workload,
+    cpu: impl Fn() -> Vec<Duration>,
     progress: impl Fn(&PhaseStats),
 ) -> anyhow::Result<Vec<PhaseStats>> {
     let n = w.ops;
@@ -171,67 +192,76 @@ pub async fn run(
 
     // create: Txn(If(mod_revision(K) == 0) Then(Put(K, V)))
     let (cl, revs) = (client.clone(), revisions.clone());
-    let stats = run_phase("create", n, c, move |i| {
-        let (mut kv, revs) = (kv(&cl), revs.clone());
-        async move {
-            let k = key(ns, i);
-            let txn = Txn::new()
-                .when([Compare::mod_revision(k.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(k.clone(), value(i, 1, size), None)]);
-            let resp = kv.txn(txn).await?;
-            ensure!(resp.succeeded(), "create of {k}: the key already exists");
-            revs[i].store(write_revision(&resp)?, Ordering::Relaxed);
-            Ok(())
-        }
-    })
+    let stats = measure(
+        &cpu,
+        run_phase("create", n, c, move |i| {
+            let (mut kv, revs) = (kv(&cl), revs.clone());
+            async move {
+                let k = key(ns, i);
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(k.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(k.clone(), value(i, 1, size), None)]);
+                let resp = kv.txn(txn).await?;
+                ensure!(resp.succeeded(), "create of {k}: the key already exists");
+                revs[i].store(write_revision(&resp)?, Ordering::Relaxed);
+                Ok(())
+            }
+        }),
+    )
     .await?;
     progress(&stats);
     results.push(stats);
 
     // update: Txn(If(mod_revision(K) == R) Then(Put(K, V')) Else(Get(K)))
     let (cl, revs) = (client.clone(), revisions.clone());
-    let stats = run_phase("update", n, c, move |i| {
-        let (mut kv, revs) = (kv(&cl), revs.clone());
-        async move {
-            let k = key(ns, i);
-            let r = revs[i].load(Ordering::Relaxed);
-            let txn = Txn::new()
-                .when([Compare::mod_revision(k.clone(), CompareOp::Equal, r)])
-                .and_then([TxnOp::put(k.clone(), value(i, 2, size), None)])
-                .or_else([TxnOp::get(k.clone(), None)]);
-            let resp = kv.txn(txn).await?;
-            ensure!(
-                resp.succeeded(),
-                "update of {k}: mod_revision is not {r}, the revision its create returned"
-            );
-            revs[i].store(write_revision(&resp)?, Ordering::Relaxed);
-            Ok(())
-        }
-    })
+    let stats = measure(
+        &cpu,
+        run_phase("update", n, c, move |i| {
+            let (mut kv, revs) = (kv(&cl), revs.clone());
+            async move {
+                let k = key(ns, i);
+                let r = revs[i].load(Ordering::Relaxed);
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(k.clone(), CompareOp::Equal, r)])
+                    .and_then([TxnOp::put(k.clone(), value(i, 2, size), None)])
+                    .or_else([TxnOp::get(k.clone(), None)]);
+                let resp = kv.txn(txn).await?;
+                ensure!(
+                    resp.succeeded(),
+                    "update of {k}: mod_revision is not {r}, the revision its create returned"
+                );
+                revs[i].store(write_revision(&resp)?, Ordering::Relaxed);
+                Ok(())
+            }
+        }),
+    )
     .await?;
     progress(&stats);
     results.push(stats);
 
     // get: Range(K)
     let (cl, revs) = (client.clone(), revisions.clone());
-    let stats = run_phase("get", n, c, move |i| {
-        let (mut kv, revs) = (kv(&cl), revs.clone());
-        async move {
-            let k = key(ns, i);
-            let resp = kv.get(k.clone(), None).await?;
-            let Some(got) = resp.kvs().first() else {
-                bail!("get {k}: not found");
-            };
-            let want = revs[i].load(Ordering::Relaxed);
-            ensure!(
-                got.mod_revision() == want && got.value().len() == value(i, 2, size).len(),
-                "get {k}: mod_revision {} (want {want}), {} bytes",
-                got.mod_revision(),
-                got.value().len()
-            );
-            Ok(())
-        }
-    })
+    let stats = measure(
+        &cpu,
+        run_phase("get", n, c, move |i| {
+            let (mut kv, revs) = (kv(&cl), revs.clone());
+            async move {
+                let k = key(ns, i);
+                let resp = kv.get(k.clone(), None).await?;
+                let Some(got) = resp.kvs().first() else {
+                    bail!("get {k}: not found");
+                };
+                let want = revs[i].load(Ordering::Relaxed);
+                ensure!(
+                    got.mod_revision() == want && got.value().len() == value(i, 2, size).len(),
+                    "get {k}: mod_revision {} (want {want}), {} bytes",
+                    got.mod_revision(),
+                    got.value().len()
+                );
+                Ok(())
+            }
+        }),
+    )
     .await?;
     progress(&stats);
     results.push(stats);
@@ -240,58 +270,64 @@ pub async fn run(
     // first pinned to the first page's revision, as kube-apiserver pages.
     let cl = client.clone();
     let page = w.page_size;
-    let stats = run_phase("list", w.list_repeats, c, move |_| {
-        let mut kv = kv(&cl);
-        async move {
-            let end = prefix_end(PREFIX);
-            let mut from = PREFIX.as_bytes().to_vec();
-            let mut revision = 0;
-            let mut total = 0usize;
-            loop {
-                let mut options = GetOptions::new().with_range(end.clone()).with_limit(page);
-                if revision > 0 {
-                    options = options.with_revision(revision);
-                }
-                let resp = kv.get(from.clone(), Some(options)).await?;
-                if revision == 0 {
-                    revision = resp.header().context("Range without a header")?.revision();
-                }
-                total += resp.kvs().len();
-                match resp.kvs().last() {
-                    Some(last) if resp.more() => {
-                        from = last.key().to_vec();
-                        from.push(0);
+    let stats = measure(
+        &cpu,
+        run_phase("list", w.list_repeats, c, move |_| {
+            let mut kv = kv(&cl);
+            async move {
+                let end = prefix_end(PREFIX);
+                let mut from = PREFIX.as_bytes().to_vec();
+                let mut revision = 0;
+                let mut total = 0usize;
+                loop {
+                    let mut options = GetOptions::new().with_range(end.clone()).with_limit(page);
+                    if revision > 0 {
+                        options = options.with_revision(revision);
                     }
-                    _ => break,
+                    let resp = kv.get(from.clone(), Some(options)).await?;
+                    if revision == 0 {
+                        revision = resp.header().context("Range without a header")?.revision();
+                    }
+                    total += resp.kvs().len();
+                    match resp.kvs().last() {
+                        Some(last) if resp.more() => {
+                            from = last.key().to_vec();
+                            from.push(0);
+                        }
+                        _ => break,
+                    }
                 }
+                ensure!(total == n, "list returned {total} keys, want {n}");
+                Ok(())
             }
-            ensure!(total == n, "list returned {total} keys, want {n}");
-            Ok(())
-        }
-    })
+        }),
+    )
     .await?;
     progress(&stats);
     results.push(stats);
 
     // delete: Txn(If(mod_revision(K) == R) Then(Delete(K)) Else(Get(K)))
     let (cl, revs) = (client.clone(), revisions.clone());
-    let stats = run_phase("delete", n, c, move |i| {
-        let (mut kv, revs) = (kv(&cl), revs.clone());
-        async move {
-            let k = key(ns, i);
-            let r = revs[i].load(Ordering::Relaxed);
-            let txn = Txn::new()
-                .when([Compare::mod_revision(k.clone(), CompareOp::Equal, r)])
-                .and_then([TxnOp::delete(k.clone(), None)])
-                .or_else([TxnOp::get(k.clone(), None)]);
-            let resp = kv.txn(txn).await?;
-            ensure!(
-                resp.succeeded(),
-                "delete of {k}: mod_revision is not {r}, the revision its update returned"
-            );
-            Ok(())
-        }
-    })
+    let stats = measure(
+        &cpu,
+        run_phase("delete", n, c, move |i| {
+            let (mut kv, revs) = (kv(&cl), revs.clone());
+            async move {
+                let k = key(ns, i);
+                let r = revs[i].load(Ordering::Relaxed);
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(k.clone(), CompareOp::Equal, r)])
+                    .and_then([TxnOp::delete(k.clone(), None)])
+                    .or_else([TxnOp::get(k.clone(), None)]);
+                let resp = kv.txn(txn).await?;
+                ensure!(
+                    resp.succeeded(),
+                    "delete of {k}: mod_revision is not {r}, the revision its update returned"
+                );
+                Ok(())
+            }
+        }),
+    )
     .await?;
     progress(&stats);
     results.push(stats);

@@ -228,20 +228,6 @@ impl Shard {
             .compact(global);
     }
 
-    pub fn last_shard_revision(&self, fallback: GlobalRevision) -> ShardRevision {
-        self.revision_at(fallback)
-    }
-
-    fn note(&self, result: &Result<(), &Status>) {
-        match result {
-            Ok(()) => {}
-            Err(status) if ShardCallError::classify_transport(status) => {
-                self.mark_unavailable(&describe(status));
-            }
-            Err(_) => {}
-        }
-    }
-
     pub async fn range(
         &self,
         request: pb::RangeRequest,
@@ -293,7 +279,10 @@ impl Shard {
         match result {
             Ok(response) => Ok(response.into_inner()),
             Err(status) => {
-                self.note(&Err(&status));
+                // The shard did not answer: fail fast until a probe succeeds.
+                if ShardCallError::classify_transport(&status) {
+                    self.mark_unavailable(&describe(&status));
+                }
                 Err(ShardCallError { status })
             }
         }

@@ -15,7 +15,7 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PACKAGES=(etcd-server etcd-client protobuf-compiler curl ca-certificates iproute2)
+PACKAGES=(etcd-server etcd-client protobuf-compiler libprotobuf-dev curl ca-certificates iproute2)
 
 SUDO=()
 if [[ ${EUID} -ne 0 ]]; then

@@ -2,6 +2,9 @@
 # Installs what building, running and testing STE needs on Debian/Ubuntu:
 #   etcd-server etcd-client   real etcd (the shards) and etcdctl
 #   protobuf-compiler         protoc
+#   libprotobuf-dev           google/protobuf/*.proto, which protoc imports
+#   gcc libc6-dev binutils    the linker cargo calls; strip (plugin packaging)
+#   openssl                   test certificates (TLS tests, deploy/pki.sh)
 #   curl ca-certificates      HTTP checks (/metrics, /healthz)
 #   iproute2                  ip/ss (network namespaces in tests, port checks)
 #   pip: grpcio grpcio-reflection  a generic gRPC client for one test
@@ -15,7 +18,28 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PACKAGES=(etcd-server etcd-client protobuf-compiler libprotobuf-dev curl ca-certificates iproute2)
+PACKAGES=(etcd-server etcd-client protobuf-compiler libprotobuf-dev gcc libc6-dev binutils openssl
+    curl ca-certificates iproute2)
+
+# Each file the build and the tests use, and the package of PACKAGES that
+# must provide it. Checked after installing: a file that is missing, or that
+# comes from a package this script does not install (say, one installed by
+# hand on this machine), fails here instead of on the next fresh machine.
+PROVIDED=(
+    "etcd:etcd-server"
+    "etcdctl:etcd-client"
+    "protoc:protobuf-compiler"
+    "/usr/include/google/protobuf/descriptor.proto:libprotobuf-dev"
+    "/usr/include/google/protobuf/timestamp.proto:libprotobuf-dev"
+    "gcc:gcc"
+    "crt1.o:libc6-dev"
+    "strip:binutils"
+    "openssl:openssl"
+    "curl:curl"
+    "ip:iproute2"
+    "ss:iproute2"
+    "update-ca-certificates:ca-certificates"
+)
 
 SUDO=()
 if [[ ${EUID} -ne 0 ]]; then
@@ -58,9 +82,51 @@ else
         apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
-for bin in etcd etcdctl protoc; do
-    command -v "${bin}" >/dev/null 2>&1 || ste_die "${bin} is still not on PATH after installing the packages"
-done
+# The package that owns file $1, as dpkg knows it (tries the /usr-merged
+# twin of the path too: dpkg may have recorded /bin/ip for /usr/bin/ip).
+owner_of() {
+    local path="$1" candidate
+    for candidate in "${path}" "${path#/usr}" "/usr${path}"; do
+        if dpkg-query -S "${candidate}" 2>/dev/null | sed -n '1s/:.*//p' | grep .; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Where "$1" (a command, an absolute path, or crt1.o) is on this machine.
+locate_needed() {
+    case "$1" in
+        /*) [[ -e $1 ]] && printf '%s\n' "$1" ;;
+        crt1.o) gcc -print-file-name=crt1.o 2>/dev/null | grep '^/' ;;
+        *) command -v "$1" 2>/dev/null ;;
+    esac
+}
+
+verify_provided() {
+    local entry need want path owner bad=0
+    for entry in "${PROVIDED[@]}"; do
+        need="${entry%%:*}"
+        want="${entry##*:}"
+        if ! path="$(locate_needed "${need}")" || [[ -z ${path} ]]; then
+            ste_say "error: ${need} is missing although package ${want} is installed"
+            bad=1
+            continue
+        fi
+        # The command itself, or the file its symlinks end at.
+        owner="$(owner_of "${path}" || owner_of "$(realpath "${path}")" || true)"
+        case " ${PACKAGES[*]} " in
+            *" ${owner%%:*} "*) ;;
+            *)
+                ste_say "error: ${need} (${path}) comes from ${owner:-no Debian package} (expected ${want}), which install-deps.sh does not install: a fresh machine would not have it"
+                bad=1
+                ;;
+        esac
+    done
+    ((bad == 0)) || ste_die "the packages above are not what this script installs: fix PACKAGES/PROVIDED in $0"
+    ste_say "verified: every tool and header the build and tests use comes from a package this script installs"
+}
+verify_provided
 ste_say "etcd: $(etcd --version 2>/dev/null | head -n 1)"
 
 # --- the packaged etcd service ----------------------------------------------

@@ -37,6 +37,17 @@ pub fn quota_backend_bytes(tmpfs_bytes: u64) -> u64 {
     (usable * 2 / 5) / MIB * MIB
 }
 
+/// The most operations one Txn may carry on a shard (etcd's
+/// `--max-txn-ops`, passed explicitly): the router's `--shard-max-txn-ops`
+/// must not exceed it. etcd's default, 128.
+pub const SHARD_MAX_TXN_OPS: u32 = 128;
+
+/// The shard's `--max-request-bytes`: etcd's default 1.5 MiB plus 64 KiB,
+/// so that a request the router accepts at its own `--max-request-bytes`
+/// (1.5 MiB) still fits on the shard once its value is wrapped in the
+/// envelope and the router's fence is added.
+pub const SHARD_MAX_REQUEST_BYTES: u64 = 1_572_864 + 64 * 1024;
+
 /// Everything needed to start the shard's etcd.
 #[derive(Debug, Clone)]
 pub struct EtcdSpec {
@@ -61,6 +72,8 @@ impl EtcdSpec {
             format!("--initial-cluster={}={}", self.name, self.peer_url),
             "--initial-cluster-state=new".into(),
             format!("--quota-backend-bytes={}", self.quota_backend_bytes),
+            format!("--max-txn-ops={SHARD_MAX_TXN_OPS}"),
+            format!("--max-request-bytes={SHARD_MAX_REQUEST_BYTES}"),
             // Transient by design: losing the shard is handled by STE, so
             // paying for fsync buys nothing. Etcd 3.4.23 accepts this flag
             // although its --help does not list it.

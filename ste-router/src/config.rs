@@ -44,7 +44,13 @@ pub struct Config {
     pub vnodes: u32,
     pub state_file: PathBuf,
     pub event_log_bytes: usize,
+    /// etcd's --max-request-bytes: larger write requests are refused with
+    /// "etcdserver: request is too large".
     pub max_request_bytes: usize,
+    /// Largest gRPC message the etcd listener decodes.
+    pub max_recv_bytes: usize,
+    /// The shards' --max-txn-ops.
+    pub shard_max_txn_ops: usize,
     pub revision_block: i64,
     pub shard_connect_timeout: Duration,
     pub shard_timeout: Duration,

@@ -96,6 +96,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         vnodes: config.vnodes,
         migration_pause: config.migration_pause,
         max_request_bytes: config.max_request_bytes,
+        shard_max_txn_ops: config.shard_max_txn_ops,
         event_log_bytes: config.event_log_bytes,
         revision_block: config.revision_block,
         shard_timeouts: ShardTimeouts {
@@ -171,7 +172,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         etcd::WatchSettings {
             progress_interval: config.progress_notify_interval,
         },
-        config.max_request_bytes + 64 * 1024,
+        config.max_recv_bytes,
     );
     let mut etcd_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)

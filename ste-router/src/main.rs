@@ -43,9 +43,21 @@ struct Cli {
     /// get the compacted error and relist.
     #[arg(long, env = "STE_EVENT_LOG_BYTES", default_value_t = 64 << 20)]
     event_log_bytes: usize,
-    /// Largest request accepted (etcd's default is 1.5 MiB).
+    /// Largest write request accepted, as etcd's --max-request-bytes (default
+    /// 1.5 MiB): a larger Put, Txn, DeleteRange or Compact gets
+    /// INVALID_ARGUMENT "etcdserver: request is too large".
     #[arg(long, env = "STE_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     max_request_bytes: usize,
+    /// Largest gRPC message accepted at all; a larger one gets gRPC's
+    /// RESOURCE_EXHAUSTED. Default: --max-request-bytes + 512 KiB, etcd's
+    /// allowance for gRPC overhead (2 MiB with the defaults).
+    #[arg(long, env = "STE_MAX_RECV_BYTES")]
+    max_recv_bytes: Option<usize>,
+    /// The shards' --max-txn-ops (etcd's default 128; the agent passes it to
+    /// its etcd): multi-key deletes are sent in Txns of at most this many
+    /// operations.
+    #[arg(long, env = "STE_SHARD_MAX_TXN_OPS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    shard_max_txn_ops: u32,
     /// Revisions reserved per state-file write.
     #[arg(long, env = "STE_REVISION_BLOCK", default_value_t = 10_000)]
     revision_block: i64,
@@ -113,6 +125,10 @@ struct Cli {
     log: String,
 }
 
+/// What etcd adds to --max-request-bytes for its gRPC receive limit
+/// (`grpcOverheadBytes` in etcd's server).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
@@ -135,6 +151,10 @@ fn main() -> ExitCode {
         state_file: cli.state_file,
         event_log_bytes: cli.event_log_bytes,
         max_request_bytes: cli.max_request_bytes,
+        max_recv_bytes: cli
+            .max_recv_bytes
+            .unwrap_or(cli.max_request_bytes + GRPC_OVERHEAD_BYTES),
+        shard_max_txn_ops: cli.shard_max_txn_ops as usize,
         revision_block: cli.revision_block.max(1),
         shard_connect_timeout: cli.shard_connect_timeout,
         shard_timeout: cli.shard_timeout,

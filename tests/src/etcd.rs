@@ -31,6 +31,14 @@ impl TestEtcd {
         Ok(etcd)
     }
 
+    /// Starts etcd with extra flags (e.g. `--max-txn-ops=64`) and waits
+    /// until it answers.
+    pub async fn start_with_args(name: &str, args: Vec<String>) -> anyhow::Result<Self> {
+        let etcd = Self::spawn(name, "http", args)?;
+        etcd.wait_ready().await?;
+        Ok(etcd)
+    }
+
     /// Starts etcd serving clients over TLS (https://) with `args` (its TLS
     /// flags); readiness is the caller's to check.
     pub fn spawn_tls(name: &str, args: Vec<String>) -> anyhow::Result<Self> {

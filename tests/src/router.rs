@@ -169,11 +169,24 @@ pub struct ShardedRouter {
 
 impl ShardedRouter {
     pub async fn start(shards: usize, extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(shards, |_| Vec::new(), extra_args).await
+    }
+
+    /// Like [`ShardedRouter::start`], with `shard_args(i)` as extra flags
+    /// of the i-th shard's etcd.
+    pub async fn start_with(
+        shards: usize,
+        shard_args: impl Fn(usize) -> Vec<String>,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut etcds = Vec::new();
         for i in 0..shards {
             etcds.push(
-                crate::etcd::TestEtcd::start(&format!("shard-{}", (b'a' + i as u8) as char))
-                    .await?,
+                crate::etcd::TestEtcd::start_with_args(
+                    &format!("shard-{}", (b'a' + i as u8) as char),
+                    shard_args(i),
+                )
+                .await?,
             );
         }
         let members: Vec<(&str, &str)> = etcds

@@ -23,9 +23,9 @@ const ROUTER_MAX_REQUEST: usize = 1024;
 /// etcd's default `--max-request-bytes` (1.5 MiB) …
 const ETCD_MAX_REQUEST: usize = 3 << 19;
 /// … and the gRPC overhead both allow on top of it before the transport
-/// itself refuses the message (etcd: 512 KiB; the router: 64 KiB).
+/// itself refuses the message (512 KiB for both).
 const ETCD_GRPC_OVERHEAD: usize = 512 * 1024;
-const ROUTER_GRPC_OVERHEAD: usize = 64 * 1024;
+const ROUTER_GRPC_OVERHEAD: usize = 512 * 1024;
 
 struct Pair {
     etcd: KvClient<Channel>,
@@ -572,7 +572,7 @@ async fn malformed_requests_get_etcds_answers() -> anyhow::Result<()> {
     // INVALID_ARGUMENT "request is too large" (etcd: 1.5 MiB + 1 KiB; the
     // router at --max-request-bytes 1024: 4 KiB); a message beyond the
     // overhead too is refused by the gRPC transport with RESOURCE_EXHAUSTED
-    // (etcd: 2 MiB; the router: 1 KiB + 64 KiB + 1 KiB).
+    // (etcd: 2 MiB; the router, like etcd: 1 KiB + 512 KiB + 1 KiB).
     let e = pair
         .etcd
         .put(put(

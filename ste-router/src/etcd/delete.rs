@@ -9,6 +9,7 @@ use tonic::Status;
 use super::header;
 use crate::error::StoreError;
 use crate::store::Store;
+use crate::store::multi_delete::Victims;
 use crate::store::write::{KeyWrite, WriteOp, WriteOutcome};
 
 pub async fn delete_range(
@@ -34,8 +35,8 @@ pub async fn delete_range(
             _ => (None, 0, Vec::new()),
         }
     } else {
-        let (revision, deleted, prevs) = store.delete_range(&range).await?;
-        (revision, deleted, prevs)
+        let deleted = store.delete_keys(Victims::Range(range)).await?;
+        (deleted.revision, deleted.count(), deleted.prev_kvs)
     };
     Ok(pb::DeleteRangeResponse {
         header: header(store, revision.unwrap_or_else(|| store.revisions.current())),

@@ -6,7 +6,19 @@ use ste_proto::etcd::etcdserverpb as pb;
 use ste_proto::etcd::etcdserverpb::kv_server;
 use tonic::{Request, Response, Status};
 
+use crate::error::StoreError;
 use crate::store::Store;
+
+/// Refuses a write request larger than `--max-request-bytes`, as etcd
+/// refuses one whose Raft entry would be (etcd measures the request inside
+/// its Raft envelope, a few bytes more; Range is not a Raft entry and is
+/// not limited).
+fn check_size<T: prost::Message>(store: &Store, request: &Request<T>) -> Result<(), Status> {
+    if request.get_ref().encoded_len() > store.config.max_request_bytes {
+        return Err(StoreError::TooLarge.into());
+    }
+    Ok(())
+}
 
 pub struct Kv {
     store: Arc<Store>,
@@ -42,6 +54,7 @@ impl kv_server::Kv for Kv {
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
         let store = &self.store;
+        check_size(store, &request)?;
         store
             .metrics
             .observe("Put", super::put::put(store, request.into_inner()))
@@ -54,6 +67,7 @@ impl kv_server::Kv for Kv {
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let store = &self.store;
+        check_size(store, &request)?;
         store
             .metrics
             .observe(
@@ -69,6 +83,7 @@ impl kv_server::Kv for Kv {
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
         let store = &self.store;
+        check_size(store, &request)?;
         let request = request.into_inner();
         let method = super::txn::shape_name(&request);
         store
@@ -83,6 +98,7 @@ impl kv_server::Kv for Kv {
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
         let store = &self.store;
+        check_size(store, &request)?;
         store
             .metrics
             .observe(

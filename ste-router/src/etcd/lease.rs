@@ -12,7 +12,8 @@ use crate::error::StoreError;
 use crate::state::LeaseRecord;
 use crate::store::Store;
 use crate::store::leases::MAX_TTL;
-use crate::store::write::{KeyWrite, WriteOp};
+use crate::store::multi_delete::Victims;
+use ste_core::revision::GlobalRevision;
 
 pub struct Lease {
     store: Arc<Store>,
@@ -45,21 +46,18 @@ impl Store {
         Ok((id, ttl))
     }
 
-    /// Revokes a lease: its keys are deleted through the normal write path.
-    pub async fn lease_revoke(self: &Arc<Self>, id: i64) -> Result<(), StoreError> {
-        let keys = self.leases.remove(id).ok_or(StoreError::LeaseNotFound)?;
+    /// Revokes a lease: its keys are deleted at one revision, as etcd
+    /// deletes them in one Raft entry. Returns that revision, or `None` if
+    /// no key was attached.
+    pub async fn lease_revoke(
+        self: &Arc<Self>,
+        id: i64,
+    ) -> Result<Option<GlobalRevision>, StoreError> {
+        let deleted = self.delete_keys(Victims::Lease(id)).await?;
         self.state
             .update(|s| s.leases.retain(|l| l.id != id))
             .await?;
-        for key in keys {
-            self.write_key(KeyWrite {
-                key,
-                op: WriteOp::Delete,
-                compares: Vec::new(),
-            })
-            .await?;
-        }
-        Ok(())
+        Ok(deleted.revision)
     }
 
     /// Revokes expired leases until `shutdown`; called from a background task.
@@ -103,9 +101,9 @@ impl lease_server::Lease for Lease {
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let store = &self.store;
         store.check_ready()?;
-        store.lease_revoke(request.into_inner().id).await?;
+        let revision = store.lease_revoke(request.into_inner().id).await?;
         Ok(Response::new(pb::LeaseRevokeResponse {
-            header: header(store, store.revisions.current()),
+            header: header(store, revision.unwrap_or_else(|| store.revisions.current())),
         }))
     }
 

@@ -38,6 +38,15 @@ pub fn header(store: &Store, revision: GlobalRevision) -> Option<pb::ResponseHea
     })
 }
 
+/// The header of a response nested in a Txn: etcd fills in only the
+/// revision (cluster, member and term stay zero).
+pub fn nested_header(revision: GlobalRevision) -> Option<pb::ResponseHeader> {
+    Some(pb::ResponseHeader {
+        revision: revision.0,
+        ..Default::default()
+    })
+}
+
 /// Every etcd service, plus a fallback that answers any other method with
 /// UNIMPLEMENTED naming it (tonic's default says nothing).
 pub fn routes(store: Arc<Store>, watch: WatchSettings, max_message_bytes: usize) -> Routes {

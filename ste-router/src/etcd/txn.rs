@@ -19,7 +19,7 @@ use ste_core::keyrange::KeyRange;
 use ste_proto::etcd::etcdserverpb::{self as pb, request_op, response_op};
 use tonic::Status;
 
-use super::header;
+use super::{header, nested_header};
 use crate::error::{DUPLICATE_KEY, StoreError};
 use crate::store::Store;
 use crate::store::write::{KeyWrite, WriteOp, WriteOutcome, compare_holds};
@@ -173,13 +173,13 @@ pub async fn txn(store: &Arc<Store>, request: pb::TxnRequest) -> Result<pb::TxnR
                     let written = match &request.success[position].request {
                         Some(request_op::Request::RequestPut(put)) => {
                             response_op::Response::ResponsePut(pb::PutResponse {
-                                header: header(store, revision),
+                                header: nested_header(revision),
                                 prev_kv: if put.prev_kv { prev } else { None },
                             })
                         }
                         Some(request_op::Request::RequestDeleteRange(del)) => {
                             response_op::Response::ResponseDeleteRange(pb::DeleteRangeResponse {
-                                header: header(store, revision),
+                                header: nested_header(revision),
                                 deleted: 1,
                                 prev_kvs: if del.prev_kv {
                                     prev.into_iter().collect()
@@ -207,7 +207,7 @@ pub async fn txn(store: &Arc<Store>, request: pb::TxnRequest) -> Result<pb::TxnR
                     let current = store.revisions.current();
                     let written =
                         response_op::Response::ResponseDeleteRange(pb::DeleteRangeResponse {
-                            header: header(store, current),
+                            header: nested_header(current),
                             deleted: 0,
                             prev_kvs: Vec::new(),
                         });
@@ -283,7 +283,7 @@ async fn respond(
                 }
                 let (current, result) = store.range(&range).await?;
                 response_op::Response::ResponseRange(pb::RangeResponse {
-                    header: header(store, at.unwrap_or(current)),
+                    header: nested_header(at.unwrap_or(current)),
                     kvs: result.kvs,
                     more: result.more,
                     count: result.count,

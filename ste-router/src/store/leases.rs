@@ -1,6 +1,6 @@
 //! Leases, kept by the router: shards never see them, because a shard that
 //! expired keys on its own would write without a global revision. Expiry
-//! deletes the attached keys through the normal write path.
+//! deletes the attached keys at one revision (store/multi_delete.rs).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -74,6 +74,13 @@ impl Leases {
         self.lock()
             .remove(&id)
             .map(|l| l.keys.into_iter().collect())
+    }
+
+    /// The keys attached to a lease, or None if there is no such lease.
+    pub fn keys(&self, id: i64) -> Option<Vec<Vec<u8>>> {
+        self.lock()
+            .get(&id)
+            .map(|l| l.keys.iter().cloned().collect())
     }
 
     pub fn attach(&self, id: i64, key: &[u8]) {

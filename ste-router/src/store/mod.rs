@@ -10,6 +10,7 @@ pub mod agents;
 pub mod convert;
 pub mod leases;
 pub mod migrate;
+pub mod multi_delete;
 pub mod read;
 pub mod revisions;
 pub mod scan;
@@ -34,6 +35,10 @@ pub struct StoreConfig {
     /// puts on the shards.
     pub migration_pause: std::time::Duration,
     pub max_request_bytes: usize,
+    /// The most operations one Txn to a shard may carry: the shards'
+    /// `--max-txn-ops` (etcd's default is 128). Multi-key deletes are split
+    /// into Txns of at most this many deletes.
+    pub shard_max_txn_ops: usize,
     pub event_log_bytes: usize,
     pub revision_block: i64,
     pub shard_timeouts: ShardTimeouts,

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use ste_core::envelope::Envelope;
 use ste_core::index::IndexEntry;
-use ste_core::keyrange::KeyRange;
 use ste_core::revision::{GlobalRevision, ShardRevision};
 use ste_proto::etcd::etcdserverpb::{self as pb, compare, request_op, response_op};
 use ste_proto::etcd::mvccpb;
@@ -117,7 +116,7 @@ pub fn compare_holds(c: &pb::Compare, entry: Option<&IndexEntry>, value: Option<
 
 /// The shard-side fence: the key's shard mod revision is what the index
 /// says (0 = absent), so a write nobody routed is never overwritten.
-fn fence(key: &[u8], entry: Option<&IndexEntry>) -> pb::Compare {
+pub(super) fn fence(key: &[u8], entry: Option<&IndexEntry>) -> pb::Compare {
     pb::Compare {
         result: pb::compare::CompareResult::Equal as i32,
         target: pb::compare::CompareTarget::Mod as i32,
@@ -129,7 +128,7 @@ fn fence(key: &[u8], entry: Option<&IndexEntry>) -> pb::Compare {
     }
 }
 
-fn put_op(key: Vec<u8>, value: Vec<u8>) -> pb::RequestOp {
+pub(super) fn put_op(key: Vec<u8>, value: Vec<u8>) -> pb::RequestOp {
     pb::RequestOp {
         request: Some(request_op::Request::RequestPut(pb::PutRequest {
             key,
@@ -140,7 +139,7 @@ fn put_op(key: Vec<u8>, value: Vec<u8>) -> pb::RequestOp {
     }
 }
 
-fn delete_op(key: Vec<u8>) -> pb::RequestOp {
+pub(super) fn delete_op(key: Vec<u8>) -> pb::RequestOp {
     pb::RequestOp {
         request: Some(request_op::Request::RequestDeleteRange(
             pb::DeleteRangeRequest {
@@ -153,7 +152,7 @@ fn delete_op(key: Vec<u8>) -> pb::RequestOp {
 }
 
 /// The previous versions a shard returned for the ops of a successful Txn.
-fn prev_kvs(response: &pb::TxnResponse) -> Vec<mvccpb::KeyValue> {
+pub(super) fn prev_kvs(response: &pb::TxnResponse) -> Vec<mvccpb::KeyValue> {
     response
         .responses
         .iter()
@@ -195,10 +194,6 @@ impl Store {
             }
             if *ignore_lease && *lease != 0 {
                 return Err(StoreError::LeaseProvided);
-            }
-            let size = write.key.len() + value.len();
-            if size > self.config.max_request_bytes {
-                return Err(StoreError::TooLarge);
             }
             if *lease != 0 && !self.leases.exists(*lease) {
                 return Err(StoreError::LeaseNotFound);
@@ -455,127 +450,5 @@ impl Store {
             shard_revision: ShardRevision(applied_at),
             prev: before.kvs.into_iter().next(),
         }
-    }
-
-    /// DeleteRange over several keys, possibly on several shards: one global
-    /// revision for all of them, as etcd gives one revision per request.
-    pub async fn delete_range(
-        self: &Arc<Self>,
-        range: &KeyRange,
-    ) -> StoreResult<(Option<GlobalRevision>, i64, Vec<mvccpb::KeyValue>)> {
-        let store = self.clone();
-        let range = range.clone();
-        tokio::spawn(async move { store.delete_range_detached(&range).await })
-            .await
-            .map_err(|e| StoreError::Internal(format!("delete task failed: {e}")))?
-    }
-
-    async fn delete_range_detached(
-        &self,
-        range: &KeyRange,
-    ) -> StoreResult<(Option<GlobalRevision>, i64, Vec<mvccpb::KeyValue>)> {
-        self.check_ready()?;
-        // Every shard is locked (a ring change may put keys of the range on
-        // any of them), in a fixed order (by id) so that concurrent range
-        // deletes and migrations cannot deadlock. If the set of shards
-        // changed while we waited, start over.
-        let (ordered, guards) = loop {
-            let mut ordered = self.shards();
-            if ordered.is_empty() {
-                return Err(StoreError::NoMembers);
-            }
-            for shard in &ordered {
-                shard.check_available()?;
-            }
-            ordered.sort_by_key(|s| s.id);
-            let mut guards = Vec::with_capacity(ordered.len());
-            for shard in &ordered {
-                guards.push(shard.write_lock.clone().lock_owned().await);
-            }
-            let mut now: Vec<_> = self.shards().iter().map(|s| s.id).collect();
-            now.sort();
-            if now == ordered.iter().map(|s| s.id).collect::<Vec<_>>() {
-                break (ordered, guards);
-            }
-        };
-        let victims: Vec<(Vec<u8>, IndexEntry)> = self
-            .index()
-            .range(range)
-            .map(|(k, e)| (k.to_vec(), *e))
-            .collect();
-        if victims.is_empty() {
-            return Ok((None, 0, Vec::new()));
-        }
-        let revision = self.revisions.allocate().await?;
-        let mut calls = Vec::new();
-        for shard in &ordered {
-            let keys: Vec<&(Vec<u8>, IndexEntry)> = victims
-                .iter()
-                .filter(|(_, e)| e.shard == shard.id)
-                .collect();
-            if keys.is_empty() {
-                continue;
-            }
-            let request = pb::TxnRequest {
-                compare: keys.iter().map(|(k, e)| fence(k, Some(e))).collect(),
-                success: keys.iter().map(|(k, _)| delete_op(k.clone())).collect(),
-                failure: Vec::new(),
-            };
-            let keys: Vec<(Vec<u8>, IndexEntry)> = keys.into_iter().cloned().collect();
-            calls.push(async move { (shard.clone(), keys, shard.txn(request).await) });
-        }
-        let mut events = Vec::new();
-        let mut prevs = Vec::new();
-        let mut failure = None;
-        for (shard, keys, result) in futures_util::future::join_all(calls).await {
-            match result {
-                Ok(response) if response.succeeded => {
-                    let shard_revision =
-                        ShardRevision(response.header.as_ref().map(|h| h.revision).unwrap_or(0));
-                    shard.record_revision(revision, shard_revision);
-                    let stored_prevs = prev_kvs(&response);
-                    let mut index = self.index_mut();
-                    for ((key, entry), stored) in keys.into_iter().zip(stored_prevs) {
-                        index.remove(&key);
-                        self.leases.detach(entry.lease, &key);
-                        let prev = client_kv(stored, &shard.name).ok();
-                        if let Some(prev) = &prev {
-                            prevs.push(prev.clone());
-                        }
-                        events.push(StoredEvent {
-                            revision,
-                            event: delete_event(deleted_kv(key, revision), prev),
-                        });
-                    }
-                }
-                Ok(_) => {
-                    shard.mark_needs_resync(
-                        "keys changed on the shard without going through the router",
-                    );
-                    failure = Some(shard.unavailable(
-                        "keys changed on the shard outside the router; resynchronising".into(),
-                    ));
-                }
-                Err(error) => {
-                    if error.is_uncertain() {
-                        shard.mark_needs_resync("the outcome of a range delete is unknown");
-                    }
-                    failure = Some(shard.client_error(error));
-                }
-            }
-        }
-        events.sort_by(|a, b| a.key().cmp(b.key()));
-        let deleted = events.len() as i64;
-        let applied = deleted > 0;
-        self.revisions.complete(revision, events);
-        drop(guards);
-        if let Some(error) = failure {
-            return Err(error);
-        }
-        if applied {
-            self.revisions.wait_visible(revision).await;
-        }
-        prevs.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok((applied.then_some(revision), deleted, prevs))
     }
 }

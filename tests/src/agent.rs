@@ -117,6 +117,7 @@ impl TestAgent {
     /// The full command line of this agent (without spawning it).
     pub fn command(&self) -> Command {
         let mut command = Command::new(workspace_bin("ste-agent"));
+        command.env("STE_ETCD_BIN", crate::procs::etcd_bin());
         let a = &self.addrs;
         command
             .arg("--node-name")

@@ -66,7 +66,7 @@ impl TestEtcd {
             .create(true)
             .append(true)
             .open(self.dir.path().join("etcd.log"))?;
-        let child = Command::new("etcd")
+        let child = Command::new(crate::procs::etcd_bin())
             .arg(format!("--name={}", self.name))
             .arg(format!(
                 "--data-dir={}",

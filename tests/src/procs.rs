@@ -28,6 +28,42 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     path
 }
 
+/// The repository's root (the directory above `tests/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_path_buf()
+}
+
+/// A binary of the real counterparts built by `scripts/build-counterparts.sh`
+/// into `<repo>/.build/bin`, unless the environment variable `env` names
+/// another one.
+fn counterpart_bin(name: &str, env: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env).filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let path = repo_root().join(".build/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build it with `scripts/build-counterparts.sh {name}` \
+         (scripts/test.sh does), or set {env} (e.g. {env}=/usr/bin/{name} for Debian's etcd 3.4)",
+        path.display()
+    );
+    path
+}
+
+/// The etcd the tests run: 3.6 from `.build/bin`, or `$STE_ETCD_BIN` (the
+/// variable the agent reads for `--etcd-bin` too).
+pub fn etcd_bin() -> PathBuf {
+    counterpart_bin("etcd", "STE_ETCD_BIN")
+}
+
+/// The etcdctl the tests run: 3.6 from `.build/bin`, or `$STE_ETCDCTL_BIN`.
+pub fn etcdctl_bin() -> PathBuf {
+    counterpart_bin("etcdctl", "STE_ETCDCTL_BIN")
+}
+
 /// A port that was free on `ip` a moment ago.
 ///
 /// Not the kernel's choice (port 0): that comes from the ephemeral range,

@@ -74,6 +74,7 @@ fn run_agent(args: &[&str], configure: impl FnOnce(&mut Command)) -> Run {
         ("--metrics-listen", format!("127.0.0.1:{}", free_port(ip))),
     ];
     let mut command = Command::new(workspace_bin("ste-agent"));
+    command.env("STE_ETCD_BIN", ste_tests::procs::etcd_bin());
     for (flag, value) in defaults {
         if !args.contains(&flag) {
             command.arg(flag).arg(value);

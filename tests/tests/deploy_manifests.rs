@@ -650,7 +650,7 @@ fn manifest_arguments_run_router_and_agent_with_kube_apiservers_tls() {
     // kube-apiserver's view: its etcd client certificate and its
     // --etcd-cafile replaced by the bundle.
     let etcdctl = |args: &[&str]| {
-        Command::new("etcdctl")
+        Command::new(ste_tests::procs::etcdctl_bin())
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints=https://127.0.0.1:{etcd_port}"))
             .arg(format!(

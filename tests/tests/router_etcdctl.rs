@@ -26,7 +26,7 @@ impl Etcdctl {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("etcdctl");
+        let mut command = Command::new(ste_tests::procs::etcdctl_bin());
         command
             .env("ETCDCTL_API", "3")
             .arg("--endpoints")

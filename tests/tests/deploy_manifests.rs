@@ -464,6 +464,8 @@ fn start(
     let binary = strs(&container["command"])[0].clone();
     let log = dir.join(format!("{binary}.log"));
     let child = Command::new(workspace_bin(&binary))
+        // The etcd the tests use, as the agent's image would bring it.
+        .env("STE_ETCD_BIN", ste_tests::procs::etcd_bin())
         .args(&args)
         .args(extra)
         .envs(env.iter().map(|(k, v)| (*k, v)))
@@ -651,7 +653,6 @@ fn manifest_arguments_run_router_and_agent_with_kube_apiservers_tls() {
     // --etcd-cafile replaced by the bundle.
     let etcdctl = |args: &[&str]| {
         Command::new(ste_tests::procs::etcdctl_bin())
-            .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints=https://127.0.0.1:{etcd_port}"))
             .arg(format!(
                 "--cacert={}",

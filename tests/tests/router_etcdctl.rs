@@ -28,7 +28,6 @@ impl Etcdctl {
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(ste_tests::procs::etcdctl_bin());
         command
-            .env("ETCDCTL_API", "3")
             .arg("--endpoints")
             .arg(&self.endpoint)
             // Generous: the machine may be loaded; a hang still fails the test.

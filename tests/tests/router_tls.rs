@@ -86,7 +86,6 @@ fn make_pki(dir: &Path) -> anyhow::Result<()> {
 
 fn etcdctl(endpoint: &str, tls: &[String], args: &[&str]) -> anyhow::Result<std::process::Output> {
     Ok(Command::new(ste_tests::procs::etcdctl_bin())
-        .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
         .arg("--command-timeout=10s")
         .args(tls)

@@ -877,7 +877,13 @@ async fn txn_with_a_mod_revision_compare_takes_either_branch() -> anyhow::Result
         updated,
         "a failed txn writes nothing: {json}"
     );
-    let read = &json["responses"][0]["Response"]["ResponseRange"];
+    // etcdctl 3.4 names the oneof field ResponseRange, 3.6 response_range.
+    let response = &json["responses"][0]["Response"];
+    let read = if response["ResponseRange"].is_null() {
+        &response["response_range"]
+    } else {
+        &response["ResponseRange"]
+    };
     let read = kvs(read);
     assert_eq!(read.len(), 1, "{json}");
     assert_eq!((read[0].modified, read[0].value.as_str()), (updated, "v2"));

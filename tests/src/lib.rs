@@ -12,6 +12,7 @@ pub mod poll;
 pub mod procs;
 pub mod ring;
 pub mod router;
+pub mod web;
 
 pub use agent::{AgentOptions, TestAgent};
 pub use cluster::TestCluster;

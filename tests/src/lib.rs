@@ -10,6 +10,7 @@ pub mod kube;
 pub mod plugin;
 pub mod poll;
 pub mod procs;
+pub mod reflection;
 pub mod ring;
 pub mod router;
 pub mod web;

@@ -203,64 +203,10 @@ const SERVED: [&str; 4] = [
     "ste.v1.Agent",
 ];
 
-/// The services listed by the agent's reflection, v1 and v1alpha.
-async fn listed_services(agent: &TestAgent) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    use tonic_reflection::pb::{v1, v1alpha};
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", agent.addrs.grpc))?
-        .connect()
-        .await?;
-    let request = v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
-            String::new(),
-        )),
-    };
-    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
-    let mut stream = client
-        .server_reflection_info(tokio_stream_once(request))
-        .await?
-        .into_inner();
-    let answer = stream.message().await?.and_then(|m| m.message_response);
-    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) = answer
-    else {
-        anyhow::bail!("v1: no ListServicesResponse: {answer:?}");
-    };
-    let mut names_v1: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    names_v1.sort();
-
-    let request = v1alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(
-            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
-        ),
-    };
-    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
-    let mut stream = client
-        .server_reflection_info(tokio_stream_once(request))
-        .await?
-        .into_inner();
-    let answer = stream.message().await?.and_then(|m| m.message_response);
-    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        answer
-    else {
-        anyhow::bail!("v1alpha: no ListServicesResponse: {answer:?}");
-    };
-    let mut names_v1alpha: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    names_v1alpha.sort();
-    Ok((names_v1, names_v1alpha))
-}
-
-/// A request stream of one message.
-fn tokio_stream_once<T: Send + 'static>(
-    item: T,
-) -> impl tonic::codegen::tokio_stream::Stream<Item = T> + Send + 'static {
-    tonic::codegen::tokio_stream::iter([item])
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_exactly_the_services_served() -> anyhow::Result<()> {
     let agent = TestAgent::start(AgentOptions::new("listed", LOCALHOST)).await?;
-    let (v1, v1alpha) = listed_services(&agent).await?;
+    let (v1, v1alpha) = ste_tests::reflection::listed_services(agent.addrs.grpc).await?;
     assert_eq!(v1, SERVED, "grpc.reflection.v1");
     assert_eq!(v1alpha, SERVED, "grpc.reflection.v1alpha");
     Ok(())

@@ -79,3 +79,37 @@ ste_restore_ownership() {
         fi
     done
 }
+
+# "sudo " when the person at the terminal is not root (a regular user, or
+# one who ran the script through sudo), else nothing: a hint built as
+# "$(ste_root_prefix)CMD" runs as written for root and for a sudo user.
+ste_root_prefix() {
+    if [[ ${EUID} -ne 0 || (-n ${SUDO_USER:-} && ${SUDO_USER} != root) ]]; then
+        printf 'sudo '
+    fi
+}
+
+# The user who invoked the script: the sudo user when run through sudo by
+# a regular user, else the current user.
+ste_invoking_user() {
+    if [[ -n $(ste_sudo_home) ]]; then
+        printf '%s\n' "${SUDO_USER}"
+    else
+        id -un
+    fi
+}
+
+# The home directory of the user who invoked the script.
+ste_invoking_home() {
+    local home
+    home="$(ste_sudo_home)"
+    printf '%s\n' "${home:-${HOME}}"
+}
+
+# Gives PATH (a file or directory, recursively) and what root created under
+# it back to the sudo user, when run through sudo by a regular user. Only
+# files owned by root are touched.
+ste_give_to_invoking_user() {
+    [[ -n $(ste_sudo_home) ]] || return 0
+    chown -R --from=0 "$(id -u "${SUDO_USER}"):$(id -g "${SUDO_USER}")" "$1" || true
+}

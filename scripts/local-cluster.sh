@@ -15,11 +15,20 @@
 #           the router with a fresh state file and wait until
 #           'etcdctl endpoint health' passes through it; print the agents'
 #           status table and run a short etcdctl demo through the router
-#           (watch, put, get, del; where each key landed). Needs root.
-#   down    stop the router, then the agents (SIGTERM, SIGKILL after 30 s),
-#           check that no tmpfs is left mounted. Needs root.
+#           (watch, put, get, del; where each key landed). Then it makes
+#           `kubectl ste` work as typed: installs the plugin krew's way into
+#           KREW_ROOT (linked from /usr/local/bin when KREW_ROOT/bin is not
+#           on PATH), writes the kubeconfig context `ste-local` (made
+#           current) whose extension `ste.io/router` names the router's
+#           admin address, and runs `kubectl ste status`. Needs root.
+#   down    stop the router, then the agents (SIGQUIT: stop without
+#           draining, the cluster goes away as a whole; SIGKILL after 30 s),
+#           check that no tmpfs is left mounted, and remove the `ste-local`
+#           context, cluster and user from the kubeconfig (the context that
+#           was current before 'up' is current again). The plugin stays
+#           installed. Needs root.
 #   status  print the agents' status table and, if the router runs,
-#           'etcdctl endpoint status' through it.
+#           'etcdctl endpoint status' through it and `kubectl ste status`.
 #
 # Environment:
 #   STE_LOCAL_DIR     base dir for data, logs and pid files (/tmp/ste-local);
@@ -27,7 +36,14 @@
 #                     <dir>/router/router.log (router.log.1), router.pid, router.state
 #   STE_TMPFS_SIZE    tmpfs size of each agent (256Mi)
 #   CARGO_TARGET_DIR  where cargo builds (<repo>/target)
-# Under sudo, pass them after sudo: sudo STE_TMPFS_SIZE=512Mi scripts/local-cluster.sh up
+#   KUBECONFIG        the kubeconfig 'up' adds the ste-local context to (its
+#                     first file; default ~/.kube/config of the invoking user,
+#                     the sudo user when run through sudo)
+#   KREW_ROOT         where 'up' installs the plugin (default ~/.krew of the
+#                     invoking user)
+# Example: STE_TMPFS_SIZE=512Mi scripts/local-cluster.sh up
+# (through sudo, which resets the environment, put them after sudo:
+# sudo STE_TMPFS_SIZE=512Mi scripts/local-cluster.sh up)
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -48,6 +64,9 @@ ROUTER_LISTEN=127.0.0.1:2479
 ROUTER_ADMIN_LISTEN=127.0.0.1:2490
 ROUTER_METRICS_LISTEN=127.0.0.1:2491
 ROUTER_WAIT=30 # seconds until 'etcdctl endpoint health' must pass
+KUBE_CONTEXT=ste-local
+# The kube-apiserver of the local cluster will listen here (not started yet).
+KUBE_SERVER=https://127.0.0.1:6443
 DEMO_WAIT=10   # seconds until the demo watch must have seen its events
 
 TARGET_DIR="$(ste_target_dir)"
@@ -55,6 +74,8 @@ AGENT_BIN="${TARGET_DIR}/debug/ste-agent"
 STATUS_BIN="${TARGET_DIR}/debug/ste-agent-status"
 ROUTER_BIN="${TARGET_DIR}/debug/ste-router"
 PLUGIN_BIN="${TARGET_DIR}/debug/kubectl-ste"
+# How the person at the terminal stops the cluster (sudo only if not root).
+DOWN_CMD="$(ste_root_prefix)$0 down"
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -127,12 +148,10 @@ agent_pid() {
     done
 }
 
-# Stops process $2 ($1 names it in messages) while "$3 $2" says it still
-# is the process meant: SIGTERM, then SIGKILL after STOP_DEADLINE seconds.
-stop_process() {
+# Waits until "$3 $2" says process $2 ($1 names it) is gone; SIGKILL after
+# STOP_DEADLINE seconds.
+await_exit() {
     local label="$1" pid="$2" check="$3"
-    ste_say "stopping ${label} (pid ${pid}): SIGTERM"
-    kill -TERM "${pid}" 2>/dev/null || true
     local deadline=$((SECONDS + STOP_DEADLINE))
     while "${check}" "${pid}" && ((SECONDS < deadline)); do
         sleep 0.2
@@ -150,15 +169,36 @@ stop_process() {
     fi
 }
 
-# Stops the agent of node $1 if it runs. The agent stops its etcd and
-# unmounts its tmpfs.
-stop_node() {
-    local node="$1" pid
-    pid="$(agent_pid "${node}")"
-    if [[ -n ${pid} ]]; then
-        stop_process "${node}" "${pid}" is_agent
-    fi
-    rm -f "${DIR}/${node}/agent.pid"
+# Stops process $2 ($1 names it in messages) while "$3 $2" says it still
+# is the process meant: SIGTERM, then SIGKILL after STOP_DEADLINE seconds.
+stop_process() {
+    local label="$1" pid="$2" check="$3"
+    ste_say "stopping ${label} (pid ${pid}): SIGTERM"
+    kill -TERM "${pid}" 2>/dev/null || true
+    await_exit "${label}" "${pid}" "${check}"
+}
+
+# Stops every agent that runs, all at once: SIGQUIT, the agent's teardown
+# signal (stop etcd and unmount without asking the router to drain: the
+# router is already gone and the whole cluster goes away; SIGTERM would
+# try to drain and log the keys as lost). SIGKILL after STOP_DEADLINE.
+stop_agents() {
+    local node pid
+    local -A pids=()
+    for node in "${NODES[@]}"; do
+        pid="$(agent_pid "${node}")"
+        if [[ -n ${pid} ]]; then
+            pids[${node}]="${pid}"
+            ste_say "stopping ${node} (pid ${pid}): SIGQUIT (teardown: no drain)"
+            kill -QUIT "${pid}" 2>/dev/null || true
+        fi
+    done
+    for node in "${NODES[@]}"; do
+        if [[ -n ${pids[${node}]:-} ]]; then
+            await_exit "${node}" "${pids[${node}]}" is_agent
+        fi
+        rm -f "${DIR}/${node}/agent.pid"
+    done
 }
 
 # The PID of the running router, or nothing. Reads the pid file; falls back
@@ -224,10 +264,7 @@ mounts_under_dir() {
 cluster_down() {
     require_root down
     stop_router
-    local node
-    for node in "${NODES[@]}"; do
-        stop_node "${node}"
-    done
+    stop_agents
     local pid
     for pid in $(stray_etcds); do
         ste_say "etcd pid ${pid} outlived its agent: SIGKILL"
@@ -248,6 +285,7 @@ cluster_down() {
     else
         ste_say "router and agents stopped; leftover mounts under ${DIR} removed"
     fi
+    remove_kube_context
 }
 
 # Prints the agents' status table.
@@ -266,7 +304,12 @@ cluster_status() {
         printf 'Router (etcdctl --endpoints %s endpoint status -w table):\n' "${ROUTER_LISTEN}"
         router_etcdctl --dial-timeout 2s --command-timeout 5s endpoint status -w table || rc=1
     else
-        printf 'Router: not running (start everything with: sudo %s up)\n' "$0"
+        printf 'Router: not running (start everything with: %s%s up)\n' "$(ste_root_prefix)" "$0"
+        return "${rc}"
+    fi
+    if command -v kubectl-ste >/dev/null 2>&1; then
+        printf '\n$ kubectl ste status\n'
+        kubectl ste status --request-timeout 5s || rc=1
     fi
     return "${rc}"
 }
@@ -319,14 +362,14 @@ wait_router_members() {
         if ! is_router "${pid}"; then
             ste_say "error: the router exited; its log follows"
             print_router_log
-            ste_say "stop the agents with: $0 down"
+            ste_say "stop the agents with: ${DOWN_CMD}"
             exit 1
         fi
         if ((SECONDS >= deadline)); then
             ste_say "error: only ${members} of ${#NODES[@]} agents joined within ${ROUTER_WAIT}s; logs follow"
             print_router_log
             print_log_tails
-            ste_say "stop everything with: $0 down"
+            ste_say "stop everything with: ${DOWN_CMD}"
             exit 1
         fi
         sleep 0.2
@@ -337,14 +380,14 @@ wait_router_members() {
         if ! is_router "${pid}"; then
             ste_say "error: the router exited; its log follows"
             print_router_log
-            ste_say "stop the agents with: $0 down"
+            ste_say "stop the agents with: ${DOWN_CMD}"
             exit 1
         fi
         if ((SECONDS >= deadline)); then
             ste_say "error: 'etcdctl endpoint health' did not pass through the router within ${ROUTER_WAIT}s; its log follows"
             router_etcdctl --dial-timeout 1s --command-timeout 2s endpoint health >&2 || true
             print_router_log
-            ste_say "stop everything with: $0 down"
+            ste_say "stop everything with: ${DOWN_CMD}"
             exit 1
         fi
         sleep 0.2
@@ -371,7 +414,7 @@ demo_cleanup() {
 demo_fail() {
     ste_say "error: $*; the router's log follows"
     print_router_log
-    ste_say "stop everything with: $0 down"
+    ste_say "stop everything with: ${DOWN_CMD}"
     exit 1
 }
 
@@ -443,6 +486,176 @@ router_demo() {
     demo endpoint status -w table
 }
 
+# The kubeconfig file the ste-local context goes to: the first file of
+# KUBECONFIG (as kubectl writes new entries), else ~/.kube/config of the
+# invoking user (the sudo user's when run through sudo).
+kubeconfig_file() {
+    local first="${KUBECONFIG:-}"
+    first="${first%%:*}"
+    if [[ -n ${first} ]]; then
+        realpath -m -- "${first}"
+    else
+        printf '%s/.kube/config\n' "$(ste_invoking_home)"
+    fi
+}
+
+# Where the context that was current before 'up' is remembered for 'down'.
+PREVIOUS_CONTEXT_FILE="${DIR}/kubeconfig.previous-context"
+
+# kubectl config on the kubeconfig file $1 only.
+kubeconfig_of() {
+    local file="$1"
+    shift
+    KUBECONFIG="${file}" kubectl config "$@"
+}
+
+# Adds (or replaces) the context, cluster and user ste-local in the
+# invoking user's kubeconfig, leaving every other entry as it was, and
+# makes ste-local current. The context carries the extension ste.io/router
+# (address: the router's admin API), where `kubectl ste` finds the router.
+# kubectl config set-context cannot write extensions, so a fragment is
+# merged in by kubectl itself (entries of the first file win).
+write_kube_context() {
+    local file current fragment merged
+    file="$(kubeconfig_file)"
+    mkdir -p "$(dirname "${file}")"
+    if [[ -s ${file} ]]; then
+        current="$(kubeconfig_of "${file}" view -o 'jsonpath={.current-context}' 2>/dev/null || true)"
+        if [[ -n ${current} && ${current} != "${KUBE_CONTEXT}" ]]; then
+            printf '%s\n' "${current}" >"${PREVIOUS_CONTEXT_FILE}"
+        elif [[ -z ${current} ]]; then
+            rm -f "${PREVIOUS_CONTEXT_FILE}"
+        fi
+    else
+        rm -f "${PREVIOUS_CONTEXT_FILE}"
+    fi
+    fragment="$(mktemp "${DIR}/kubeconfig.fragment.XXXXXX")"
+    merged="$(mktemp "${DIR}/kubeconfig.merged.XXXXXX")"
+    cat >"${fragment}" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: ${KUBE_CONTEXT}
+  cluster:
+    server: ${KUBE_SERVER}
+contexts:
+- name: ${KUBE_CONTEXT}
+  context:
+    cluster: ${KUBE_CONTEXT}
+    user: ${KUBE_CONTEXT}
+    extensions:
+    - name: ste.io/router
+      extension:
+        address: ${ROUTER_ADMIN_LISTEN}
+users:
+- name: ${KUBE_CONTEXT}
+  user: {}
+current-context: ${KUBE_CONTEXT}
+EOF
+    local sources="${fragment}"
+    if [[ -s ${file} ]]; then
+        sources="${fragment}:${file}"
+    fi
+    if ! KUBECONFIG="${sources}" kubectl config view --raw >"${merged}"; then
+        rm -f "${fragment}" "${merged}"
+        ste_die "could not merge the ${KUBE_CONTEXT} context into ${file} (kubectl config view failed)"
+    fi
+    rm -f "${fragment}"
+    # Keep the file's own mode and owner: write into it rather than over it.
+    if [[ -e ${file} ]]; then
+        cat "${merged}" >"${file}"
+        rm -f "${merged}"
+    else
+        chmod 600 "${merged}"
+        mv -f "${merged}" "${file}"
+    fi
+    ste_give_to_invoking_user "$(dirname "${file}")"
+    ste_say "kubeconfig ${file}: context ${KUBE_CONTEXT} (router ${ROUTER_ADMIN_LISTEN}, extension ste.io/router) is current now"
+}
+
+# Removes what write_kube_context added; the context that was current
+# before is current again (if it still exists). Kind does the same on
+# 'kind delete cluster'.
+remove_kube_context() {
+    local file current previous=""
+    file="$(kubeconfig_file)"
+    [[ -s ${file} ]] || return 0
+    command -v kubectl >/dev/null 2>&1 || return 0
+    kubeconfig_of "${file}" get-contexts -o name 2>/dev/null | grep -qxF "${KUBE_CONTEXT}" || return 0
+    current="$(kubeconfig_of "${file}" view -o 'jsonpath={.current-context}' 2>/dev/null || true)"
+    if [[ -f ${PREVIOUS_CONTEXT_FILE} ]]; then
+        previous="$(<"${PREVIOUS_CONTEXT_FILE}")"
+        rm -f "${PREVIOUS_CONTEXT_FILE}"
+    fi
+    local restored=""
+    # Switch away first: kubectl warns when the current context is deleted.
+    if [[ ${current} == "${KUBE_CONTEXT}" ]]; then
+        if [[ -n ${previous} ]] && kubeconfig_of "${file}" get-contexts -o name | grep -qxF "${previous}"; then
+            kubeconfig_of "${file}" use-context "${previous}" >/dev/null
+            restored="; current context is ${previous} again"
+        else
+            kubeconfig_of "${file}" unset current-context >/dev/null
+        fi
+    fi
+    kubeconfig_of "${file}" delete-context "${KUBE_CONTEXT}" >/dev/null
+    kubeconfig_of "${file}" delete-cluster "${KUBE_CONTEXT}" >/dev/null 2>&1 || true
+    kubeconfig_of "${file}" delete-user "${KUBE_CONTEXT}" >/dev/null 2>&1 || true
+    ste_say "kubeconfig ${file}: removed context ${KUBE_CONTEXT}${restored}"
+}
+
+# Installs the plugin the way krew does, into KREW_ROOT (default ~/.krew of
+# the invoking user), from the binaries just built. One function, so that
+# the real `kubectl krew install --manifest --archive` can replace it.
+install_plugin() {
+    local root="${KREW_ROOT:-$(ste_invoking_home)/.krew}"
+    root="$(realpath -m -- "${root}")"
+    if [[ -f ${root}/receipts/ste.yaml ]]; then
+        "${STE_REPO}/scripts/krew-install-local.sh" --uninstall ste "${root}" 2>/dev/null
+    fi
+    if ! STE_PLUGIN_BIN_DIR="${TARGET_DIR}/debug" STE_DIST_DIR="${DIR}/dist" \
+        "${STE_REPO}/scripts/package-plugin.sh" --install-krew-root "${root}" --link-completion \
+        >"${DIR}/plugin-install.log" 2>&1; then
+        cat "${DIR}/plugin-install.log" >&2
+        ste_die "installing the plugin into ${root} failed (output above)"
+    fi
+    ste_give_to_invoking_user "${root}"
+    PLUGIN_ROOT="${root}"
+    ste_say "plugin: installed kubectl-ste krew's way into ${root} (scripts/package-plugin.sh --install-krew-root; log ${DIR}/plugin-install.log)"
+    link_plugin_on_path "${root}/bin"
+}
+
+# True if directory $1 is on PATH.
+on_path() {
+    local dir dirs
+    IFS=: read -r -a dirs <<<"${PATH}"
+    for dir in "${dirs[@]}"; do
+        [[ -n ${dir} && $(realpath -m -- "${dir}") == "$1" ]] && return 0
+    done
+    return 1
+}
+
+# Makes kubectl find the plugin in the invoking shell: if the krew bin dir
+# $1 is not on PATH, links kubectl-ste and kubectl_complete-ste into
+# /usr/local/bin (on every default PATH, root's and sudo's included).
+link_plugin_on_path() {
+    local bin="$1" name link
+    if on_path "${bin}"; then
+        ste_say "plugin: ${bin} is on PATH"
+        return 0
+    fi
+    for name in kubectl-ste kubectl_complete-ste; do
+        link="/usr/local/bin/${name}"
+        if [[ -e ${link} && ! -L ${link} ]]; then
+            ste_say "warning: ${link} exists and is not a symlink: left alone; add ${bin} to PATH to use the installed plugin"
+            continue
+        fi
+        mkdir -p /usr/local/bin
+        ln -sfn "${bin}/${name}" "${link}"
+        ste_say "plugin: linked ${link} -> ${bin}/${name} (${bin} is not on PATH; if you add it, remove the link: kubectl plugin list warns about a plugin found twice)"
+    done
+    hash -r
+}
+
 cluster_up() {
     require_root up
     ste_find_cargo || true # install-deps.sh explains what to do if it is missing
@@ -457,10 +670,7 @@ cluster_up() {
         ste_die "the build did not produce ${AGENT_BIN}, ${STATUS_BIN}, ${ROUTER_BIN} and ${PLUGIN_BIN}"
 
     stop_router
-    local node
-    for node in "${NODES[@]}"; do
-        stop_node "${node}"
-    done
+    stop_agents
 
     start_router
     for node in "${NODES[@]}"; do
@@ -515,13 +725,13 @@ cluster_up() {
     if [[ -n ${dead} ]]; then
         ste_say "error: the agent of ${dead} exited; its log and the others follow"
         print_log_tails
-        ste_say "stop the others with: $0 down"
+        ste_say "stop the others with: ${DOWN_CMD}"
         exit 1
     fi
     if ((rc != 0)); then
         ste_say "error: the agents did not all reach SERVING within ${WAIT_SERVING}; logs follow"
         print_log_tails
-        ste_say "stop them with: $0 down"
+        ste_say "stop them with: ${DOWN_CMD}"
         exit 1
     fi
 
@@ -530,26 +740,36 @@ cluster_up() {
 
     router_demo
     echo
-    ste_say "kubectl ste status (the plugin, run by the real kubectl):"
-    PATH="${TARGET_DIR}/debug:${PATH}" kubectl ste status --router "${ROUTER_ADMIN_LISTEN}"
+    install_plugin
+    write_kube_context
+    local found
+    found="$(command -v kubectl-ste || true)"
+    [[ -n ${found} ]] || ste_die "kubectl-ste is not on PATH after installing it into ${PLUGIN_ROOT}"
+    ste_say "kubectl finds the plugin as ${found}"
+    ste_say "no Kubernetes API server runs in this mode yet: the ${KUBE_CONTEXT} context's server ${KUBE_SERVER} does not answer (kubectl get ... fails); kubectl ste talks to the router"
+    printf '\n$ kubectl ste status\n'
+    KUBECONFIG="$(kubeconfig_file)" kubectl ste status
 
     local a="${IPS[node-a]}"
     cat <<EOF
 
 Three agents are SERVING and the router serves the etcd API on ${ROUTER_LISTEN}.
 Data, logs and pid files are in ${DIR}/<node>/ and ${ROUTER_DIR}/.
+The plugin is installed in ${PLUGIN_ROOT}; the kubeconfig context
+${KUBE_CONTEXT} (now current) tells it where the router is.
 
 Try it:
+  kubectl ste status
+  kubectl ste ring show
   export ETCDCTL_API=3
   etcdctl --endpoints ${ROUTER_LISTEN} put /registry/pods/default/web-0 hello
+  kubectl ste where pod/web-0      # the member that stores it
   etcdctl --endpoints ${ROUTER_LISTEN} get --prefix /registry/pods/ -w json
   etcdctl --endpoints ${ROUTER_LISTEN} watch --prefix /registry/pods/ --prev-kv
   curl -s http://${ROUTER_METRICS_LISTEN}/metrics     # router metrics
   curl -s http://${a}:${METRICS_PORT}/metrics     # agent metrics (node-a)
-  PATH=target/debug:\$PATH kubectl ste status --router 127.0.0.1:2490
-  PATH=target/debug:\$PATH kubectl ste ring show --router 127.0.0.1:2490
   $0 status
-  sudo $0 down
+  ${DOWN_CMD}
 EOF
 }
 

@@ -8,9 +8,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// kubectl ste: inspect and operate STE, the sharded in-memory store of
 /// Kubernetes pods.
 ///
-/// The router's admin API is reached at --router / STE_ROUTER, else through
-/// a port-forward to the router pod (label app.kubernetes.io/name=ste-router
-/// in kube-system).
+/// The router's admin API is reached at --router, else STE_ROUTER, else the
+/// address in the kubeconfig context's extension ste.io/router (address:
+/// HOST:PORT), else through a port-forward to the router pod (label
+/// app.kubernetes.io/name=ste-router in kube-system).
 #[derive(Debug, Parser)]
 #[command(name = "kubectl ste", bin_name = "kubectl ste", version)]
 pub struct Cli {
@@ -48,7 +49,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "DURATION", default_value = "10s")]
     pub request_timeout: String,
     /// The router's admin gRPC address, HOST:PORT (env STE_ROUTER). Without
-    /// it the router pod is port-forwarded through the Kubernetes API.
+    /// either, the kubeconfig context's extension ste.io/router names it,
+    /// else the router pod is port-forwarded through the Kubernetes API.
     #[arg(long, global = true, value_name = "ADDR")]
     pub router: Option<String>,
     /// Colour: auto (when writing to a terminal and NO_COLOR is unset),
@@ -117,24 +119,37 @@ pub enum RingCommand {
     /// Generation, virtual nodes, members with weight and key share, and
     /// registered agents that are not members.
     Show,
-    /// Add a node's shard to the ring and move its share of the keys to it.
+    /// Add a node's shard to the ring and move its share of the keys to it;
+    /// returns when the move is done (--wait=false: once it started).
     Join(JoinArgs),
-    /// Move every key off a member and remove it from the ring.
+    /// Move every key off a member and remove it from the ring; returns
+    /// when the move is done (--wait=false: once it started).
     Leave(LeaveArgs),
 }
 
 /// What `ring join` and `ring leave` share: how long to follow the move.
+/// Like `kubectl drain` and `kubectl delete`, they wait by default.
 #[derive(Debug, Clone, Args)]
 pub struct WaitArgs {
     /// Only show the plan; nothing moves.
     #[arg(long)]
     pub dry_run: bool,
-    /// Follow the move until it is done (progress on stderr). Without it
-    /// the command returns once the router has started the move.
-    #[arg(long)]
+    /// Follow the move until every key is on its new shard (progress on
+    /// stderr). --wait=false returns as soon as the router has accepted
+    /// the change and started the move (it runs on in the router).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
     pub wait: bool,
-    /// With --wait: give up waiting after this long, e.g. 90s, 10m (the
-    /// move itself continues in the router). Implies --wait.
+    /// Give up waiting after this long, e.g. 90s, 10m (the move itself
+    /// continues in the router). Default: wait until it is done. Not
+    /// allowed with --wait=false.
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::connect::{RouterConn, RouterSettings};
 use crate::kubeconfig::KubeSettings;
 use crate::output::FORMATS;
-use crate::session::router_address;
+use crate::session::resolve_router;
 
 /// Cobra's ShellCompDirectiveNoFileComp.
 pub const NO_FILE_COMP: u32 = 4;
@@ -265,13 +265,13 @@ pub async fn complete(args: &[String]) -> Completion {
     };
     let words = args.split_last().map_or(args, |(_, w)| w);
     let parsed = parse(words);
-    let env = std::env::var("STE_ROUTER").ok();
+    let kube = KubeSettings {
+        kubeconfig: parsed.kubeconfig.map(Into::into),
+        context: parsed.context,
+    };
     let settings = RouterSettings {
-        address: router_address(parsed.router.as_deref(), env.as_deref()),
-        kube: KubeSettings {
-            kubeconfig: parsed.kubeconfig.map(Into::into),
-            context: parsed.context,
-        },
+        address: resolve_router(parsed.router.as_deref(), &kube).unwrap_or(None),
+        kube,
         timeout: Some(ROUTER_TIMEOUT),
     };
     let names = async {

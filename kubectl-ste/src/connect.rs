@@ -1,7 +1,8 @@
 //! Reaching the router's admin API (`ste.v1.Ring`) and the agents
-//! (`ste.v1.Agent`): directly at `--router` / `STE_ROUTER` and at the
-//! addresses agents registered with, or through port-forwards to their pods
-//! when the router was found through the Kubernetes API.
+//! (`ste.v1.Agent`): directly at `--router` / `STE_ROUTER` / the kubeconfig
+//! context's `ste.io/router` extension and at the addresses agents
+//! registered with, or through port-forwards to their pods when the router
+//! was found through the Kubernetes API.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -25,8 +26,11 @@ use crate::kubeconfig::KubeSettings;
 /// Default port of the router's admin API.
 pub const DEFAULT_ROUTER_PORT: u16 = 2490;
 
-const HOW_TO_SET: &str =
-    "set the router's admin address with --router HOST:PORT or the STE_ROUTER environment variable";
+/// How the user tells the plugin where the router is, in the order it
+/// looks; the end of every "cannot find / reach the router" line.
+pub const HOW_TO_SET: &str = "set the router's admin address with --router HOST:PORT, the \
+     STE_ROUTER environment variable, or the extension ste.io/router (address: HOST:PORT) of the \
+     kubeconfig context; without them the plugin port-forwards to the router pod in kube-system";
 
 /// Where the router address came from, to say so when it does not answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +39,8 @@ pub enum RouterSource {
     Flag,
     /// `STE_ROUTER`.
     Env,
+    /// The `ste.io/router` extension of this kubeconfig context.
+    Kubeconfig(String),
     /// A port-forward to this pod in kube-system.
     PortForward(String),
 }
@@ -43,7 +49,8 @@ pub enum RouterSource {
 /// the Kubernetes settings for the port-forward fallback.
 #[derive(Debug, Clone)]
 pub struct RouterSettings {
-    /// `--router`, else `STE_ROUTER` (non-empty), with its source.
+    /// `--router`, else `STE_ROUTER` (non-empty), else the kubeconfig
+    /// context's `ste.io/router` extension, with its source.
     pub address: Option<(String, RouterSource)>,
     /// For the port-forward fallback.
     pub kube: KubeSettings,
@@ -226,13 +233,38 @@ impl RouterConn {
     {
         match within(self.timeout, fut).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(self.status_error(&status)),
+            Ok(Err(status)) => Err(self.call_error(&status).await),
             Err(Elapsed) => Err(CliError::msg(format!(
                 "the STE router at {} did not answer within {}; {HOW_TO_SET}",
                 self.address,
                 limit_text(self.timeout)
             ))),
         }
+    }
+
+    /// [`RouterConn::status_error`], after checking whether a connection
+    /// that broke off is an HTTP/1 server's doing: an HTTP/1 server answers
+    /// the HTTP/2 preface and hangs up, which tonic reports as anything
+    /// from a protocol error to a cancelled call.
+    async fn call_error(&self, status: &Status) -> CliError {
+        let broke_off = matches!(
+            status.code(),
+            tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Internal
+        );
+        if broke_off
+            && matches!(self.route, Route::Direct)
+            && speaks_http1(&self.address, self.timeout).await
+        {
+            return CliError::msg(format!(
+                "the server at {}{} answers in HTTP/1, not HTTP/2: this is probably a plain \
+                 HTTP server, not the STE router's admin API (default port {}); check {}",
+                self.address,
+                from_text(&self.source),
+                ste_proto::wrong_server::ROUTER_ADMIN_PORT,
+                check_text(&self.source)
+            ));
+        }
+        self.status_error(status)
     }
 
     /// A failed call: transport failures name the router and how to set
@@ -247,6 +279,13 @@ impl RouterConn {
                 .map(root_cause)
                 .unwrap_or_else(|| status_message(status));
             unreachable(&self.address, &self.source, &reason)
+        } else if let Some(what) = ste_proto::wrong_server::not_the_router(status) {
+            CliError::msg(format!(
+                "the server at {}{} {what}; check {}",
+                self.address,
+                from_text(&self.source),
+                check_text(&self.source)
+            ))
         } else {
             CliError::msg(status_message(status))
         }
@@ -355,13 +394,63 @@ impl RouterConn {
     }
 }
 
-/// The one line printed when the router cannot be reached.
-fn unreachable(address: &str, source: &RouterSource, reason: &str) -> CliError {
-    let from = match source {
+/// True if the server at `address` (HOST:PORT) answers an HTTP/1.1
+/// request with an HTTP/1 status line (an HTTP/2-only server such as the
+/// router answers with a binary GOAWAY frame). Bounded by `timeout` (else
+/// 2 s).
+async fn speaks_http1(address: &str, timeout: Option<Duration>) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limit = timeout.unwrap_or(Duration::from_secs(2));
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+        stream
+            .write_all(b"HEAD / HTTP/1.1\r\nHost: ste-router\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 8];
+        let mut read = 0;
+        while read < 6 {
+            match stream.read(&mut head[read..]).await.ok()? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        Some(head[..read].starts_with(b"HTTP/1"))
+    };
+    matches!(tokio::time::timeout(limit, probe).await, Ok(Some(true)))
+}
+
+/// Where the address came from, for messages: ` (from --router)`, ….
+fn from_text(source: &RouterSource) -> String {
+    match source {
         RouterSource::Flag => " (from --router)".to_owned(),
         RouterSource::Env => " (from STE_ROUTER)".to_owned(),
+        RouterSource::Kubeconfig(context) => {
+            format!(" (from the ste.io/router extension of kubeconfig context {context:?})")
+        }
         RouterSource::PortForward(_) => String::new(),
-    };
+    }
+}
+
+/// What to check when the address leads to the wrong server.
+fn check_text(source: &RouterSource) -> String {
+    match source {
+        RouterSource::Flag => "--router".to_owned(),
+        RouterSource::Env => "STE_ROUTER".to_owned(),
+        RouterSource::Kubeconfig(context) => {
+            format!("the ste.io/router extension of kubeconfig context {context:?}")
+        }
+        RouterSource::PortForward(pod) => format!(
+            "that the pod {}/{pod} is the STE router (port {})",
+            kube_api::STE_NAMESPACE,
+            kube_api::ROUTER_ADMIN_PORT
+        ),
+    }
+}
+
+/// The one line printed when the router cannot be reached.
+fn unreachable(address: &str, source: &RouterSource, reason: &str) -> CliError {
+    let from = from_text(source);
     CliError::msg(format!(
         "cannot reach the STE router at {address}{from}: {reason}; {HOW_TO_SET}"
     ))
@@ -390,6 +479,29 @@ mod tests {
         assert!(router_uri("https://x:1").is_err());
         assert!(router_uri("").is_err());
         assert!(router_uri("a/b").is_err());
+    }
+
+    #[test]
+    fn a_web_server_is_named_as_the_wrong_server() {
+        let conn_source = RouterSource::Flag;
+        let status =
+            Status::unimplemented("grpc-status header missing, mapped from HTTP status code 404");
+        let what = ste_proto::wrong_server::not_the_router(&status).unwrap();
+        let line = format!(
+            "the server at 127.0.0.1:8080{} {what}; check {}",
+            from_text(&conn_source),
+            check_text(&conn_source)
+        );
+        assert_eq!(
+            line,
+            "the server at 127.0.0.1:8080 (from --router) answered HTTP 404 without a gRPC \
+             status: this is probably not the STE router's admin API (default port 2490); check \
+             --router"
+        );
+        assert_eq!(
+            check_text(&RouterSource::Kubeconfig("ste-local".into())),
+            "the ste.io/router extension of kubeconfig context \"ste-local\""
+        );
     }
 
     #[test]

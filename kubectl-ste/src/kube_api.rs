@@ -94,8 +94,9 @@ pub async fn find_router_pod(
         .ok_or_else(|| {
             CliError::msg(format!(
                 "no running STE router pod in {STE_NAMESPACE} (label {ROUTER_SELECTOR}, {} found); \
-                 set the router's admin address with --router HOST:PORT or STE_ROUTER",
-                pods.items.len()
+                 {}",
+                pods.items.len(),
+                crate::connect::HOW_TO_SET
             ))
         })
 }

@@ -1,5 +1,22 @@
 //! Finding the kubeconfig as kubectl does, the namespace of the current
-//! context, and a Kubernetes client for it.
+//! context, the router address a context may carry, and a Kubernetes
+//! client for it.
+//!
+//! The router address lives where kubeconfig keeps tool-specific data: an
+//! extension of the context, named `ste.io/router`, whose object has
+//! `address: HOST:PORT` (`scripts/local-cluster.sh up` writes one):
+//!
+//! ```yaml
+//! contexts:
+//! - name: ste-local
+//!   context:
+//!     cluster: ste-local
+//!     user: ste-local
+//!     extensions:
+//!     - name: ste.io/router
+//!       extension:
+//!         address: 127.0.0.1:2490
+//! ```
 //!
 //! Loading rules (client-go's): `--kubeconfig` (must exist), else every
 //! file in `KUBECONFIG` (colon-separated; missing files skipped; the first
@@ -129,6 +146,42 @@ pub fn default_namespace(
     Ok(namespace.unwrap_or_else(|| "default".into()))
 }
 
+/// The name of the context extension that holds the router's address.
+pub const ROUTER_EXTENSION: &str = "ste.io/router";
+
+/// The router's admin address from the `ste.io/router` extension of the
+/// selected context (`--context`, else the current one), with the
+/// context's name. `None` when the context has no such extension (or there
+/// is no context); an extension without a usable `address` is an error,
+/// not silently skipped.
+pub fn router_extension(
+    loaded: &LoadedKubeconfig,
+    context: Option<&str>,
+) -> CliResult<Option<(String, String)>> {
+    let Some(name) = context_name(&loaded.config, context)? else {
+        return Ok(None);
+    };
+    let extension = loaded
+        .config
+        .contexts
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|named| named.context.as_ref())
+        .and_then(|ctx| ctx.extensions.as_ref())
+        .and_then(|all| all.iter().find(|e| e.name == ROUTER_EXTENSION));
+    let Some(extension) = extension else {
+        return Ok(None);
+    };
+    match extension.extension.get("address").and_then(|a| a.as_str()) {
+        Some(address) if !address.trim().is_empty() => Ok(Some((name, address.trim().to_owned()))),
+        _ => Err(CliError::msg(format!(
+            "kubeconfig context {name:?} ({}): extension {ROUTER_EXTENSION} has no address; \
+             expected `extension: {{address: HOST:PORT}}`",
+            display_paths(&loaded.paths)
+        ))),
+    }
+}
+
 /// A Kubernetes client for the selected context, or the in-cluster
 /// service account when there is no kubeconfig and the plugin runs in a
 /// pod. `timeout` bounds connecting; calls are bounded by the caller (a
@@ -247,6 +300,91 @@ users:
         // No KUBECONFIG: ~/.kube/config if it exists.
         assert!(kubeconfig_paths(None, None, Some(&dir)).is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    const WITH_ROUTER: &str = r#"
+apiVersion: v1
+kind: Config
+current-context: ste-local
+clusters:
+- name: c
+  cluster:
+    server: https://127.0.0.1:6443
+contexts:
+- name: ste-local
+  context:
+    cluster: c
+    user: u
+    extensions:
+    - name: other.io/x
+      extension:
+        address: 10.9.9.9:1
+    - name: ste.io/router
+      extension:
+        address: 127.0.0.1:2490
+- name: other
+  context:
+    cluster: c
+    user: u
+    extensions:
+    - name: ste.io/router
+      extension:
+        address: " 10.0.0.7:2490 "
+- name: plain
+  context:
+    cluster: c
+    user: u
+- name: broken
+  context:
+    cluster: c
+    user: u
+    extensions:
+    - name: ste.io/router
+      extension:
+        addr: 10.0.0.7:2490
+users:
+- name: u
+  user: {}
+"#;
+
+    fn with_router() -> LoadedKubeconfig {
+        LoadedKubeconfig {
+            config: Kubeconfig::from_yaml(WITH_ROUTER).expect("valid kubeconfig"),
+            paths: vec![PathBuf::from("/test/config")],
+        }
+    }
+
+    #[test]
+    fn router_address_from_the_context_extension() {
+        let l = with_router();
+        assert_eq!(
+            router_extension(&l, None).unwrap(),
+            Some(("ste-local".into(), "127.0.0.1:2490".into())),
+            "the current context's, not another extension's address"
+        );
+        assert_eq!(
+            router_extension(&l, Some("other")).unwrap(),
+            Some(("other".into(), "10.0.0.7:2490".into())),
+            "--context picks the context"
+        );
+        assert_eq!(router_extension(&l, Some("plain")).unwrap(), None);
+        let err = router_extension(&l, Some("broken"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("extension ste.io/router has no address") && err.contains("/test/config"),
+            "{err}"
+        );
+        assert_eq!(
+            router_extension(&l, Some("nope")).unwrap_err().to_string(),
+            "error: context was not found for specified context: nope"
+        );
+        // No current context and no --context: nothing to read.
+        let mut none = with_router();
+        none.config.current_context = None;
+        assert_eq!(router_extension(&none, None).unwrap(), None);
+        // The kubeconfig without any extension.
+        assert_eq!(router_extension(&loaded(), None).unwrap(), None);
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::cli::GlobalArgs;
 use crate::connect::{RouterConn, RouterSettings, RouterSource};
 use crate::error::{CliError, CliResult};
-use crate::kubeconfig::KubeSettings;
+use crate::kubeconfig::{self, KubeSettings, LoadedKubeconfig};
 use crate::output::{Format, Term};
 
 /// Everything a command needs besides its own arguments.
@@ -46,15 +46,46 @@ pub fn parse_timeout(value: &str) -> CliResult<Option<Duration>> {
     Ok((!duration.is_zero()).then_some(duration))
 }
 
-/// `--router`, else a non-empty `STE_ROUTER`.
-pub fn router_address(flag: Option<&str>, env: Option<&str>) -> Option<(String, RouterSource)> {
+/// Where the router is, in order: `--router`, a non-empty `STE_ROUTER`,
+/// the `ste.io/router` extension of the kubeconfig context (`--context`,
+/// else the current one). `None` leaves the port-forward to the router pod.
+/// `kubeconfig` is only called when neither flag nor variable is set.
+pub fn router_address(
+    flag: Option<&str>,
+    env: Option<&str>,
+    kubeconfig: impl FnOnce() -> Option<LoadedKubeconfig>,
+    context: Option<&str>,
+) -> CliResult<Option<(String, RouterSource)>> {
     match (flag, env) {
-        (Some(flag), _) if !flag.is_empty() => Some((flag.to_owned(), RouterSource::Flag)),
-        (_, Some(env)) if !env.trim().is_empty() => {
-            Some((env.trim().to_owned(), RouterSource::Env))
+        (Some(flag), _) if !flag.is_empty() => {
+            return Ok(Some((flag.to_owned(), RouterSource::Flag)));
         }
-        _ => None,
+        (_, Some(env)) if !env.trim().is_empty() => {
+            return Ok(Some((env.trim().to_owned(), RouterSource::Env)));
+        }
+        _ => {}
     }
+    let Some(loaded) = kubeconfig() else {
+        return Ok(None);
+    };
+    Ok(kubeconfig::router_extension(&loaded, context)?
+        .map(|(context, address)| (address, RouterSource::Kubeconfig(context))))
+}
+
+/// [`router_address`] from the real flag, `STE_ROUTER` and kubeconfig. A
+/// kubeconfig that cannot be read is left to the port-forward step, which
+/// reports it.
+pub fn resolve_router(
+    flag: Option<&str>,
+    kube: &KubeSettings,
+) -> CliResult<Option<(String, RouterSource)>> {
+    let env = std::env::var("STE_ROUTER").ok();
+    router_address(
+        flag,
+        env.as_deref(),
+        || kubeconfig::load(kube).ok().flatten(),
+        kube.context.as_deref(),
+    )
 }
 
 impl Session {
@@ -66,9 +97,8 @@ impl Session {
             kubeconfig: args.kubeconfig.clone(),
             context: args.context.clone(),
         };
-        let env = std::env::var("STE_ROUTER").ok();
         let router = RouterSettings {
-            address: router_address(args.router.as_deref(), env.as_deref()),
+            address: resolve_router(args.router.as_deref(), &kube)?,
             kube: kube.clone(),
             timeout,
         };
@@ -114,17 +144,65 @@ mod tests {
         assert!(parse_timeout("soon").is_err());
     }
 
+    const CONFIG: &str = r#"
+apiVersion: v1
+kind: Config
+current-context: ste-local
+contexts:
+- name: ste-local
+  context:
+    cluster: c
+    extensions:
+    - name: ste.io/router
+      extension:
+        address: 127.0.0.1:2490
+- name: bare
+  context:
+    cluster: c
+"#;
+
+    fn kubeconfig() -> Option<LoadedKubeconfig> {
+        Some(LoadedKubeconfig {
+            config: kube::config::Kubeconfig::from_yaml(CONFIG).unwrap(),
+            paths: vec!["/test/config".into()],
+        })
+    }
+
+    fn unused() -> Option<LoadedKubeconfig> {
+        panic!("the kubeconfig is not read when --router or STE_ROUTER is set")
+    }
+
     #[test]
-    fn router_flag_beats_env() {
+    fn router_flag_then_env_then_kubeconfig_then_port_forward() {
         assert_eq!(
-            router_address(Some("a:1"), Some("b:2")),
+            router_address(Some("a:1"), Some("b:2"), unused, None).unwrap(),
             Some(("a:1".into(), RouterSource::Flag))
         );
         assert_eq!(
-            router_address(None, Some("b:2")),
+            router_address(None, Some("b:2"), unused, None).unwrap(),
             Some(("b:2".into(), RouterSource::Env))
         );
-        assert_eq!(router_address(None, Some(" ")), None);
-        assert_eq!(router_address(None, None), None);
+        assert_eq!(
+            router_address(None, Some(" "), kubeconfig, None).unwrap(),
+            Some((
+                "127.0.0.1:2490".into(),
+                RouterSource::Kubeconfig("ste-local".into())
+            )),
+            "an empty STE_ROUTER is unset"
+        );
+        assert_eq!(
+            router_address(None, None, kubeconfig, None).unwrap(),
+            Some((
+                "127.0.0.1:2490".into(),
+                RouterSource::Kubeconfig("ste-local".into())
+            ))
+        );
+        // A context without the extension, or no kubeconfig: port-forward.
+        assert_eq!(
+            router_address(None, None, kubeconfig, Some("bare")).unwrap(),
+            None
+        );
+        assert_eq!(router_address(None, None, || None, None).unwrap(), None);
+        assert!(router_address(None, None, kubeconfig, Some("nope")).is_err());
     }
 }

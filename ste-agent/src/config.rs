@@ -9,6 +9,16 @@ use crate::etcd::{self, MIN_TMPFS_BYTES};
 use crate::size::ByteSize;
 use crate::supervisor::Backoff;
 
+/// `sudo ` unless the agent runs as root: commands in messages run as
+/// written.
+fn root_prefix() -> &'static str {
+    if nix::unistd::geteuid().is_root() {
+        ""
+    } else {
+        "sudo "
+    }
+}
+
 /// Who provides the tmpfs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MountMode {
@@ -66,7 +76,8 @@ impl RouterConfig {
 pub enum ConfigError {
     #[error(
         "etcd binary {0:?} not found or not executable: install etcd \
-         (apt-get install etcd-server) or point --etcd-bin at it"
+         ({sudo}apt-get install etcd-server) or point --etcd-bin at it",
+        sudo = root_prefix()
     )]
     EtcdNotFound(PathBuf),
     #[error(

@@ -33,6 +33,26 @@ pub fn health() -> (
     tonic_health::server::health_reporter()
 }
 
+/// The services the agent serves, exactly: what reflection lists. The
+/// descriptor sets also define services served elsewhere (`ste.v1.Ring`
+/// and the etcd API are the router's); listing them would send generic
+/// clients to calls that answer UNIMPLEMENTED.
+pub const SERVICES: [&str; 4] = [
+    "ste.v1.Agent",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    let builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ste_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    SERVICES
+        .iter()
+        .fold(builder, |b, name| b.with_service_name(*name))
+}
+
 /// Serves the agent API on an already bound listener until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
@@ -42,13 +62,13 @@ pub async fn serve(
     >,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ste_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Each version registers its own descriptor; the other one's is added
+    // so that both listed reflection services resolve through either.
+    let reflection = reflection_builder()
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ste_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1alpha = reflection_builder()
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     tonic::transport::Server::builder()
         .add_service(health_service)

@@ -2,6 +2,14 @@
 //! single-member, no-fsync etcd shard on it, supervises that etcd (every
 //! fresh start is a new shard epoch), and reports status over gRPC
 //! (`ste.v1.Agent`, grpc.health.v1, reflection) and `/metrics`.
+//!
+//! Signals: SIGTERM and SIGINT drain then stop (Kubernetes' semantics: the
+//! router moves this member's keys off the shard first; if it cannot, the
+//! loss is logged as an ERROR). SIGQUIT is the explicit teardown: stop
+//! without draining, for when the whole cluster goes away (e.g.
+//! `scripts/local-cluster.sh down` after stopping the router); the shard's
+//! keys are discarded with it, logged at INFO because nothing unexpected
+//! happened.
 
 pub mod config;
 pub mod etcd;
@@ -29,17 +37,19 @@ use crate::mount::Tmpfs;
 use crate::status::{AgentState, Identity, Status};
 use crate::supervisor::{Control, Supervisor};
 
-/// Runs the agent until SIGTERM or SIGINT, then shuts down in order:
-/// health NOT_SERVING and state DRAINING → with `--router`, ask the router
-/// to move this ring member's keys off the shard (`Ring/Leave`, bounded by
-/// `--drain-timeout`; etcd keeps serving the router meanwhile) → stop etcd
-/// → unmount (managed) → return.
+/// Runs the agent until SIGTERM, SIGINT or SIGQUIT, then shuts down in
+/// order: health NOT_SERVING and state DRAINING → with `--router` and not
+/// SIGQUIT, ask the router to move this ring member's keys off the shard
+/// (`Ring/Leave`, bounded by `--drain-timeout`; etcd keeps serving the
+/// router meanwhile) → stop etcd → unmount (managed) → return. A SIGQUIT
+/// during the drain stops waiting for it, as a teardown.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let etcd_bin = config.validate()?;
     // Signals are hooked before anything is mounted so that a SIGTERM during
     // start-up still unmounts.
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut sigquit = signal(SignalKind::quit()).context("installing SIGQUIT handler")?;
 
     let grpc_listener = TcpListener::bind(config.grpc_listen)
         .await
@@ -156,8 +166,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let signal_name = tokio::select! {
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",
+        _ = sigquit.recv() => "SIGQUIT",
     };
-    tracing::info!(signal = signal_name, "shutting down");
+    let teardown = signal_name == "SIGQUIT";
+    if teardown {
+        teardown_note(&status);
+    } else {
+        tracing::info!(signal = signal_name, "shutting down");
+    }
     status.update(|s| s.state = AgentState::Draining);
     let _ = drain_tx.send(true);
     // The probe flips health to NOT_SERVING as it exits, before anything else.
@@ -166,12 +182,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(task) => task.await.ok(),
         None => None,
     };
-    if let Some(router) = &config.router {
+    if let Some(router) = config.router.as_ref().filter(|_| !teardown) {
         let member = session.as_ref().and_then(|s| s.member());
         tokio::select! {
             () = registration::drain(router, &config.node_name, member, &status) => {}
             _ = sigterm.recv() => second_signal("SIGTERM"),
             _ = sigint.recv() => second_signal("SIGINT"),
+            _ = sigquit.recv() => teardown_note(&status),
         }
     }
     let _ = shutdown_tx.send(true);
@@ -183,6 +200,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tmpfs.unmount()?;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// SIGQUIT: the operator tears the cluster down on purpose; the keys go
+/// with it and that is not an error.
+fn teardown_note(status: &Status) {
+    let keys = status.snapshot().shard.key_count;
+    tracing::info!(
+        signal = "SIGQUIT",
+        keys,
+        "SIGQUIT: stopping without draining (teardown); the shard's {keys} keys are discarded with it"
+    );
 }
 
 fn second_signal(name: &str) {

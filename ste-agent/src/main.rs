@@ -10,6 +10,14 @@ use ste_agent::supervisor::Backoff;
 
 /// STE node agent: mounts a tmpfs, runs an in-memory etcd shard on it,
 /// supervises it and reports its status over gRPC (ste.v1.Agent).
+///
+/// Signals: SIGTERM or SIGINT drains, then stops: with --router the router
+/// first moves this shard's keys to the other members (bounded by
+/// --drain-timeout; an ERROR is logged if that fails, because the keys are
+/// lost). SIGQUIT stops without draining: the teardown of a whole cluster
+/// (scripts/local-cluster.sh down sends it after stopping the router); the
+/// shard's keys are discarded with it. Either way etcd is stopped and a
+/// managed tmpfs unmounted before the agent exits 0.
 #[derive(Debug, Parser)]
 #[command(name = "ste-agent", version)]
 struct Cli {

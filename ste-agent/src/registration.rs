@@ -33,6 +33,10 @@ pub enum RouterError {
     /// The router answered with an error.
     #[error("router answered {code:?}: {message}")]
     Refused { code: tonic::Code, message: String },
+    /// Something answered at the address, but not the router's admin API
+    /// (a web server, another gRPC server): the text says which.
+    #[error("the server at the --router address {0}; check --router")]
+    NotTheRouter(String),
 }
 
 impl RouterError {
@@ -43,6 +47,9 @@ impl RouterError {
 
 impl From<tonic::Status> for RouterError {
     fn from(status: tonic::Status) -> Self {
+        if let Some(what) = ste_proto::wrong_server::not_the_router(&status) {
+            return RouterError::NotTheRouter(what);
+        }
         let mut message = status.message().to_owned();
         let mut source = std::error::Error::source(&status);
         while let Some(err) = source {
@@ -145,6 +152,11 @@ impl Session {
     }
 }
 
+/// Calls that must fail in a row before an outage is reported: one failed
+/// heartbeat is a blip (or a router being stopped on purpose just before
+/// its agents, as `local-cluster.sh down` does), not worth a warning.
+pub const OUTAGE_REPORTED_AFTER: u64 = 3;
+
 /// Tracks one outage of the router so it is reported once, not on every retry.
 #[derive(Debug, Default)]
 pub struct Outage {
@@ -153,22 +165,20 @@ pub struct Outage {
 }
 
 impl Outage {
-    /// A call failed; true if this starts an outage (log it loudly).
+    /// A call failed; true if the outage is now long enough to report
+    /// ([`OUTAGE_REPORTED_AFTER`] failures in a row), once per outage.
     pub fn failed(&mut self) -> bool {
         self.failures += 1;
-        if self.since.is_none() {
-            self.since = Some(Instant::now());
-            true
-        } else {
-            false
-        }
+        self.since.get_or_insert_with(Instant::now);
+        self.failures == OUTAGE_REPORTED_AFTER
     }
 
-    /// A call succeeded; the length and failed calls of the outage it ends.
+    /// A call succeeded; the length and failed calls of the outage it ends,
+    /// if it was reported.
     pub fn recovered(&mut self) -> Option<(Duration, u64)> {
         let since = self.since.take()?;
         let failures = std::mem::take(&mut self.failures);
-        Some((since.elapsed(), failures))
+        (failures >= OUTAGE_REPORTED_AFTER).then(|| (since.elapsed(), failures))
     }
 }
 
@@ -238,7 +248,10 @@ impl Registration {
                             member = answer.member,
                             "registered with the router"
                         );
-                        false
+                        // Heartbeat right away: the router learns the
+                        // generation this agent has seen (Register does not
+                        // carry it).
+                        true
                     })
                 }
                 Step::Heartbeat {
@@ -265,6 +278,10 @@ impl Registration {
                         );
                         if !forgotten {
                             log_membership(was_member, answer.member, answer.generation);
+                            // A new generation is acknowledged with the next
+                            // heartbeat, sent now: until then the router sees
+                            // this agent behind the ring.
+                            return answer.generation != generation_seen;
                         } else {
                             tracing::info!(
                                 router = %self.config.address,
@@ -295,7 +312,16 @@ impl Registration {
                     again_now
                 }
                 Err(error) => {
-                    if outage.failed() {
+                    let report = outage.failed();
+                    if report && matches!(error, RouterError::NotTheRouter(_)) {
+                        tracing::warn!(
+                            router = %self.config.address,
+                            error = %error,
+                            retry_every = %humantime::format_duration(interval),
+                            "--router does not lead to the router's admin API; the shard keeps \
+                             serving, retrying"
+                        );
+                    } else if report {
                         tracing::warn!(
                             router = %self.config.address,
                             error = %error,
@@ -649,13 +675,32 @@ mod tests {
     fn an_outage_is_reported_once() {
         let mut outage = Outage::default();
         assert_eq!(outage.recovered(), None);
-        assert!(outage.failed());
+        // A blip is not reported, nor its end.
         assert!(!outage.failed());
-        assert!(!outage.failed());
-        let (_, failures) = outage.recovered().unwrap();
-        assert_eq!(failures, 3);
         assert_eq!(outage.recovered(), None);
+        assert!(!outage.failed());
+        assert!(!outage.failed());
+        assert!(outage.failed(), "reported at the third failure in a row");
+        assert!(!outage.failed(), "and only once");
+        let (_, failures) = outage.recovered().unwrap();
+        assert_eq!(failures, 4);
+        assert_eq!(outage.recovered(), None);
+        assert!(!outage.failed());
+        assert!(!outage.failed());
         assert!(outage.failed(), "a new outage is reported again");
+    }
+
+    #[test]
+    fn a_web_server_is_not_the_router() {
+        let error = RouterError::from(tonic::Status::unimplemented(
+            "grpc-status header missing, mapped from HTTP status code 404",
+        ));
+        assert_eq!(
+            error.to_string(),
+            "the server at the --router address answered HTTP 404 without a gRPC status: this is \
+             probably not the STE router's admin API (default port 2490); check --router"
+        );
+        assert!(!error.is_unreachable());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! ste.v1.Ring, the admin API for `kubectl ste` and operators.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ste_core::index::ShardId;
 use ste_core::ring::Member;
@@ -24,6 +25,7 @@ type ProgressStream = ReceiverStream<Result<MigrationProgress, Status>>;
 /// goes away) and streams its progress.
 fn spawn_change(
     store: Arc<Store>,
+    clock: Arc<GenerationClock>,
     kind: ChangeKind,
     member: String,
     members: Vec<Member>,
@@ -35,6 +37,7 @@ fn spawn_change(
         let result = store
             .change_ring(kind, &member, members, dry_run, tx.clone())
             .await;
+        clock.observe(u64::from(store.membership().ring.generation()));
         match result {
             Ok(()) if !dry_run && kind == ChangeKind::Join => {
                 store.agents.set_joined(&member, joined_epoch)
@@ -50,13 +53,52 @@ fn spawn_change(
     ReceiverStream::new(rx)
 }
 
+/// Since when the ring has been at its current generation, as this service
+/// sees it: observed on every Register, Heartbeat and GetStatus and after
+/// every change it runs, so a change made elsewhere (the membership loop's
+/// auto-joins and fencing) is seen at the next agent heartbeat. `kubectl ste
+/// status` uses the age to tell an agent that really lags behind the ring
+/// from one that has not had a heartbeat since the change.
+#[derive(Debug)]
+pub struct GenerationClock {
+    since: Mutex<(u64, Instant)>,
+}
+
+impl GenerationClock {
+    pub fn new(generation: u64) -> Self {
+        GenerationClock {
+            since: Mutex::new((generation, Instant::now())),
+        }
+    }
+
+    /// Records that the ring is at `generation` now; how long it has been.
+    pub fn observe(&self, generation: u64) -> Duration {
+        let mut since = self.since.lock().unwrap_or_else(|e| e.into_inner());
+        if since.0 != generation {
+            *since = (generation, Instant::now());
+        }
+        since.1.elapsed()
+    }
+}
+
 pub struct RingService {
     store: Arc<Store>,
+    clock: Arc<GenerationClock>,
 }
 
 impl RingService {
     pub fn new(store: Arc<Store>) -> Self {
-        RingService { store }
+        let generation = u64::from(store.membership().ring.generation());
+        RingService {
+            store,
+            clock: Arc::new(GenerationClock::new(generation)),
+        }
+    }
+
+    /// The ring generation now, recorded on the clock, and its age.
+    fn generation(&self) -> (u64, Duration) {
+        let generation = u64::from(self.store.membership().ring.generation());
+        (generation, self.clock.observe(generation))
     }
 
     fn agents(&self) -> Vec<RegisteredAgent> {
@@ -172,6 +214,7 @@ impl Ring for RingService {
     ) -> Result<Response<RouterStatus>, Status> {
         let store = &self.store;
         let stats = store.revisions.stats();
+        let (generation, generation_age) = self.generation();
         Ok(Response::new(RouterStatus {
             version: env!("CARGO_PKG_VERSION").into(),
             revision: stats.current.0,
@@ -182,7 +225,8 @@ impl Ring for RingService {
             event_log_bytes: stats.log_bytes as u64,
             event_log_oldest_revision: stats.log_oldest.0,
             keys: store.index().len() as u64,
-            generation: u64::from(store.membership().ring.generation()),
+            generation,
+            generation_age_seconds: Some(generation_age.as_secs()),
             members: self.members(),
             serving: store.check_ready().is_ok(),
             agents: self.agents(),
@@ -226,6 +270,7 @@ impl Ring for RingService {
         members.push(Member::new(request.name.clone(), endpoint).with_weight(weight));
         Ok(Response::new(spawn_change(
             store.clone(),
+            self.clock.clone(),
             ChangeKind::Join,
             request.name,
             members,
@@ -267,6 +312,7 @@ impl Ring for RingService {
         }
         Ok(Response::new(spawn_change(
             store.clone(),
+            self.clock.clone(),
             ChangeKind::Leave,
             request.name,
             members,
@@ -295,7 +341,7 @@ impl Ring for RingService {
         }
         tracing::info!(agent = %request.name, endpoint = %request.endpoint, epoch = request.epoch, "agent registered");
         Ok(Response::new(RegisterResponse {
-            generation: u64::from(store.membership().ring.generation()),
+            generation: self.generation().0,
             member,
         }))
     }
@@ -308,7 +354,7 @@ impl Ring for RingService {
         let store = &self.store;
         let registered = store.agents.heartbeat(&request);
         Ok(Response::new(HeartbeatResponse {
-            generation: u64::from(store.membership().ring.generation()),
+            generation: self.generation().0,
             member: store.membership().ring.member(&request.name).is_some(),
             registered,
         }))

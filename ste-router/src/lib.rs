@@ -46,6 +46,39 @@ async fn bind(flag: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListe
     })
 }
 
+/// The services the etcd port (`--listen`) serves, as reflection lists them.
+const ETCD_REFLECTED: [&str; 8] = [
+    "etcdserverpb.KV",
+    "etcdserverpb.Watch",
+    "etcdserverpb.Lease",
+    "etcdserverpb.Maintenance",
+    "etcdserverpb.Cluster",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// The services the admin port (`--admin-listen`) serves, as reflection
+/// lists them.
+const ADMIN_REFLECTED: [&str; 4] = [
+    "ste.v1.Ring",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// A reflection service (either version) listing exactly `services`.
+fn reflection(services: &[&str]) -> tonic_reflection::server::Builder<'static> {
+    let builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ste_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+    services
+        .iter()
+        .fold(builder, |b, name| b.with_service_name(*name))
+}
+
 /// Runs the router until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -155,18 +188,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .set_service_status(service, ServingStatus::NotServing)
             .await;
     }
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(ste_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-    };
-    let reflection_v1alpha = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(ste_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-    };
+    // Reflection lists exactly what each port serves (the descriptor sets
+    // also define the other port's services and the agent's).
+    let etcd_reflection = || reflection(&ETCD_REFLECTED);
+    let admin_reflection = || reflection(&ADMIN_REFLECTED);
     let etcd_routes = etcd::routes(
         store.clone(),
         etcd::WatchSettings {
@@ -183,8 +208,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let etcd_router = etcd_server
         .add_routes(etcd_routes)
         .add_service(etcd_health_service)
-        .add_service(reflection()?)
-        .add_service(reflection_v1alpha()?);
+        .add_service(etcd_reflection().build_v1()?)
+        .add_service(etcd_reflection().build_v1alpha()?);
     let etcd_task = tokio::spawn(etcd_router.serve_with_incoming_shutdown(
         tonic::transport::server::TcpIncoming::from(etcd_listener).with_nodelay(Some(true)),
         stopped(),
@@ -197,8 +222,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(admin_health_service)
-            .add_service(reflection()?)
-            .add_service(reflection_v1alpha()?)
+            .add_service(admin_reflection().build_v1()?)
+            .add_service(admin_reflection().build_v1alpha()?)
             .add_service(ste_proto::v1::ring_server::RingServer::new(
                 admin::RingService::new(store.clone()),
             ))

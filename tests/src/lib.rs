@@ -10,8 +10,10 @@ pub mod kube;
 pub mod plugin;
 pub mod poll;
 pub mod procs;
+pub mod reflection;
 pub mod ring;
 pub mod router;
+pub mod web;
 
 pub use agent::{AgentOptions, TestAgent};
 pub use cluster::TestCluster;

@@ -514,6 +514,59 @@ async fn sigterm_of_a_member_leaves_before_etcd_stops() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Lines the agent itself logged at WARN or ERROR (etcd's own lines are
+/// relayed at DEBUG and do not show at the default filter).
+fn alarms(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect()
+}
+
+/// `local-cluster.sh down`: the router is stopped first, then the agents get
+/// SIGQUIT. No drain is attempted and nothing in the log looks like data
+/// loss; etcd stops and the tmpfs is unmounted as on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigquit_after_the_router_stopped_tears_down_without_draining_or_alarm()
+-> anyhow::Result<()> {
+    let router = fake_router(LeaveMode::Complete).await?;
+    let ring = router.ring.clone();
+    let mut options = AgentOptions::new("torn-down", LOCALHOST);
+    options.extra_args = router_args(router.addr, &[]);
+    let mut agent = TestAgent::start(options).await?;
+    wait_metric(&agent, "ste_agent_ring_member", 1.0).await?;
+    agent
+        .etcd()
+        .await?
+        .put("/registry/pods/default/doomed", "v", None)
+        .await?;
+    agent
+        .wait_status("the key counted", |s| {
+            s.shard.as_ref().is_some_and(|sh| sh.key_count == 1)
+        })
+        .await?;
+    let etcd_pid = agent.status().await?.shard.unwrap_or_default().pid;
+
+    router.stop().await;
+    agent.signal(Signal::SIGQUIT)?;
+    let exit = agent.wait_exit(WAIT).await?;
+    let log = agent.log();
+    assert!(exit.success(), "exit {exit:?}; log:\n{log}");
+    assert!(ring.calls(|c| c.leaves.is_empty()), "a drain was attempted");
+    assert!(
+        log.contains(
+            "SIGQUIT: stopping without draining (teardown); the shard's 1 keys are discarded with it"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("asking the router to drain"), "{log}");
+    assert_eq!(alarms(&log), Vec::<&str>::new(), "log:\n{log}");
+    assert!(log.contains("agent stopped"), "{log}");
+    assert!(!alive(etcd_pid), "etcd outlived the agent");
+    assert!(agent.etcd_pids().is_empty());
+    assert_eq!(agent.mount_count(), 0, "tmpfs left mounted");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_that_does_not_finish_is_bounded_by_the_drain_timeout() -> anyhow::Result<()> {
     let router = fake_router(LeaveMode::Hang).await?;
@@ -573,6 +626,33 @@ async fn unreachable_router_blocks_neither_serving_nor_shutdown() -> anyhow::Res
     );
     assert!(agent.etcd_pids().is_empty());
     assert_eq!(agent.mount_count(), 0);
+    Ok(())
+}
+
+/// `--router` at a web server: the agent says it is probably not the
+/// router, instead of tonic's bare "grpc-status header missing".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_server_at_the_router_address_is_named_as_such() -> anyhow::Result<()> {
+    let web = ste_tests::web::http2_not_found().await?;
+    let mut options = AgentOptions::new("misdialled", LOCALHOST);
+    options.extra_args = router_args(web.addr, &[]);
+    let mut agent = TestAgent::start(options).await?;
+    wait_log(
+        &agent,
+        "the server at the --router address answered HTTP 404 without a gRPC status: this is \
+         probably not the STE router's admin API (default port 2490); check --router",
+        1,
+    )
+    .await?;
+    assert!(
+        agent
+            .log()
+            .contains("--router does not lead to the router's admin API"),
+        "{}",
+        agent.log()
+    );
+    agent.signal(Signal::SIGTERM)?;
+    assert!(agent.wait_exit(WAIT).await?.success(), "{}", agent.log());
     Ok(())
 }
 

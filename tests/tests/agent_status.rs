@@ -193,6 +193,25 @@ async fn external_tmpfs_is_used_as_is_and_left_mounted() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Exactly what the agent serves, sorted: reflection lists nothing else
+/// (not the router's `ste.v1.Ring` nor the etcd API, whose descriptors sit
+/// in the same files).
+const SERVED: [&str; 4] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "ste.v1.Agent",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_exactly_the_services_served() -> anyhow::Result<()> {
+    let agent = TestAgent::start(AgentOptions::new("listed", LOCALHOST)).await?;
+    let (v1, v1alpha) = ste_tests::reflection::listed_services(agent.addrs.grpc).await?;
+    assert_eq!(v1, SERVED, "grpc.reflection.v1");
+    assert_eq!(v1alpha, SERVED, "grpc.reflection.v1alpha");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generic_grpc_client_reads_status_through_reflection() -> anyhow::Result<()> {
     let agent = TestAgent::start(AgentOptions::new("reflected", LOCALHOST)).await?;
@@ -209,7 +228,8 @@ async fn generic_grpc_client_reads_status_through_reflection() -> anyhow::Result
          scripts/install-deps.sh installs them): {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("\"grpc.health.v1.Health\""), "{stdout}");
+    let answer: serde_json::Value = serde_json::from_str(stdout.trim())?;
+    assert_eq!(answer["services"], serde_json::json!(SERVED), "{stdout}");
     assert!(stdout.contains("\"node_name\": \"reflected\""), "{stdout}");
     assert!(
         stdout.contains("\"state\": \"AGENT_STATE_SERVING\""),

@@ -51,10 +51,39 @@ fn krew_install(tmp: &Path) -> anyhow::Result<PathBuf> {
     Ok(root)
 }
 
+/// kubectl as a user runs it after `scripts/local-cluster.sh up`: the
+/// plugin on PATH, the router named only by the current kubeconfig
+/// context's `ste.io/router` extension (no --router, no STE_ROUTER).
 struct Kubectl {
     path: String,
     kubeconfig: PathBuf,
-    router: String,
+}
+
+/// The kubeconfig `scripts/local-cluster.sh up` writes (its API server
+/// does not run yet).
+fn local_kubeconfig(router_admin: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+current-context: ste-local
+clusters:
+- name: ste-local
+  cluster:
+    server: https://127.0.0.1:6443
+contexts:
+- name: ste-local
+  context:
+    cluster: ste-local
+    user: ste-local
+    extensions:
+    - name: ste.io/router
+      extension:
+        address: {router_admin}
+users:
+- name: ste-local
+  user: {{}}
+"
+    )
 }
 
 impl Kubectl {
@@ -63,7 +92,7 @@ impl Kubectl {
             .args(args)
             .env("PATH", &self.path)
             .env("KUBECONFIG", &self.kubeconfig)
-            .env("STE_ROUTER", &self.router)
+            .env_remove("STE_ROUTER")
             .output()
             .expect("kubectl is installed")
     }
@@ -146,16 +175,36 @@ async fn krew_installed_plugin_operates_a_local_cluster() -> anyhow::Result<()> 
             root.join("bin").display(),
             std::env::var("PATH").unwrap_or_default()
         ),
-        kubeconfig: tmp.path().join("no-kubeconfig"),
-        router: router.admin.to_string(),
+        kubeconfig: tmp.path().join("kubeconfig"),
     };
-    let plugins = kubectl.ok(&["plugin", "list"]);
+    std::fs::write(
+        &kubectl.kubeconfig,
+        local_kubeconfig(&router.admin.to_string()),
+    )?;
+    // kubectl exits 1 when another kubectl-ste further down PATH is
+    // overshadowed (e.g. /usr/local/bin/kubectl-ste, which
+    // `scripts/local-cluster.sh up` links when the krew root is not on
+    // PATH): the krew root's plugin, first on PATH, is the one it runs.
+    let listed = kubectl.run(&["plugin", "list"]);
+    let plugins = String::from_utf8_lossy(&listed.stdout);
+    let warnings = String::from_utf8_lossy(&listed.stderr);
+    let installed = root.join("bin/kubectl-ste").display().to_string();
     assert!(
-        plugins.contains(&root.join("bin/kubectl-ste").display().to_string()),
-        "{plugins}"
+        plugins.lines().find(|l| l.ends_with("kubectl-ste")) == Some(installed.as_str()),
+        "{plugins}{warnings}"
+    );
+    assert!(
+        listed.status.success()
+            || warnings.contains(&format!(
+                "overshadowed by a similarly named plugin: {installed}"
+            )),
+        "{plugins}{warnings}"
     );
 
     let status = kubectl.ok(&["ste", "status"]);
+    // Nothing is wrong, so nothing is flagged (the ring changed moments ago).
+    let stderr = String::from_utf8_lossy(&kubectl.run(&["ste", "status"]).stderr).into_owned();
+    assert_eq!(stderr, "", "warnings on a healthy cluster");
     for node in ["node-a", "node-b", "node-c"] {
         assert!(
             status
@@ -203,12 +252,12 @@ async fn krew_installed_plugin_operates_a_local_cluster() -> anyhow::Result<()> 
         ring.contains("node-d") && ring.contains("not in the ring"),
         "{ring}"
     );
-    kubectl.ok(&["ste", "ring", "join", "node-d", "--wait"]);
+    kubectl.ok(&["ste", "ring", "join", "node-d"]);
     assert_eq!(
         members(&router).await?,
         ["node-a", "node-b", "node-c", "node-d"]
     );
-    kubectl.ok(&["ste", "ring", "leave", "node-b", "--yes", "--wait"]);
+    kubectl.ok(&["ste", "ring", "leave", "node-b", "--yes"]);
     assert_eq!(members(&router).await?, ["node-a", "node-c", "node-d"]);
     let listed = client
         .get(

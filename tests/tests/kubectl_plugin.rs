@@ -177,6 +177,128 @@ async fn an_unreachable_router_is_one_line_naming_it_and_how_to_set_it() {
         .unwrap()
         .failed();
     assert!(run.stderr.contains("(from STE_ROUTER)"), "{run:#?}");
+    // From the kubeconfig context's extension, it says which context.
+    let kubeconfig = plugin
+        .write("kubeconfig-ext.yaml", &router_kubeconfig(&address))
+        .unwrap();
+    let run = plugin
+        .run_with(&["status"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())])
+        .await
+        .unwrap()
+        .failed();
+    assert!(
+        run.stderr.contains(&format!(
+            "cannot reach the STE router at {address} (from the ste.io/router extension of \
+             kubeconfig context \"ste-local\")"
+        )),
+        "{run:#?}"
+    );
+}
+
+/// A kubeconfig like the one `scripts/local-cluster.sh up` writes: the
+/// current context `ste-local` carries the router's admin address in its
+/// `ste.io/router` extension; its API server does not exist.
+fn router_kubeconfig(address: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+current-context: ste-local
+clusters:
+- name: ste-local
+  cluster:
+    server: https://127.0.0.1:1
+contexts:
+- name: ste-local
+  context:
+    cluster: ste-local
+    user: ste-local
+    extensions:
+    - name: ste.io/router
+      extension:
+        address: {address}
+users:
+- name: ste-local
+  user: {{}}
+"
+    )
+}
+
+/// Without --router or STE_ROUTER the plugin finds the router in the
+/// current kubeconfig context; --router and STE_ROUTER still win over it.
+#[tokio::test]
+async fn the_kubeconfig_context_extension_names_the_router() {
+    let sharded = ShardedRouter::start(1, &[]).await.unwrap();
+    let admin = sharded.router.admin.to_string();
+    let plugin = Plugin::new().unwrap();
+    let kubeconfig = plugin
+        .write("kubeconfig-router.yaml", &router_kubeconfig(&admin))
+        .unwrap();
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let show = plugin
+        .run_with(
+            &["ring", "show", "-o", "json"],
+            &[("KUBECONFIG", kubeconfig)],
+        )
+        .await
+        .unwrap()
+        .ok();
+    assert_eq!(json(&show)["members"].as_array().map(Vec::len), Some(1));
+    // Found as kubectl finds ~/.kube/config, too.
+    let dot_kube = plugin.home().join(".kube");
+    std::fs::create_dir_all(&dot_kube).unwrap();
+    std::fs::write(dot_kube.join("config"), router_kubeconfig(&admin)).unwrap();
+    let status = plugin.run(&["status"]).await.unwrap().ok();
+    assert!(status.stdout.starts_with("NODE "), "{status:#?}");
+    let nowhere = format!("127.0.0.1:{}", free_port(Ipv4Addr::LOCALHOST.into()));
+    let run = plugin
+        .run_with(&["status"], &[("STE_ROUTER", nowhere.as_str())])
+        .await
+        .unwrap()
+        .failed();
+    assert!(run.stderr.contains("(from STE_ROUTER)"), "{run:#?}");
+    let run = plugin
+        .run(&["status", "--router", &nowhere])
+        .await
+        .unwrap()
+        .failed();
+    assert!(run.stderr.contains("(from --router)"), "{run:#?}");
+}
+
+/// `--router` at a web server (HTTP/2 answering 404, or HTTP/1 only) says
+/// what is probably wrong instead of tonic's bare mapping.
+#[tokio::test]
+async fn a_web_server_at_the_router_address_is_named_as_such() {
+    let plugin = Plugin::new().unwrap();
+    let web = ste_tests::web::http2_not_found().await.unwrap();
+    let address = web.addr.to_string();
+    let run = plugin
+        .run(&["status", "--router", &address])
+        .await
+        .unwrap()
+        .failed();
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: the server at {address} (from --router) answered HTTP 404 without a gRPC \
+             status: this is probably not the STE router's admin API (default port 2490); check \
+             --router\n"
+        )
+    );
+    let old = ste_tests::web::http1_only().await.unwrap();
+    let address = old.addr.to_string();
+    let run = plugin
+        .run_with(&["ring", "show"], &[("STE_ROUTER", address.as_str())])
+        .await
+        .unwrap()
+        .failed();
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: the server at {address} (from STE_ROUTER) answers in HTTP/1, not HTTP/2: \
+             this is probably a plain HTTP server, not the STE router's admin API (default port \
+             2490); check STE_ROUTER\n"
+        ),
+    );
 }
 
 #[tokio::test]
@@ -633,19 +755,12 @@ async fn ring_join_and_leave_a_fourth_shard() {
         3
     );
 
-    // Join, following the move: plan table, progress lines (stderr is not
-    // a terminal), the outcome.
+    // Join follows the move by default (as kubectl drain does): plan table,
+    // progress lines (stderr is not a terminal), the outcome.
     let join = plugin
         .run(
             &[
-                &[
-                    "ring",
-                    "join",
-                    "shard-d",
-                    "--endpoint",
-                    &fourth.url,
-                    "--wait",
-                ][..],
+                &["ring", "join", "shard-d", "--endpoint", &fourth.url][..],
                 &r,
             ]
             .concat(),
@@ -708,13 +823,7 @@ async fn ring_join_and_leave_a_fourth_shard() {
 
     // Leave for real, as json.
     let leave = plugin
-        .run(
-            &[
-                &["ring", "leave", "shard-d", "--yes", "--wait", "-o", "json"][..],
-                &r,
-            ]
-            .concat(),
-        )
+        .run(&[&["ring", "leave", "shard-d", "--yes", "-o", "json"][..], &r].concat())
         .await
         .unwrap()
         .ok();
@@ -785,6 +894,66 @@ async fn ring_join_and_leave_a_fourth_shard() {
             .unwrap()
             .len();
         if members == 4 {
+            Ok(())
+        } else {
+            Err(format!("{members} members"))
+        }
+    })
+    .await
+    .unwrap();
+
+    // --timeout bounds a wait; there is none with --wait=false.
+    let conflicting = plugin
+        .run(
+            &[
+                &[
+                    "ring",
+                    "leave",
+                    "shard-d",
+                    "--yes",
+                    "--wait=false",
+                    "--timeout",
+                    "1m",
+                ][..],
+                &r,
+            ]
+            .concat(),
+        )
+        .await
+        .unwrap()
+        .failed();
+    assert!(
+        conflicting
+            .stderr
+            .contains("cannot be combined with --wait=false"),
+        "{conflicting:#?}"
+    );
+    // --wait=false returns once the router accepted the change; the move
+    // finishes in the router.
+    let early = plugin
+        .run(
+            &[
+                &["ring", "leave", "shard-d", "--yes", "--wait=false"][..],
+                &r,
+            ]
+            .concat(),
+        )
+        .await
+        .unwrap()
+        .ok();
+    assert!(
+        early
+            .stdout
+            .contains("leave of shard-d started (--wait=false)"),
+        "{early:#?}"
+    );
+    assert!(!early.stdout.contains("left the ring"), "{early:#?}");
+    eventually("shard-d to leave", WAIT, || async {
+        let members = ring_json(&plugin, &admin).await["members"]
+            .as_array()
+            .unwrap()
+            .len();
+        if members == 3 {
             Ok(())
         } else {
             Err(format!("{members} members"))
@@ -1020,7 +1189,7 @@ async fn router_discovery_failures_through_the_api_server() {
         "{run:#?}"
     );
     assert!(
-        run.stderr.contains("--router HOST:PORT or STE_ROUTER"),
+        run.stderr.contains("--router HOST:PORT, the STE_ROUTER environment variable, or the extension ste.io/router"),
         "{run:#?}"
     );
 
@@ -1256,14 +1425,7 @@ async fn leave_asks_on_a_terminal_and_draws_a_bar() {
     let admin = sharded.router.admin.to_string();
     put_pods(&sharded, "default", &random_names(300)).await;
     let plugin = Plugin::new().unwrap();
-    let args = [
-        "ring",
-        "leave",
-        "shard-c",
-        "--wait",
-        "--router",
-        admin.as_str(),
-    ];
+    let args = ["ring", "leave", "shard-c", "--router", admin.as_str()];
     let Some(no) = plugin.run_in_terminal(&args, "n\n").await.unwrap() else {
         eprintln!("skipped: util-linux `script` is not installed");
         return;

@@ -105,3 +105,41 @@ async fn keys_on_the_wrong_shard_are_reported_at_start() -> anyhow::Result<()> {
     assert_eq!(reported, 20, "{log}");
     Ok(())
 }
+
+/// Each port's reflection lists exactly what that port serves: the etcd API
+/// on --listen, ste.v1.Ring on --admin-listen (the descriptor sets define
+/// both, and the agent's ste.v1.Agent too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_exactly_what_each_port_serves() -> anyhow::Result<()> {
+    let shard = TestEtcd::start("shard-a").await?;
+    let router = TestRouter::start(&[("shard-a", &shard.url)], &[]).await?;
+    let (v1, v1alpha) = ste_tests::reflection::listed_services(router.listen).await?;
+    assert_eq!(
+        v1,
+        [
+            "etcdserverpb.Cluster",
+            "etcdserverpb.KV",
+            "etcdserverpb.Lease",
+            "etcdserverpb.Maintenance",
+            "etcdserverpb.Watch",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ],
+        "etcd port, v1"
+    );
+    assert_eq!(v1alpha, v1, "etcd port, v1alpha");
+    let (v1, v1alpha) = ste_tests::reflection::listed_services(router.admin).await?;
+    assert_eq!(
+        v1,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "ste.v1.Ring",
+        ],
+        "admin port, v1"
+    );
+    assert_eq!(v1alpha, v1, "admin port, v1alpha");
+    Ok(())
+}

@@ -2,10 +2,11 @@
 //!
 //! Both print the move plan (the router's PLANNED message) first. `leave`
 //! asks for confirmation on a terminal unless `--yes`, and refuses without
-//! `--yes` when stdin is not a terminal. Without `--wait` the command
-//! returns once the router has planned and started the move (which runs on
-//! in the router); with `--wait` it follows the move to DONE, drawing
-//! progress on stderr, bounded by `--timeout`.
+//! `--yes` when stdin is not a terminal. Like `kubectl drain` and `kubectl
+//! delete`, they wait by default: the command follows the move to DONE,
+//! drawing progress on stderr, bounded by `--timeout` if given. With
+//! `--wait=false` it returns once the router has accepted the change and
+//! started the move (which runs on in the router).
 
 use std::time::{Duration, Instant};
 
@@ -140,8 +141,12 @@ async fn follow(
     Ok(last)
 }
 
+/// Whether to wait, and for how long at most (`None`: until done).
 fn wait_limit(args: &WaitArgs) -> CliResult<(bool, Option<Duration>)> {
     match &args.timeout {
+        Some(_) if !args.wait => Err(CliError::msg(
+            "--timeout bounds the wait: it cannot be combined with --wait=false",
+        )),
         Some(t) => Ok((true, parse_timeout(t)?)),
         None => Ok((args.wait, None)),
     }
@@ -194,8 +199,8 @@ async fn finish(
             session.print_document(&report)?;
         } else {
             session.term.out_line(&format!(
-                "{} of {node} started: the router moves the keys now; follow it with \
-                 `kubectl ste status`, or wait with --wait",
+                "{} of {node} started (--wait=false): the router moves the keys now; \
+                 follow it with `kubectl ste status`",
                 kind.name()
             ));
         }

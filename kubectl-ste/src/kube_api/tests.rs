@@ -136,7 +136,7 @@ async fn no_router_pod_says_how_to_set_the_address() {
         err.contains("no running STE router pod in kube-system"),
         "{err}"
     );
-    assert!(err.contains("--router HOST:PORT or STE_ROUTER"), "{err}");
+    assert!(err.ends_with(crate::connect::HOW_TO_SET), "{err}");
     server.await.unwrap();
 }
 

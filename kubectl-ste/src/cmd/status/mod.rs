@@ -4,8 +4,10 @@
 //!
 //! Flags are printed as `! NODE: …` notes on stderr after the table and
 //! carried in `warnings` in json/yaml: a member the router cannot use, an
-//! agent not serving, a shard restarted into a new epoch, an agent behind
-//! on the ring generation or silent, a tmpfs or etcd quota at 90 % or more.
+//! agent not serving, a shard restarted into a new epoch, an agent that
+//! really lags behind the ring generation (still behind well after a change
+//! although it heartbeated since; see [`agent_lags`]) or is silent, a tmpfs
+//! or etcd quota at 90 % or more. A warning means something is wrong.
 //! A member whose agent is not registered or does not answer gets
 //! `<unknown>` agent columns and a note saying why; the command still
 //! succeeds when the router answered.
@@ -18,8 +20,9 @@ use futures_util::future::join_all;
 
 use report::share;
 pub use report::{
-    AgentFacts, HEARTBEAT_STALE_SECONDS, MemberStatus, NEAR_FULL, RouterFacts, StatusReport,
-    Summary, balance, health_name, report,
+    AgentFacts, GENERATION_ACK_SECONDS, GENERATION_GRACE_SECONDS, HEARTBEAT_STALE_SECONDS,
+    MemberStatus, NEAR_FULL, RouterFacts, StatusReport, Summary, agent_lags, balance, health_name,
+    report,
 };
 
 use crate::error::CliResult;
@@ -68,9 +71,7 @@ pub fn table(report: &StatusReport, wide: bool) -> Table {
     for m in &report.members {
         let a = m.agent.as_ref();
         let generation = match m.generation {
-            Some(g) if g < report.router.generation => {
-                Cell::styled(g.to_string(), Some(Style::Yellow))
-            }
+            Some(g) if m.generation_behind => Cell::styled(g.to_string(), Some(Style::Yellow)),
             Some(g) => Cell::from(g.to_string()),
             None => unknown(),
         };

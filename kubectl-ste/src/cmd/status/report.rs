@@ -15,6 +15,15 @@ use crate::output::human;
 pub const NEAR_FULL: f64 = 0.90;
 /// An agent silent for this long is flagged.
 pub const HEARTBEAT_STALE_SECONDS: u64 = 10;
+/// An agent behind the ring generation is flagged only once the change is
+/// at least this old and the agent has heartbeated at least
+/// [`GENERATION_ACK_SECONDS`] after it. An agent reports, in each
+/// heartbeat, the generation of the router's previous answer, and answers
+/// a new one with an immediate heartbeat; right after a change every agent
+/// is therefore one heartbeat behind, which is not a fault.
+pub const GENERATION_GRACE_SECONDS: u64 = 5;
+/// See [`GENERATION_GRACE_SECONDS`].
+pub const GENERATION_ACK_SECONDS: u64 = 2;
 
 /// The whole report, as printed by `-o json|yaml`.
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +49,10 @@ pub struct RouterFacts {
     pub revision: i64,
     /// Ring generation.
     pub generation: u64,
+    /// Seconds the ring has been at that generation (absent from older
+    /// routers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation_age_seconds: Option<u64>,
     /// Keys in its index.
     pub keys: u64,
     /// False until the start-up scan is done.
@@ -69,6 +82,10 @@ pub struct MemberStatus {
     pub shard_revision: i64,
     /// The ring generation its agent last saw (registration).
     pub generation: Option<u64>,
+    /// The agent really lags behind the ring generation (see
+    /// [`agent_lags`]); being one heartbeat behind right after a change
+    /// is not lagging.
+    pub generation_behind: bool,
     /// The agent's report; absent when not registered or unreachable.
     pub agent: Option<AgentFacts>,
     /// Why `agent` is absent.
@@ -185,12 +202,27 @@ pub(super) fn share(used: u64, limit: u64) -> Option<f64> {
     (limit > 0).then(|| used as f64 / limit as f64)
 }
 
+/// True if the agent really lags behind the router's ring `generation`,
+/// which has been current for `age` seconds: it still reports an older
+/// generation although the change is [`GENERATION_GRACE_SECONDS`] old and
+/// the agent has heartbeated [`GENERATION_ACK_SECONDS`] or more after it
+/// (an agent that has not heartbeated since is flagged as silent instead).
+/// Without the age (an older router) nothing is flagged.
+pub fn agent_lags(registered: &RegisteredAgent, generation: u64, age: Option<u64>) -> bool {
+    registered.generation_seen < generation
+        && age.is_some_and(|age| {
+            age >= GENERATION_GRACE_SECONDS
+                && registered.last_heartbeat_seconds_ago + GENERATION_ACK_SECONDS <= age
+        })
+}
+
 /// What needs attention on one member.
 fn warnings(
     member: &RingMember,
     registered: Option<&RegisteredAgent>,
     agent: Option<&AgentFacts>,
     generation: u64,
+    generation_age: Option<u64>,
 ) -> Vec<String> {
     let mut out = Vec::new();
     if member.health != MemberHealth::Healthy as i32 {
@@ -202,10 +234,12 @@ fn warnings(
         out.push(format!("unhealthy: the router cannot use this shard{why}"));
     }
     if let Some(reg) = registered {
-        if reg.generation_seen < generation {
+        if agent_lags(reg, generation, generation_age) {
             out.push(format!(
-                "old generation: the agent last saw ring generation {}, the router is at {generation}",
-                reg.generation_seen
+                "old generation: the agent still reports ring generation {}, the router has been \
+                 at {generation} for {} and heard from the agent since",
+                reg.generation_seen,
+                human::age(Duration::from_secs(generation_age.unwrap_or_default()))
             ));
         }
         if reg.last_heartbeat_seconds_ago >= HEARTBEAT_STALE_SECONDS {
@@ -304,7 +338,15 @@ pub fn report(
             keys: member.key_count,
             shard_revision: member.shard_revision,
             generation: registered.map(|r| r.generation_seen),
-            warnings: warnings(member, registered, facts.as_ref(), status.generation),
+            generation_behind: registered
+                .is_some_and(|r| agent_lags(r, status.generation, status.generation_age_seconds)),
+            warnings: warnings(
+                member,
+                registered,
+                facts.as_ref(),
+                status.generation,
+                status.generation_age_seconds,
+            ),
             agent: facts,
             agent_error,
         });
@@ -316,6 +358,7 @@ pub fn report(
             version: status.version.clone(),
             revision: status.revision,
             generation: status.generation,
+            generation_age_seconds: status.generation_age_seconds,
             keys: status.keys,
             serving: status.serving,
             migration: status.migration.as_ref().map(MigrationFacts::from),

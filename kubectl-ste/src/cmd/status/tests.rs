@@ -92,6 +92,9 @@ fn router_status() -> RouterStatus {
         ],
         serving: true,
         agents: vec![registered("b", 3), registered("c", 4)],
+        // Generation 4 for a minute; b heartbeated a second ago and still
+        // reports 3: it lags.
+        generation_age_seconds: Some(60),
         ..Default::default()
     }
 }
@@ -205,6 +208,98 @@ fn report_joins_router_and_agents() {
         ["REVISION", "RESTARTS", "VERSION", "MEMORY", "HEALTH"]
     );
     assert!(wide.contains("2Gi/8Gi"));
+}
+
+fn generation_warnings(status: &RouterStatus) -> Vec<String> {
+    let agents = status
+        .members
+        .iter()
+        .map(|_| Some(Ok(agent(10 * MI))))
+        .collect();
+    report("127.0.0.1:2490", status, agents, 1_000)
+        .members
+        .into_iter()
+        .flat_map(|m| m.warnings)
+        .filter(|w| w.contains("generation"))
+        .collect()
+}
+
+/// Right after `local-cluster.sh up` the third join has just moved the ring
+/// to generation 3 and every agent still reports 2 (each heartbeat carries
+/// the generation of the router's previous answer): nothing is wrong.
+#[test]
+fn fresh_ring_change_is_not_an_old_generation() {
+    let mut status = RouterStatus {
+        generation: 3,
+        members: vec![
+            member("node-a", 1, true),
+            member("node-b", 1, true),
+            member("node-c", 0, true),
+        ],
+        agents: ["node-a", "node-b", "node-c"]
+            .map(|n| RegisteredAgent {
+                last_heartbeat_seconds_ago: 0,
+                ..registered(n, 2)
+            })
+            .to_vec(),
+        generation_age_seconds: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(generation_warnings(&status), Vec::<String>::new());
+    let r = report("x", &status, vec![None, None, None], 0);
+    assert!(r.members.iter().all(|m| !m.generation_behind));
+    // Still within the grace period.
+    status.generation_age_seconds = Some(GENERATION_GRACE_SECONDS - 1);
+    assert_eq!(generation_warnings(&status), Vec::<String>::new());
+    // An older router that does not say how old the generation is.
+    status.generation_age_seconds = None;
+    assert_eq!(generation_warnings(&status), Vec::<String>::new());
+    // Caught up.
+    status.generation_age_seconds = Some(60);
+    for a in &mut status.agents {
+        a.generation_seen = 3;
+    }
+    assert_eq!(generation_warnings(&status), Vec::<String>::new());
+}
+
+/// An agent that heartbeats but still reports the old generation well after
+/// the change really lags; one that has been silent since the change is
+/// flagged as silent, not as behind.
+#[test]
+fn an_agent_that_really_lags_is_flagged() {
+    let status = RouterStatus {
+        generation: 3,
+        members: vec![member("node-a", 1, true), member("node-b", 1, true)],
+        agents: vec![
+            RegisteredAgent {
+                last_heartbeat_seconds_ago: 0,
+                ..registered("node-a", 2)
+            },
+            RegisteredAgent {
+                last_heartbeat_seconds_ago: 30,
+                ..registered("node-b", 2)
+            },
+        ],
+        generation_age_seconds: Some(30),
+        ..Default::default()
+    };
+    assert_eq!(
+        generation_warnings(&status),
+        [
+            "old generation: the agent still reports ring generation 2, the router has been at 3 \
+          for 30s and heard from the agent since"
+        ]
+    );
+    let r = report("x", &status, vec![None, None], 0);
+    assert!(r.members[0].generation_behind && !r.members[1].generation_behind);
+    assert!(
+        r.members[1]
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("no heartbeat from the agent for 30s")),
+        "{:?}",
+        r.members[1].warnings
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@
 #   openssl                   test certificates (TLS tests, deploy/pki.sh)
 #   curl ca-certificates      HTTP checks (/metrics, /healthz)
 #   iproute2                  ip/ss (network namespaces in tests, port checks)
+#   git                       krew's plugin index (an empty local one in tests)
 #   pip: grpcio grpcio-reflection  a generic gRPC client for one test
 # Only missing packages are installed; `apt-get update` runs only if one is
 # missing. Uses sudo only when not root. Also makes sure the etcd packaged as
@@ -19,7 +20,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PACKAGES=(etcd-server etcd-client protobuf-compiler libprotobuf-dev gcc libc6-dev binutils openssl
-    curl ca-certificates iproute2)
+    curl ca-certificates iproute2 git)
 
 # Each file the build and the tests use, and the package of PACKAGES that
 # must provide it. Checked after installing: a file that is missing, or that
@@ -38,6 +39,7 @@ PROVIDED=(
     "curl:curl"
     "ip:iproute2"
     "ss:iproute2"
+    "git:git"
     "update-ca-certificates:ca-certificates"
 )
 

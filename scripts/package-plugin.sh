@@ -12,12 +12,17 @@
 # Usage: scripts/package-plugin.sh [--install-krew-root DIR] [--link-completion]
 #
 #   --install-krew-root DIR  then install the host platform's archive into
-#                            the krew root DIR exactly as `kubectl krew
-#                            install --manifest=dist/ste.yaml
-#                            --archive=<archive>` would
-#                            (scripts/krew-install-local.sh does it)
+#                            the krew root DIR with the real krew:
+#                            KREW_ROOT=DIR kubectl krew install
+#                            --manifest=dist/ste.yaml --archive=<archive>
+#                            (an installed ste is uninstalled first, so this
+#                            also upgrades). krew is .build/bin/kubectl-krew
+#                            (scripts/build-counterparts.sh builds it), else
+#                            $STE_KREW_BIN, else kubectl-krew on PATH.
 #   --link-completion        with --install-krew-root: also link
-#                            kubectl_complete-ste into DIR/bin (krew does not)
+#                            kubectl_complete-ste into DIR/bin (krew links
+#                            only the plugin itself), where kubectl (1.26 or
+#                            newer) finds it for `kubectl ste <TAB>`
 #
 # Which platforms are packaged:
 #   - the host platform (linux or darwin, amd64 or arm64), from
@@ -289,7 +294,46 @@ MANIFEST="${DIST_DIR}/ste.yaml"
 render_manifest "${SHAS%;}" "${MANIFEST}"
 ste_say "manifest: ${MANIFEST} (v${VERSION}; platforms: ${PLATFORMS[*]})"
 
+# The krew binary: $STE_KREW_BIN, the one build-counterparts.sh built, or
+# kubectl-krew on PATH.
+krew_bin() {
+    if [[ -n ${STE_KREW_BIN:-} ]]; then
+        printf '%s\n' "${STE_KREW_BIN}"
+    elif [[ -x ${STE_REPO}/.build/bin/kubectl-krew ]]; then
+        printf '%s\n' "${STE_REPO}/.build/bin/kubectl-krew"
+    elif command -v kubectl-krew >/dev/null 2>&1; then
+        command -v kubectl-krew
+    else
+        ste_die "krew is not installed: build it with scripts/build-counterparts.sh kubectl-krew (or set STE_KREW_BIN)"
+    fi
+}
+
+# `kubectl krew ARGS...` into the krew root $1, with our krew first on PATH
+# (kubectl runs the first kubectl-krew it finds).
+krew() {
+    local root="$1" bin
+    shift
+    bin="$(krew_bin)"
+    KREW_ROOT="${root}" PATH="$(dirname "${bin}"):${PATH}" kubectl krew "$@"
+}
+
 if [[ -n ${INSTALL_KREW_ROOT} ]]; then
-    "${STE_REPO}/scripts/krew-install-local.sh" "${LINK_COMPLETION[@]}" \
-        "${ARCHIVE_OF[${HOST}]}" "${MANIFEST}" "${INSTALL_KREW_ROOT}"
+    mkdir -p "${INSTALL_KREW_ROOT}"
+    INSTALL_KREW_ROOT="$(realpath "${INSTALL_KREW_ROOT}")"
+    if [[ -e ${INSTALL_KREW_ROOT}/receipts/ste.yaml ]]; then
+        ste_say "ste is installed in ${INSTALL_KREW_ROOT}: kubectl krew uninstall ste"
+        krew "${INSTALL_KREW_ROOT}" uninstall ste
+    fi
+    ste_say "KREW_ROOT=${INSTALL_KREW_ROOT} kubectl krew install --manifest=${MANIFEST} --archive=${ARCHIVE_OF[${HOST}]}"
+    krew "${INSTALL_KREW_ROOT}" install --manifest="${MANIFEST}" --archive="${ARCHIVE_OF[${HOST}]}"
+    # krew reports a failed install on stderr but exits 0: check its receipt.
+    [[ -e ${INSTALL_KREW_ROOT}/receipts/ste.yaml && -x ${INSTALL_KREW_ROOT}/bin/kubectl-ste ]] ||
+        ste_die "krew did not install ste into ${INSTALL_KREW_ROOT} (its output is above)"
+    if [[ ${#LINK_COMPLETION[@]} -gt 0 ]]; then
+        store="${INSTALL_KREW_ROOT}/store/ste/v${VERSION}"
+        [[ -x ${store}/kubectl_complete-ste ]] ||
+            ste_die "${store}/kubectl_complete-ste is missing: the archive should hold it"
+        ln -sfn "${store}/kubectl_complete-ste" "${INSTALL_KREW_ROOT}/bin/kubectl_complete-ste"
+        ste_say "linked ${INSTALL_KREW_ROOT}/bin/kubectl_complete-ste (shell completion of kubectl ste)"
+    fi
 fi

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod cluster;
 pub mod etcd;
+pub mod krew;
 pub mod kube;
 pub mod plugin;
 pub mod poll;

@@ -64,6 +64,11 @@ pub fn etcdctl_bin() -> PathBuf {
     counterpart_bin("etcdctl", "STE_ETCDCTL_BIN")
 }
 
+/// The real krew (`kubectl-krew`, v0.4) from `.build/bin`, or `$STE_KREW_BIN`.
+pub fn krew_bin() -> PathBuf {
+    counterpart_bin("kubectl-krew", "STE_KREW_BIN")
+}
+
 /// A port that was free on `ip` a moment ago.
 ///
 /// Not the kernel's choice (port 0): that comes from the ephemeral range,

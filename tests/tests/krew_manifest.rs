@@ -2,8 +2,9 @@
 //! krew/ste.yaml.tmpl and packs the archives; the manifest is checked
 //! against krew's own validation rules (krew's internal/index/validation
 //! and its index's checks), every archive against its manifest entry, and
-//! the layout scripts/krew-install-local.sh installs against krew's, with
-//! the real kubectl finding and running the plugin through it.
+//! the real krew (`kubectl krew install --manifest --archive`, built by
+//! scripts/build-counterparts.sh) installing, listing and uninstalling it,
+//! and the real kubectl finding and running the plugin through krew's links.
 //!
 //! The manifest tests package stand-in binaries (krew never runs them); the
 //! layout test packages the real kubectl-ste from the target dir.
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use ste_tests::krew::KrewRoot;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const BINS: [&str; 2] = ["kubectl-ste", "kubectl_complete-ste"];
@@ -364,9 +366,8 @@ fn default_manifest_lists_only_the_host_archive_and_install_checks_it() {
     );
     assert_eq!(platform["sha256"], sha256(&archive));
 
-    // Like krew: the archive must match the manifest's sha256, and an
-    // installed plugin is not installed over.
-    let install = repo().join("scripts/krew-install-local.sh");
+    // The real krew refuses an archive whose sha256 is not the manifest's,
+    // installs the right one, lists it, and uninstalls it.
     let tampered = tmp.path().join("tampered").join("ste.yaml");
     std::fs::create_dir_all(tampered.parent().unwrap()).unwrap();
     let sha = platform["sha256"].as_str().unwrap();
@@ -377,47 +378,53 @@ fn default_manifest_lists_only_the_host_archive_and_install_checks_it() {
         text.replace(sha, &format!("{other}{}", &sha[1..])),
     )
     .unwrap();
-    let root = tmp.path().join("krew");
-    let refused = Command::new(&install)
-        .arg(&archive)
-        .arg(&tampered)
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(!refused.status.success(), "a wrong sha256 must be refused");
+    let krew = KrewRoot::new(&tmp.path().join("krew")).unwrap();
+    let archive_arg = format!("--archive={}", archive.display());
+    let refused = krew.krew(&[
+        "install",
+        &format!("--manifest={}", tampered.display()),
+        &archive_arg,
+    ]);
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("checksum does not match"),
-        "{}",
+        "a wrong sha256 must be refused: {}",
         String::from_utf8_lossy(&refused.stderr)
     );
     assert!(
-        !root.join("receipts/ste.yaml").exists(),
+        !krew.root.join("receipts/ste.yaml").exists(),
         "nothing installed"
     );
 
-    run(Command::new(&install)
-        .arg(&archive)
-        .arg(&manifest)
-        .arg(&root));
-    let again = Command::new(&install)
-        .arg(&archive)
-        .arg(&manifest)
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(!again.status.success(), "installing twice must be refused");
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already installed"));
+    krew.krew_ok(&[
+        "install",
+        &format!("--manifest={}", manifest.display()),
+        &archive_arg,
+    ]);
+    assert!(krew.root.join("receipts/ste.yaml").is_file());
+    assert_eq!(
+        krew.krew_ok(&["list"]).lines().collect::<Vec<_>>(),
+        ["detached/ste"],
+        "krew lists the plugin installed from a manifest file as detached"
+    );
+    let again = krew.krew(&[
+        "install",
+        &format!("--manifest={}", manifest.display()),
+        &archive_arg,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already installed"),
+        "krew does not install over an installed plugin: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 
-    run(Command::new(&install)
-        .arg("--uninstall")
-        .arg("ste")
-        .arg(&root));
+    krew.krew_ok(&["uninstall", "ste"]);
     for gone in ["bin/kubectl-ste", "store/ste", "receipts/ste.yaml"] {
         assert!(
-            !root.join(gone).exists() && !root.join(gone).is_symlink(),
+            !krew.root.join(gone).exists() && !krew.root.join(gone).is_symlink(),
             "{gone} removed"
         );
     }
+    assert_eq!(krew.krew_ok(&["list"]).trim(), "");
 }
 
 #[test]
@@ -442,7 +449,7 @@ fn krew_layout_lets_kubectl_find_and_run_the_real_plugin() {
         .arg(&root));
 
     // krew's layout: store/<name>/<version>/, bin/kubectl-<name> as a
-    // relative link into it, receipts/<name>.yaml.
+    // link into it, receipts/<name>.yaml.
     let store = root.join(format!("store/ste/v{VERSION}"));
     for file in ["kubectl-ste", "kubectl_complete-ste", "LICENSE"] {
         assert!(store.join(file).is_file(), "{file} in {}", store.display());
@@ -456,8 +463,8 @@ fn krew_layout_lets_kubectl_find_and_run_the_real_plugin() {
     }
     let link = root.join("bin/kubectl-ste");
     assert_eq!(
-        std::fs::read_link(&link).unwrap(),
-        PathBuf::from(format!("../store/ste/v{VERSION}/kubectl-ste"))
+        std::fs::canonicalize(&link).unwrap(),
+        std::fs::canonicalize(store.join("kubectl-ste")).unwrap()
     );
     assert!(
         !root.join("bin/kubectl_complete-ste").exists(),

@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use etcd_client::GetOptions;
+use ste_tests::krew::KrewRoot;
 use ste_tests::{AgentOptions, TestAgent, TestRouter};
 
 fn repo() -> PathBuf {
@@ -19,8 +20,9 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// Packs the built plugin (stripped) and installs it into a krew root.
-fn krew_install(tmp: &Path) -> anyhow::Result<PathBuf> {
+/// Packs the built plugin (stripped) and installs it with the real krew
+/// (`kubectl krew install --manifest --archive`) into a krew root.
+fn krew_install(tmp: &Path) -> anyhow::Result<KrewRoot> {
     let bins = tmp.join("bins");
     std::fs::create_dir_all(&bins)?;
     for bin in ["kubectl-ste", "kubectl_complete-ste"] {
@@ -35,20 +37,20 @@ fn krew_install(tmp: &Path) -> anyhow::Result<PathBuf> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let root = tmp.join("krew");
+    let krew = KrewRoot::new(&tmp.join("krew"))?;
     let out = Command::new(repo().join("scripts/package-plugin.sh"))
         .env("STE_PLUGIN_BIN_DIR", &bins)
         .env("STE_DIST_DIR", tmp.join("dist"))
         .env_remove("STE_PLUGIN_TARGETS")
         .arg("--install-krew-root")
-        .arg(&root)
+        .arg(&krew.root)
         .output()?;
     anyhow::ensure!(
         out.status.success(),
         "package-plugin.sh: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(root)
+    Ok(krew)
 }
 
 /// kubectl as a user runs it after `scripts/local-cluster.sh up`: the
@@ -140,7 +142,12 @@ async fn members(router: &TestRouter) -> anyhow::Result<Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn krew_installed_plugin_operates_a_local_cluster() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let root = krew_install(tmp.path())?;
+    let krew = krew_install(tmp.path())?;
+    assert_eq!(
+        krew.krew_ok(&["list"]).lines().collect::<Vec<_>>(),
+        ["detached/ste"]
+    );
+    let root = krew.root.clone();
     let router = TestRouter::spawn_new(&[], &[])?;
     let agents = vec![
         agent("node-a", 2, &router, &[])?,
@@ -271,6 +278,11 @@ async fn krew_installed_plugin_operates_a_local_cluster() -> anyhow::Result<()> 
     for line in ["Plugin Version", "Router Version", "node-a", "node-d"] {
         assert!(version.contains(line), "{version}");
     }
+
+    // krew removes it again; kubectl no longer finds it in the krew root.
+    krew.krew_ok(&["uninstall", "ste"]);
+    assert_eq!(krew.krew_ok(&["list"]).trim(), "");
+    assert!(!root.join("bin/kubectl-ste").exists());
     drop(spare);
     Ok(())
 }

@@ -74,6 +74,10 @@ AGENT_BIN="${TARGET_DIR}/debug/ste-agent"
 STATUS_BIN="${TARGET_DIR}/debug/ste-agent-status"
 ROUTER_BIN="${TARGET_DIR}/debug/ste-router"
 PLUGIN_BIN="${TARGET_DIR}/debug/kubectl-ste"
+# etcd 3.6 for the shards and etcdctl 3.6 for the demo, built from their Go
+# modules by scripts/build-counterparts.sh.
+ETCD_BIN="${STE_REPO}/.build/bin/etcd"
+ETCDCTL_BIN="${STE_REPO}/.build/bin/etcdctl"
 # How the person at the terminal stops the cluster (sudo only if not root).
 DOWN_CMD="$(ste_root_prefix)$0 down"
 
@@ -123,7 +127,7 @@ is_router() {
 
 # etcdctl (v3 API) through the router.
 router_etcdctl() {
-    ETCDCTL_API=3 etcdctl --endpoints "${ROUTER_LISTEN}" "$@"
+    "${ETCDCTL_BIN}" --endpoints "${ROUTER_LISTEN}" "$@"
 }
 
 # The PID of the running agent of node $1, or nothing. Reads the pid file;
@@ -442,11 +446,11 @@ router_demo() {
     [[ ${revision} =~ ^[0-9]+$ ]] || demo_fail "no revision in the router's answer to a get"
     DEMO_WATCH_FILE="$(mktemp "${ROUTER_DIR}/demo-watch.XXXXXX")"
 
-    printf '\nThrough the router (etcdctl below is ETCDCTL_API=3 etcdctl --endpoints %s):\n\n' "${ROUTER_LISTEN}"
+    printf '\nThrough the router (etcdctl below is etcdctl 3.6 --endpoints %s):\n\n' "${ROUTER_LISTEN}"
     printf '$ etcdctl watch --prefix /registry/pods/ --prev-kv --rev %s > watch.out &\n' "$((revision + 1))"
     # etcdctl itself, not through the router_etcdctl function: $! must be
     # etcdctl's PID, not that of a subshell running it.
-    ETCDCTL_API=3 etcdctl --endpoints "${ROUTER_LISTEN}" \
+    "${ETCDCTL_BIN}" --endpoints "${ROUTER_LISTEN}" \
         watch --prefix /registry/pods/ --prev-kv --rev "$((revision + 1))" \
         </dev/null >"${DEMO_WATCH_FILE}" 2>&1 &
     DEMO_WATCHER=$!
@@ -457,7 +461,7 @@ router_demo() {
     printf '\nOn the shards (etcdctl --endpoints http://<node-ip>:%s get --prefix /registry/pods/ --keys-only):\n' "${ETCD_CLIENT_PORT}"
     local node keys
     for node in "${NODES[@]}"; do
-        keys="$(ETCDCTL_API=3 etcdctl --endpoints "http://${IPS[${node}]}:${ETCD_CLIENT_PORT}" \
+        keys="$("${ETCDCTL_BIN}" --endpoints "http://${IPS[${node}]}:${ETCD_CLIENT_PORT}" \
             get --prefix /registry/pods/ --keys-only)" ||
             demo_fail "cannot read the shard of ${node} directly"
         keys="$(sed '/^$/d' <<<"${keys}" | paste -sd ' ' -)"
@@ -603,15 +607,13 @@ remove_kube_context() {
     ste_say "kubeconfig ${file}: removed context ${KUBE_CONTEXT}${restored}"
 }
 
-# Installs the plugin the way krew does, into KREW_ROOT (default ~/.krew of
-# the invoking user), from the binaries just built. One function, so that
-# the real `kubectl krew install --manifest --archive` can replace it.
+# Installs the plugin with the real krew (`kubectl krew install --manifest
+# --archive`, krew from .build/bin) into KREW_ROOT (default ~/.krew of the
+# invoking user), from the binaries just built; an installed ste is
+# replaced.
 install_plugin() {
     local root="${KREW_ROOT:-$(ste_invoking_home)/.krew}"
     root="$(realpath -m -- "${root}")"
-    if [[ -f ${root}/receipts/ste.yaml ]]; then
-        "${STE_REPO}/scripts/krew-install-local.sh" --uninstall ste "${root}" 2>/dev/null
-    fi
     if ! STE_PLUGIN_BIN_DIR="${TARGET_DIR}/debug" STE_DIST_DIR="${DIR}/dist" \
         "${STE_REPO}/scripts/package-plugin.sh" --install-krew-root "${root}" --link-completion \
         >"${DIR}/plugin-install.log" 2>&1; then
@@ -620,7 +622,7 @@ install_plugin() {
     fi
     ste_give_to_invoking_user "${root}"
     PLUGIN_ROOT="${root}"
-    ste_say "plugin: installed kubectl-ste krew's way into ${root} (scripts/package-plugin.sh --install-krew-root; log ${DIR}/plugin-install.log)"
+    ste_say "plugin: installed kubectl-ste with krew into ${root} (kubectl krew install --manifest --archive; log ${DIR}/plugin-install.log)"
     link_plugin_on_path "${root}/bin"
 }
 
@@ -661,6 +663,9 @@ cluster_up() {
     ste_find_cargo || true # install-deps.sh explains what to do if it is missing
     "${STE_REPO}/scripts/install-deps.sh"
 
+    ste_say "building the real counterparts it uses: etcd and etcdctl 3.6, krew (Go; the first build takes a few minutes)"
+    "${STE_REPO}/scripts/build-counterparts.sh" etcd etcdctl kubectl-krew
+
     ste_say "building: cargo build --workspace --bins"
     trap ste_restore_ownership EXIT
     (cd "${STE_REPO}" && cargo build --workspace --bins)
@@ -685,6 +690,7 @@ cluster_up() {
         # execs in place and $! is the agent's PID.
         setsid "${AGENT_BIN}" \
             --node-name "${node}" \
+            --etcd-bin "${ETCD_BIN}" \
             --node-ip "${ip}" \
             --data-dir "${node_dir}/shard" \
             --tmpfs-size "${TMPFS_SIZE}" \

@@ -484,7 +484,7 @@ async fn headers_nested_in_a_txn_carry_only_the_revision() -> anyhow::Result<()>
     let revision = raw.header.as_ref().map(|h| h.revision).unwrap_or_default();
     let nested = match &raw.responses[0].response {
         Some(ste_proto::etcd::etcdserverpb::response_op::Response::ResponsePut(put)) => {
-            put.header.clone().expect("a nested header")
+            put.header.expect("a nested header")
         }
         other => panic!("unexpected response {other:?}"),
     };

@@ -5,7 +5,7 @@
 #   etcd, etcdctl                                            (go.etcd.io/etcd 3.6)
 #   kwok                                                     (sigs.k8s.io/kwok)
 #   kubectl-krew                                             (sigs.k8s.io/krew)
-# Versions are pinned by the go.mod/go.sum files under e2e/ (see
+# Versions are pinned by the go.mod/go.sum files under e2e/tools/ (see
 # docs/counterparts.md); this script reads them from there.
 #
 # The first build compiles Kubernetes from source (tens of minutes on two
@@ -28,23 +28,23 @@ usage() {
     sed -n '2,/^set -euo pipefail/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
 }
 
-# The oldest Go that builds every module under e2e/ (their `go` lines).
+# The oldest Go that builds every module under e2e/tools/ (their `go` lines).
 readonly GO_MIN=1.26.0
 
-E2E="${STE_REPO}/e2e"
+TOOLS="${STE_REPO}/e2e/tools"
 BIN="${STE_REPO}/.build/bin"
 STAMPS="${STE_REPO}/.build/stamps"
 KWOK_STAGES="${STE_REPO}/.build/share/kwok/stages"
 
-# name | module directory (under e2e/) | main package | module that versions it
+# name | module directory (under e2e/tools/) | main package | module that versions it
 readonly TARGETS=(
-    "kube-apiserver|.|k8s.io/kubernetes/cmd/kube-apiserver|k8s.io/kubernetes"
-    "kube-controller-manager|.|k8s.io/kubernetes/cmd/kube-controller-manager|k8s.io/kubernetes"
-    "kube-scheduler|.|k8s.io/kubernetes/cmd/kube-scheduler|k8s.io/kubernetes"
-    "etcd|tools/etcd|go.etcd.io/etcd/server/v3|go.etcd.io/etcd/server/v3"
-    "etcdctl|tools/etcd|go.etcd.io/etcd/etcdctl/v3|go.etcd.io/etcd/etcdctl/v3"
-    "kwok|tools/kwok|sigs.k8s.io/kwok/cmd/kwok|sigs.k8s.io/kwok"
-    "kubectl-krew|tools/krew|sigs.k8s.io/krew/cmd/krew|sigs.k8s.io/krew"
+    "kube-apiserver|kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|k8s.io/kubernetes"
+    "kube-controller-manager|kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager|k8s.io/kubernetes"
+    "kube-scheduler|kubernetes|k8s.io/kubernetes/cmd/kube-scheduler|k8s.io/kubernetes"
+    "etcd|etcd|go.etcd.io/etcd/server/v3|go.etcd.io/etcd/server/v3"
+    "etcdctl|etcd|go.etcd.io/etcd/etcdctl/v3|go.etcd.io/etcd/etcdctl/v3"
+    "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|sigs.k8s.io/kwok"
+    "kubectl-krew|krew|sigs.k8s.io/krew/cmd/krew|sigs.k8s.io/krew"
 )
 
 check_go() {
@@ -189,7 +189,7 @@ main() {
         done
         [[ -n ${selected} ]] || continue
 
-        local moddir="${E2E}/${dir}"
+        local moddir="${TOOLS}/${dir}"
         local version ldflags stamp
         version="$(required_version "${moddir}/go.mod" "${module}")"
         ldflags="$(ldflags_for "${name}" "${version}")"

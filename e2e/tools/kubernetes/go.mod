@@ -1,4 +1,4 @@
-module ste.invalid/e2e
+module ste.invalid/e2e/tools/kubernetes
 
 go 1.26.0
 

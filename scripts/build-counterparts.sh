@@ -93,7 +93,8 @@ ldflags_for() {
     printf '%s\n' "${flags}"
 }
 
-sha256_of() {
+# One digest over the contents of the given files.
+files_digest() {
     sha256sum "$@" | awk '{ print $1 }' | sha256sum | awk '{ print $1 }'
 }
 
@@ -179,7 +180,7 @@ main() {
     goversion="$(go env GOVERSION)"
 
     mkdir -p "${BIN}" "${STAMPS}"
-    local total_start=${SECONDS} built=()
+    local total_start=${SECONDS} chosen=()
     for t in "${TARGETS[@]}"; do
         local name dir pkg module
         IFS='|' read -r name dir pkg module <<<"${t}"
@@ -194,8 +195,8 @@ main() {
         version="$(required_version "${moddir}/go.mod" "${module}")"
         ldflags="$(ldflags_for "${name}" "${version}")"
         stamp="$(printf '%s\n' "${name}" "${version}" "${pkg}" "${goversion}" "${GOFLAGS}" \
-            "${CGO_ENABLED}" "${ldflags}" "$(sha256_of "${moddir}/go.mod" "${moddir}/go.sum")")"
-        built+=("${name}")
+            "${CGO_ENABLED}" "${ldflags}" "$(files_digest "${moddir}/go.mod" "${moddir}/go.sum")")"
+        chosen+=("${name}")
         if [[ -x ${BIN}/${name} && -f ${STAMPS}/${name} && "$(cat "${STAMPS}/${name}")" == "${stamp}" &&
             (${name} != kwok || -d ${KWOK_STAGES}) ]]; then
             ste_say "${name} ${version}: up to date"
@@ -216,7 +217,7 @@ main() {
     ste_say "done in $(human_duration $((SECONDS - total_start))); binaries in ${BIN}"
 
     local name
-    for name in "${built[@]}"; do
+    for name in "${chosen[@]}"; do
         printf '== %s\n' "${name}"
         print_version "${name}" || ste_die "${BIN}/${name} does not run"
     done

@@ -189,7 +189,16 @@ func storeCases() []suiteCase {
 			storagetesting.RunTestStats(context.Background(), t, s, s.codec, s.transformer, false)
 		})},
 	}
-	return append(cases, watchCases(plain)...)
+	cases = append(cases, watchCases(plain)...)
+	for i := range cases {
+		cases[i].name = "store/" + cases[i].name
+	}
+	return cases
+}
+
+// allCases are the store cases, then the watch cache cases.
+func allCases() []suiteCase {
+	return append(storeCases(), cacherCases()...)
 }
 
 func watchCases(plain func(run func(t *testing.T, s *testStore)) func(*testing.T, *kubernetes.Client)) []suiteCase {

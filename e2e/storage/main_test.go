@@ -124,7 +124,7 @@ func TestStorageConformance(t *testing.T) {
 	featuregatetesting.SetFeatureGateDuringTest(t, utilfeature.DefaultFeatureGate, features.EtcdRangeStream, false)
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) {
-			for _, c := range storeCases() {
+			for _, c := range allCases() {
 				t.Run(c.name, func(t *testing.T) {
 					start := time.Now()
 					t.Cleanup(func() { summary.record(be.name, c.name, t, time.Since(start)) })

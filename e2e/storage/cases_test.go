@@ -190,6 +190,27 @@ func storeCases() []suiteCase {
 		})},
 	}
 	cases = append(cases, watchCases(plain)...)
+	// kube-apiserver's default: lists stream with RangeStream where the
+	// server has it, and fall back to paged Range where it does not.
+	rangeStream := map[featuregate.Feature]bool{features.EtcdRangeStream: true}
+	cases = append(cases,
+		suiteCase{name: "List/rangeStream=true", gates: rangeStream, run: plain(func(t *testing.T, s *testStore) {
+			recorder := s.client.Kubernetes.(*storagetesting.KubernetesRecorder)
+			storagetesting.RunTestList(context.Background(), t, s, s.compaction(), false, recorder)
+		})},
+		suiteCase{name: "ConsistentList/rangeStream=true", gates: rangeStream, run: plain(func(t *testing.T, s *testStore) {
+			storagetesting.RunTestConsistentList(context.Background(), t, s, increaseRV(s.client.Client), false, true, false)
+		})},
+		suiteCase{name: "Watch/RangeStream=true/WatchSemantics", gates: rangeStream, run: plain(func(t *testing.T, s *testStore) {
+			storagetesting.RunWatchSemantics(context.Background(), t, s)
+		})},
+		suiteCase{name: "Watch/RangeStream=true/WatchSemanticInitialEventsExtended", gates: rangeStream, run: plain(func(t *testing.T, s *testStore) {
+			storagetesting.RunWatchSemanticInitialEventsExtended(context.Background(), t, s)
+		})},
+		suiteCase{name: "Watch/RangeStream=true/WatchListMatchSingle", gates: rangeStream, run: plain(func(t *testing.T, s *testStore) {
+			storagetesting.RunWatchListMatchSingle(context.Background(), t, s)
+		})},
+	)
 	for i := range cases {
 		cases[i].name = "store/" + cases[i].name
 	}

@@ -14,6 +14,10 @@
 #   CARGO_TARGET_DIR where cargo builds (default: <repo>/target)
 #   STE_CONFORMANCE_LOG  where the full `go test -v` output goes
 #                    (default: a file under ${TMPDIR:-/tmp}, path printed)
+#   STE_ETCD         "3.6": the oracle and the shards are etcd 3.6.16 processes
+#                    built from e2e/storage/etcd36 (its own Go module); unset:
+#                    in-process etcd at the version k8s.io/apiserver requires (3.7)
+#   STE_ETCD_BIN     an etcd binary to use for the oracle and the shards
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -37,6 +41,14 @@ export GOFLAGS="-mod=readonly -buildvcs=false"
 log="${STE_CONFORMANCE_LOG:-$(mktemp "${TMPDIR:-/tmp}/ste-conformance.XXXXXX.log")}"
 bin="$(mktemp -d "${TMPDIR:-/tmp}/ste-conformance.XXXXXX")"
 trap 'rm -rf "${bin}"' EXIT
+
+if [[ ${STE_ETCD:-} == 3.6 && -z ${STE_ETCD_BIN:-} ]]; then
+    ste_say "building etcd 3.6 (e2e/storage/etcd36)"
+    (cd "${STE_REPO}/e2e/storage/etcd36" && go build -o "${bin}/etcd" .)
+    export STE_ETCD_BIN="${bin}/etcd"
+elif [[ -n ${STE_ETCD:-} ]]; then
+    ste_die "STE_ETCD=${STE_ETCD}: only 3.6 is known (unset it for the in-process etcd)"
+fi
 
 cd "${STE_REPO}/e2e"
 ste_say "compiling the suite (go test -c ./storage/)"

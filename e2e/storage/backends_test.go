@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,6 +49,17 @@ func embedConfig(t *testing.T) *embed.Config {
 	cfg.WatchProgressNotifyInterval = progressNotifyInterval
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	return cfg
+}
+
+// startEtcd starts one single-member etcd server, empty, and returns its
+// client URL: an etcd binary when STE_ETCD_BIN names one (e.g. etcd 3.6,
+// see etcd36/), else etcd's server code in this process.
+func startEtcd(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv("STE_ETCD_BIN"); bin != "" {
+		return startEtcdProcess(t, bin)
+	}
+	return startEmbedded(t)
 }
 
 // startEmbedded starts one etcd server in this process and returns its
@@ -96,8 +108,18 @@ func newClient(t *testing.T, endpoint string) *kubernetes.Client {
 	return client
 }
 
+// oracleVersion is the version the oracle etcd reports, for the summary.
+var oracleVersion atomic.Value
+
 func startPlainEtcd(t *testing.T) *kubernetes.Client {
-	return newClient(t, startEmbedded(t))
+	endpoint := startEtcd(t)
+	client := newClient(t, endpoint)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if status, err := client.Status(ctx, endpoint); err == nil {
+		oracleVersion.Store(status.Version)
+	}
+	return client
 }
 
 // routerBinary is the ste-router executable under test: $STE_ROUTER_BIN, or
@@ -136,7 +158,7 @@ func startRouter(t *testing.T) *kubernetes.Client {
 	bin := routerBinary(t)
 	var members []string
 	for _, name := range []string{"shard-a", "shard-b", "shard-c"} {
-		members = append(members, "--member", name+"="+startEmbedded(t))
+		members = append(members, "--member", name+"="+startEtcd(t))
 	}
 
 	dir := t.TempDir()
@@ -164,8 +186,13 @@ func startRouter(t *testing.T) *kubernetes.Client {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", bin, err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited is closed once the process is reaped, waitErr set before.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-exited
@@ -187,9 +214,9 @@ func startRouter(t *testing.T) *kubernetes.Client {
 			break
 		}
 		select {
-		case werr := <-exited:
+		case <-exited:
 			log, _ := os.ReadFile(logPath)
-			t.Fatalf("ste-router exited before serving (%v):\n%s", werr, tail(string(log), 4000))
+			t.Fatalf("ste-router exited before serving (%v):\n%s", waitErr, tail(string(log), 4000))
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -222,4 +249,76 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// startEtcdProcess runs the etcd binary bin as one single-member server
+// on free loopback ports with a temporary data dir and fsync off, waits
+// until it answers a Range, and returns its client URL.
+func startEtcdProcess(t *testing.T, bin string) string {
+	t.Helper()
+	if info, err := os.Stat(bin); err != nil || info.IsDir() {
+		t.Fatalf("STE_ETCD_BIN=%s is not a file: build it, e.g. `go build -o etcd36 .` in e2e/storage/etcd36", bin)
+	}
+	dir := t.TempDir()
+	client := "http://" + freeLoopbackAddr(t)
+	peer := "http://" + freeLoopbackAddr(t)
+	logPath := filepath.Join(dir, "etcd.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin,
+		"--name", "default",
+		"--data-dir", filepath.Join(dir, "data"),
+		"--listen-client-urls", client,
+		"--advertise-client-urls", client,
+		"--listen-peer-urls", peer,
+		"--initial-advertise-peer-urls", peer,
+		"--initial-cluster", "default="+peer,
+		"--unsafe-no-fsync",
+		"--watch-progress-notify-interval", progressNotifyInterval.String(),
+		"--log-level", "warn",
+	)
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", bin, err)
+	}
+	// exited is closed once the process is reaped, waitErr set before.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		_ = logFile.Close()
+	})
+	probe, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := probe.Get(ctx, "/ste-conformance/ready")
+		cancel()
+		if err == nil {
+			return client
+		}
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(logPath)
+			t.Fatalf("%s exited before serving (%v):\n%s", bin, waitErr, tail(string(log), 4000))
+		default:
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(logPath)
+			t.Fatalf("%s did not serve within 60s (last error: %v):\n%s", bin, err, tail(string(log), 4000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -102,6 +102,12 @@ func (r *results) print() {
 		fmt.Fprintf(&b, "%s: %d run, %d passed, %d failed, %d skipped (%s in cases)\n",
 			be.name, run, counts[passed], counts[failed], counts[skipped], r.took[be.name].Round(time.Second))
 	}
+	how := "in-process etcd server code (go.etcd.io/etcd/server/v3/embed)"
+	if bin := os.Getenv("STE_ETCD_BIN"); bin != "" {
+		how = "etcd binary " + bin
+	}
+	version, _ := oracleVersion.Load().(string)
+	fmt.Fprintf(&b, "oracle and router shards: etcd %s, %s\n", version, how)
 	sort.Strings(routerOnly)
 	fmt.Fprintf(&b, "failing on the router only: %d\n", len(routerOnly))
 	for _, name := range routerOnly {

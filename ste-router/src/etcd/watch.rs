@@ -256,12 +256,19 @@ impl WatchStream {
                     .await;
             }
         };
+        // etcd reads an event's prev_kv at the revision before the event;
+        // for an event at the compaction revision that read is compacted and
+        // etcd sends the event without prev_kv (kube-apiserver then ends the
+        // watch with an error and its client relists). The log still has the
+        // prior value: answer as etcd does all the same.
+        let compaction = self.store.revisions.compact_requested();
         let batch: Vec<mvccpb::Event> = events
             .into_iter()
             .filter(|e| watcher.wants(e))
             .map(|e| {
+                let revision = e.revision;
                 let mut event = e.event;
-                if !watcher.prev_kv {
+                if !watcher.prev_kv || revision <= compaction {
                     event.prev_kv = None;
                 }
                 event

@@ -58,6 +58,10 @@ struct Inner {
     pending: BTreeMap<GlobalRevision, Vec<StoredEvent>>,
     log: EventLog<StoredEvent>,
     compacted: GlobalRevision,
+    /// The revision of the last Compact request (not raised by a cut or a
+    /// read floor): the one revision whose events are still in the log but
+    /// whose prior values etcd could no longer read.
+    compact_requested: GlobalRevision,
 }
 
 /// Revision bookkeeping shared by every request.
@@ -95,6 +99,7 @@ impl Revisions {
                 pending: BTreeMap::new(),
                 log: EventLog::new(log_bytes, GlobalRevision::ZERO.next()),
                 compacted: GlobalRevision::ZERO,
+                compact_requested: GlobalRevision::ZERO,
             }),
             current,
             cuts: watch::channel(0).0,
@@ -228,8 +233,15 @@ impl Revisions {
             return Err(StoreError::Compacted);
         }
         inner.compacted = revision;
+        inner.compact_requested = revision;
         inner.log.compact(revision);
         Ok(())
+    }
+
+    /// The revision of the last Compact request, see
+    /// [`Revisions::compact`].
+    pub fn compact_requested(&self) -> GlobalRevision {
+        self.lock().compact_requested
     }
 
     /// Ends history at the current revision: every watcher reading older

@@ -14,10 +14,10 @@
 #   CARGO_TARGET_DIR where cargo builds (default: <repo>/target)
 #   STE_CONFORMANCE_LOG  where the full `go test -v` output goes
 #                    (default: a file under ${TMPDIR:-/tmp}, path printed)
-#   STE_ETCD         "3.6": the oracle and the shards are etcd 3.6.16 processes
-#                    built from e2e/storage/etcd36 (its own Go module); unset:
-#                    in-process etcd at the version k8s.io/apiserver requires (3.7)
-#   STE_ETCD_BIN     an etcd binary to use for the oracle and the shards
+#   STE_ETCD_BIN     the etcd binary of the oracle and of the shards; default
+#                    etcd 3.6.16 from .build/bin (scripts/build-counterparts.sh)
+#   STE_ETCD         "embedded": instead, etcd's server code in the test process,
+#                    at the version k8s.io/apiserver v0.37.2 requires (3.7.0)
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -42,13 +42,22 @@ log="${STE_CONFORMANCE_LOG:-$(mktemp "${TMPDIR:-/tmp}/ste-conformance.XXXXXX.log
 bin="$(mktemp -d "${TMPDIR:-/tmp}/ste-conformance.XXXXXX")"
 trap 'rm -rf "${bin}"' EXIT
 
-if [[ ${STE_ETCD:-} == 3.6 && -z ${STE_ETCD_BIN:-} ]]; then
-    ste_say "building etcd 3.6 (e2e/storage/etcd36)"
-    (cd "${STE_REPO}/e2e/storage/etcd36" && go build -o "${bin}/etcd" .)
-    export STE_ETCD_BIN="${bin}/etcd"
-elif [[ -n ${STE_ETCD:-} ]]; then
-    ste_die "STE_ETCD=${STE_ETCD}: only 3.6 is known (unset it for the in-process etcd)"
-fi
+case "${STE_ETCD:-}" in
+    embedded)
+        unset STE_ETCD_BIN
+        ste_say "oracle and shards: etcd's server code in the test process (the version e2e/go.mod pins)"
+        ;;
+    "")
+        if [[ -z ${STE_ETCD_BIN:-} ]]; then
+            STE_ETCD_BIN="${STE_REPO}/.build/bin/etcd"
+            [[ -x ${STE_ETCD_BIN} ]] ||
+                ste_die "${STE_ETCD_BIN} not found: build it with scripts/build-counterparts.sh etcd (or set STE_ETCD_BIN, or STE_ETCD=embedded)"
+        fi
+        export STE_ETCD_BIN
+        ste_say "oracle and shards: $("${STE_ETCD_BIN}" --version | head -n 1) (${STE_ETCD_BIN})"
+        ;;
+    *) ste_die "STE_ETCD=${STE_ETCD}: only 'embedded' is known (unset it for etcd 3.6 from .build/bin)" ;;
+esac
 
 cd "${STE_REPO}/e2e"
 ste_say "compiling the suite (go test -c ./storage/)"

@@ -53,7 +53,7 @@ func embedConfig(t *testing.T) *embed.Config {
 
 // startEtcd starts one single-member etcd server, empty, and returns its
 // client URL: an etcd binary when STE_ETCD_BIN names one (e.g. etcd 3.6,
-// see etcd36/), else etcd's server code in this process.
+// built by scripts/build-counterparts.sh), else etcd's server code in this process.
 func startEtcd(t *testing.T) string {
 	t.Helper()
 	if bin := os.Getenv("STE_ETCD_BIN"); bin != "" {
@@ -257,7 +257,7 @@ func freePort() (int, error) {
 func startEtcdProcess(t *testing.T, bin string) string {
 	t.Helper()
 	if info, err := os.Stat(bin); err != nil || info.IsDir() {
-		t.Fatalf("STE_ETCD_BIN=%s is not a file: build it, e.g. `go build -o etcd36 .` in e2e/storage/etcd36", bin)
+		t.Fatalf("STE_ETCD_BIN=%s is not a file: build it with scripts/build-counterparts.sh etcd", bin)
 	}
 	dir := t.TempDir()
 	client := "http://" + freeLoopbackAddr(t)

@@ -57,8 +57,12 @@ as_root() {
     "${SUDO[@]}" "$@"
 }
 
+# True if Debian package $1 is installed. (No pipe into `grep -q`: with
+# pipefail, grep's early exit can fail dpkg-query with SIGPIPE.)
 installed() {
-    dpkg -s "$1" 2>/dev/null | grep -qx 'Status: install ok installed'
+    local status
+    status="$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)"
+    [[ ${status} == "install ok installed" ]]
 }
 
 # --- apt packages -----------------------------------------------------------

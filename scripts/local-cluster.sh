@@ -145,7 +145,7 @@ agent_pid() {
     for p in /proc/[0-9]*; do
         p="${p#/proc/}"
         is_agent "${p}" || continue
-        if tr '\0' '\n' 2>/dev/null <"/proc/${p}/cmdline" | grep -qxF -- "${data_dir}"; then
+        if tr '\0' '\n' 2>/dev/null <"/proc/${p}/cmdline" | grep -xF -- "${data_dir}" >/dev/null; then
             printf '%s\n' "${p}"
             return 0
         fi
@@ -219,7 +219,7 @@ router_pid() {
     for p in /proc/[0-9]*; do
         p="${p#/proc/}"
         is_router "${p}" || continue
-        if tr '\0' '\n' 2>/dev/null <"/proc/${p}/cmdline" | grep -qxF -- "${ROUTER_DIR}/router.state"; then
+        if tr '\0' '\n' 2>/dev/null <"/proc/${p}/cmdline" | grep -xF -- "${ROUTER_DIR}/router.state" >/dev/null; then
             printf '%s\n' "${p}"
             return 0
         fi
@@ -585,7 +585,7 @@ remove_kube_context() {
     file="$(kubeconfig_file)"
     [[ -s ${file} ]] || return 0
     command -v kubectl >/dev/null 2>&1 || return 0
-    kubeconfig_of "${file}" get-contexts -o name 2>/dev/null | grep -qxF "${KUBE_CONTEXT}" || return 0
+    kubeconfig_of "${file}" get-contexts -o name 2>/dev/null | grep -xF "${KUBE_CONTEXT}" >/dev/null || return 0
     current="$(kubeconfig_of "${file}" view -o 'jsonpath={.current-context}' 2>/dev/null || true)"
     if [[ -f ${PREVIOUS_CONTEXT_FILE} ]]; then
         previous="$(<"${PREVIOUS_CONTEXT_FILE}")"
@@ -594,7 +594,7 @@ remove_kube_context() {
     local restored=""
     # Switch away first: kubectl warns when the current context is deleted.
     if [[ ${current} == "${KUBE_CONTEXT}" ]]; then
-        if [[ -n ${previous} ]] && kubeconfig_of "${file}" get-contexts -o name | grep -qxF "${previous}"; then
+        if [[ -n ${previous} ]] && kubeconfig_of "${file}" get-contexts -o name | grep -xF "${previous}" >/dev/null; then
             kubeconfig_of "${file}" use-context "${previous}" >/dev/null
             restored="; current context is ${previous} again"
         else
@@ -615,7 +615,7 @@ install_plugin() {
     local root="${KREW_ROOT:-$(ste_invoking_home)/.krew}"
     root="$(realpath -m -- "${root}")"
     if ! STE_PLUGIN_BIN_DIR="${TARGET_DIR}/debug" STE_DIST_DIR="${DIR}/dist" \
-        "${STE_REPO}/scripts/package-plugin.sh" --install-krew-root "${root}" --link-completion \
+        "${STE_REPO}/scripts/package-plugin.sh" --install-krew-root "${root}" \
         >"${DIR}/plugin-install.log" 2>&1; then
         cat "${DIR}/plugin-install.log" >&2
         ste_die "installing the plugin into ${root} failed (output above)"
@@ -623,7 +623,7 @@ install_plugin() {
     ste_give_to_invoking_user "${root}"
     PLUGIN_ROOT="${root}"
     ste_say "plugin: installed kubectl-ste with krew into ${root} (kubectl krew install --manifest --archive; log ${DIR}/plugin-install.log)"
-    link_plugin_on_path "${root}/bin"
+    link_plugin_on_path "${root}"
 }
 
 # True if directory $1 is on PATH.
@@ -640,21 +640,32 @@ on_path() {
 # $1 is not on PATH, links kubectl-ste and kubectl_complete-ste into
 # /usr/local/bin (on every default PATH, root's and sudo's included).
 link_plugin_on_path() {
-    local bin="$1" name link
+    local root="$1" bin="$1/bin" link target
+    local complete
+    complete="$(compgen -G "${root}/store/ste/*/kubectl_complete-ste" | tail -n 1)"
+    # The completion helper: krew links only the plugin, so it is linked
+    # from the store, whether or not the krew bin dir is on PATH.
+    local -A targets=([kubectl_complete-ste]="${complete}")
     if on_path "${bin}"; then
         ste_say "plugin: ${bin} is on PATH"
-        return 0
+    else
+        targets[kubectl-ste]="${bin}/kubectl-ste"
     fi
-    for name in kubectl-ste kubectl_complete-ste; do
-        link="/usr/local/bin/${name}"
+    for link in "${!targets[@]}"; do
+        target="${targets[${link}]}"
+        [[ -n ${target} ]] || continue
+        link="/usr/local/bin/${link}"
         if [[ -e ${link} && ! -L ${link} ]]; then
             ste_say "warning: ${link} exists and is not a symlink: left alone; add ${bin} to PATH to use the installed plugin"
             continue
         fi
         mkdir -p /usr/local/bin
-        ln -sfn "${bin}/${name}" "${link}"
-        ste_say "plugin: linked ${link} -> ${bin}/${name} (${bin} is not on PATH; if you add it, remove the link: kubectl plugin list warns about a plugin found twice)"
+        ln -sfn "${target}" "${link}"
+        ste_say "plugin: linked ${link} -> ${target}"
     done
+    if ! on_path "${bin}"; then
+        ste_say "plugin: ${bin} is not on PATH, so kubectl finds the plugin through /usr/local/bin (if you add ${bin} to PATH, remove /usr/local/bin/kubectl-ste: kubectl plugin list warns about a plugin found twice)"
+    fi
     hash -r
 }
 
@@ -767,7 +778,6 @@ ${KUBE_CONTEXT} (now current) tells it where the router is.
 Try it:
   kubectl ste status
   kubectl ste ring show
-  export ETCDCTL_API=3
   etcdctl --endpoints ${ROUTER_LISTEN} put /registry/pods/default/web-0 hello
   kubectl ste where pod/web-0      # the member that stores it
   etcdctl --endpoints ${ROUTER_LISTEN} get --prefix /registry/pods/ -w json

@@ -9,7 +9,7 @@
 # the workspace version ([workspace.package] in Cargo.toml). Nothing is
 # downloaded or uploaded: the uri is where the archives are to be published.
 #
-# Usage: scripts/package-plugin.sh [--install-krew-root DIR] [--link-completion]
+# Usage: scripts/package-plugin.sh [--install-krew-root DIR]
 #
 #   --install-krew-root DIR  then install the host platform's archive into
 #                            the krew root DIR with the real krew:
@@ -18,11 +18,10 @@
 #                            (an installed ste is uninstalled first, so this
 #                            also upgrades). krew is .build/bin/kubectl-krew
 #                            (scripts/build-counterparts.sh builds it), else
-#                            $STE_KREW_BIN, else kubectl-krew on PATH.
-#   --link-completion        with --install-krew-root: also link
-#                            kubectl_complete-ste into DIR/bin (krew links
-#                            only the plugin itself), where kubectl (1.26 or
-#                            newer) finds it for `kubectl ste <TAB>`
+#                            $STE_KREW_BIN, else kubectl-krew on PATH. krew
+#                            links only kubectl-ste into DIR/bin; the shell
+#                            completion helper stays in the store,
+#                            DIR/store/ste/v<VERSION>/kubectl_complete-ste
 #
 # Which platforms are packaged:
 #   - the host platform (linux or darwin, amd64 or arm64), from
@@ -62,7 +61,6 @@ usage() {
 }
 
 INSTALL_KREW_ROOT=""
-LINK_COMPLETION=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --install-krew-root)
@@ -73,10 +71,6 @@ while [[ $# -gt 0 ]]; do
         --install-krew-root=*)
             INSTALL_KREW_ROOT="${1#*=}"
             [[ -n ${INSTALL_KREW_ROOT} ]] || ste_die "--install-krew-root needs a directory"
-            shift
-            ;;
-        --link-completion)
-            LINK_COMPLETION=(--link-completion)
             shift
             ;;
         -h | --help)
@@ -163,7 +157,7 @@ package_platform() {
     install -m 0644 "${LICENSE_FILE}" "${stage}/LICENSE"
     # GNU tar can make the archive reproducible; others get a plain one.
     local tar_flags=()
-    if tar --version 2>/dev/null | grep -q 'GNU tar'; then
+    if tar --version 2>/dev/null | grep 'GNU tar' >/dev/null; then
         tar_flags=(--sort=name --owner=0 --group=0 --numeric-owner "--mtime=@${SOURCE_DATE_EPOCH}")
     fi
     tar "${tar_flags[@]}" -C "${stage}" -cf - "${BINS[@]}" LICENSE | gzip -n -9 >"${archive}.tmp"
@@ -317,23 +311,43 @@ krew() {
     KREW_ROOT="${root}" PATH="$(dirname "${bin}"):${PATH}" kubectl krew "$@"
 }
 
+# True if the krew root $1 has a plugin index. krew refuses every command
+# but `install --manifest` without one; `kubectl krew update` clones it
+# from the network.
+has_index() {
+    compgen -G "$1/index/*/.git" >/dev/null
+}
+
+# Removes the installed ste from the krew root $1: `kubectl krew uninstall`
+# where krew can run it; in a root without an index (one this script made,
+# on a machine that never fetched krew's index) the three entries krew's
+# uninstall removes: the store, the bin link and the receipt.
+remove_installed_ste() {
+    local root="$1"
+    # Earlier versions of this script linked the completion helper into
+    # bin/; a link there that krew does not know makes krew declare the
+    # whole krew root outdated once the store it points into is gone.
+    if [[ -L ${root}/bin/kubectl_complete-ste ]]; then
+        rm -f "${root}/bin/kubectl_complete-ste"
+    fi
+    if has_index "${root}"; then
+        ste_say "ste is installed in ${root}: kubectl krew uninstall ste"
+        krew "${root}" uninstall ste
+    else
+        ste_say "ste is installed in ${root}, which has no krew index (krew uninstall needs one): removing its store, bin link and receipt"
+        rm -rf "${root}/store/ste" "${root}/bin/kubectl-ste" "${root}/receipts/ste.yaml"
+    fi
+}
+
 if [[ -n ${INSTALL_KREW_ROOT} ]]; then
     mkdir -p "${INSTALL_KREW_ROOT}"
     INSTALL_KREW_ROOT="$(realpath "${INSTALL_KREW_ROOT}")"
     if [[ -e ${INSTALL_KREW_ROOT}/receipts/ste.yaml ]]; then
-        ste_say "ste is installed in ${INSTALL_KREW_ROOT}: kubectl krew uninstall ste"
-        krew "${INSTALL_KREW_ROOT}" uninstall ste
+        remove_installed_ste "${INSTALL_KREW_ROOT}"
     fi
     ste_say "KREW_ROOT=${INSTALL_KREW_ROOT} kubectl krew install --manifest=${MANIFEST} --archive=${ARCHIVE_OF[${HOST}]}"
-    krew "${INSTALL_KREW_ROOT}" install --manifest="${MANIFEST}" --archive="${ARCHIVE_OF[${HOST}]}"
+    krew "${INSTALL_KREW_ROOT}" install --manifest="${MANIFEST}" --archive="${ARCHIVE_OF[${HOST}]}" </dev/null
     # krew reports a failed install on stderr but exits 0: check its receipt.
     [[ -e ${INSTALL_KREW_ROOT}/receipts/ste.yaml && -x ${INSTALL_KREW_ROOT}/bin/kubectl-ste ]] ||
         ste_die "krew did not install ste into ${INSTALL_KREW_ROOT} (its output is above)"
-    if [[ ${#LINK_COMPLETION[@]} -gt 0 ]]; then
-        store="${INSTALL_KREW_ROOT}/store/ste/v${VERSION}"
-        [[ -x ${store}/kubectl_complete-ste ]] ||
-            ste_die "${store}/kubectl_complete-ste is missing: the archive should hold it"
-        ln -sfn "${store}/kubectl_complete-ste" "${INSTALL_KREW_ROOT}/bin/kubectl_complete-ste"
-        ste_say "linked ${INSTALL_KREW_ROOT}/bin/kubectl_complete-ste (shell completion of kubectl ste)"
-    fi
 fi

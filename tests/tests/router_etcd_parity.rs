@@ -39,6 +39,27 @@ async fn current_revision(client: &mut Client) -> anyhow::Result<i64> {
     Ok(response.header().map(|h| h.revision()).unwrap_or_default())
 }
 
+/// A watch on every key under `prefix` from revision `from`.
+async fn watch_prefix(client: &mut Client, prefix: &str, from: i64) -> anyhow::Result<WatchStream> {
+    Ok(client
+        .watch(
+            prefix,
+            Some(WatchOptions::new().with_prefix().with_start_revision(from)),
+        )
+        .await?)
+}
+
+/// How many keys are under `prefix`.
+async fn count_prefix(client: &mut Client, prefix: &str) -> anyhow::Result<i64> {
+    Ok(client
+        .get(
+            prefix,
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await?
+        .count())
+}
+
 /// Collects events from `stream` until `want` have arrived or `timeout`.
 async fn collect_events(
     stream: &mut WatchStream,
@@ -84,16 +105,7 @@ struct RangeDeleteSeen {
 async fn delete_prefix_and_watch(client: &mut Client) -> anyhow::Result<RangeDeleteSeen> {
     put_keys(client).await?;
     let before = current_revision(client).await?;
-    let mut stream = client
-        .watch(
-            PREFIX,
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(before + 1),
-            ),
-        )
-        .await?;
+    let mut stream = watch_prefix(client, PREFIX, before + 1).await?;
     let response = client
         .delete(
             PREFIX,
@@ -101,13 +113,7 @@ async fn delete_prefix_and_watch(client: &mut Client) -> anyhow::Result<RangeDel
         )
         .await?;
     let events = collect_events(&mut stream, KEYS, SLOW).await?;
-    let left = client
-        .get(
-            PREFIX,
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        )
-        .await?
-        .count();
+    let left = count_prefix(client, PREFIX).await?;
     Ok(RangeDeleteSeen {
         deleted: response.deleted(),
         prev_kvs: response.prev_kvs().len(),
@@ -182,16 +188,7 @@ async fn a_shard_failing_in_the_middle_of_a_multi_shard_delete_leaves_nothing_de
         .await?;
     assert_eq!(before.count(), KEYS as i64);
     let revision_before = current_revision(&mut client).await?;
-    let mut stream = client
-        .watch(
-            PREFIX,
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(revision_before + 1),
-            ),
-        )
-        .await?;
+    let mut stream = watch_prefix(&mut client, PREFIX, revision_before + 1).await?;
 
     let error = client
         .delete(
@@ -262,7 +259,7 @@ async fn a_shard_failing_in_the_middle_of_a_multi_shard_delete_leaves_nothing_de
         "no partial delete reached the watcher"
     );
 
-    // With a Txn limit that fits, the same delete goes through whole.
+    // A second try fails the same way, again as a whole.
     let response = client
         .delete(PREFIX, Some(DeleteOptions::new().with_prefix()))
         .await;
@@ -270,16 +267,7 @@ async fn a_shard_failing_in_the_middle_of_a_multi_shard_delete_leaves_nothing_de
         response.is_err(),
         "shard-b still refuses 128-op Txns, so the delete fails again as a whole"
     );
-    assert_eq!(
-        client
-            .get(
-                PREFIX,
-                Some(GetOptions::new().with_prefix().with_count_only())
-            )
-            .await?
-            .count(),
-        KEYS as i64
-    );
+    assert_eq!(count_prefix(&mut client, PREFIX).await?, KEYS as i64);
     Ok(())
 }
 
@@ -297,16 +285,7 @@ async fn revoke_two_keys(client: &mut Client) -> anyhow::Result<(i64, i64, Vec<i
             .await?;
     }
     let before = current_revision(client).await?;
-    let mut stream = client
-        .watch(
-            "/registry/leases/",
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(before + 1),
-            ),
-        )
-        .await?;
+    let mut stream = watch_prefix(client, "/registry/leases/", before + 1).await?;
     let revoked = client
         .lease_revoke(lease)
         .await?
@@ -354,16 +333,7 @@ async fn lease_expiry_deletes_its_keys_at_one_revision() -> anyhow::Result<()> {
             .await?;
     }
     let before = current_revision(&mut client).await?;
-    let mut stream = client
-        .watch(
-            "/registry/events/",
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(before + 1),
-            ),
-        )
-        .await?;
+    let mut stream = watch_prefix(&mut client, "/registry/events/", before + 1).await?;
     let events = collect_events(&mut stream, keys.len(), Duration::from_secs(30)).await?;
     assert_eq!(events.len(), keys.len(), "every key expired: {events:?}");
     assert!(

@@ -6,10 +6,11 @@
 //! shard that already holds the key (a key stays put until migrated, even if
 //! the ring changes). Both need an ordered map from key to [`IndexEntry`].
 //!
-//! The index is a trait, [`KeyIndex`], so the `BTreeMap` implementation here
-//! ([`BTreeKeyIndex`]) can later be replaced by one with a smaller memory
-//! footprint (a Bε-tree) behind the same contract; the conformance tests in
-//! this module are written against the trait for that reason.
+//! The index is a trait, [`KeyIndex`], with two implementations behind the
+//! same contract: [`BTreeKeyIndex`] over std's `BTreeMap`, and
+//! [`BeTreeIndex`], a Bε-tree ("fractal tree") with smaller memory per key.
+//! `docs/key-index.md` measures both; the conformance tests in this module
+//! are written against the trait so every implementation runs them.
 //!
 //! The index stores what the router last wrote; it is rebuilt from the
 //! shards' envelopes at start-up. It does not validate entries: the
@@ -20,8 +21,11 @@ use std::fmt;
 
 use crate::{GlobalRevision, KeyRange, ShardRevision};
 
+pub mod betree;
 #[cfg(test)]
 pub(crate) mod conformance;
+
+pub use betree::{BeTreeConfig, BeTreeIndex};
 
 /// Identifies one shard (a single-member etcd) in the router's shard table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -111,6 +111,56 @@ pub trait KeyIndex: Send + Sync {
     fn remove_shard(&mut self, shard: ShardId) -> usize;
 }
 
+/// Which [`KeyIndex`] implementation to build (the router's `--key-index`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeyIndexKind {
+    /// [`BTreeKeyIndex`]: std's `BTreeMap`. The default: faster in RAM on
+    /// every measured workload (see `docs/key-index.md`).
+    #[default]
+    BTree,
+    /// [`BeTreeIndex`] with the default [`BeTreeConfig`]: less memory per
+    /// key, slower writes.
+    BeTree,
+}
+
+impl KeyIndexKind {
+    /// The flag value naming this kind: `btree` or `betree`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyIndexKind::BTree => "btree",
+            KeyIndexKind::BeTree => "betree",
+        }
+    }
+
+    /// An empty index of this kind.
+    pub fn build(self) -> Box<dyn KeyIndex> {
+        match self {
+            KeyIndexKind::BTree => Box::new(BTreeKeyIndex::new()),
+            KeyIndexKind::BeTree => Box::new(BeTreeIndex::new()),
+        }
+    }
+}
+
+impl fmt::Display for KeyIndexKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for KeyIndexKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "btree" => Ok(KeyIndexKind::BTree),
+            "betree" => Ok(KeyIndexKind::BeTree),
+            other => Err(format!(
+                "unknown key index {other:?}: the key indexes are btree and betree"
+            )),
+        }
+    }
+}
+
 /// [`KeyIndex`] over a `BTreeMap<Vec<u8>, IndexEntry>`.
 ///
 /// Simple and fast; its cost is memory (a heap-allocated key per entry plus
@@ -176,6 +226,18 @@ mod tests {
     #[test]
     fn shard_id_displays_the_number() {
         assert_eq!(ShardId(7).to_string(), "7");
+    }
+
+    #[test]
+    fn key_index_kind_names_round_trip() {
+        for kind in [KeyIndexKind::BTree, KeyIndexKind::BeTree] {
+            assert_eq!(kind.name().parse::<KeyIndexKind>(), Ok(kind));
+            assert_eq!(kind.to_string(), kind.name());
+            assert!(kind.build().is_empty());
+        }
+        assert_eq!(KeyIndexKind::default(), KeyIndexKind::BTree);
+        let err = "lsm".parse::<KeyIndexKind>().unwrap_err();
+        assert!(err.contains("btree and betree"), "{err}");
     }
 
     #[test]

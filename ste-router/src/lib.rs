@@ -98,6 +98,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         max_request_bytes: config.max_request_bytes,
         event_log_bytes: config.event_log_bytes,
         revision_block: config.revision_block,
+        key_index: config.key_index,
         shard_timeouts: ShardTimeouts {
             connect: config.shard_connect_timeout,
             request: config.shard_timeout,

@@ -92,6 +92,7 @@ fn router_status() -> RouterStatus {
         ],
         serving: true,
         agents: vec![registered("b", 3), registered("c", 4)],
+        key_index: "betree".into(),
         ..Default::default()
     }
 }
@@ -202,9 +203,17 @@ fn report_joins_router_and_agents() {
     let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header[10..],
-        ["REVISION", "RESTARTS", "VERSION", "MEMORY", "HEALTH"]
+        [
+            "REVISION", "RESTARTS", "VERSION", "MEMORY", "HEALTH", "INDEX"
+        ]
     );
     assert!(wide.contains("2Gi/8Gi"));
+    assert!(
+        wide.lines()
+            .skip(1)
+            .all(|row| row.split_whitespace().last() == Some("betree")),
+        "{wide}"
+    );
 }
 
 #[test]

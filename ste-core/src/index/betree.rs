@@ -163,21 +163,7 @@ impl BeTreeIndex {
     }
 
     fn lookup(&self, key: &[u8]) -> Option<&IndexEntry> {
-        let mut node = &self.root;
-        loop {
-            self.io.read(node);
-            match node {
-                Node::Leaf(leaf) => return leaf.search(key).ok().map(|i| leaf.entry(i)),
-                Node::Internal(n) => {
-                    let i = n.child_for(key);
-                    let buffer = &n.buffers[i];
-                    if let Ok(j) = buffer.binary_search_by(|m| (*m.key).cmp(key)) {
-                        return buffer[j].op.as_ref();
-                    }
-                    node = &n.children[i];
-                }
-            }
-        }
+        iter::lookup(&self.root, key, &self.io)
     }
 
     /// Sends one message into the root and restores the root's shape.
@@ -306,6 +292,16 @@ impl KeyIndex for BeTreeIndex {
             return Box::new(std::iter::empty());
         }
         iter::scan(&self.root, Rc::new(range.clone()), &self.io)
+    }
+
+    fn count(&self, range: &KeyRange) -> usize {
+        if range.is_empty() {
+            return 0;
+        }
+        self.io.begin(Phase::Lookup);
+        let count = iter::count(&self.root, range, &self.io);
+        self.io.end();
+        count
     }
 
     fn len(&self) -> usize {

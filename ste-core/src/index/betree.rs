@@ -28,11 +28,10 @@ mod io;
 mod iter;
 mod leaf;
 mod node;
+mod scan;
 
 #[cfg(test)]
 mod tests;
-
-use std::rc::Rc;
 
 pub use io::{BLOCK_BYTES, IoCounts};
 
@@ -291,7 +290,7 @@ impl KeyIndex for BeTreeIndex {
         if range.is_empty() {
             return Box::new(std::iter::empty());
         }
-        iter::scan(&self.root, Rc::new(range.clone()), &self.io)
+        Box::new(scan::Scan::new(&self.root, range, &self.io))
     }
 
     fn count(&self, range: &KeyRange) -> usize {

@@ -6,6 +6,7 @@
 #   4. cargo build --workspace --bins                 (the integration tests spawn
 #                                                      these binaries from the target dir)
 #   5. cargo test --workspace [ARGS...]
+#   6. STE_BENCH_QUICK=1 cargo bench -p ste-core --bench key_index   (smoke, < 2 min)
 #
 # Usage: sudo scripts/test.sh [ARGS for cargo test...]
 #   e.g. sudo scripts/test.sh -p ste-core
@@ -34,7 +35,7 @@ step() {
     local name="$1"
     shift
     STEP=$((STEP + 1))
-    printf '\n==> [%d/5] %s\n' "${STEP}" "${name}" >&2
+    printf '\n==> [%d/6] %s\n' "${STEP}" "${name}" >&2
     local start=${SECONDS}
     if ! "$@"; then
         ste_die "step ${STEP} (${name}) failed"
@@ -47,5 +48,6 @@ step "format check" cargo fmt --all -- --check
 step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "build binaries" cargo build --workspace --bins
 step "tests" cargo test --workspace "$@"
+step "key index bench (quick)" env STE_BENCH_QUICK=1 cargo bench -p ste-core --bench key_index
 
 printf '\n==> all %d steps passed\n' "${STEP}" >&2

@@ -143,7 +143,11 @@ fn panel(
         .x_desc("keys in the index")
         .y_desc(unit)
         .x_label_formatter(&|x| format!("{x:.0e}"))
-        .y_label_formatter(&|y| format!("{y:.3}"))
+        .y_label_formatter(&|y| match *y {
+            y if y >= 100.0 => format!("{y:.0}"),
+            y if y >= 1.0 => format!("{y:.1}"),
+            y => format!("{y:.3}"),
+        })
         .draw()?;
     for (index, color) in INDEXES.iter().zip([&BLUE, &RED]) {
         let points = series(table, workload, index);

@@ -214,6 +214,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         admin = %config.admin_listen,
         metrics = %config.metrics_listen,
         members = store.shards().len(),
+        key_index = %config.key_index,
         "router started; scanning shards"
     );
 

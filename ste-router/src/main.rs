@@ -108,8 +108,8 @@ struct Cli {
     /// The key that holds the state in --state-etcd.
     #[arg(long, env = "STE_STATE_ETCD_KEY", default_value = "/ste/router/state")]
     state_etcd_key: String,
-    /// Key index implementation: btree (std BTreeMap, fastest) or betree
-    /// (Bε-tree, less memory per key). See docs/key-index.md.
+    /// Key index implementation: btree (std BTreeMap, fastest writes) or
+    /// betree (Bε-tree, ~35% less memory per key). See docs/key-index.md.
     #[arg(long, env = "STE_KEY_INDEX", default_value_t = ste_core::index::KeyIndexKind::default())]
     key_index: ste_core::index::KeyIndexKind,
     /// Log filter (tracing EnvFilter syntax).

@@ -11,10 +11,13 @@
 #   5. cargo clippy --workspace --all-targets -- -D warnings
 #   6. cargo build --workspace --bins   (the integration tests spawn these)
 #   7. cargo test --workspace [ARGS...] with etcd 3.6 shards and references
-#   8. the router's integration tests again on Debian's etcd 3.4.23 (the
-#      agent's --etcd-bin fallback)
+#   8. the router's integration tests again, on Debian's etcd 3.4.23 (the
+#      agent's --etcd-bin fallback) and with the router's other key index,
+#      --key-index betree (STE_KEY_INDEX; step 7 runs the default, btree)
 #   9. scripts/conformance.sh           kube-apiserver's own storage test suite against
 #                                       a plain etcd 3.6 and against the router
+#  10. STE_BENCH_QUICK=1 cargo bench -p ste-core --bench key_index
+#                                       the key-index benchmarks, quick mode (a smoke run)
 #
 # Usage: scripts/test.sh [ARGS for cargo test...]
 #   e.g. scripts/test.sh -p ste-core
@@ -38,7 +41,7 @@ cd "${STE_REPO}"
 ste_find_cargo || true # install-deps.sh explains what to do if it is missing
 trap ste_restore_ownership EXIT
 
-STEPS=9
+STEPS=10
 STEP=0
 step() {
     local name="$1"
@@ -73,13 +76,13 @@ go_checks() {
 }
 
 # The router's integration tests, with Debian's etcd 3.4.23 as the shards
-# and the reference etcd.
-router_tests_on_etcd34() {
+# and the reference etcd, and the Bε-tree key index in the router.
+router_tests_on_etcd34_betree() {
     local tests=() file
     for file in tests/tests/router_*.rs; do
         tests+=(--test "$(basename "${file}" .rs)")
     done
-    STE_ETCD_BIN=/usr/bin/etcd STE_ETCDCTL_BIN=/usr/bin/etcdctl \
+    STE_ETCD_BIN=/usr/bin/etcd STE_ETCDCTL_BIN=/usr/bin/etcdctl STE_KEY_INDEX=betree \
         cargo test -p ste-tests "${tests[@]}"
 }
 
@@ -90,7 +93,8 @@ step "format check" cargo fmt --all -- --check
 step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "build binaries" cargo build --workspace --bins
 step "tests (etcd 3.6)" cargo test --workspace "$@"
-step "router tests on Debian's etcd 3.4.23" router_tests_on_etcd34
+step "router tests on Debian's etcd 3.4.23, --key-index betree" router_tests_on_etcd34_betree
 step "kube-apiserver's storage suite (etcd 3.6 and the router)" scripts/conformance.sh
+step "key index benchmarks (quick)" env STE_BENCH_QUICK=1 cargo bench -p ste-core --bench key_index
 
 printf '\n==> all %d steps passed\n' "${STEP}" >&2

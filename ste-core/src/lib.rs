@@ -45,7 +45,9 @@ pub use events::{Compacted, EventLog, EventLogError, LogEvent};
 pub use fork::{
     ForkError, ForkPoint, ForkRing, ForkSuffix, fork_point, fork_shard_url, fork_suffix_code,
 };
-pub use index::{BTreeKeyIndex, IndexEntry, KeyIndex, ShardId};
+pub use index::{
+    BTreeKeyIndex, BeTreeConfig, BeTreeIndex, IndexEntry, KeyIndex, KeyIndexKind, ShardId,
+};
 pub use keyrange::{KeyRange, prefix_end};
 pub use keys::{KeyError, KeyLayout};
 pub use revision::{GlobalRevision, ShardRevision};

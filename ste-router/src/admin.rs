@@ -231,6 +231,7 @@ impl Ring for RingService {
             serving: store.check_ready().is_ok(),
             agents: self.agents(),
             migration: store.migration_progress(),
+            key_index: store.config.key_index.name().into(),
         }))
     }
 

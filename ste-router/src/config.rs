@@ -64,6 +64,8 @@ pub struct Config {
     pub state_etcd_key: String,
     pub migration_pause: Duration,
     pub member_dead_after: Duration,
+    /// The key index implementation (`--key-index`).
+    pub key_index: ste_core::index::KeyIndexKind,
 }
 
 /// PEM files for TLS on the etcd listener and towards the shards.

@@ -132,6 +132,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shard_max_txn_ops: config.shard_max_txn_ops,
         event_log_bytes: config.event_log_bytes,
         revision_block: config.revision_block,
+        key_index: config.key_index,
         shard_timeouts: ShardTimeouts {
             connect: config.shard_connect_timeout,
             request: config.shard_timeout,
@@ -239,6 +240,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         admin = %config.admin_listen,
         metrics = %config.metrics_listen,
         members = store.shards().len(),
+        key_index = %config.key_index,
         "router started; scanning shards"
     );
 

@@ -120,6 +120,10 @@ struct Cli {
     /// The key that holds the state in --state-etcd.
     #[arg(long, env = "STE_STATE_ETCD_KEY", default_value = "/ste/router/state")]
     state_etcd_key: String,
+    /// Key index implementation: btree (std BTreeMap, fastest writes) or
+    /// betree (Bε-tree, ~35% less memory per key). See docs/key-index.md.
+    #[arg(long, env = "STE_KEY_INDEX", default_value_t = ste_core::index::KeyIndexKind::default())]
+    key_index: ste_core::index::KeyIndexKind,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "STE_LOG", default_value = "info")]
     log: String,
@@ -166,6 +170,7 @@ fn main() -> ExitCode {
         state_etcd_key: cli.state_etcd_key,
         migration_pause: cli.migration_pause,
         member_dead_after: cli.member_dead_after,
+        key_index: cli.key_index,
         tls: ste_router::config::TlsFiles {
             cert: cli.cert,
             key: cli.key,

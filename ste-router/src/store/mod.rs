@@ -19,7 +19,7 @@ pub mod write;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use ste_core::index::{BTreeKeyIndex, KeyIndex, ShardId};
+use ste_core::index::{KeyIndex, ShardId};
 use ste_core::ring::{Member, Ring};
 
 use crate::error::{StoreError, StoreResult};
@@ -42,6 +42,8 @@ pub struct StoreConfig {
     pub event_log_bytes: usize,
     pub revision_block: i64,
     pub shard_timeouts: ShardTimeouts,
+    /// Which key index implementation the store builds.
+    pub key_index: ste_core::index::KeyIndexKind,
 }
 
 /// The ring and the shard behind each member.
@@ -149,10 +151,11 @@ impl Store {
         for member in &members {
             membership.shard_for(member, &config.shard_timeouts)?;
         }
+        let key_index = config.key_index;
         Ok(Store {
             config,
             membership: RwLock::new(membership),
-            index: RwLock::new(Box::new(BTreeKeyIndex::new())),
+            index: RwLock::new(key_index.build()),
             revisions,
             leases: leases::Leases::default(),
             state,

@@ -51,7 +51,8 @@ fn unknown() -> Cell {
     Cell::from(UNKNOWN)
 }
 
-/// The table (`wide` adds REVISION, RESTARTS, VERSION, MEMORY, HEALTH).
+/// The table (`wide` adds REVISION, RESTARTS, VERSION, MEMORY, HEALTH and
+/// the router's key index, INDEX).
 pub fn table(report: &StatusReport, wide: bool) -> Table {
     let mut headers = vec![
         "NODE",
@@ -65,7 +66,9 @@ pub fn table(report: &StatusReport, wide: bool) -> Table {
         "AGE",
     ];
     if wide {
-        headers.extend(["REVISION", "RESTARTS", "VERSION", "MEMORY", "HEALTH"]);
+        headers.extend([
+            "REVISION", "RESTARTS", "VERSION", "MEMORY", "HEALTH", "INDEX",
+        ]);
     }
     let mut table = Table::new(headers);
     for m in &report.members {
@@ -114,6 +117,10 @@ pub fn table(report: &StatusReport, wide: bool) -> Table {
                     ))
                 }),
                 Cell::styled(&m.health, (m.health != "Healthy").then_some(Style::Red)),
+                match report.router.key_index.as_str() {
+                    "" => unknown(),
+                    kind => Cell::from(kind),
+                },
             ]);
         }
         table.row(row);

@@ -59,6 +59,9 @@ pub struct RouterFacts {
     pub serving: bool,
     /// The ring change in progress.
     pub migration: Option<MigrationFacts>,
+    /// Its key index implementation (`btree` or `betree`); empty from a
+    /// router too old to say.
+    pub key_index: String,
 }
 
 /// One ring member.
@@ -362,6 +365,7 @@ pub fn report(
             keys: status.keys,
             serving: status.serving,
             migration: status.migration.as_ref().map(MigrationFacts::from),
+            key_index: status.key_index.clone(),
         },
         summary: Summary {
             members: rows.len(),

@@ -95,6 +95,7 @@ fn router_status() -> RouterStatus {
         // Generation 4 for a minute; b heartbeated a second ago and still
         // reports 3: it lags.
         generation_age_seconds: Some(60),
+        key_index: "betree".into(),
         ..Default::default()
     }
 }
@@ -205,9 +206,17 @@ fn report_joins_router_and_agents() {
     let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header[10..],
-        ["REVISION", "RESTARTS", "VERSION", "MEMORY", "HEALTH"]
+        [
+            "REVISION", "RESTARTS", "VERSION", "MEMORY", "HEALTH", "INDEX"
+        ]
     );
     assert!(wide.contains("2Gi/8Gi"));
+    assert!(
+        wide.lines()
+            .skip(1)
+            .all(|row| row.split_whitespace().last() == Some("betree")),
+        "{wide}"
+    );
 }
 
 fn generation_warnings(status: &RouterStatus) -> Vec<String> {

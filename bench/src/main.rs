@@ -67,6 +67,9 @@ struct Args {
     /// How long a process may take to start serving.
     #[arg(long, default_value = "60s")]
     ready_timeout: humantime::Duration,
+    /// The router's key index (its --key-index): btree or betree.
+    #[arg(long, default_value = "btree", value_parser = ["btree", "betree"])]
+    key_index: String,
 }
 
 /// Everything the report needs besides the numbers.
@@ -338,6 +341,7 @@ fn render(args: &Args, f: &Facts, baseline: &[PhaseStats], ste: &[PhaseStats]) -
         "etcd:     {} ({})\n",
         f.etcd_version, args.etcd_bin
     ));
+    out.push_str(&format!("router:   --key-index {}\n", args.key_index));
     let fsync = match f.fdatasync {
         Some((p50, p99)) => format!(
             "; 4 KiB write+fdatasync p50 {} ms, p99 {} ms",
@@ -564,7 +568,9 @@ impl Ste {
             .arg("--metrics-listen")
             .arg(SocketAddr::new(ip, free_port(ip)?).to_string())
             .arg("--state-file")
-            .arg(dir.join("router.state"));
+            .arg(dir.join("router.state"))
+            .arg("--key-index")
+            .arg(&args.key_index);
         for agent in &ste.agents {
             command
                 .arg("--member")

@@ -478,11 +478,14 @@ fn krew_layout_lets_kubectl_find_and_run_the_real_plugin() {
     assert_eq!(receipt["status"]["source"]["name"], "detached");
 
     // The real kubectl finds the plugin on PATH through the link and runs it.
-    let path = format!(
-        "{}:{}",
-        root.join("bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    // PATH holds only krew's bin dir and kubectl's own: a kubectl-ste
+    // installed elsewhere on this machine (`scripts/local-cluster.sh up`
+    // links one into /usr/local/bin) would make `kubectl plugin list` warn
+    // and exit 1.
+    let kubectl_dir = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .find(|dir| dir.join("kubectl").is_file())
+        .expect("kubectl is on PATH");
+    let path = format!("{}:{}", root.join("bin").display(), kubectl_dir.display());
     let kubectl = |args: &[&str]| {
         Command::new("kubectl")
             .args(args)

@@ -79,9 +79,15 @@ impl Plugin {
     }
 
     fn command(&self, program: &Path) -> tokio::process::Command {
+        // The built plugin first; directories holding another kubectl-ste
+        // (e.g. /usr/local/bin after `scripts/local-cluster.sh up`) left out,
+        // or kubectl warns that one overshadows the other and `plugin list`
+        // exits 1.
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut paths = vec![self.bin_dir()];
-        paths.extend(std::env::split_paths(&path));
+        paths.extend(std::env::split_paths(&path).filter(|dir| {
+            !dir.join("kubectl-ste").exists() && !dir.join("kubectl_complete-ste").exists()
+        }));
         let mut command = tokio::process::Command::new(program);
         command
             .env("PATH", std::env::join_paths(paths).expect("PATH"))

@@ -517,7 +517,22 @@ async fn status_ring_show_and_version_against_a_router() {
         .ok();
     assert_eq!(
         cells(wide.stdout.lines().next().unwrap())[10..],
-        ["REVISION", "RESTARTS", "VERSION", "MEMORY", "HEALTH"]
+        [
+            "REVISION", "RESTARTS", "VERSION", "MEMORY", "HEALTH", "INDEX"
+        ]
+    );
+    // The router's --key-index (from STE_KEY_INDEX when set, else btree).
+    let index = std::env::var("STE_KEY_INDEX").unwrap_or_else(|_| "btree".into());
+    let rows: Vec<&str> = wide
+        .stdout
+        .lines()
+        .filter(|row| row.starts_with("shard-"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{wide:#?}");
+    assert!(
+        rows.iter()
+            .all(|row| cells(row).last() == Some(&index.as_str())),
+        "{wide:#?}"
     );
 
     // ring show

@@ -155,15 +155,7 @@ async fn prefix_delete_over_more_keys_than_a_shard_txn_takes_is_one_revision() -
     let seen = delete_prefix_and_watch(&mut cluster.router.client().await?).await?;
     assert_eq!(seen, expected, "the router answers like etcd");
     for shard in &cluster.shards {
-        let held = shard
-            .client()
-            .await?
-            .get(
-                PREFIX,
-                Some(GetOptions::new().with_prefix().with_count_only()),
-            )
-            .await?
-            .count();
+        let held = count_prefix(&mut shard.client().await?, PREFIX).await?;
         assert_eq!(held, 0, "{} still holds keys", shard.name);
     }
     Ok(())
@@ -233,15 +225,7 @@ async fn a_shard_failing_in_the_middle_of_a_multi_shard_delete_leaves_nothing_de
     }
     let mut on_shards = 0;
     for shard in &cluster.shards {
-        on_shards += shard
-            .client()
-            .await?
-            .get(
-                PREFIX,
-                Some(GetOptions::new().with_prefix().with_count_only()),
-            )
-            .await?
-            .count();
+        on_shards += count_prefix(&mut shard.client().await?, PREFIX).await?;
     }
     assert_eq!(on_shards, KEYS as i64, "the shards hold every key again");
     let put = client

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes counterparts STE is tested against, from their
 # published Go modules, into <repo>/.build/bin/:
-#   kube-apiserver, kube-controller-manager, kube-scheduler  (k8s.io/kubernetes)
+#   kube-apiserver, kube-controller-manager, kube-scheduler,
+#   kubectl                                                  (k8s.io/kubernetes)
 #   etcd, etcdctl                                            (go.etcd.io/etcd 3.6)
 #   kwok                                                     (sigs.k8s.io/kwok)
 #   kubectl-krew                                             (sigs.k8s.io/krew)
@@ -41,6 +42,7 @@ readonly TARGETS=(
     "kube-apiserver|kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|k8s.io/kubernetes"
     "kube-controller-manager|kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager|k8s.io/kubernetes"
     "kube-scheduler|kubernetes|k8s.io/kubernetes/cmd/kube-scheduler|k8s.io/kubernetes"
+    "kubectl|kubernetes|k8s.io/kubernetes/cmd/kubectl|k8s.io/kubernetes"
     "etcd|etcd|go.etcd.io/etcd/server/v3|go.etcd.io/etcd/server/v3"
     "etcdctl|etcd|go.etcd.io/etcd/etcdctl/v3|go.etcd.io/etcd/etcdctl/v3"
     "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|sigs.k8s.io/kwok"
@@ -75,7 +77,7 @@ required_version() {
 ldflags_for() {
     local name="$1" version="$2" flags="-s -w"
     case "${name}" in
-        kube-*)
+        kube-* | kubectl)
             local minor="${version#v*.}"
             minor="${minor%%.*}"
             local major="${version#v}"
@@ -129,6 +131,7 @@ print_version() {
     local name="$1" exe="${BIN}/$1"
     case "${name}" in
         etcd | kube-* | kwok) "${exe}" --version ;;
+        kubectl) "${exe}" version --client ;;
         etcdctl) "${exe}" version ;;
         kubectl-krew)
             local root

@@ -1,39 +1,55 @@
 #!/usr/bin/env bash
-# A three-node STE cluster on one machine: three ste-agents in managed mode,
-# each with its own tmpfs and its own real etcd shard, on the loopback
-# addresses 127.0.0.2-4 (Linux routes all of 127.0.0.0/8 to lo), and one
-# ste-router in front of the three shards.
+# A three-node STE cluster on one machine with a Kubernetes control plane
+# whose Pods live in it: three ste-agents in managed mode, each with its own
+# tmpfs and its own real etcd shard, on the loopback addresses 127.0.0.2-4
+# (Linux routes all of 127.0.0.0/8 to lo); one ste-router in front of the
+# three shards; and kube-apiserver, kube-controller-manager, kube-scheduler
+# and kwok (simulating the Nodes node-a, node-b, node-c) with
+# --etcd-servers-overrides=/pods#http://127.0.0.1:2479 and everything else in
+# a control-plane etcd on disk (see scripts/control-plane.sh).
 #
 #   node-a  127.0.0.2   etcd client :2279, peer :2280, gRPC :2290, metrics :2291
 #   node-b  127.0.0.3   (same ports)
 #   node-c  127.0.0.4   (same ports)
 #   router  127.0.0.1   etcd API :2479, admin gRPC (ste.v1.Ring) :2490, metrics :2491
+#   control-plane etcd 127.0.0.1:2379 (peer :2380), kube-apiserver https://127.0.0.1:6443
 #
-# Usage: scripts/local-cluster.sh [up|down|status]
-#   up      (default) install deps, build, stop what an earlier 'up' left,
-#           start the three agents and wait until all are SERVING, start
-#           the router with a fresh state file and wait until
-#           'etcdctl endpoint health' passes through it; print the agents'
-#           status table and run a short etcdctl demo through the router
-#           (watch, put, get, del; where each key landed). Then it makes
-#           `kubectl ste` work as typed: installs the plugin krew's way into
-#           KREW_ROOT (linked from /usr/local/bin when KREW_ROOT/bin is not
-#           on PATH), writes the kubeconfig context `ste-local` (made
-#           current) whose extension `ste.io/router` names the router's
-#           admin address, and runs `kubectl ste status`. Needs root.
-#   down    stop the router, then the agents (SIGQUIT: stop without
-#           draining, the cluster goes away as a whole; SIGKILL after 30 s),
-#           check that no tmpfs is left mounted, and remove the `ste-local`
-#           context, cluster and user from the kubeconfig (the context that
-#           was current before 'up' is current again). The plugin stays
-#           installed. Needs root.
+# Usage: scripts/local-cluster.sh [up [--no-kubernetes]|down|status]
+#   up      (default) install deps, build (the Go counterparts too: the
+#           first build of Kubernetes takes about 35 minutes on 2 cores),
+#           stop what an earlier 'up' left, start the three agents and wait
+#           until all are SERVING, start the router with a fresh state file
+#           and wait until all three agents joined its ring; start the
+#           control plane (fresh: new certificates, empty etcd) and wait
+#           until kube-apiserver is ready and the Nodes are Ready. Then it
+#           makes `kubectl` and `kubectl ste` work as typed: installs the
+#           plugin krew's way into KREW_ROOT (linked from /usr/local/bin
+#           when KREW_ROOT/bin is not on PATH), writes the kubeconfig
+#           context `ste-local` (made current: the cluster's CA and an admin
+#           client certificate, and the extension `ste.io/router` naming the
+#           router's admin address) and, if no kubectl is on PATH, links the
+#           one it built into /usr/local/bin. It ends by creating the
+#           Deployment `web` (3 replicas), waiting until it is Available,
+#           and showing `kubectl get pods -o wide`, `kubectl ste status` and
+#           `kubectl ste where pod/<one of its Pods>`. Needs root.
+#           --no-kubernetes: agents and router only (the quick demo): no
+#           control plane; a short etcdctl demo through the router (watch,
+#           put, get, del; where each key landed) and `kubectl ste status`.
+#   down    stop the control plane, the router, then the agents (SIGQUIT:
+#           stop without draining, the cluster goes away as a whole; SIGKILL
+#           after 30 s), check that no tmpfs is left mounted, and remove the
+#           `ste-local` context, cluster and user from the kubeconfig (the
+#           context that was current before 'up' is current again). The
+#           plugin stays installed. Needs root.
 #   status  print the agents' status table and, if the router runs,
-#           'etcdctl endpoint status' through it and `kubectl ste status`.
+#           'etcdctl endpoint status' through it, the Nodes and Pods if the
+#           control plane runs, and `kubectl ste status`.
 #
 # Environment:
 #   STE_LOCAL_DIR     base dir for data, logs and pid files (/tmp/ste-local);
 #                     <dir>/<node>/agent.log (previous run: agent.log.1), agent.pid;
-#                     <dir>/router/router.log (router.log.1), router.pid, router.state
+#                     <dir>/router/router.log (router.log.1), router.pid, router.state;
+#                     <dir>/control-plane/<component>.log, .pid, pki/, etcd/
 #   STE_TMPFS_SIZE    tmpfs size of each agent (256Mi)
 #   CARGO_TARGET_DIR  where cargo builds (<repo>/target)
 #   KUBECONFIG        the kubeconfig 'up' adds the ste-local context to (its
@@ -65,8 +81,6 @@ ROUTER_ADMIN_LISTEN=127.0.0.1:2490
 ROUTER_METRICS_LISTEN=127.0.0.1:2491
 ROUTER_WAIT=30 # seconds until 'etcdctl endpoint health' must pass
 KUBE_CONTEXT=ste-local
-# The kube-apiserver of the local cluster will listen here (not started yet).
-KUBE_SERVER=https://127.0.0.1:6443
 DEMO_WAIT=10   # seconds until the demo watch must have seen its events
 
 TARGET_DIR="$(ste_target_dir)"
@@ -80,6 +94,11 @@ ETCD_BIN="${STE_REPO}/.build/bin/etcd"
 ETCDCTL_BIN="${STE_REPO}/.build/bin/etcdctl"
 # How the person at the terminal stops the cluster (sudo only if not root).
 DOWN_CMD="$(ste_root_prefix)$0 down"
+# Set by 'up --no-kubernetes': agents and router only, no control plane.
+NO_KUBERNETES=""
+
+# shellcheck source=scripts/control-plane.sh
+source "${STE_REPO}/scripts/control-plane.sh"
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -267,6 +286,7 @@ mounts_under_dir() {
 
 cluster_down() {
     require_root down
+    cp_stop
     stop_router
     stop_agents
     local pid
@@ -310,6 +330,12 @@ cluster_status() {
     else
         printf 'Router: not running (start everything with: %s%s up)\n' "$(ste_root_prefix)" "$0"
         return "${rc}"
+    fi
+    if cp_running; then
+        printf '\nControl plane (kube-apiserver %s):\n$ kubectl get nodes\n' "${KUBE_SERVER}"
+        cp_kubectl get nodes --request-timeout 5s || rc=1
+        printf '\n$ kubectl get pods -A -o wide\n'
+        cp_kubectl get pods -A -o wide --request-timeout 5s || rc=1
     fi
     if command -v kubectl-ste >/dev/null 2>&1; then
         printf '\n$ kubectl ste status\n'
@@ -510,7 +536,7 @@ PREVIOUS_CONTEXT_FILE="${DIR}/kubeconfig.previous-context"
 kubeconfig_of() {
     local file="$1"
     shift
-    KUBECONFIG="${file}" kubectl config "$@"
+    KUBECONFIG="${file}" "${CP_KUBECTL}" config "$@"
 }
 
 # Adds (or replaces) the context, cluster and user ste-local in the
@@ -535,13 +561,23 @@ write_kube_context() {
     fi
     fragment="$(mktemp "${DIR}/kubeconfig.fragment.XXXXXX")"
     merged="$(mktemp "${DIR}/kubeconfig.merged.XXXXXX")"
+    # With the control plane: its CA and the admin's client certificate,
+    # embedded (as kind does). Without it: no credentials, nothing serves.
+    local ca="" credentials="{}"
+    if [[ -z ${NO_KUBERNETES} ]]; then
+        ca="
+    certificate-authority-data: $(base64 -w0 "${CP_PKI}/ca.crt")"
+        credentials="
+    client-certificate-data: $(base64 -w0 "${CP_PKI}/admin.crt")
+    client-key-data: $(base64 -w0 "${CP_PKI}/admin.key")"
+    fi
     cat >"${fragment}" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
 - name: ${KUBE_CONTEXT}
   cluster:
-    server: ${KUBE_SERVER}
+    server: ${KUBE_SERVER}${ca}
 contexts:
 - name: ${KUBE_CONTEXT}
   context:
@@ -553,14 +589,14 @@ contexts:
         address: ${ROUTER_ADMIN_LISTEN}
 users:
 - name: ${KUBE_CONTEXT}
-  user: {}
+  user: ${credentials}
 current-context: ${KUBE_CONTEXT}
 EOF
     local sources="${fragment}"
     if [[ -s ${file} ]]; then
         sources="${fragment}:${file}"
     fi
-    if ! KUBECONFIG="${sources}" kubectl config view --raw >"${merged}"; then
+    if ! KUBECONFIG="${sources}" "${CP_KUBECTL}" config view --raw >"${merged}"; then
         rm -f "${fragment}" "${merged}"
         ste_die "could not merge the ${KUBE_CONTEXT} context into ${file} (kubectl config view failed)"
     fi
@@ -584,7 +620,7 @@ remove_kube_context() {
     local file current previous=""
     file="$(kubeconfig_file)"
     [[ -s ${file} ]] || return 0
-    command -v kubectl >/dev/null 2>&1 || return 0
+    [[ -x ${CP_KUBECTL} ]] || return 0
     kubeconfig_of "${file}" get-contexts -o name 2>/dev/null | grep -xF "${KUBE_CONTEXT}" >/dev/null || return 0
     current="$(kubeconfig_of "${file}" view -o 'jsonpath={.current-context}' 2>/dev/null || true)"
     if [[ -f ${PREVIOUS_CONTEXT_FILE} ]]; then
@@ -674,8 +710,14 @@ cluster_up() {
     ste_find_cargo || true # install-deps.sh explains what to do if it is missing
     "${STE_REPO}/scripts/install-deps.sh"
 
-    ste_say "building the real counterparts it uses: etcd and etcdctl 3.6, krew (Go; the first build takes a few minutes)"
-    "${STE_REPO}/scripts/build-counterparts.sh" etcd etcdctl kubectl-krew
+    if [[ -n ${NO_KUBERNETES} ]]; then
+        ste_say "building the real counterparts it uses: etcd and etcdctl 3.6, kubectl, krew (Go; the first build takes a few minutes)"
+        "${STE_REPO}/scripts/build-counterparts.sh" etcd etcdctl kubectl kubectl-krew
+    else
+        ste_say "building the real counterparts it uses: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd 3.6, kwok, krew (Go; the first build compiles Kubernetes: about 35 minutes on 2 cores, then seconds)"
+        # shellcheck disable=SC2046 # one binary name per word
+        "${STE_REPO}/scripts/build-counterparts.sh" etcdctl kubectl-krew $(cp_binaries)
+    fi
 
     ste_say "building: cargo build --workspace --bins"
     trap ste_restore_ownership EXIT
@@ -685,6 +727,7 @@ cluster_up() {
     [[ -x ${AGENT_BIN} && -x ${STATUS_BIN} && -x ${ROUTER_BIN} && -x ${PLUGIN_BIN} ]] ||
         ste_die "the build did not produce ${AGENT_BIN}, ${STATUS_BIN}, ${ROUTER_BIN} and ${PLUGIN_BIN}"
 
+    cp_stop
     stop_router
     stop_agents
 
@@ -755,18 +798,84 @@ cluster_up() {
     wait_router_members
     ste_say "the router is healthy"
 
-    router_demo
-    echo
+    if [[ -n ${NO_KUBERNETES} ]]; then
+        router_demo
+        echo
+    else
+        cp_up
+    fi
     install_plugin
     write_kube_context
+    link_kubectl_on_path
     local found
     found="$(command -v kubectl-ste || true)"
     [[ -n ${found} ]] || ste_die "kubectl-ste is not on PATH after installing it into ${PLUGIN_ROOT}"
     ste_say "kubectl finds the plugin as ${found}"
-    ste_say "no Kubernetes API server runs in this mode yet: the ${KUBE_CONTEXT} context's server ${KUBE_SERVER} does not answer (kubectl get ... fails); kubectl ste talks to the router"
+    # From here on, kubectl exactly as the user types it, on the user's
+    # kubeconfig (where ste-local is now current).
+    export KUBECONFIG
+    KUBECONFIG="$(kubeconfig_file)"
+    if [[ -n ${NO_KUBERNETES} ]]; then
+        ste_say "no Kubernetes API server runs in this mode (--no-kubernetes): the ${KUBE_CONTEXT} context's server ${KUBE_SERVER} does not answer (kubectl get ... fails); kubectl ste talks to the router"
+        printf '\n$ kubectl ste status\n'
+        kubectl ste status
+        print_next_steps_without_kubernetes
+        return
+    fi
+    local pod
+    pod="$(cp_demo_deployment)"
+    [[ -n ${pod} ]] || ste_die "the Deployment ${CP_DEMO_DEPLOYMENT} is Available but no Pod of it is Running"
+    printf '\n$ kubectl get pods -o wide\n'
+    kubectl get pods -o wide
     printf '\n$ kubectl ste status\n'
-    KUBECONFIG="$(kubeconfig_file)" kubectl ste status
+    kubectl ste status
+    printf '\n$ kubectl ste where pod/%s\n' "${pod}"
+    kubectl ste where "pod/${pod}"
+    print_next_steps "${pod}"
+}
 
+# Makes plain `kubectl` work for the person at the terminal: if no kubectl
+# is on PATH, links the one built with the control plane into
+# /usr/local/bin.
+link_kubectl_on_path() {
+    local found
+    found="$(command -v kubectl || true)"
+    if [[ -n ${found} ]]; then
+        ste_say "kubectl: ${found} ($("${found}" version --client 2>/dev/null | head -n 1))"
+        return
+    fi
+    mkdir -p /usr/local/bin
+    ln -sfn "${CP_KUBECTL}" /usr/local/bin/kubectl
+    hash -r
+    ste_say "kubectl: none was on PATH; linked /usr/local/bin/kubectl -> ${CP_KUBECTL}"
+}
+
+print_next_steps() {
+    local pod="$1" a="${IPS[node-a]}"
+    cat <<EOF
+
+A Kubernetes control plane runs with its Pods in STE: kube-apiserver
+(${KUBE_SERVER}) keeps /registry/pods in three tmpfs etcd shards behind the
+router (${ROUTER_LISTEN}), everything else in the control-plane etcd on disk
+(${CP_ETCD_CLIENT}). kwok plays the kubelet of ${NODES[*]}.
+Logs: ${CP_DIR}/*.log, ${DIR}/<node>/agent.log, ${ROUTER_DIR}/router.log.
+The kubeconfig context ${KUBE_CONTEXT} is current; the plugin is in ${PLUGIN_ROOT}.
+
+Try it:
+  kubectl get pods -o wide
+  kubectl scale deployment ${CP_DEMO_DEPLOYMENT} --replicas=30
+  kubectl ste status
+  kubectl ste where pod/${pod}
+  kubectl ste ring leave node-c    # its Pods move to node-a and node-b
+  kubectl ste ring join node-c
+  curl -s http://${ROUTER_METRICS_LISTEN}/metrics     # router metrics
+  curl -s http://${a}:${METRICS_PORT}/metrics     # agent metrics (node-a)
+  $0 status
+  ${DOWN_CMD}
+EOF
+}
+
+print_next_steps_without_kubernetes() {
     local a="${IPS[node-a]}"
     cat <<EOF
 
@@ -792,7 +901,20 @@ EOF
 main() {
     local command="${1:-up}"
     case "${command}" in
-        up) cluster_up ;;
+        up)
+            shift || true
+            while (($# > 0)); do
+                case "$1" in
+                    --no-kubernetes) NO_KUBERNETES=1 ;;
+                    *)
+                        usage >&2
+                        ste_die "unknown option for up: '$1'"
+                        ;;
+                esac
+                shift
+            done
+            cluster_up
+            ;;
         down) cluster_down ;;
         status) cluster_status ;;
         -h | --help | help) usage ;;

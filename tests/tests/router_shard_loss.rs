@@ -37,6 +37,12 @@ async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Res
         .await?;
     let created = watch.message().await?.expect("created");
     assert!(created.created());
+    let before = client
+        .get("/registry/pods/", Some(GetOptions::new().with_prefix()))
+        .await?
+        .header()
+        .expect("header")
+        .revision();
 
     cluster
         .shard("shard-b")
@@ -56,6 +62,58 @@ async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Res
     })
     .await??;
     assert!(canceled.compact_revision() > 0, "{canceled:?}");
+
+    // The loss has a revision of its own: what a client saw up to `before`
+    // is history, and resuming from it is refused. (Had the revision
+    // stayed, kube-apiserver's watch cache would relist at `before` and
+    // the controllers watching it would resume from there and never learn
+    // that pods are gone.)
+    let after = client
+        .get("/registry/pods/", Some(GetOptions::new().with_prefix()))
+        .await?
+        .header()
+        .expect("header")
+        .revision();
+    assert!(
+        after > before,
+        "revision {after} after the loss, {before} before"
+    );
+    let mut resumed = client
+        .watch(
+            "/registry/pods/",
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(before + 1),
+            ),
+        )
+        .await?;
+    let refused = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match resumed.message().await? {
+                Some(response) if response.created() && !response.canceled() => continue,
+                Some(response) => return anyhow::Ok(response),
+                None => anyhow::bail!("watch stream ended without a response"),
+            }
+        }
+    })
+    .await??;
+    assert!(
+        refused.canceled() && refused.compact_revision() > before,
+        "a watch resuming after revision {before} must be refused as compacted: {refused:?}"
+    );
+    let old_read = client
+        .get(
+            "/registry/pods/",
+            Some(GetOptions::new().with_prefix().with_revision(before)),
+        )
+        .await;
+    assert!(
+        old_read
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("compacted")),
+        "a read at revision {before} must be refused as compacted: {old_read:?}"
+    );
 
     // The index no longer has the lost keys; the others are intact.
     let listed: BTreeSet<String> = client

@@ -194,6 +194,10 @@ impl Revisions {
         let ready: Vec<GlobalRevision> = inner.pending.range(..=current).map(|(r, _)| *r).collect();
         for revision in ready {
             for event in inner.pending.remove(&revision).unwrap_or_default() {
+                // Below the floor: history a cut has ended (see cut_history).
+                if event.revision < inner.log.floor() {
+                    continue;
+                }
                 if let Err(err) = inner.log.push(event) {
                     tracing::error!(error = %err, "event log out of order");
                 }
@@ -244,20 +248,37 @@ impl Revisions {
         self.lock().compact_requested
     }
 
-    /// Ends history at the current revision: every watcher reading older
-    /// events gets the compacted error and relists. Used when the index
+    /// Ends history with a revision of its own, R: every open watch ends
+    /// with the compacted error, and reads and watches at revisions up to R
+    /// are refused as compacted, so clients relist. Used when the index
     /// changed in a way no event describes (a shard lost or resynced).
-    pub fn cut_history(&self) -> GlobalRevision {
-        let current = self.current();
+    ///
+    /// R is a fresh revision (a write with no events): the state after the
+    /// cut must never be served under a revision that also named the state
+    /// before it. kube-apiserver's watch cache relists after the compacted
+    /// error; had the revision stayed, it would relist at the old revision
+    /// and its own watchers (the controllers' informers) would resume from
+    /// it without error and never learn that keys were dropped. With R they
+    /// get "too old resource version" and relist too (etcd gives every
+    /// change of the keyspace a revision of its own; this is the one change
+    /// that has no event).
+    ///
+    /// Writes still in flight below R complete as usual, but their events
+    /// are not logged: they belong to the history the cut ended. Until they
+    /// complete, R is allocated but not current, so a relist at the current
+    /// revision is followed by one more compacted error.
+    pub async fn cut_history(&self) -> StoreResult<GlobalRevision> {
+        let cut = self.allocate().await?;
         {
             let mut inner = self.lock();
-            inner.log.compact(current.next());
-            if inner.compacted < current {
-                inner.compacted = current;
+            inner.log.compact(cut.next());
+            if inner.compacted < cut {
+                inner.compacted = cut;
             }
         }
+        self.complete(cut, Vec::new());
         self.cuts.send_modify(|n| *n += 1);
-        current
+        Ok(cut)
     }
 
     /// Refuses reads below `revision` with the compacted error, without

@@ -305,9 +305,9 @@ cluster_down() {
         ste_die "could not unmount: $(mounts_under_dir | tr '\n' ' ')"
     fi
     if ((leftover == 0)); then
-        ste_say "router and agents stopped; nothing is mounted under ${DIR}"
+        ste_say "control plane, router and agents stopped; nothing is mounted under ${DIR}"
     else
-        ste_say "router and agents stopped; leftover mounts under ${DIR} removed"
+        ste_say "control plane, router and agents stopped; leftover mounts under ${DIR} removed"
     fi
     remove_kube_context
 }

@@ -10,13 +10,20 @@
 #   4. cargo fmt --all -- --check
 #   5. cargo clippy --workspace --all-targets -- -D warnings
 #   6. cargo build --workspace --bins   (the integration tests spawn these)
-#   7. cargo test --workspace [ARGS...] with etcd 3.6 shards and references
+#   7. cargo test --workspace [ARGS...] with etcd 3.6 shards and references,
+#      except the end-to-end tests (step 9)
 #   8. the router's integration tests again, on Debian's etcd 3.4.23 (the
 #      agent's --etcd-bin fallback) and with the router's other key index,
 #      --key-index betree (STE_KEY_INDEX; step 7 runs the default, btree)
-#   9. scripts/conformance.sh           kube-apiserver's own storage test suite against
+#   9. tests/tests/kube_e2e.rs three times in a row: the product's job end
+#      to end against a real control plane (kube-apiserver with Pods in STE,
+#      kube-controller-manager, kube-scheduler, kwok): scaling, watches,
+#      paging, ring changes, kill -9 of an agent and of the router
+#  10. scripts/local-cluster.sh up, status, down: the README's first command,
+#      isolated (its own STE_LOCAL_DIR, KUBECONFIG and KREW_ROOT)
+#  11. scripts/conformance.sh           kube-apiserver's own storage test suite against
 #                                       a plain etcd 3.6 and against the router
-#  10. STE_BENCH_QUICK=1 cargo bench -p ste-core --bench key_index
+#  12. STE_BENCH_QUICK=1 cargo bench -p ste-core --bench key_index
 #                                       the key-index benchmarks, quick mode (a smoke run)
 #
 # Usage: scripts/test.sh [ARGS for cargo test...]
@@ -41,7 +48,7 @@ cd "${STE_REPO}"
 ste_find_cargo || true # install-deps.sh explains what to do if it is missing
 trap ste_restore_ownership EXIT
 
-STEPS=10
+STEPS=12
 STEP=0
 step() {
     local name="$1"
@@ -86,14 +93,103 @@ router_tests_on_etcd34_betree() {
         cargo test -p ste-tests "${tests[@]}"
 }
 
+# cargo test over the workspace with ARGS, the end-to-end tests left out
+# (test names starting with e2e_; step 9 runs them).
+workspace_tests() {
+    local args=("$@") has_separator="" arg
+    for arg in "${args[@]}"; do
+        [[ ${arg} == -- ]] && has_separator=1
+    done
+    if [[ -z ${has_separator} ]]; then
+        args+=(--)
+    fi
+    cargo test --workspace "${args[@]}" --skip e2e_
+}
+
+# The end-to-end tests against a real control plane, three passes in a row
+# (a flaky test is a bug: one pass proves little on a loaded machine).
+end_to_end_tests() {
+    local pass
+    for pass in 1 2 3; do
+        ste_say "end-to-end tests, pass ${pass} of 3"
+        cargo test -p ste-tests --test kube_e2e -- --test-threads=1 --nocapture || {
+            ste_say "end-to-end tests failed in pass ${pass} of 3"
+            return 1
+        }
+    done
+}
+
+# True if something listens on TCP port $1 of 127.0.0.1.
+port_in_use() {
+    ss -Hltn "sport = :$1" | grep -q .
+}
+
+# The README's first command as a newcomer runs it, isolated from the
+# invoking user's kubeconfig and krew root: `up` (with the control plane)
+# must end with `kubectl ste where pod/<a real Pod>`; then plain kubectl and
+# the plugin as typed, `status`, and `down`, after which nothing may be left
+# running or mounted.
+local_cluster_check() {
+    local port
+    for port in 2379 2479 2490 6443; do
+        if port_in_use "${port}"; then
+            ste_say "port ${port} is in use (a local cluster from scripts/local-cluster.sh up?): stop it with scripts/local-cluster.sh down and run the tests again"
+            return 1
+        fi
+    done
+    local dir rc=0
+    dir="$(mktemp -d /tmp/ste-test-local-cluster.XXXXXX)"
+    (
+        export STE_LOCAL_DIR="${dir}/cluster" KUBECONFIG="${dir}/kubeconfig" KREW_ROOT="${dir}/krew"
+        export PATH="${KREW_ROOT}/bin:${PATH}"
+        if ! scripts/local-cluster.sh up >"${dir}/up.log" 2>&1; then
+            tail -n 80 "${dir}/up.log" >&2
+            ste_say "scripts/local-cluster.sh up failed (output above)"
+            exit 1
+        fi
+        grep -E '^\$ kubectl ste where pod/web-' "${dir}/up.log" >&2 || {
+            tail -n 40 "${dir}/up.log" >&2
+            ste_say "up did not end with kubectl ste where pod/<a web Pod>"
+            exit 1
+        }
+        local running
+        running="$(kubectl get pods -l app=web --no-headers | grep -c ' Running ')"
+        ((running == 3)) || {
+            kubectl get pods -o wide >&2
+            ste_say "expected 3 Running Pods of the Deployment web, found ${running}"
+            exit 1
+        }
+        kubectl ste status >&2
+        scripts/local-cluster.sh status >"${dir}/status.log" 2>&1 || {
+            cat "${dir}/status.log" >&2
+            exit 1
+        }
+    ) || rc=1
+    STE_LOCAL_DIR="${dir}/cluster" KUBECONFIG="${dir}/kubeconfig" scripts/local-cluster.sh down || rc=1
+    for port in 2379 2479 2490 6443; do
+        if port_in_use "${port}"; then
+            ste_say "port ${port} is still in use after down"
+            rc=1
+        fi
+    done
+    if grep -qF " ${dir}/" /proc/self/mountinfo; then
+        ste_say "something is still mounted under ${dir} after down"
+        rc=1
+    fi
+    ((rc != 0)) || rm -rf "${dir}"
+    return "${rc}"
+}
+
 step "install dependencies" scripts/install-deps.sh
 step "build the real counterparts (Go)" scripts/build-counterparts.sh
 step "gofmt and go vet" go_checks
 step "format check" cargo fmt --all -- --check
 step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "build binaries" cargo build --workspace --bins
-step "tests (etcd 3.6)" cargo test --workspace "$@"
+step "tests (etcd 3.6)" workspace_tests "$@"
 step "router tests on Debian's etcd 3.4.23, --key-index betree" router_tests_on_etcd34_betree
+step "end-to-end tests against a real control plane (3 passes)" end_to_end_tests
+step "local cluster: up, status, down" local_cluster_check
 step "kube-apiserver's storage suite (etcd 3.6 and the router)" scripts/conformance.sh
 step "key index benchmarks (quick)" env STE_BENCH_QUICK=1 cargo bench -p ste-core --bench key_index
 

@@ -102,6 +102,36 @@ async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Res
         refused.canceled() && refused.compact_revision() > before,
         "a watch resuming after revision {before} must be refused as compacted: {refused:?}"
     );
+    // A client that read at the new revision may watch from it (as
+    // kube-apiserver's compactor does: read, then watch from the read's
+    // revision) and sees what follows.
+    let mut fresh = client
+        .watch(
+            "/registry/pods/",
+            Some(WatchOptions::new().with_prefix().with_start_revision(after)),
+        )
+        .await?;
+    let recreated_key = "/registry/pods/ns-0/after-the-loss";
+    client.put(recreated_key, "v", None).await?;
+    let seen = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match fresh.message().await? {
+                Some(response) if response.canceled() => {
+                    anyhow::bail!("a watch from revision {after} was refused: {response:?}")
+                }
+                Some(response) if !response.events().is_empty() => return anyhow::Ok(response),
+                Some(_) => continue,
+                None => anyhow::bail!("watch stream ended"),
+            }
+        }
+    })
+    .await??;
+    assert_eq!(
+        seen.events()[0].kv().expect("kv").key_str()?,
+        recreated_key,
+        "{seen:?}"
+    );
+    client.delete(recreated_key, None).await?;
     let old_read = client
         .get(
             "/registry/pods/",

@@ -248,34 +248,42 @@ impl Revisions {
         self.lock().compact_requested
     }
 
-    /// Ends history with a revision of its own, R: every open watch ends
-    /// with the compacted error, and reads and watches at revisions up to R
-    /// are refused as compacted, so clients relist. Used when the index
-    /// changed in a way no event describes (a shard lost or resynced).
+    /// Ends history with revisions of its own: every open watch ends with
+    /// the compacted error and clients relist. Used when the index changed
+    /// in a way no event describes (a shard lost or resynced).
     ///
-    /// R is a fresh revision (a write with no events): the state after the
-    /// cut must never be served under a revision that also named the state
-    /// before it. kube-apiserver's watch cache relists after the compacted
-    /// error; had the revision stayed, it would relist at the old revision
-    /// and its own watchers (the controllers' informers) would resume from
-    /// it without error and never learn that keys were dropped. With R they
-    /// get "too old resource version" and relist too (etcd gives every
-    /// change of the keyspace a revision of its own; this is the one change
-    /// that has no event).
+    /// The change gets a fresh revision C (a write with no events), and
+    /// the cut is the next revision after it, R > C, with no events either:
+    /// R becomes the compaction point and the oldest revision a watch may
+    /// start from. So
+    /// - the state after the change is never served under a revision that
+    ///   also named the state before it: kube-apiserver's watch cache
+    ///   relists after the compacted error, and had the revision stayed, it
+    ///   would relist at the old revision and its own watchers (the
+    ///   controllers' informers) would resume from there without error and
+    ///   never learn that keys were dropped. Now they get "too old resource
+    ///   version" and relist too;
+    /// - a watch from C (its client holds the state before the change) is
+    ///   refused, and a watch from R (its client holds the state after it,
+    ///   e.g. one that read at R: kube-apiserver's compactor reads and then
+    ///   watches from the read's revision) is served, exactly as etcd
+    ///   serves a watch from its compaction revision.
     ///
     /// Writes still in flight below R complete as usual, but their events
     /// are not logged: they belong to the history the cut ended. Until they
     /// complete, R is allocated but not current, so a relist at the current
-    /// revision is followed by one more compacted error.
+    /// revision may be followed by one more compacted error.
     pub async fn cut_history(&self) -> StoreResult<GlobalRevision> {
+        let change = self.allocate().await?;
         let cut = self.allocate().await?;
         {
             let mut inner = self.lock();
-            inner.log.compact(cut.next());
+            inner.log.compact(cut);
             if inner.compacted < cut {
                 inner.compacted = cut;
             }
         }
+        self.complete(change, Vec::new());
         self.complete(cut, Vec::new());
         self.cuts.send_modify(|n| *n += 1);
         Ok(cut)

@@ -266,7 +266,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::warn!("keys are misplaced for the current ring; moving them");
         }
         store.set_ready();
-        tracing::info!(revision = %start, keys = store.index().len(), "shards scanned");
+        tracing::info!(revision = %store.revisions.current(), keys = store.index().len(), "shards scanned");
         anyhow::Ok(())
     };
     tokio::select! {

@@ -109,31 +109,49 @@ impl Revisions {
         }
     }
 
-    /// Starts the revision space at `start` (every revision ≤ start is
-    /// taken) with `reserved` persisted as the high-water mark. The router
-    /// keeps no history from before `start`, so that is also the
-    /// compaction point, unless nothing was ever written.
+    /// Starts the revision space after `start` (every revision ≤ start may
+    /// have been handed out by an earlier router) with `reserved` persisted
+    /// as the high-water mark.
+    ///
+    /// The router keeps no history from before it started, so the first
+    /// revision it serves, F = start + 1, is an empty revision and the
+    /// compaction point: reads at F and watches from F are served (a client
+    /// that read at F watches from F, as kube-apiserver's compactor does,
+    /// and etcd serves a watch from its compaction revision), and a client
+    /// that holds an earlier state, ≤ start, is refused as compacted and
+    /// relists. Were F = start, a watch from start could come from a client
+    /// holding start − 1 while the earlier router wrote at start.
     ///
     /// Nothing was ever written when `start` is revision 1 (etcd's empty
-    /// store; the first write is revision 2): then, as on a fresh etcd, a
-    /// watch from revision 1 sees every event instead of being compacted.
+    /// store; the first write is revision 2): then, as on a fresh etcd,
+    /// revision 1 is current and a watch from it sees every event.
     pub fn restart_at(&self, start: GlobalRevision, reserved: GlobalRevision) -> StoreResult<()> {
-        let sequencer = Sequencer::new(start, reserved.max(start))
-            .map_err(|e| StoreError::Internal(format!("cannot start revisions at {start}: {e}")))?;
-        let log_floor = if start <= GlobalRevision(1) {
+        let cannot = |e: &dyn std::fmt::Display| {
+            StoreError::Internal(format!("cannot start revisions after {start}: {e}"))
+        };
+        let mut sequencer = Sequencer::new(start, reserved.max(start)).map_err(|e| cannot(&e))?;
+        let first = if start <= GlobalRevision(1) {
             GlobalRevision(1)
         } else {
-            start.next()
+            let first = sequencer
+                .allocate()
+                .map_err(|_| cannot(&"no revision reserved above it"))?;
+            sequencer.complete(first).map_err(|e| cannot(&e))?;
+            first
         };
         {
             let mut inner = self.lock();
             let max_bytes = inner.log.max_bytes();
             inner.sequencer = sequencer;
             inner.pending.clear();
-            inner.log = EventLog::new(max_bytes, log_floor);
-            inner.compacted = start;
+            inner.log = EventLog::new(max_bytes, first);
+            inner.compacted = if start <= GlobalRevision(1) {
+                start
+            } else {
+                first
+            };
         }
-        self.current.send_replace(start);
+        self.current.send_replace(first);
         Ok(())
     }
 

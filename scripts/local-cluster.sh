@@ -466,9 +466,10 @@ watch_events() {
 router_demo() {
     trap demo_cleanup EXIT
     local revision
-    revision="$(router_etcdctl get --prefix /registry/pods/ -w json |
-        grep -o '"revision":[0-9]*' | head -n 1 | cut -d: -f2)" ||
+    local answer
+    answer="$(router_etcdctl get --prefix /registry/pods/ -w json)" ||
         demo_fail "cannot read the router's current revision"
+    revision="$(grep -o '"revision":[0-9]*' <<<"${answer}" | sed -n '1s/.*://p')"
     [[ ${revision} =~ ^[0-9]+$ ]] || demo_fail "no revision in the router's answer to a get"
     DEMO_WATCH_FILE="$(mktemp "${ROUTER_DIR}/demo-watch.XXXXXX")"
 
@@ -841,7 +842,19 @@ link_kubectl_on_path() {
     local found
     found="$(command -v kubectl || true)"
     if [[ -n ${found} ]]; then
-        ste_say "kubectl: ${found} ($("${found}" version --client 2>/dev/null | head -n 1))"
+        local version minor server_minor
+        # Not `| head -n 1`: under pipefail, kubectl killed by SIGPIPE fails it.
+        version="$("${found}" version --client 2>/dev/null || true)"
+        version="${version%%$'\n'*}"
+        ste_say "kubectl: ${found} (${version})"
+        # kubectl supports one minor version of skew with the server.
+        minor="$(sed -n 's/.*v1\.\([0-9]*\)\..*/\1/p' <<<"${version}")"
+        server_minor="$("${CP_KUBECTL}" version --client 2>/dev/null || true)"
+        server_minor="$(sed -n '1s/.*v1\.\([0-9]*\)\..*/\1/p' <<<"${server_minor}")"
+        if [[ -n ${minor} && -n ${server_minor} && -z ${NO_KUBERNETES} ]] &&
+            ((minor < server_minor - 1 || minor > server_minor + 1)); then
+            ste_say "warning: ${found} is kubectl 1.${minor}, kube-apiserver is 1.${server_minor}: more than the one minor version of skew kubectl supports; ${CP_KUBECTL} matches the server"
+        fi
         return
     fi
     mkdir -p /usr/local/bin

@@ -121,7 +121,7 @@ end_to_end_tests() {
 
 # True if something listens on TCP port $1 of 127.0.0.1.
 port_in_use() {
-    ss -Hltn "sport = :$1" | grep -q .
+    [[ -n $(ss -Hltn "sport = :$1") ]]
 }
 
 # The README's first command as a newcomer runs it, isolated from the

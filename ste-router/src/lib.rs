@@ -10,6 +10,7 @@ pub mod etcd;
 pub mod membership;
 pub mod metrics;
 pub mod shard;
+pub mod shutdown;
 pub mod state;
 pub mod store;
 
@@ -25,6 +26,7 @@ use tonic_health::ServingStatus;
 
 use crate::config::Config;
 use crate::shard::ShardTimeouts;
+use crate::shutdown::ShutdownTrigger;
 use crate::state::{MemberRecord, StateFile, StateStore};
 use crate::store::revisions::Revisions;
 use crate::store::{Identity, Store, StoreConfig};
@@ -175,11 +177,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin_listener = bind("--admin-listen", config.admin_listen).await?;
     let metrics_listener = bind("--metrics-listen", config.metrics_listen).await?;
 
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = shutdown_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
+    let (shutdown_tx, shutdown_rx) = ShutdownTrigger::new();
+    let stopped = {
+        let shutdown = shutdown_rx.clone();
+        move || {
+            let mut shutdown = shutdown.clone();
+            async move { shutdown.wait().await }
         }
     };
 
@@ -199,6 +202,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             progress_interval: config.progress_notify_interval,
         },
         config.max_recv_bytes,
+        shutdown_rx.clone(),
     );
     let mut etcd_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -304,10 +308,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 async fn shutdown(
-    stop: tokio::sync::watch::Sender<bool>,
+    stop: ShutdownTrigger,
     servers: [tokio::task::JoinHandle<Result<(), tonic::transport::Error>>; 2],
 ) -> anyhow::Result<()> {
-    let _ = stop.send(true);
+    // Ends the watches and lease keep-alives too (UNAVAILABLE: clients
+    // reconnect, to this router once it is back or to another).
+    stop.trigger();
     for server in servers {
         // Streams (watches) keep a graceful shutdown waiting; bound it.
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;

@@ -9,19 +9,23 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::header;
 use crate::error::StoreError;
+use crate::shutdown::Shutdown;
 use crate::state::LeaseRecord;
 use crate::store::Store;
 use crate::store::leases::MAX_TTL;
 use crate::store::multi_delete::Victims;
 use ste_core::revision::GlobalRevision;
 
+/// The Lease service; its keep-alive streams end with UNAVAILABLE when the
+/// router stops.
 pub struct Lease {
     store: Arc<Store>,
+    shutdown: Shutdown,
 }
 
 impl Lease {
-    pub fn new(store: Arc<Store>) -> Self {
-        Lease { store }
+    pub fn new(store: Arc<Store>, shutdown: Shutdown) -> Self {
+        Lease { store, shutdown }
     }
 }
 
@@ -116,8 +120,19 @@ impl lease_server::Lease for Lease {
         let store = self.store.clone();
         let mut requests = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
+        let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            while let Ok(Some(request)) = requests.message().await {
+            loop {
+                let request = tokio::select! {
+                    request = requests.message() => match request {
+                        Ok(Some(request)) => request,
+                        Ok(None) | Err(_) => break,
+                    },
+                    _ = shutdown.wait() => {
+                        let _ = tx.send(Err(super::watch::shutting_down())).await;
+                        break;
+                    }
+                };
                 // An unknown lease answers TTL 0, as etcd does: the client
                 // then knows the lease has expired.
                 let ttl = store.leases.keep_alive(request.id).unwrap_or(0);

@@ -24,6 +24,7 @@ use ste_proto::etcd::etcdserverpb::maintenance_server::MaintenanceServer;
 use ste_proto::etcd::etcdserverpb::watch_server::WatchServer;
 use tonic::service::Routes;
 
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 
 pub use watch::WatchSettings;
@@ -49,13 +50,18 @@ pub fn nested_header(revision: GlobalRevision) -> Option<pb::ResponseHeader> {
 
 /// Every etcd service, plus a fallback that answers any other method with
 /// UNIMPLEMENTED naming it (tonic's default says nothing).
-pub fn routes(store: Arc<Store>, watch: WatchSettings, max_message_bytes: usize) -> Routes {
+pub fn routes(
+    store: Arc<Store>,
+    watch: WatchSettings,
+    max_message_bytes: usize,
+    shutdown: Shutdown,
+) -> Routes {
     let kv = KvServer::new(kv::Kv::new(store.clone()))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(64 << 20);
-    let watch = WatchServer::new(watch::Watch::new(store.clone(), watch))
+    let watch = WatchServer::new(watch::Watch::new(store.clone(), watch, shutdown.clone()))
         .max_encoding_message_size(64 << 20);
-    let lease = LeaseServer::new(lease::Lease::new(store.clone()));
+    let lease = LeaseServer::new(lease::Lease::new(store.clone(), shutdown));
     let maintenance = MaintenanceServer::new(maintenance::Maintenance::new(store.clone()));
     let cluster = ClusterServer::new(cluster::Cluster::new(store));
     let mut builder = Routes::builder();

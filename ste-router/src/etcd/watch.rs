@@ -26,6 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::header;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::store::revisions::StoredEvent;
 
@@ -44,14 +45,21 @@ pub struct WatchSettings {
     pub progress_interval: Duration,
 }
 
+/// The Watch service: one [`WatchStream`] task per client stream, each
+/// ended with UNAVAILABLE when the router stops.
 pub struct Watch {
     store: Arc<Store>,
     settings: WatchSettings,
+    shutdown: Shutdown,
 }
 
 impl Watch {
-    pub fn new(store: Arc<Store>, settings: WatchSettings) -> Self {
-        Watch { store, settings }
+    pub fn new(store: Arc<Store>, settings: WatchSettings, shutdown: Shutdown) -> Self {
+        Watch {
+            store,
+            settings,
+            shutdown,
+        }
     }
 }
 
@@ -69,6 +77,11 @@ struct Watcher {
 
 type Outbox = mpsc::Sender<Result<pb::WatchResponse, Status>>;
 
+/// The error that ends a stream when the router stops.
+pub(crate) fn shutting_down() -> Status {
+    Status::unavailable("ste-router is shutting down")
+}
+
 #[tonic::async_trait]
 impl watch_server::Watch for Watch {
     type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
@@ -85,7 +98,7 @@ impl watch_server::Watch for Watch {
             next_id: 0,
             out: tx,
         };
-        tokio::spawn(stream.run(request.into_inner(), self.settings));
+        tokio::spawn(stream.run(request.into_inner(), self.settings, self.shutdown.clone()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -98,7 +111,12 @@ struct WatchStream {
 }
 
 impl WatchStream {
-    async fn run(mut self, mut requests: Streaming<pb::WatchRequest>, settings: WatchSettings) {
+    async fn run(
+        mut self,
+        mut requests: Streaming<pb::WatchRequest>,
+        settings: WatchSettings,
+        mut shutdown: Shutdown,
+    ) {
         let mut current = self.store.revisions.subscribe();
         let mut cuts = self.store.revisions.subscribe_cuts();
         let mut progress = tokio::time::interval(settings.progress_interval);
@@ -113,6 +131,12 @@ impl WatchStream {
                 changed = cuts.changed() => changed.is_ok() && self.cancel_all_compacted().await,
                 _ = progress.tick() => self.periodic_progress().await,
                 _ = self.out.closed() => false,
+                // As etcd's clients see a member stop: the stream fails
+                // with UNAVAILABLE and they reconnect and resume.
+                _ = shutdown.wait() => {
+                    let _ = self.out.send(Err(shutting_down())).await;
+                    false
+                }
             };
             if !keep_going {
                 break;

@@ -383,7 +383,7 @@ impl Store {
             })
             .await?;
         if kind == ChangeKind::Fence {
-            self.revisions.cut_history();
+            self.revisions.cut_history().await?;
         }
         Ok(())
     }

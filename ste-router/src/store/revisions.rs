@@ -244,20 +244,34 @@ impl Revisions {
         self.lock().compact_requested
     }
 
-    /// Ends history at the current revision: every watcher reading older
-    /// events gets the compacted error and relists. Used when the index
-    /// changed in a way no event describes (a shard lost or resynced).
-    pub fn cut_history(&self) -> GlobalRevision {
-        let current = self.current();
+    /// Ends history with a revision of its own. The index changed in a way
+    /// no event describes (a shard lost or resynced), so the change takes
+    /// a revision, like a write that produced no events: `cut`, returned.
+    /// Every watch ends with the compacted error, and reads and watches
+    /// from below `cut` get it too, so clients relist; from `cut` on they
+    /// work, as after an etcd compaction at `cut`.
+    ///
+    /// Without a revision of its own the cut would fall on the current
+    /// revision C, whose reads already show the change: a watch from C
+    /// (kube-apiserver's compactor watches from the revision its last Get
+    /// answered) would have to be refused, forever if nothing is written,
+    /// while a watch from C+1 must be refused to a client that read at
+    /// C-1 before the change.
+    pub async fn cut_history(&self) -> StoreResult<GlobalRevision> {
+        let cut = self.allocate().await?;
+        self.complete(cut, Vec::new());
+        // Every revision below the cut is finished (writes in flight end
+        // within the shard timeout) before history ends there.
+        self.wait_visible(cut).await;
         {
             let mut inner = self.lock();
-            inner.log.compact(current.next());
-            if inner.compacted < current {
-                inner.compacted = current;
+            inner.log.compact(cut);
+            if inner.compacted < cut {
+                inner.compacted = cut;
             }
         }
         self.cuts.send_modify(|n| *n += 1);
-        current
+        Ok(cut)
     }
 
     /// Refuses reads below `revision` with the compacted error, without

@@ -243,7 +243,7 @@ impl Store {
                 self.delete_stale_copy(holder, key, *revision).await;
             }
         }
-        let cut = self.revisions.cut_history();
+        let cut = self.revisions.cut_history().await?;
         shard.resynced();
         tracing::warn!(member = %shard.name, revision = %cut, "shard resynchronised; watches cut");
         Ok(())

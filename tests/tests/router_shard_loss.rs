@@ -160,7 +160,10 @@ async fn after_a_cut_a_watch_from_the_revision_a_get_answered_works() -> anyhow:
         .header()
         .expect("header")
         .revision();
-    assert!(read > before_cut, "the cut took a revision: {read} > {before_cut}");
+    assert!(
+        read > before_cut,
+        "the cut took a revision: {read} > {before_cut}"
+    );
     let first = watch_from(&mut client, "compact_rev_key", read, Some("1")).await?;
     assert!(
         !first.canceled() && first.events()[0].kv().is_some_and(|kv| kv.value() == b"1"),

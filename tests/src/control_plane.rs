@@ -14,18 +14,18 @@
 //! are in every error this fixture returns.
 
 pub mod apiserver_log;
+pub mod flags;
 pub mod health;
 pub mod pki;
 pub mod process;
+pub mod streamed;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use etcd_client::GetOptions;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -36,9 +36,11 @@ use crate::plugin::{Plugin, Run};
 use crate::poll::eventually;
 use crate::procs::{free_port, kube_bin, kwok_stages};
 use crate::router::TestRouter;
+use flags::{apiserver_args, kubeconfig_yaml};
 use health::HealthPoller;
 use pki::Pki;
 use process::KubeProcess;
+pub use streamed::Streamed;
 
 /// Where kube-apiserver keeps Pods in etcd (and so in the shards).
 pub const PODS_PREFIX: &str = "/registry/pods/";
@@ -430,6 +432,15 @@ impl Drop for ControlPlane {
         // after a failure (the processes are killed all the same).
         if std::env::var_os("STE_E2E_KEEP_DIR").is_some_and(|v| v == "1") {
             self.dir.disable_cleanup(true);
+            // The router's and agents' logs live in their own temp dirs.
+            let _ = std::fs::copy(
+                self.router.log_path(),
+                self.dir.path().join("ste-router.log"),
+            );
+            for agent in &self.agents {
+                let name = format!("ste-agent-{}.log", agent.options.node_name);
+                let _ = std::fs::copy(agent.log_path(), self.dir.path().join(name));
+            }
             eprintln!("kept {}", self.dir.path().display());
         }
     }
@@ -456,161 +467,4 @@ pub async fn wait_members(router: &TestRouter, members: &[&str]) -> anyhow::Resu
     })
     .await;
     result.map_err(|e| e.context(format!("router log:\n{}", process::tail(&router.log(), 40))))
-}
-
-fn apiserver_args(
-    pki: &Pki,
-    etcd: &TestEtcd,
-    router: &TestRouter,
-    port: u16,
-    dir: &Path,
-) -> Vec<String> {
-    let path = |p: &Path| p.display().to_string();
-    vec![
-        format!("--etcd-servers={}", etcd.url),
-        format!("--etcd-servers-overrides=/pods#http://{}", router.listen),
-        "--bind-address=127.0.0.1".into(),
-        "--advertise-address=127.0.0.1".into(),
-        "--endpoint-reconciler-type=none".into(),
-        format!("--secure-port={port}"),
-        format!("--cert-dir={}", dir.join("cert-dir").display()),
-        format!("--tls-cert-file={}", path(&pki.serving_cert)),
-        format!("--tls-private-key-file={}", path(&pki.serving_key)),
-        format!("--client-ca-file={}", path(&pki.ca_cert)),
-        "--authorization-mode=Node,RBAC".into(),
-        "--service-account-issuer=https://kubernetes.default.svc".into(),
-        format!("--service-account-key-file={}", path(&pki.sa_pub)),
-        format!("--service-account-signing-key-file={}", path(&pki.sa_key)),
-        "--service-cluster-ip-range=10.96.0.0/16".into(),
-    ]
-}
-
-/// The kubeconfig: server, CA and admin client certificate embedded, and
-/// the router's admin address in the context's `ste.io/router` extension
-/// (where `kubectl ste` looks for it).
-fn kubeconfig_yaml(pki: &Pki, apiserver: SocketAddr, router_admin: SocketAddr) -> String {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: ste-e2e
-  cluster:
-    server: https://{apiserver}
-    certificate-authority-data: {ca}
-users:
-- name: {user}
-  user:
-    client-certificate-data: {cert}
-    client-key-data: {key}
-contexts:
-- name: ste-e2e
-  context:
-    cluster: ste-e2e
-    user: {user}
-    namespace: default
-    extensions:
-    - name: ste.io/router
-      extension:
-        address: {router_admin}
-current-context: ste-e2e
-",
-        ca = b64(&pki.ca_pem),
-        user = pki::ADMIN_USER,
-        cert = b64(&pki.admin.cert_pem),
-        key = b64(&pki.admin.key_pem),
-    )
-}
-
-/// A running command whose output is collected in the background
-/// (`kubectl get --watch`); killed on drop.
-pub struct Streamed {
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-    exit: Arc<Mutex<Option<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Streamed {
-    fn spawn(mut command: tokio::process::Command) -> anyhow::Result<Streamed> {
-        let mut child = command.kill_on_drop(true).spawn()?;
-        let out = child.stdout.take().expect("piped stdout");
-        let err = child.stderr.take().expect("piped stderr");
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let exit = Arc::new(Mutex::new(None));
-        let task = {
-            let (stdout, stderr, exit) = (stdout.clone(), stderr.clone(), exit.clone());
-            // The child lives in the task: aborting it drops (kills) the child.
-            tokio::spawn(async move {
-                tokio::join!(collect(out, &stdout), collect(err, &stderr));
-                let status = child.wait().await;
-                *exit.lock().expect("exit") = Some(format!("{status:?}"));
-            })
-        };
-        Ok(Streamed {
-            stdout,
-            stderr,
-            exit,
-            task,
-        })
-    }
-
-    /// Everything written to stdout so far.
-    pub fn stdout(&self) -> String {
-        self.stdout.lock().expect("stdout").clone()
-    }
-
-    /// Everything written to stderr so far.
-    pub fn stderr(&self) -> String {
-        self.stderr.lock().expect("stderr").clone()
-    }
-
-    /// The exit status, once the process has exited.
-    pub fn exited(&self) -> Option<String> {
-        self.exit.lock().expect("exit").clone()
-    }
-
-    /// The JSON values written so far (a trailing incomplete one is left
-    /// out), or an error naming the first bad one.
-    pub fn json_values(&self) -> Result<Vec<Value>, String> {
-        let text = self.stdout();
-        let mut values = Vec::new();
-        for value in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
-            match value {
-                Ok(value) => values.push(value),
-                Err(e) if e.is_eof() => break,
-                Err(e) => return Err(format!("bad JSON in the output: {e}")),
-            }
-        }
-        Ok(values)
-    }
-}
-
-/// Appends everything `from` yields to `into`, as it comes.
-async fn collect(mut from: impl tokio::io::AsyncRead + Unpin, into: &Mutex<String>) {
-    use tokio::io::AsyncReadExt;
-    let mut bytes = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    while let Ok(n) = from.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        bytes.extend_from_slice(&buf[..n]);
-        // Whole UTF-8 characters only: a read can end inside one.
-        let valid = match std::str::from_utf8(&bytes) {
-            Ok(text) => text.len(),
-            Err(e) => e.valid_up_to(),
-        };
-        into.lock()
-            .expect("output")
-            .push_str(std::str::from_utf8(&bytes[..valid]).expect("valid prefix"));
-        bytes.drain(..valid);
-    }
-}
-
-impl Drop for Streamed {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }

@@ -103,14 +103,20 @@ async fn wait_kube_matches_shards(cp: &ControlPlane) -> anyhow::Result<BTreeSet<
             let kube: BTreeSet<String> = kube_pods(cp).await?.into_keys().collect();
             let shards = shard_pod_names(cp).await?;
             if kube == shards {
-                Ok(kube)
-            } else {
-                Err(format!(
-                    "only in kube: {:?}; only in the shards: {:?}",
-                    kube.difference(&shards).collect::<Vec<_>>(),
-                    shards.difference(&kube).collect::<Vec<_>>()
-                ))
+                return Ok(kube);
             }
+            let held = cp.shard_pods().await.map_err(|e| e.to_string())?;
+            let only_in_shards: Vec<_> = shards
+                .difference(&kube)
+                .map(|name| {
+                    let key = format!("{POD_KEYS}{name}");
+                    (name, held.get(&key).cloned().unwrap_or_default())
+                })
+                .collect();
+            Err(format!(
+                "only in kube: {:?}; only in the shards (with the shard): {only_in_shards:?}",
+                kube.difference(&shards).collect::<Vec<_>>(),
+            ))
         },
     )
     .await

@@ -293,6 +293,17 @@ fn assert_healthy(cp: &ControlPlane, windows: &[(Instant, Instant)]) -> anyhow::
         cp.health().successes() > 0,
         "the health poller never succeeded"
     );
+    let failures = cp.health().failures();
+    if let (Some(first), Some(last)) = (failures.first(), failures.last()) {
+        eprintln!(
+            "health: failed probes (expected, during the fault) for {:.1?}; first: {} {}; last: {} {}",
+            last.finished.duration_since(first.started),
+            first.path,
+            first.detail,
+            last.path,
+            last.detail
+        );
+    }
     let errors = cp.check_no_etcd_error_storm()?;
     eprintln!(
         "health: {} probes green, {} failed (all within the fault windows); {errors} etcd error lines in kube-apiserver's log",

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod control_plane;
 pub mod etcd;
 pub mod krew;
 pub mod kube;
@@ -18,6 +19,7 @@ pub mod web;
 
 pub use agent::{AgentOptions, TestAgent};
 pub use cluster::TestCluster;
+pub use control_plane::ControlPlane;
 pub use etcd::TestEtcd;
 pub use poll::eventually;
 pub use router::{ShardedRouter, TestRouter};

@@ -78,7 +78,10 @@ impl Plugin {
         Ok(path)
     }
 
-    fn command(&self, program: &Path) -> tokio::process::Command {
+    /// `program` (stdin closed, stdout and stderr piped, killed on drop)
+    /// with PATH, HOME and the environment set up as described on
+    /// [`Plugin`].
+    pub fn command(&self, program: &Path) -> tokio::process::Command {
         // The built plugin first; directories holding another kubectl-ste
         // (e.g. /usr/local/bin after `scripts/local-cluster.sh up`) left out,
         // or kubectl warns that one overshadows the other and `plugin list`
@@ -102,7 +105,8 @@ impl Plugin {
         command
     }
 
-    async fn output(mut command: tokio::process::Command) -> anyhow::Result<Run> {
+    /// Runs `command` to the end (at most 120 s).
+    pub async fn output(mut command: tokio::process::Command) -> anyhow::Result<Run> {
         let started = Instant::now();
         let output = tokio::time::timeout(Duration::from_secs(120), command.output()).await??;
         Ok(Run {

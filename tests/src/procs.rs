@@ -69,6 +69,46 @@ pub fn krew_bin() -> PathBuf {
     counterpart_bin("kubectl-krew", "STE_KREW_BIN")
 }
 
+/// A Kubernetes binary (kube-apiserver, kube-controller-manager,
+/// kube-scheduler, kubectl, kwok) built by `scripts/build-counterparts.sh`
+/// into `<repo>/.build/bin`, or from `$STE_KUBE_BIN_DIR`.
+pub fn kube_bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("STE_KUBE_BIN_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".build/bin"));
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build it with `scripts/build-counterparts.sh` (scripts/test.sh does), \
+         or set STE_KUBE_BIN_DIR",
+        path.display()
+    );
+    path
+}
+
+/// kwok's Stage files (`<repo>/.build/share/kwok/stages/*.yaml`, next to
+/// the binaries of [`kube_bin`]), sorted.
+pub fn kwok_stages() -> Vec<PathBuf> {
+    let bin = kube_bin("kwok");
+    let dir = bin
+        .parent()
+        .and_then(|b| b.parent())
+        .map(|root| root.join("share/kwok/stages"))
+        .unwrap_or_default();
+    let mut stages: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| Some(e.ok()?.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    stages.sort();
+    assert!(!stages.is_empty(), "no kwok stages in {}", dir.display());
+    stages
+}
+
 /// A port that was free on `ip` a moment ago.
 ///
 /// Not the kernel's choice (port 0): that comes from the ephemeral range,

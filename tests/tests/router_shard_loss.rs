@@ -169,3 +169,100 @@ async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Res
     assert!(log.contains("its keys are lost"), "{log}");
     Ok(())
 }
+
+/// A watch from `revision`, and its first message after the created one
+/// that has events or cancels it (etcd sends the compacted error after
+/// `created`).
+async fn watch_from(
+    client: &mut etcd_client::Client,
+    key: &str,
+    revision: i64,
+    then: Option<&str>,
+) -> anyhow::Result<etcd_client::WatchResponse> {
+    let mut stream = client
+        .watch(key, Some(WatchOptions::new().with_start_revision(revision)))
+        .await?;
+    if let Some(value) = then {
+        client.put(key, value, None).await?;
+    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let message = stream.message().await?.expect("the watch goes on");
+            if message.canceled() || !message.events().is_empty() {
+                return anyhow::Ok(message);
+            }
+        }
+    })
+    .await?
+}
+
+/// Found by kube-apiserver: its compactor reads `compact_rev_key` and
+/// watches it from the revision that Get answered, once a second until it
+/// works. The cut used to fall on that current revision and refuse a watch
+/// from it, so after a lost shard the compactor (and nothing else) failed
+/// every second for as long as no Pod was written. The cut now takes a
+/// revision of its own: a watch from the revision a read answered after
+/// the cut works; one from before the cut is still compacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_cut_a_watch_from_the_revision_a_get_answered_works() -> anyhow::Result<()> {
+    let mut cluster = ShardedRouter::start(3, &[]).await?;
+    let mut client = cluster.router.client().await?;
+    for i in 0..30 {
+        client
+            .put(format!("/registry/pods/ns/pod-{i}"), "v", None)
+            .await?;
+    }
+    client.put("compact_rev_key", "0", None).await?;
+    let before_cut = client
+        .get("compact_rev_key", None)
+        .await?
+        .header()
+        .expect("header")
+        .revision();
+    let mut watch = client
+        .watch("/registry/pods/", Some(WatchOptions::new().with_prefix()))
+        .await?;
+    assert!(watch.message().await?.is_some_and(|m| m.created()));
+
+    cluster
+        .shard("shard-b")
+        .expect("shard-b")
+        .restart_empty()
+        .await?;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match watch.message().await? {
+                Some(response) if response.canceled() => return anyhow::Ok(()),
+                Some(_) => continue,
+                None => anyhow::bail!("watch stream ended without a cancel"),
+            }
+        }
+    })
+    .await??;
+
+    // What kube-apiserver's compactor does: Get, then watch from the
+    // revision of that answer.
+    let read = client
+        .get("compact_rev_key", None)
+        .await?
+        .header()
+        .expect("header")
+        .revision();
+    assert!(
+        read > before_cut,
+        "the cut took a revision: {read} > {before_cut}"
+    );
+    let first = watch_from(&mut client, "compact_rev_key", read, Some("1")).await?;
+    assert!(
+        !first.canceled() && first.events()[0].kv().is_some_and(|kv| kv.value() == b"1"),
+        "a watch from the revision a Get answered after the cut: {first:?}"
+    );
+
+    // History before the cut is gone: a watch from there relists.
+    let refused = watch_from(&mut client, "compact_rev_key", before_cut, None).await?;
+    assert!(
+        refused.canceled() && refused.compact_revision() >= read,
+        "{refused:?}"
+    );
+    Ok(())
+}

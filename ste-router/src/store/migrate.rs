@@ -236,6 +236,16 @@ impl Store {
             .update(|s| s.target = Some(target_records.clone()))
             .await?;
         self.membership_mut().target = Some(target.clone());
+        // New keys are placed by the target from now on, but a write that
+        // was admitted under the old ring may still be on its way to a
+        // shard the key is leaving; its key is not in the index yet, so a
+        // plan made now would leave it behind. Every write holds its shard's
+        // write lock from the placement check to the index update: taking
+        // each lock once waits for those writes.
+        let shards: Vec<Arc<Shard>> = self.membership().shards.values().cloned().collect();
+        for shard in shards {
+            drop(shard.write_lock.lock().await);
+        }
         let plan = self.plan(&target);
         fill_plan(&mut progress, &plan);
         self.publish(&progress, &tx).await;

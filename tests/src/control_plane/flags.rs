@@ -1,0 +1,77 @@
+//! The command-line flags of kube-apiserver and the kubeconfig every
+//! component and kubectl use.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use base64::Engine;
+
+use super::pki::{self, Pki};
+use crate::etcd::TestEtcd;
+use crate::router::TestRouter;
+
+/// kube-apiserver's flags (docs/counterparts.md, A simulated cluster, with
+/// client certificates instead of a token).
+pub fn apiserver_args(
+    pki: &Pki,
+    etcd: &TestEtcd,
+    router: &TestRouter,
+    port: u16,
+    dir: &Path,
+) -> Vec<String> {
+    let path = |p: &Path| p.display().to_string();
+    vec![
+        format!("--etcd-servers={}", etcd.url),
+        format!("--etcd-servers-overrides=/pods#http://{}", router.listen),
+        "--bind-address=127.0.0.1".into(),
+        "--advertise-address=127.0.0.1".into(),
+        "--endpoint-reconciler-type=none".into(),
+        format!("--secure-port={port}"),
+        format!("--cert-dir={}", dir.join("cert-dir").display()),
+        format!("--tls-cert-file={}", path(&pki.serving_cert)),
+        format!("--tls-private-key-file={}", path(&pki.serving_key)),
+        format!("--client-ca-file={}", path(&pki.ca_cert)),
+        "--authorization-mode=Node,RBAC".into(),
+        "--service-account-issuer=https://kubernetes.default.svc".into(),
+        format!("--service-account-key-file={}", path(&pki.sa_pub)),
+        format!("--service-account-signing-key-file={}", path(&pki.sa_key)),
+        "--service-cluster-ip-range=10.96.0.0/16".into(),
+    ]
+}
+
+/// The kubeconfig: server, CA and admin client certificate embedded, and
+/// the router's admin address in the context's `ste.io/router` extension
+/// (where `kubectl ste` looks for it).
+pub fn kubeconfig_yaml(pki: &Pki, apiserver: SocketAddr, router_admin: SocketAddr) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: ste-e2e
+  cluster:
+    server: https://{apiserver}
+    certificate-authority-data: {ca}
+users:
+- name: {user}
+  user:
+    client-certificate-data: {cert}
+    client-key-data: {key}
+contexts:
+- name: ste-e2e
+  context:
+    cluster: ste-e2e
+    user: {user}
+    namespace: default
+    extensions:
+    - name: ste.io/router
+      extension:
+        address: {router_admin}
+current-context: ste-e2e
+",
+        ca = b64(&pki.ca_pem),
+        user = pki::ADMIN_USER,
+        cert = b64(&pki.admin.cert_pem),
+        key = b64(&pki.admin.key_pem),
+    )
+}

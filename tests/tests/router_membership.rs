@@ -663,3 +663,45 @@ async fn a_create_in_flight_when_a_leave_starts_is_moved_too() -> anyhow::Result
     assert_eq!(left, 0, "no key left behind on the shard that left");
     Ok(())
 }
+
+/// Found by a newcomer in the local cluster: `kubectl ste ring join` of a
+/// killed agent failed (its shard does not answer), but the dead shard was
+/// left among the router's shards, so every list, Status and Alarm went to
+/// it and failed from then on. A refused join changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_join_of_a_dead_shard_leaves_reads_working() -> anyhow::Result<()> {
+    let cluster = ShardedRouter::start(2, &[]).await?;
+    let mut client = cluster.router.client().await?;
+    let mut admin = cluster.router.admin().await?;
+    for i in 0..10 {
+        client.put(key(i), "v", None).await?;
+    }
+    let mut dead = TestEtcd::start("shard-x").await?;
+    let url = dead.url.clone();
+    dead.kill();
+
+    let refused = ring::join(&mut admin, "shard-x", &url).await;
+    assert!(
+        refused.is_err(),
+        "a join of a dead shard succeeded: {refused:?}"
+    );
+
+    let listed = client
+        .get("/registry/pods/", Some(GetOptions::new().with_prefix()))
+        .await?;
+    assert_eq!(listed.kvs().len(), 10);
+    client.status().await?;
+    client
+        .alarm(
+            etcd_client::AlarmAction::Get,
+            etcd_client::AlarmType::None,
+            None,
+        )
+        .await?;
+    let ring = admin
+        .get_ring(ste_proto::v1::GetRingRequest {})
+        .await?
+        .into_inner();
+    assert_eq!(ring.members.len(), 2, "{ring:?}");
+    Ok(())
+}

@@ -198,37 +198,57 @@ impl Store {
             return Ok(());
         }
 
-        // Shards of new members must answer and be empty.
-        let mut new_shards = Vec::new();
-        for m in &members {
-            let known = self
-                .membership()
-                .shards
-                .get(&m.name)
-                .is_some_and(|s| s.endpoint == m.endpoint);
-            if known {
-                continue;
+        // Shards of new members must answer and be empty. A shard added for
+        // this check leaves again if the change is refused: a member that
+        // never joined must not be read by lists, Status or Alarm (found by
+        // a newcomer: `ring join` of a killed agent left its dead shard in
+        // every multi-key read).
+        let mut new_shards: Vec<Arc<Shard>> = Vec::new();
+        let checked: StoreResult<()> = async {
+            for m in &members {
+                let known = self
+                    .membership()
+                    .shards
+                    .get(&m.name)
+                    .is_some_and(|s| s.endpoint == m.endpoint);
+                if known {
+                    continue;
+                }
+                let shard = self
+                    .membership_mut()
+                    .shard_for(m, &self.config.shard_timeouts)?;
+                new_shards.push(shard.clone());
+                let scan = self
+                    .scan_shard(&shard)
+                    .await
+                    .map_err(|e| shard.unavailable(e))?;
+                if !scan.entries.is_empty() || !scan.foreign.is_empty() {
+                    return Err(StoreError::InvalidArgument(format!(
+                        "shard {} ({}) is not empty ({} keys): only an empty shard can join",
+                        m.name,
+                        m.endpoint,
+                        scan.entries.len() + scan.foreign.len()
+                    )));
+                }
+                shard.reset_revisions(scan.revision);
+                shard.set_member_id(scan.member_id);
+                shard.mark_healthy();
             }
-            let shard = self
-                .membership_mut()
-                .shard_for(m, &self.config.shard_timeouts)?;
-            let scan = self
-                .scan_shard(&shard)
-                .await
-                .map_err(|e| shard.unavailable(e))?;
-            if !scan.entries.is_empty() || !scan.foreign.is_empty() {
-                self.membership_mut().shards.remove(&m.name);
-                return Err(StoreError::InvalidArgument(format!(
-                    "shard {} ({}) is not empty ({} keys): only an empty shard can join",
-                    m.name,
-                    m.endpoint,
-                    scan.entries.len() + scan.foreign.len()
-                )));
+            Ok(())
+        }
+        .await;
+        if let Err(err) = checked {
+            let mut membership = self.membership_mut();
+            for shard in &new_shards {
+                if membership
+                    .shards
+                    .get(&shard.name)
+                    .is_some_and(|s| Arc::ptr_eq(s, shard))
+                {
+                    membership.shards.remove(&shard.name);
+                }
             }
-            shard.reset_revisions(scan.revision);
-            shard.set_member_id(scan.member_id);
-            shard.mark_healthy();
-            new_shards.push(shard);
+            return Err(err);
         }
 
         let target_records = records(&target);

@@ -270,11 +270,7 @@ impl RouterConn {
     /// A failed call: transport failures name the router and how to set
     /// its address; the router's own refusals are printed as it words them.
     pub fn status_error(&self, status: &Status) -> CliError {
-        let transport = status.code() == tonic::Code::Unavailable
-            && (status.message().contains("connect")
-                || status.message().contains("transport")
-                || status.message().contains("connection"));
-        if transport {
+        if is_transport_failure(status) {
             let reason = std::error::Error::source(status)
                 .map(root_cause)
                 .unwrap_or_else(|| status_message(status));
@@ -449,6 +445,20 @@ fn check_text(source: &RouterSource) -> String {
 }
 
 /// The one line printed when the router cannot be reached.
+/// True if `status` says the router could not be reached (the client's
+/// own transport failed), false if the router answered, even with
+/// UNAVAILABLE: the router's own errors start with "ste-router:" (e.g. a
+/// join refused because the new member's shard does not answer, whose
+/// message names that shard's connect error).
+fn is_transport_failure(status: &Status) -> bool {
+    let message = status.message();
+    status.code() == tonic::Code::Unavailable
+        && !message.starts_with("ste-router:")
+        && (message.contains("connect")
+            || message.contains("transport")
+            || message.contains("connection"))
+}
+
 fn unreachable(address: &str, source: &RouterSource, reason: &str) -> CliError {
     let from = from_text(source);
     CliError::msg(format!(
@@ -502,6 +512,20 @@ mod tests {
             check_text(&RouterSource::Kubeconfig("ste-local".into())),
             "the ste.io/router extension of kubeconfig context \"ste-local\""
         );
+    }
+
+    #[test]
+    fn the_routers_own_unavailable_answer_is_not_an_unreachable_router() {
+        assert!(is_transport_failure(&Status::unavailable(
+            "error trying to connect: tcp connect error: Connection refused (os error 111)"
+        )));
+        assert!(!is_transport_failure(&Status::unavailable(
+            "ste-router: shard node-b (http://127.0.0.3:2279) is unavailable: tcp connect error: \
+             transport error: Connection refused (os error 111)"
+        )));
+        assert!(!is_transport_failure(&Status::failed_precondition(
+            "connection refused"
+        )));
     }
 
     #[test]

@@ -19,6 +19,11 @@ use crate::error::StoreError;
 use crate::store::Store;
 use crate::store::migrate::ChangeKind;
 
+/// An agent whose last heartbeat is older than this is shown unhealthy,
+/// whatever it last reported (ten times the agents' default
+/// --heartbeat-interval of 1 s): a killed agent sends no "unhealthy".
+pub const HEARTBEAT_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 type ProgressStream = ReceiverStream<Result<MigrationProgress, Status>>;
 
 /// Runs a ring change in its own task (it must finish even if the caller
@@ -117,7 +122,7 @@ impl RingService {
                 no_join: a.no_join,
                 last_heartbeat_seconds_ago: a.last_seen.elapsed().as_secs(),
                 generation_seen: a.generation_seen,
-                healthy: a.healthy,
+                healthy: a.healthy && a.last_seen.elapsed() < HEARTBEAT_STALE_AFTER,
             })
             .collect()
     }

@@ -245,6 +245,21 @@ async fn a_killed_agent_is_fenced_and_rejoins_empty() -> anyhow::Result<()> {
         "{metrics}"
     );
 
+    // Still registered, and shown unhealthy once its heartbeats are stale
+    // (the last one it sent said healthy).
+    ste_tests::eventually(
+        "node-c shown unhealthy",
+        Duration::from_secs(60),
+        || async {
+            let status = router_status(&router).await?;
+            match status.agents.iter().find(|a| a.name == "node-c") {
+                Some(agent) if !agent.healthy => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await?;
+
     // The agent comes back (a new, empty shard) and joins again.
     victim.respawn()?;
     victim.wait_serving().await?;

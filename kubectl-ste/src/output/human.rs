@@ -90,6 +90,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn counts_take_the_singular_for_one_only() {
+        assert_eq!(count(0u64, "key", "keys"), "0 keys");
+        assert_eq!(count(1u64, "key", "keys"), "1 key");
+        assert_eq!(count(3u64, "member", "members"), "3 members");
+    }
+
+    #[test]
     fn byte_sizes() {
         assert_eq!(bytes(0), "0B");
         assert_eq!(bytes(1023), "1023B");
@@ -120,5 +127,16 @@ mod tests {
     fn percentages() {
         assert_eq!(percent(1.0, 3.0), "33.3%");
         assert_eq!(percent(1.0, 0.0), "-");
+    }
+}
+
+/// `n` and the noun, singular for exactly one: `1 key`, `0 keys`,
+/// `3 members` (kubectl's own summaries do the same).
+pub fn count(n: impl Into<u64>, singular: &str, plural: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {singular}")
+    } else {
+        format!("{n} {plural}")
     }
 }

@@ -136,8 +136,11 @@ pub fn summary_line(report: &StatusReport) -> String {
         .map(|b| format!("{b:.2}"))
         .unwrap_or_else(|| "-".into());
     let mut line = format!(
-        "{} members, {} keys, balance {balance} (max/mean), router revision {}, generation {}",
-        s.members, s.keys, s.router_revision, report.router.generation
+        "{}, {}, balance {balance} (max/mean), router revision {}, generation {}",
+        human::count(s.members as u64, "member", "members"),
+        human::count(s.keys, "key", "keys"),
+        s.router_revision,
+        report.router.generation
     );
     if !report.router.serving {
         line.push_str("; the router is not serving yet (start-up scan)");

@@ -85,6 +85,17 @@ pub fn percent(part: f64, whole: f64) -> String {
     }
 }
 
+/// `n` and the noun, singular for exactly one: `1 key`, `0 keys`,
+/// `3 members` (kubectl's own summaries do the same).
+pub fn count(n: impl Into<u64>, singular: &str, plural: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {singular}")
+    } else {
+        format!("{n} {plural}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,16 +138,5 @@ mod tests {
     fn percentages() {
         assert_eq!(percent(1.0, 3.0), "33.3%");
         assert_eq!(percent(1.0, 0.0), "-");
-    }
-}
-
-/// `n` and the noun, singular for exactly one: `1 key`, `0 keys`,
-/// `3 members` (kubectl's own summaries do the same).
-pub fn count(n: impl Into<u64>, singular: &str, plural: &str) -> String {
-    let n = n.into();
-    if n == 1 {
-        format!("1 {singular}")
-    } else {
-        format!("{n} {plural}")
     }
 }

@@ -564,7 +564,10 @@ write_kube_context() {
     merged="$(mktemp "${DIR}/kubeconfig.merged.XXXXXX")"
     # With the control plane: its CA and the admin's client certificate,
     # embedded (as kind does). Without it: no credentials, nothing serves.
-    local ca="" credentials="{}"
+    # Without it, a token nothing accepts: with no credentials at all,
+    # kubectl would ask for a username instead of saying the server is down.
+    local ca="" credentials="
+    token: no-kubernetes-api-server-runs-in-this-mode"
     if [[ -z ${NO_KUBERNETES} ]]; then
         ca="
     certificate-authority-data: $(base64 -w0 "${CP_PKI}/ca.crt")"
@@ -879,7 +882,7 @@ Try it:
   kubectl scale deployment ${CP_DEMO_DEPLOYMENT} --replicas=30
   kubectl ste status
   kubectl ste where pod/${pod}
-  kubectl ste ring leave node-c    # its Pods move to node-a and node-b
+  kubectl ste ring leave node-c    # asks to confirm (--yes skips it); its Pods' keys move to node-a and node-b, the Pods stay
   kubectl ste ring join node-c
   curl -s http://${ROUTER_METRICS_LISTEN}/metrics     # router metrics
   curl -s http://${a}:${METRICS_PORT}/metrics     # agent metrics (node-a)

@@ -80,7 +80,7 @@ impl Store {
         }
         let revision = self.revisions.resolve_read(request.revision)?;
         let range = KeyRange::from_request(&request.key, &request.range_end);
-        let result = self
+        let result = match self
             .read_range(
                 &range,
                 revision,
@@ -88,7 +88,18 @@ impl Store {
                 request.keys_only,
                 request.count_only,
             )
-            .await?;
+            .await
+        {
+            Err(err @ StoreError::ShardUnavailable { .. })
+                if request.revision <= 0 && range.is_single_key() =>
+            {
+                return match self.absent_while_owner_down(range.start()).await {
+                    Some(current) => Ok((current, RangeResult::default())),
+                    None => Err(err),
+                };
+            }
+            other => other?,
+        };
         // The header names the revision the read was served at when the
         // client asked for "now": kube-apiserver pins the next pages of a
         // list to it. For a read at an older revision etcd reports its
@@ -153,6 +164,49 @@ impl Store {
             result.more = true;
         }
         Ok(result)
+    }
+
+    /// Answers "absent" for `key` at the current revision without its
+    /// shard, when that shard is down and the router knows the key does
+    /// not exist; `None` when it cannot say so exactly.
+    ///
+    /// Why: kube-apiserver's /livez and /readyz (`etcd-override-0`) Get
+    /// `/registry/health`, a key nobody writes, through the router; the
+    /// ring places it on one shard, and while that shard was down every
+    /// kube-apiserver reported 500 until the member was fenced (found by
+    /// the end-to-end tests).
+    ///
+    /// Exact because: the ring is stable, so every write of `key` goes to
+    /// its owner, which is down and acknowledges none (and no write to it
+    /// ended with an unknown outcome: that shard needs a resync); every write handed
+    /// a revision before this read has finished (waited for, at most one
+    /// shard timeout) and so is in the index, which is read after. So the
+    /// key is absent at the current revision returned.
+    async fn absent_while_owner_down(&self, key: &[u8]) -> Option<GlobalRevision> {
+        if self.membership().target.is_some() {
+            return None;
+        }
+        let owner = self.owner(key).ok()?;
+        // Down, and not after a write of unknown outcome (that write may
+        // have created the key on the shard; a resync will tell).
+        let down = |shard: &Shard| {
+            let health = shard.health();
+            !health.healthy && !health.needs_resync
+        };
+        if !down(&owner) {
+            return None;
+        }
+        let allocated = self.revisions.allocated();
+        tokio::time::timeout(
+            self.config.shard_timeouts.request,
+            self.revisions.wait_visible(allocated),
+        )
+        .await
+        .ok()?;
+        if self.index().get(key).is_some() || !down(&owner) {
+            return None;
+        }
+        Some(self.revisions.current())
     }
 
     /// The latest version of one key, read from its shard at the current

@@ -164,6 +164,12 @@ impl Revisions {
         *self.current.borrow()
     }
 
+    /// The highest revision handed out to a write (current or still in
+    /// flight).
+    pub fn allocated(&self) -> GlobalRevision {
+        self.lock().sequencer.last_allocated()
+    }
+
     pub fn compacted(&self) -> GlobalRevision {
         self.lock().compacted
     }

@@ -485,20 +485,26 @@ async fn e2e_killed_agent_pods_are_recreated() -> anyhow::Result<()> {
     wait_available(&cp, 30).await?;
     let before = wait_kube_matches_shards(&cp).await?;
 
-    // The node whose shard holds the most Pods dies: agent and etcd.
+    // The node whose shard the ring gives `/registry/health` dies (agent
+    // and etcd): kube-apiserver's /livez and /readyz Get that key through
+    // the router, and must stay green all along, fence included.
+    let victim = cp
+        .router
+        .admin()
+        .await?
+        .locate(ste_proto::v1::LocateRequest {
+            key: b"/registry/health".to_vec(),
+        })
+        .await?
+        .into_inner()
+        .member;
     let held = cp.shard_pods().await?;
-    let mut per_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (key, members) in &held {
-        per_node
-            .entry(members[0].clone())
-            .or_default()
-            .push(key.trim_start_matches(POD_KEYS).to_owned());
-    }
-    let (victim, lost) = per_node
-        .into_iter()
-        .max_by_key(|(_, pods)| pods.len())
-        .expect("pods on some shard");
-    assert!(!lost.is_empty());
+    let lost: Vec<String> = held
+        .iter()
+        .filter(|(_, members)| members[0] == victim)
+        .map(|(key, _)| key.trim_start_matches(POD_KEYS).to_owned())
+        .collect();
+    assert!(!lost.is_empty(), "{victim} holds none of the 30 pods");
     let killed = Instant::now();
     {
         let agent = cp.agent(&victim);
@@ -517,7 +523,6 @@ async fn e2e_killed_agent_pods_are_recreated() -> anyhow::Result<()> {
     let fenced = killed.elapsed();
     wait_available(&cp, 30).await?;
     let available = killed.elapsed();
-    let recovered = Instant::now();
     eprintln!(
         "agent kill: {victim} held {} of 30 pods; fenced after {fenced:.1?}, deployment available after {available:.1?}",
         lost.len()
@@ -537,7 +542,8 @@ async fn e2e_killed_agent_pods_are_recreated() -> anyhow::Result<()> {
         "only the lost pods were replaced"
     );
     wait_watch_cache_consistent(&cp).await?;
-    assert_healthy(&cp, &[(killed, recovered)])?;
+    // No fault window: kube-apiserver stays live and ready throughout.
+    assert_healthy(&cp, &[])?;
     cp.check_components()?;
     eprintln!(
         "e2e_killed_agent_pods_are_recreated: {:.1?} after start-up",
@@ -590,7 +596,8 @@ async fn e2e_router_kill_and_restart() -> anyhow::Result<()> {
     wait_available(&cp, 40).await?;
     wait_kube_matches_shards(&cp).await?;
     wait_watch_cache_consistent(&cp).await?;
-    assert_healthy(&cp, &[(killed, recovered)])?;
+    // No fault window: kube-apiserver stays live and ready throughout.
+    assert_healthy(&cp, &[])?;
     cp.check_components()?;
     eprintln!(
         "e2e_router_kill_and_restart: {:.1?} after start-up",

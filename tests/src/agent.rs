@@ -279,3 +279,33 @@ impl Drop for TestAgent {
         unmount_all(&self.data_dir());
     }
 }
+
+/// Every key under `prefix` held by the shards of `agents`, with the nodes
+/// holding it (more than one is a duplicate), read from each agent's etcd
+/// directly.
+pub async fn keys_held<'a>(
+    agents: impl IntoIterator<Item = &'a TestAgent>,
+    prefix: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, Vec<String>>> {
+    let mut held: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for agent in agents {
+        let keys = agent
+            .etcd()
+            .await?
+            .get(
+                prefix,
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only(),
+                ),
+            )
+            .await?;
+        for kv in keys.kvs() {
+            held.entry(kv.key_str()?.to_owned())
+                .or_default()
+                .push(agent.options.node_name.clone());
+        }
+    }
+    Ok(held)
+}

@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use etcd_client::GetOptions;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -387,23 +386,11 @@ impl ControlPlane {
     /// members holding it (more than one is a duplicate). An agent that
     /// was killed (no process) is skipped: its shard is gone.
     pub async fn shard_pods(&self) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
-        let mut held: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for agent in self.agents.iter().filter(|a| a.pid().is_some()) {
-            let keys = agent
-                .etcd()
-                .await?
-                .get(
-                    PODS_PREFIX,
-                    Some(GetOptions::new().with_prefix().with_keys_only()),
-                )
-                .await?;
-            for kv in keys.kvs() {
-                held.entry(kv.key_str()?.to_owned())
-                    .or_default()
-                    .push(agent.options.node_name.clone());
-            }
-        }
-        Ok(held)
+        crate::agent::keys_held(
+            self.agents.iter().filter(|a| a.pid().is_some()),
+            PODS_PREFIX,
+        )
+        .await
     }
 
     /// The agent of a node.

@@ -103,22 +103,7 @@ async fn check(
         .collect::<Result<_, etcd_client::Error>>()?;
     assert_eq!(&got, written, "every key with its original revision");
     let mut admin = router.admin().await?;
-    let mut held: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for agent in agents {
-        let keys = agent
-            .etcd()
-            .await?
-            .get(
-                PREFIX,
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
-            .await?;
-        for kv in keys.kvs() {
-            held.entry(kv.key_str()?.to_owned())
-                .or_default()
-                .push(agent.options.node_name.clone());
-        }
-    }
+    let held = ste_tests::agent::keys_held(agents.iter().copied(), PREFIX).await?;
     for key in written.keys() {
         let owner = admin
             .locate(LocateRequest {

@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -160,7 +161,45 @@ func startRouter(t *testing.T) *kubernetes.Client {
 	for _, name := range []string{"shard-a", "shard-b", "shard-c"} {
 		members = append(members, "--member", name+"="+startEtcd(t))
 	}
+	return withFreshPorts(t, func() (*kubernetes.Client, error) {
+		return tryStartRouter(t, bin, members)
+	})
+}
 
+// errPortTaken marks a start that failed because a port picked free was
+// taken before the process bound it.
+var errPortTaken = errors.New("a port picked free was taken before the process bound it")
+
+// withFreshPorts runs start, which picks free ports and starts a process on
+// them, up to five times: a port is free when picked but the process binds
+// it later, and another socket (an outgoing connection's local port, say)
+// can take it in between. Any other failure ends the test at once.
+func withFreshPorts[T any](t *testing.T, start func() (T, error)) T {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		started, err := start()
+		if err == nil {
+			return started
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 5 {
+			t.Fatal(err)
+		}
+		t.Logf("attempt %d: %v; retrying on other ports", attempt, err)
+	}
+}
+
+// exitError is the error for a process that exited before serving, marked
+// errPortTaken when its log says a port was in use.
+func exitError(what string, waitErr error, log string) error {
+	if strings.Contains(log, "address already in use") || strings.Contains(log, "is already in use") {
+		return fmt.Errorf("%s exited before serving (%v): %w:\n%s", what, waitErr, errPortTaken, tail(log, 4000))
+	}
+	return fmt.Errorf("%s exited before serving (%v):\n%s", what, waitErr, tail(log, 4000))
+}
+
+// tryStartRouter is one attempt of startRouter on freshly picked ports.
+func tryStartRouter(t *testing.T, bin string, members []string) (*kubernetes.Client, error) {
+	t.Helper()
 	dir := t.TempDir()
 	listen := freeLoopbackAddr(t)
 	args := []string{
@@ -184,7 +223,7 @@ func startRouter(t *testing.T) *kubernetes.Client {
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", bin, err)
+		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
 	// exited is closed once the process is reaped, waitErr set before.
 	exited := make(chan struct{})
@@ -216,12 +255,12 @@ func startRouter(t *testing.T) *kubernetes.Client {
 		select {
 		case <-exited:
 			log, _ := os.ReadFile(logPath)
-			t.Fatalf("ste-router exited before serving (%v):\n%s", waitErr, tail(string(log), 4000))
+			return nil, exitError("ste-router", waitErr, string(log))
 		default:
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(logPath)
-			t.Fatalf("ste-router did not serve within 60s (last error: %v):\n%s", err, tail(string(log), 4000))
+			return nil, fmt.Errorf("ste-router did not serve within 60s (last error: %v):\n%s", err, tail(string(log), 4000))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -229,7 +268,7 @@ func startRouter(t *testing.T) *kubernetes.Client {
 	recorder := client.KV.(*storagetesting.KVRecorder)
 	recorder.GetReadsAndReset()
 	recorder.GetStreamReadsAndReset()
-	return client
+	return client, nil
 }
 
 // routerExtraArgs are added to every router's command line.
@@ -259,6 +298,13 @@ func startEtcdProcess(t *testing.T, bin string) string {
 	if info, err := os.Stat(bin); err != nil || info.IsDir() {
 		t.Fatalf("STE_ETCD_BIN=%s is not a file: build it with scripts/build-counterparts.sh etcd", bin)
 	}
+	return withFreshPorts(t, func() (string, error) { return tryStartEtcdProcess(t, bin) })
+}
+
+// tryStartEtcdProcess is one attempt of startEtcdProcess on freshly picked
+// ports.
+func tryStartEtcdProcess(t *testing.T, bin string) (string, error) {
+	t.Helper()
 	dir := t.TempDir()
 	client := "http://" + freeLoopbackAddr(t)
 	peer := "http://" + freeLoopbackAddr(t)
@@ -282,7 +328,7 @@ func startEtcdProcess(t *testing.T, bin string) string {
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", bin, err)
+		return "", fmt.Errorf("starting %s: %w", bin, err)
 	}
 	// exited is closed once the process is reaped, waitErr set before.
 	exited := make(chan struct{})
@@ -298,7 +344,7 @@ func startEtcdProcess(t *testing.T, bin string) string {
 	})
 	probe, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	defer probe.Close()
 	deadline := time.Now().Add(60 * time.Second)
@@ -307,17 +353,17 @@ func startEtcdProcess(t *testing.T, bin string) string {
 		_, err := probe.Get(ctx, "/ste-conformance/ready")
 		cancel()
 		if err == nil {
-			return client
+			return client, nil
 		}
 		select {
 		case <-exited:
 			log, _ := os.ReadFile(logPath)
-			t.Fatalf("%s exited before serving (%v):\n%s", bin, waitErr, tail(string(log), 4000))
+			return "", exitError(bin, waitErr, string(log))
 		default:
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(logPath)
-			t.Fatalf("%s did not serve within 60s (last error: %v):\n%s", bin, err, tail(string(log), 4000))
+			return "", fmt.Errorf("%s did not serve within 60s (last error: %v):\n%s", bin, err, tail(string(log), 4000))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

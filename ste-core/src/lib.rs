@@ -35,6 +35,7 @@ pub mod fork;
 pub mod index;
 pub mod keyrange;
 pub mod keys;
+pub mod migration;
 pub mod revision;
 pub mod revmap;
 pub mod ring;

@@ -8,16 +8,17 @@ use ste_core::ring::Member;
 use ste_proto::v1::ring_server::Ring;
 use ste_proto::v1::{
     GetRingRequest, GetRouterStatusRequest, HeartbeatRequest, HeartbeatResponse, JoinRequest,
-    LeaveRequest, LocateRequest, Location, MemberHealth, MigrationProgress, RegisterRequest,
-    RegisterResponse, RegisteredAgent, RingInfo, RingMember, RouterStatus,
+    LeaveRequest, LocateRequest, Location, MemberHealth, MigrationFlow, MigrationPhase,
+    MigrationProgress, RegisterRequest, RegisterResponse, RegisteredAgent, RingInfo, RingMember,
+    RouterStatus,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::control::Control;
+use crate::control::ring_change::{ChangeKind, ChangeProgress, Phase};
 use crate::error::StoreError;
-use crate::store::Store;
-use crate::store::migrate::ChangeKind;
 
 /// An agent whose last heartbeat is older than this is shown unhealthy,
 /// whatever it last reported (ten times the agents' default
@@ -26,10 +27,41 @@ pub const HEARTBEAT_STALE_AFTER: std::time::Duration = std::time::Duration::from
 
 type ProgressStream = ReceiverStream<Result<MigrationProgress, Status>>;
 
+/// A ring change's progress as `ste.v1` carries it.
+pub fn progress_message(progress: &ChangeProgress) -> MigrationProgress {
+    MigrationProgress {
+        phase: match progress.phase {
+            Phase::Planned => MigrationPhase::Planned,
+            Phase::Moving => MigrationPhase::Moving,
+            Phase::Done => MigrationPhase::Done,
+        } as i32,
+        kind: progress.kind.name().into(),
+        member: progress.member.clone(),
+        keys_total: progress.keys_total,
+        keys_moved: progress.keys_moved,
+        bytes_total: progress.bytes_total,
+        bytes_moved: progress.bytes_moved,
+        eta_seconds: progress.eta.as_secs_f64(),
+        flows: progress
+            .flows
+            .iter()
+            .map(|((from, to), flow)| MigrationFlow {
+                from: from.clone(),
+                to: to.clone(),
+                keys: flow.keys,
+                bytes: flow.bytes,
+            })
+            .collect(),
+        from_generation: progress.from_generation,
+        to_generation: progress.to_generation,
+    }
+}
+
 /// Runs a ring change in its own task (it must finish even if the caller
-/// goes away) and streams its progress.
+/// goes away) and streams its progress; a failure ends the stream with the
+/// error's status.
 fn spawn_change(
-    store: Arc<Store>,
+    control: Arc<Control>,
     clock: Arc<GenerationClock>,
     kind: ChangeKind,
     member: String,
@@ -38,16 +70,34 @@ fn spawn_change(
     joined_epoch: Option<u64>,
 ) -> ProgressStream {
     let (tx, rx) = mpsc::channel(64);
+    let (progress_tx, mut progress_rx) = mpsc::channel::<ChangeProgress>(64);
+    let forward = {
+        let tx = tx.clone();
+        async move {
+            while let Some(progress) = progress_rx.recv().await {
+                // Intermediate updates are dropped when the client reads slowly.
+                let message = Ok(progress_message(&progress));
+                if progress.phase == Phase::Moving {
+                    let _ = tx.try_send(message);
+                } else {
+                    let _ = tx.send(message).await;
+                }
+            }
+        }
+    };
     tokio::spawn(async move {
-        let result = store
-            .change_ring(kind, &member, members, dry_run, tx.clone())
+        let forwarded = tokio::spawn(forward);
+        let result = control
+            .changes()
+            .run(kind, &member, members, dry_run, progress_tx)
             .await;
-        clock.observe(u64::from(store.membership().ring.generation()));
+        let _ = forwarded.await;
+        clock.observe(u64::from(control.store().placement().generation()));
         match result {
             Ok(()) if !dry_run && kind == ChangeKind::Join => {
-                store.agents.set_joined(&member, joined_epoch)
+                control.agents().set_joined(&member, joined_epoch)
             }
-            Ok(()) if !dry_run && kind == ChangeKind::Leave => store.agents.set_left(&member),
+            Ok(()) if !dry_run && kind == ChangeKind::Leave => control.agents().set_left(&member),
             Ok(()) => {}
             Err(error) => {
                 tracing::warn!(kind = kind.name(), %member, %error, "ring change failed");
@@ -86,30 +136,32 @@ impl GenerationClock {
     }
 }
 
+/// The `ste.v1.Ring` service.
 pub struct RingService {
-    store: Arc<Store>,
+    control: Arc<Control>,
     clock: Arc<GenerationClock>,
 }
 
 impl RingService {
-    pub fn new(store: Arc<Store>) -> Self {
-        let generation = u64::from(store.membership().ring.generation());
+    /// The service over the router's control plane.
+    pub fn new(control: Arc<Control>) -> Self {
+        let generation = u64::from(control.store().placement().generation());
         RingService {
-            store,
+            control,
             clock: Arc::new(GenerationClock::new(generation)),
         }
     }
 
     /// The ring generation now, recorded on the clock, and its age.
     fn generation(&self) -> (u64, Duration) {
-        let generation = u64::from(self.store.membership().ring.generation());
+        let generation = u64::from(self.control.store().placement().generation());
         (generation, self.clock.observe(generation))
     }
 
     fn agents(&self) -> Vec<RegisteredAgent> {
-        let ring = self.store.membership().ring.clone();
-        self.store
-            .agents
+        let ring = self.control.store().placement().ring();
+        self.control
+            .agents()
             .all()
             .into_iter()
             .map(|a| RegisteredAgent {
@@ -130,17 +182,12 @@ impl RingService {
     /// The members of the committed ring (a member being joined appears
     /// only once the change is done; the change itself is in `migration`).
     fn members(&self) -> Vec<RingMember> {
-        let counts = self.store.key_counts();
-        let current = self.store.revisions.current();
-        let shards: Vec<_> = {
-            let membership = self.store.membership();
-            membership
-                .ring
-                .members()
-                .filter_map(|m| membership.shards.get(&m.name).cloned())
-                .collect()
-        };
-        shards
+        let store = self.control.store();
+        let counts = store.key_counts();
+        let current = store.revisions().current();
+        store
+            .placement()
+            .member_shards()
             .into_iter()
             .map(|shard| {
                 let health = shard.health();
@@ -170,13 +217,8 @@ impl Ring for RingService {
         &self,
         _request: Request<GetRingRequest>,
     ) -> Result<Response<RingInfo>, Status> {
-        let (generation, vnodes) = {
-            let membership = self.store.membership();
-            (
-                u64::from(membership.ring.generation()),
-                membership.ring.vnodes(),
-            )
-        };
+        let ring = self.control.store().placement().ring();
+        let (generation, vnodes) = (u64::from(ring.generation()), ring.vnodes());
         Ok(Response::new(RingInfo {
             generation,
             vnodes,
@@ -189,9 +231,10 @@ impl Ring for RingService {
         if key.is_empty() {
             return Err(StoreError::KeyNotProvided.into());
         }
-        let owner = self.store.owner(&key)?;
-        let generation = u64::from(self.store.membership().ring.generation());
-        let entry = self.store.index().get(&key).cloned();
+        let store = self.control.store();
+        let owner = store.placement().owner(&key)?;
+        let generation = u64::from(store.placement().generation());
+        let entry = store.index().get(&key);
         let mut location = Location {
             key,
             member: owner.name.clone(),
@@ -217,15 +260,15 @@ impl Ring for RingService {
         &self,
         _request: Request<GetRouterStatusRequest>,
     ) -> Result<Response<RouterStatus>, Status> {
-        let store = &self.store;
-        let stats = store.revisions.stats();
+        let store = self.control.store();
+        let stats = store.revisions().stats();
         let (generation, generation_age) = self.generation();
         Ok(Response::new(RouterStatus {
             version: env!("CARGO_PKG_VERSION").into(),
             revision: stats.current.0,
             compact_revision: stats.compacted.0,
-            reserved_revision: store.revisions.reserved().0,
-            watchers: store.metrics.watchers(),
+            reserved_revision: stats.reserved.0,
+            watchers: self.control.metrics().watchers(),
             event_log_events: stats.log_events as u64,
             event_log_bytes: stats.log_bytes as u64,
             event_log_oldest_revision: stats.log_oldest.0,
@@ -235,8 +278,13 @@ impl Ring for RingService {
             members: self.members(),
             serving: store.check_ready().is_ok(),
             agents: self.agents(),
-            migration: store.migration_progress(),
-            key_index: store.config.key_index.name().into(),
+            migration: self
+                .control
+                .changes()
+                .progress()
+                .as_ref()
+                .map(progress_message),
+            key_index: store.config().key_index.name().into(),
         }))
     }
 
@@ -247,8 +295,7 @@ impl Ring for RingService {
         request: Request<JoinRequest>,
     ) -> Result<Response<Self::JoinStream>, Status> {
         let request = request.into_inner();
-        let store = &self.store;
-        let agent = store.agents.get(&request.name);
+        let agent = self.control.agents().get(&request.name);
         let endpoint = if !request.endpoint.is_empty() {
             request.endpoint.clone()
         } else {
@@ -265,7 +312,7 @@ impl Ring for RingService {
             (0, None) => 1,
             (w, _) => w,
         };
-        let ring = store.membership().placing_ring().clone();
+        let ring = self.control.store().placement().placing_ring();
         if ring.member(&request.name).is_some() {
             return Err(Status::already_exists(format!(
                 "{} is already a ring member",
@@ -275,7 +322,7 @@ impl Ring for RingService {
         let mut members: Vec<Member> = ring.members().cloned().collect();
         members.push(Member::new(request.name.clone(), endpoint).with_weight(weight));
         Ok(Response::new(spawn_change(
-            store.clone(),
+            self.control.clone(),
             self.clock.clone(),
             ChangeKind::Join,
             request.name,
@@ -292,8 +339,7 @@ impl Ring for RingService {
         request: Request<LeaveRequest>,
     ) -> Result<Response<Self::LeaveStream>, Status> {
         let request = request.into_inner();
-        let store = &self.store;
-        let ring = store.membership().placing_ring().clone();
+        let ring = self.control.store().placement().placing_ring();
         if ring.member(&request.name).is_none() {
             return Err(Status::not_found(format!(
                 "{} is not a ring member",
@@ -314,10 +360,10 @@ impl Ring for RingService {
             .collect();
         if !request.dry_run {
             // Also while the leave runs, auto-join must not take it back.
-            store.agents.set_left(&request.name);
+            self.control.agents().set_left(&request.name);
         }
         Ok(Response::new(spawn_change(
-            store.clone(),
+            self.control.clone(),
             self.clock.clone(),
             ChangeKind::Leave,
             request.name,
@@ -337,13 +383,13 @@ impl Ring for RingService {
                 "register needs the node name and the shard endpoint",
             ));
         }
-        let store = &self.store;
-        let previous = store.agents.get(&request.name);
-        store.agents.register(&request);
-        let member = store.membership().ring.member(&request.name).is_some();
+        let agents = self.control.agents();
+        let previous = agents.get(&request.name);
+        agents.register(&request);
+        let member = self.control.store().placement().is_member(&request.name);
         if member && previous.is_none() {
             // A router that restarted learns the epoch its member joined with.
-            store.agents.set_joined(&request.name, Some(request.epoch));
+            agents.set_joined(&request.name, Some(request.epoch));
         }
         tracing::info!(agent = %request.name, endpoint = %request.endpoint, epoch = request.epoch, "agent registered");
         Ok(Response::new(RegisterResponse {
@@ -357,11 +403,10 @@ impl Ring for RingService {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let request = request.into_inner();
-        let store = &self.store;
-        let registered = store.agents.heartbeat(&request);
+        let registered = self.control.agents().heartbeat(&request);
         Ok(Response::new(HeartbeatResponse {
             generation: self.generation().0,
-            member: store.membership().ring.member(&request.name).is_some(),
+            member: self.control.store().placement().is_member(&request.name),
             registered,
         }))
     }

@@ -3,11 +3,13 @@
 //! over the shard etcds of the ring and presents one etcd with one global
 //! revision space.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod etcd;
-pub mod membership;
 pub mod metrics;
 pub mod shard;
 pub mod shutdown;
@@ -25,14 +27,14 @@ use tokio::signal::unix::{SignalKind, signal};
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
+use crate::control::Control;
+use crate::control::membership::SERVICES as ETCD_SERVICES;
+use crate::metrics::Metrics;
 use crate::shard::ShardTimeouts;
-use crate::shutdown::ShutdownTrigger;
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::state::{MemberRecord, StateFile, StateStore};
-use crate::store::revisions::Revisions;
+use crate::store::placement::connect_grpc;
 use crate::store::{Identity, Store, StoreConfig};
-
-/// Health service names on the etcd listener.
-const ETCD_SERVICES: [&str; 3] = ["", "etcdserverpb.KV", "etcdserverpb.Watch"];
 
 fn member_id(name: &str) -> u64 {
     xxhash_rust::xxh64::xxh64(name.as_bytes(), 0x5e7e)
@@ -141,7 +143,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tls: config.tls.shard_client()?,
         },
     };
-    let revisions = Revisions::new(config.event_log_bytes, config.revision_block, state.clone());
+    let connect = connect_grpc(store_config.shard_timeouts.clone());
     let identity = Identity {
         name: config.name.clone(),
         cluster_id: member_id(&format!("{}-cluster", config.name)),
@@ -154,11 +156,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         members,
         generation,
         state.clone(),
-        revisions,
         identity,
+        connect,
     )?);
+    let metrics = Arc::new(Metrics::default());
+    let control = Arc::new(Control::new(store.clone(), metrics.clone()));
     for lease in &saved.leases {
-        store.leases.insert(lease.id, lease.ttl);
+        store.leases().insert(lease.id, lease.ttl);
     }
     if let Some(target) = &saved.target {
         tracing::warn!(
@@ -198,6 +202,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin_reflection = || reflection(&ADMIN_REFLECTED);
     let etcd_routes = etcd::routes(
         store.clone(),
+        metrics.clone(),
         etcd::WatchSettings {
             progress_interval: config.progress_notify_interval,
         },
@@ -230,7 +235,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .add_service(admin_reflection().build_v1()?)
             .add_service(admin_reflection().build_v1alpha()?)
             .add_service(ste_proto::v1::ring_server::RingServer::new(
-                admin::RingService::new(store.clone()),
+                admin::RingService::new(control.clone()),
             ))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(admin_listener)
@@ -238,12 +243,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 stopped(),
             ),
     );
-    let metrics_task = tokio::spawn(metrics::serve(metrics_listener, store.clone(), stopped()));
+    let metrics_task = tokio::spawn(metrics::serve(
+        metrics_listener,
+        store.clone(),
+        metrics.clone(),
+        stopped(),
+    ));
     tracing::info!(
         listen = %config.listen,
         admin = %config.admin_listen,
         metrics = %config.metrics_listen,
-        members = store.shards().len(),
+        members = store.placement().shards().len(),
         key_index = %config.key_index,
         "router started; scanning shards"
     );
@@ -262,7 +272,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 s.generation = generation;
             })
             .await?;
-        store.revisions.restart_at(start, reserved)?;
+        store.revisions().restart_at(start, reserved)?;
         // Keys off their owner (an interrupted change, or a different
         // --vnodes or member list than before) are moved by a resume; until
         // then reads look at every shard.
@@ -270,7 +280,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::warn!("keys are misplaced for the current ring; moving them");
         }
         store.set_ready();
-        tracing::info!(revision = %store.revisions.current(), keys = store.index().len(), "shards scanned");
+        tracing::info!(revision = %store.revisions().current(), keys = store.index().len(), "shards scanned");
         anyhow::Ok(())
     };
     tokio::select! {
@@ -278,17 +288,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         _ = sigterm.recv() => return shutdown(shutdown_tx, [etcd_task, admin_task]).await,
         _ = sigint.recv() => return shutdown(shutdown_tx, [etcd_task, admin_task]).await,
     }
-    let health_task = tokio::spawn(check_shards(store.clone(), config.health_interval));
-    let membership_task = tokio::spawn(membership::manage(
-        store.clone(),
-        etcd_health.clone(),
-        membership::Policy {
-            auto_join: config.auto_join,
-            member_dead_after: config.member_dead_after,
-            interval: config.health_interval,
-        },
-    ));
-    let lease_task = tokio::spawn(store.clone().expire_leases(Duration::from_millis(500)));
+    let loops = [
+        tokio::spawn(check_shards(
+            store.clone(),
+            config.health_interval,
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(control::membership::manage(
+            control.clone(),
+            etcd_health.clone(),
+            control::membership::Policy {
+                auto_join: config.auto_join,
+                member_dead_after: config.member_dead_after,
+                interval: config.health_interval,
+            },
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(
+            store
+                .clone()
+                .expire_leases(Duration::from_millis(500), shutdown_rx.clone()),
+        ),
+    ];
 
     let signal_name = tokio::select! {
         _ = sigterm.recv() => "SIGTERM",
@@ -300,11 +321,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .set_service_status(service, ServingStatus::NotServing)
             .await;
     }
-    health_task.abort();
-    membership_task.abort();
-    lease_task.abort();
-    metrics_task.abort();
-    shutdown(shutdown_tx, [etcd_task, admin_task]).await
+    let result = shutdown(shutdown_tx, [etcd_task, admin_task]).await;
+    // The loops and the metrics server stop at the signal; a loop in the
+    // middle of a ring change is not waited for (its state is persisted
+    // step by step and a restarted router resumes it).
+    for task in loops {
+        let _ = tokio::time::timeout(Duration::from_millis(200), task).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(200), metrics_task).await;
+    result
 }
 
 async fn shutdown(
@@ -331,17 +356,20 @@ async fn shutdown(
 /// its part of the index is rebuilt (empty) and every watch ends with the
 /// compacted error, so kube-apiserver relists and controllers recreate
 /// the lost pods.
-async fn check_shards(store: Arc<Store>, interval: Duration) {
+async fn check_shards(store: Arc<Store>, interval: Duration, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(interval);
     let timeout = interval.max(Duration::from_millis(500));
     loop {
-        tick.tick().await;
-        let shards = store.shards();
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        let shards = store.placement().shards();
         let probes = shards.iter().map(|shard| {
             // Taken before the probe is sent: the shard acknowledged these
             // writes, so its answer must be at least this. A write that
             // completes while the probe is out is not a sign of anything.
-            let written_at = shard.revision_at(store.revisions.current());
+            let written_at = shard.revision_at(store.revisions().current());
             async move {
                 let answer = tokio::time::timeout(timeout, shard.status()).await;
                 (shard, written_at, answer)

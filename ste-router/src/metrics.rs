@@ -140,7 +140,7 @@ impl Metrics {
                 h.total
             );
         }
-        let stats = store.revisions.stats();
+        let stats = store.revisions().stats();
         let mut gauge = |name: &str, help: &str, value: f64| {
             let _ = writeln!(
                 out,
@@ -160,7 +160,7 @@ impl Metrics {
         gauge(
             "ste_router_reserved_revision",
             "Revision high-water mark persisted in the state store.",
-            store.revisions.reserved().0 as f64,
+            stats.reserved.0 as f64,
         );
         gauge(
             "ste_router_writes_in_flight",
@@ -200,7 +200,7 @@ impl Metrics {
         gauge(
             "ste_router_ring_generation",
             "Ring generation.",
-            u64::from(store.membership().ring.generation()) as f64,
+            u64::from(store.placement().generation()) as f64,
         );
         for (name, help, counter) in [
             (
@@ -222,7 +222,7 @@ impl Metrics {
         }
         let counts = store.key_counts();
         out.push_str("# HELP ste_router_shard_up 1 if the shard is usable.\n# TYPE ste_router_shard_up gauge\n");
-        let shards = store.shards();
+        let shards = store.placement().shards();
         for shard in &shards {
             let health = shard.health();
             let up = u8::from(health.healthy && !health.needs_resync);
@@ -241,15 +241,17 @@ impl Metrics {
     }
 }
 
-async fn metrics(State(store): State<Arc<Store>>) -> impl IntoResponse {
+type Shared = (Arc<Store>, Arc<Metrics>);
+
+async fn metrics(State((store, metrics)): State<Shared>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        store.metrics.render(&store),
+        metrics.render(&store),
     )
 }
 
 /// 200 once the router serves the etcd API, 503 before.
-async fn healthz(State(store): State<Arc<Store>>) -> impl IntoResponse {
+async fn healthz(State((store, _)): State<Shared>) -> impl IntoResponse {
     if store.is_ready() {
         (axum::http::StatusCode::OK, "ok\n")
     } else {
@@ -260,12 +262,13 @@ async fn healthz(State(store): State<Arc<Store>>) -> impl IntoResponse {
 pub async fn serve(
     listener: TcpListener,
     store: Arc<Store>,
+    metrics_: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .with_state(store);
+        .with_state((store, metrics_));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

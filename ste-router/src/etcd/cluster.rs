@@ -25,9 +25,9 @@ impl cluster_server::Cluster for Cluster {
         _request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         let store = &self.store;
-        let identity = &store.identity;
+        let identity = store.identity();
         Ok(Response::new(pb::MemberListResponse {
-            header: header(store, store.revisions.current()),
+            header: header(store, store.revisions().current()),
             members: vec![pb::Member {
                 id: identity.member_id,
                 name: identity.name.clone(),

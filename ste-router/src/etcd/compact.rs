@@ -17,11 +17,11 @@ pub async fn compact(
 ) -> Result<pb::CompactionResponse, Status> {
     store.check_ready()?;
     let revision = GlobalRevision(request.revision);
-    if revision > store.revisions.current() {
+    if revision > store.revisions().current() {
         return Err(StoreError::FutureRevision.into());
     }
-    store.revisions.compact(revision)?;
-    let shards = store.shards();
+    store.revisions().compact(revision)?;
+    let shards = store.placement().shards();
     let calls = shards.iter().map(|shard| async move {
         let shard_revision = shard.revision_at(revision);
         shard.compact_revisions(revision);
@@ -41,6 +41,6 @@ pub async fn compact(
         }
     }
     Ok(pb::CompactionResponse {
-        header: header(store, store.revisions.current()),
+        header: header(store, store.revisions().current()),
     })
 }

@@ -7,18 +7,18 @@ use ste_proto::etcd::etcdserverpb as pb;
 use tonic::Status;
 
 use super::header;
-use crate::error::StoreError;
 use crate::store::Store;
 use crate::store::multi_delete::Victims;
 use crate::store::write::{KeyWrite, WriteOp, WriteOutcome};
 
+/// Serves a DeleteRange.
+///
+/// Errors: etcd's validation errors, and the write paths'.
 pub async fn delete_range(
     store: &Arc<Store>,
     request: pb::DeleteRangeRequest,
 ) -> Result<pb::DeleteRangeResponse, Status> {
-    if request.key.is_empty() {
-        return Err(StoreError::KeyNotProvided.into());
-    }
+    super::validate::key(&request.key)?;
     let range = KeyRange::from_request(&request.key, &request.range_end);
     let (revision, deleted, prevs) = if range.is_single_key() {
         let outcome = store
@@ -39,7 +39,10 @@ pub async fn delete_range(
         (deleted.revision, deleted.count(), deleted.prev_kvs)
     };
     Ok(pb::DeleteRangeResponse {
-        header: header(store, revision.unwrap_or_else(|| store.revisions.current())),
+        header: header(
+            store,
+            revision.unwrap_or_else(|| store.revisions().current()),
+        ),
         deleted,
         prev_kvs: if request.prev_kv { prevs } else { Vec::new() },
     })

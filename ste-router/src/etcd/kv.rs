@@ -6,7 +6,9 @@ use ste_proto::etcd::etcdserverpb as pb;
 use ste_proto::etcd::etcdserverpb::kv_server;
 use tonic::{Request, Response, Status};
 
+use super::txn::TxnShape;
 use crate::error::StoreError;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Refuses a write request larger than `--max-request-bytes`, as etcd
@@ -14,19 +16,22 @@ use crate::store::Store;
 /// its Raft envelope, a few bytes more; Range is not a Raft entry and is
 /// not limited).
 fn check_size<T: prost::Message>(store: &Store, request: &Request<T>) -> Result<(), Status> {
-    if request.get_ref().encoded_len() > store.config.max_request_bytes {
+    if request.get_ref().encoded_len() > store.config().max_request_bytes {
         return Err(StoreError::TooLarge.into());
     }
     Ok(())
 }
 
+/// The KV service.
 pub struct Kv {
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
 }
 
 impl Kv {
-    pub fn new(store: Arc<Store>) -> Self {
-        Kv { store }
+    /// The service over `store`, recording each request in `metrics`.
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
+        Kv { store, metrics }
     }
 }
 
@@ -42,8 +47,7 @@ impl kv_server::Kv for Kv {
         } else {
             "Range.list"
         };
-        store
-            .metrics
+        self.metrics
             .observe(method, super::range::range(store, request.into_inner()))
             .await
             .map(Response::new)
@@ -55,8 +59,7 @@ impl kv_server::Kv for Kv {
     ) -> Result<Response<pb::PutResponse>, Status> {
         let store = &self.store;
         check_size(store, &request)?;
-        store
-            .metrics
+        self.metrics
             .observe("Put", super::put::put(store, request.into_inner()))
             .await
             .map(Response::new)
@@ -68,8 +71,7 @@ impl kv_server::Kv for Kv {
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let store = &self.store;
         check_size(store, &request)?;
-        store
-            .metrics
+        self.metrics
             .observe(
                 "DeleteRange",
                 super::delete::delete_range(store, request.into_inner()),
@@ -85,10 +87,9 @@ impl kv_server::Kv for Kv {
         let store = &self.store;
         check_size(store, &request)?;
         let request = request.into_inner();
-        let method = super::txn::shape_name(&request);
-        store
-            .metrics
-            .observe(method, super::txn::txn(store, request))
+        let shape = TxnShape::classify(&request);
+        self.metrics
+            .observe(shape.label(), super::txn::serve(store, shape, request))
             .await
             .map(Response::new)
     }
@@ -99,8 +100,7 @@ impl kv_server::Kv for Kv {
     ) -> Result<Response<pb::CompactionResponse>, Status> {
         let store = &self.store;
         check_size(store, &request)?;
-        store
-            .metrics
+        self.metrics
             .observe(
                 "Compact",
                 super::compact::compact(store, request.into_inner()),

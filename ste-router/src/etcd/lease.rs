@@ -1,4 +1,5 @@
-//! Lease: granted, renewed and expired by the router (see store/leases.rs).
+//! Lease: granted, renewed and expired by the router (the lease table is
+//! `store/leases.rs`, grant/revoke/expiry `store/lease_ops.rs`).
 
 use std::sync::Arc;
 
@@ -8,13 +9,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::header;
-use crate::error::StoreError;
 use crate::shutdown::Shutdown;
-use crate::state::LeaseRecord;
 use crate::store::Store;
-use crate::store::leases::MAX_TTL;
-use crate::store::multi_delete::Victims;
-use ste_core::revision::GlobalRevision;
 
 /// The Lease service; its keep-alive streams end with UNAVAILABLE when the
 /// router stops.
@@ -24,60 +20,9 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// The service over `store`; streams end when `shutdown` is set.
     pub fn new(store: Arc<Store>, shutdown: Shutdown) -> Self {
         Lease { store, shutdown }
-    }
-}
-
-impl Store {
-    /// Grants a lease and persists it, so it survives a router restart.
-    pub async fn lease_grant(&self, id: i64, ttl: i64) -> Result<(i64, i64), StoreError> {
-        if ttl > MAX_TTL {
-            return Err(StoreError::LeaseTtlTooLarge);
-        }
-        let id = if id == 0 { self.leases.new_id() } else { id };
-        if !self.leases.insert(id, ttl) {
-            return Err(StoreError::LeaseExists);
-        }
-        if let Err(error) = self
-            .state
-            .update(|s| s.leases.push(LeaseRecord { id, ttl }))
-            .await
-        {
-            self.leases.remove(id);
-            return Err(error);
-        }
-        Ok((id, ttl))
-    }
-
-    /// Revokes a lease: its keys are deleted at one revision, as etcd
-    /// deletes them in one Raft entry. Returns that revision, or `None` if
-    /// no key was attached.
-    pub async fn lease_revoke(
-        self: &Arc<Self>,
-        id: i64,
-    ) -> Result<Option<GlobalRevision>, StoreError> {
-        let deleted = self.delete_keys(Victims::Lease(id)).await?;
-        self.state
-            .update(|s| s.leases.retain(|l| l.id != id))
-            .await?;
-        Ok(deleted.revision)
-    }
-
-    /// Revokes expired leases until `shutdown`; called from a background task.
-    pub async fn expire_leases(self: Arc<Self>, interval: std::time::Duration) {
-        let mut tick = tokio::time::interval(interval);
-        loop {
-            tick.tick().await;
-            if !self.is_ready() {
-                continue;
-            }
-            for id in self.leases.expired() {
-                if let Err(error) = self.lease_revoke(id).await {
-                    tracing::warn!(lease = id, %error, "revoking an expired lease failed; will retry");
-                }
-            }
-        }
     }
 }
 
@@ -92,7 +37,7 @@ impl lease_server::Lease for Lease {
         let request = request.into_inner();
         let (id, ttl) = store.lease_grant(request.id, request.ttl).await?;
         Ok(Response::new(pb::LeaseGrantResponse {
-            header: header(store, store.revisions.current()),
+            header: header(store, store.revisions().current()),
             id,
             ttl,
             error: String::new(),
@@ -107,7 +52,10 @@ impl lease_server::Lease for Lease {
         store.check_ready()?;
         let revision = store.lease_revoke(request.into_inner().id).await?;
         Ok(Response::new(pb::LeaseRevokeResponse {
-            header: header(store, revision.unwrap_or_else(|| store.revisions.current())),
+            header: header(
+                store,
+                revision.unwrap_or_else(|| store.revisions().current()),
+            ),
         }))
     }
 
@@ -135,9 +83,9 @@ impl lease_server::Lease for Lease {
                 };
                 // An unknown lease answers TTL 0, as etcd does: the client
                 // then knows the lease has expired.
-                let ttl = store.leases.keep_alive(request.id).unwrap_or(0);
+                let ttl = store.leases().keep_alive(request.id).unwrap_or(0);
                 let response = pb::LeaseKeepAliveResponse {
-                    header: header(&store, store.revisions.current()),
+                    header: header(&store, store.revisions().current()),
                     id: request.id,
                     ttl,
                 };
@@ -155,8 +103,8 @@ impl lease_server::Lease for Lease {
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let store = &self.store;
         let request = request.into_inner();
-        let header = header(store, store.revisions.current());
-        let response = match store.leases.info(request.id) {
+        let header = header(store, store.revisions().current());
+        let response = match store.leases().info(request.id) {
             Some(info) => pb::LeaseTimeToLiveResponse {
                 header,
                 id: request.id,
@@ -181,9 +129,9 @@ impl lease_server::Lease for Lease {
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         let store = &self.store;
         Ok(Response::new(pb::LeaseLeasesResponse {
-            header: header(store, store.revisions.current()),
+            header: header(store, store.revisions().current()),
             leases: store
-                .leases
+                .leases()
                 .ids()
                 .into_iter()
                 .map(|id| pb::LeaseStatus { id })

@@ -29,7 +29,7 @@ impl maintenance_server::Maintenance for Maintenance {
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let store = &self.store;
-        let shards = store.shards();
+        let shards = store.placement().shards();
         // A shard known to be down is not asked: a hung one would hold the
         // answer for a whole shard timeout (etcd answers Status locally, and
         // clients give it a short deadline). The health checker probes it.
@@ -44,8 +44,8 @@ impl maintenance_server::Maintenance for Maintenance {
         }))
         .await;
         let mut response = pb::StatusResponse {
-            version: store.identity.etcd_version.clone(),
-            leader: store.identity.member_id,
+            version: store.identity().etcd_version.clone(),
+            leader: store.identity().member_id,
             raft_term: 1,
             ..Default::default()
         };
@@ -72,7 +72,7 @@ impl maintenance_server::Maintenance for Maintenance {
                 .errors
                 .push("ste-router is scanning shards and not serving yet".into());
         }
-        let current = store.revisions.current();
+        let current = store.revisions().current();
         response.header = header(store, current);
         response.raft_index = current.0.max(0) as u64;
         response.raft_applied_index = current.0.max(0) as u64;
@@ -92,7 +92,7 @@ impl maintenance_server::Maintenance for Maintenance {
             )
             .into());
         }
-        let shards = store.shards();
+        let shards = store.placement().shards();
         let calls = shards.iter().map(|shard| {
             let request = pb::AlarmRequest {
                 action: request.action,
@@ -112,13 +112,13 @@ impl maintenance_server::Maintenance for Maintenance {
         for (shard, result) in join_all(calls).await {
             let response = result.map_err(|e| shard.client_error(e))?;
             alarms.extend(response.alarms.into_iter().map(|a| pb::AlarmMember {
-                member_id: store.identity.member_id,
+                member_id: store.identity().member_id,
                 alarm: a.alarm,
             }));
         }
         alarms.dedup_by_key(|a| a.alarm);
         Ok(Response::new(pb::AlarmResponse {
-            header: header(store, store.revisions.current()),
+            header: header(store, store.revisions().current()),
             alarms,
         }))
     }

@@ -11,6 +11,7 @@ mod maintenance;
 mod put;
 mod range;
 mod txn;
+mod validate;
 mod watch;
 
 use std::sync::Arc;
@@ -24,16 +25,18 @@ use ste_proto::etcd::etcdserverpb::maintenance_server::MaintenanceServer;
 use ste_proto::etcd::etcdserverpb::watch_server::WatchServer;
 use tonic::service::Routes;
 
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
+pub use txn::TxnShape;
 pub use watch::WatchSettings;
 
 /// The response header etcd puts on every answer.
 pub fn header(store: &Store, revision: GlobalRevision) -> Option<pb::ResponseHeader> {
     Some(pb::ResponseHeader {
-        cluster_id: store.identity.cluster_id,
-        member_id: store.identity.member_id,
+        cluster_id: store.identity().cluster_id,
+        member_id: store.identity().member_id,
         revision: revision.0,
         raft_term: 1,
     })
@@ -52,15 +55,21 @@ pub fn nested_header(revision: GlobalRevision) -> Option<pb::ResponseHeader> {
 /// UNIMPLEMENTED naming it (tonic's default says nothing).
 pub fn routes(
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
     watch: WatchSettings,
     max_message_bytes: usize,
     shutdown: Shutdown,
 ) -> Routes {
-    let kv = KvServer::new(kv::Kv::new(store.clone()))
+    let kv = KvServer::new(kv::Kv::new(store.clone(), metrics.clone()))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(64 << 20);
-    let watch = WatchServer::new(watch::Watch::new(store.clone(), watch, shutdown.clone()))
-        .max_encoding_message_size(64 << 20);
+    let watch = WatchServer::new(watch::Watch::new(
+        store.clone(),
+        metrics,
+        watch,
+        shutdown.clone(),
+    ))
+    .max_encoding_message_size(64 << 20);
     let lease = LeaseServer::new(lease::Lease::new(store.clone(), shutdown));
     let maintenance = MaintenanceServer::new(maintenance::Maintenance::new(store.clone()));
     let cluster = ClusterServer::new(cluster::Cluster::new(store));

@@ -8,7 +8,11 @@ use super::header;
 use crate::store::Store;
 use crate::store::write::{KeyWrite, WriteOp, WriteOutcome};
 
+/// Serves a Put.
+///
+/// Errors: etcd's validation errors, and the write path's.
 pub async fn put(store: &Arc<Store>, request: pb::PutRequest) -> Result<pb::PutResponse, Status> {
+    super::validate::put(&request)?;
     let want_prev = request.prev_kv;
     let outcome = store
         .write_key(KeyWrite {

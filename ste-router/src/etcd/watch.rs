@@ -26,9 +26,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::header;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::store::revisions::StoredEvent;
+use crate::store::event_feed::StoredEvent;
 
 /// etcd's watch ID for answers that concern the whole stream.
 const STREAM_WIDE: i64 = -1;
@@ -49,14 +50,23 @@ pub struct WatchSettings {
 /// ended with UNAVAILABLE when the router stops.
 pub struct Watch {
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
     settings: WatchSettings,
     shutdown: Shutdown,
 }
 
 impl Watch {
-    pub fn new(store: Arc<Store>, settings: WatchSettings, shutdown: Shutdown) -> Self {
+    /// The service over `store`, counting open watches in `metrics`;
+    /// streams end when `shutdown` is set.
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        settings: WatchSettings,
+        shutdown: Shutdown,
+    ) -> Self {
         Watch {
             store,
+            metrics,
             settings,
             shutdown,
         }
@@ -94,6 +104,7 @@ impl watch_server::Watch for Watch {
         let (tx, rx) = mpsc::channel(64);
         let stream = WatchStream {
             store: self.store.clone(),
+            metrics: self.metrics.clone(),
             watchers: BTreeMap::new(),
             next_id: 0,
             out: tx,
@@ -105,6 +116,7 @@ impl watch_server::Watch for Watch {
 
 struct WatchStream {
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
     out: Outbox,
@@ -117,8 +129,8 @@ impl WatchStream {
         settings: WatchSettings,
         mut shutdown: Shutdown,
     ) {
-        let mut current = self.store.revisions.subscribe();
-        let mut cuts = self.store.revisions.subscribe_cuts();
+        let mut current = self.store.revisions().subscribe();
+        let mut cuts = self.store.revisions().feed().subscribe_cuts();
         let mut progress = tokio::time::interval(settings.progress_interval);
         progress.tick().await;
         loop {
@@ -142,9 +154,7 @@ impl WatchStream {
                 break;
             }
         }
-        self.store
-            .metrics
-            .watchers_changed(-(self.watchers.len() as i64));
+        self.metrics.watchers_changed(-(self.watchers.len() as i64));
     }
 
     async fn send(&self, response: pb::WatchResponse) -> bool {
@@ -175,9 +185,9 @@ impl WatchStream {
         match request.request_union {
             Some(watch_request::RequestUnion::CreateRequest(create)) => self.create(create).await,
             Some(watch_request::RequestUnion::CancelRequest(cancel)) => {
-                let current = self.store.revisions.current();
+                let current = self.store.revisions().current();
                 if self.watchers.remove(&cancel.watch_id).is_some() {
-                    self.store.metrics.watchers_changed(-1);
+                    self.metrics.watchers_changed(-1);
                 }
                 let mut response = self.response(cancel.watch_id, current);
                 response.canceled = true;
@@ -186,7 +196,7 @@ impl WatchStream {
             Some(watch_request::RequestUnion::ProgressRequest(_)) => {
                 // Catch every watcher up first: the answer then cannot claim
                 // a revision a watcher has not been sent everything up to.
-                let revision = self.store.revisions.current();
+                let revision = self.store.revisions().current();
                 self.deliver_through(revision).await
                     && self.send(self.response(STREAM_WIDE, revision)).await
             }
@@ -195,7 +205,7 @@ impl WatchStream {
     }
 
     async fn create(&mut self, create: pb::WatchCreateRequest) -> bool {
-        let current = self.store.revisions.current();
+        let current = self.store.revisions().current();
         let id = if create.watch_id != 0 {
             create.watch_id
         } else {
@@ -243,12 +253,12 @@ impl WatchStream {
             return false;
         }
         self.watchers.insert(id, watcher);
-        self.store.metrics.watchers_changed(1);
+        self.metrics.watchers_changed(1);
         self.deliver(id, current).await
     }
 
     async fn deliver_all(&mut self) -> bool {
-        let revision = self.store.revisions.current();
+        let revision = self.store.revisions().current();
         self.deliver_through(revision).await
     }
 
@@ -270,11 +280,11 @@ impl WatchStream {
         if watcher.next > through {
             return true;
         }
-        let events = match self.store.revisions.events(watcher.next, through) {
+        let events = match self.store.revisions().feed().events(watcher.next, through) {
             Ok(events) => events,
             Err(compacted) => {
                 self.watchers.remove(&id);
-                self.store.metrics.watchers_changed(-1);
+                self.metrics.watchers_changed(-1);
                 return self
                     .send(self.compacted(id, compacted.compact_revision))
                     .await;
@@ -285,7 +295,7 @@ impl WatchStream {
         // etcd sends the event without prev_kv (kube-apiserver then ends the
         // watch with an error and its client relists). The log still has the
         // prior value: answer as etcd does all the same.
-        let compaction = self.store.revisions.compact_requested();
+        let compaction = self.store.revisions().feed().compact_requested();
         let batch: Vec<mvccpb::Event> = events
             .into_iter()
             .filter(|e| watcher.wants(e))
@@ -313,7 +323,7 @@ impl WatchStream {
     }
 
     async fn periodic_progress(&mut self) -> bool {
-        let revision = self.store.revisions.current();
+        let revision = self.store.revisions().current();
         if !self.deliver_through(revision).await {
             return false;
         }
@@ -334,9 +344,9 @@ impl WatchStream {
     /// History was cut (a shard was lost or resynchronised): end every
     /// watch with the compacted error so its client relists.
     async fn cancel_all_compacted(&mut self) -> bool {
-        let current = self.store.revisions.current();
+        let current = self.store.revisions().current();
         let ids: Vec<i64> = std::mem::take(&mut self.watchers).into_keys().collect();
-        self.store.metrics.watchers_changed(-(ids.len() as i64));
+        self.metrics.watchers_changed(-(ids.len() as i64));
         for id in ids {
             if !self.send(self.compacted(id, current.next())).await {
                 return false;
@@ -386,4 +396,83 @@ fn chunks(events: Vec<mvccpb::Event>) -> Vec<Vec<mvccpb::Event>> {
         out.push(current);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(revision: i64, key: &str, bytes: usize) -> mvccpb::Event {
+        mvccpb::Event {
+            kv: Some(mvccpb::KeyValue {
+                key: key.into(),
+                value: vec![b'x'; bytes],
+                mod_revision: revision,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn shape(batches: &[Vec<mvccpb::Event>]) -> Vec<Vec<i64>> {
+        batches
+            .iter()
+            .map(|b| b.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect())
+            .collect()
+    }
+
+    #[test]
+    fn small_batches_go_out_whole() {
+        let batch = vec![event(2, "a", 10), event(3, "b", 10)];
+        assert_eq!(shape(&chunks(batch)), vec![vec![2, 3]]);
+        assert!(chunks(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_batch_is_cut_by_count_only_between_revisions() {
+        let batch: Vec<_> = (0..MAX_BATCH_EVENTS as i64 + 5)
+            .map(|i| event(10 + i, "k", 1))
+            .collect();
+        let out = chunks(batch);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].len(), MAX_BATCH_EVENTS);
+        assert_eq!(out[1].len(), 5);
+    }
+
+    #[test]
+    fn the_events_of_one_revision_stay_together_whatever_their_size() {
+        // A multi-key delete: one revision, more than a response's worth.
+        let big = MAX_BATCH_BYTES / 2 + 1;
+        let batch = vec![
+            event(5, "a", big),
+            event(5, "b", big),
+            event(5, "c", big),
+            event(6, "d", big),
+        ];
+        assert_eq!(shape(&chunks(batch)), vec![vec![5, 5, 5], vec![6]]);
+    }
+
+    #[test]
+    fn watchers_filter_by_range_and_type() {
+        let watcher = Watcher {
+            range: KeyRange::prefix(b"/registry/pods/"),
+            next: GlobalRevision(1),
+            prev_kv: false,
+            no_put: false,
+            no_delete: true,
+            progress_notify: false,
+            active: false,
+        };
+        let stored = |key: &str, kind: mvccpb::event::EventType| StoredEvent {
+            revision: GlobalRevision(2),
+            event: mvccpb::Event {
+                r#type: kind as i32,
+                ..event(2, key, 0)
+            },
+        };
+        use mvccpb::event::EventType::{Delete, Put};
+        assert!(watcher.wants(&stored("/registry/pods/a", Put)));
+        assert!(!watcher.wants(&stored("/registry/pods/a", Delete)));
+        assert!(!watcher.wants(&stored("/registry/nodes/a", Put)));
+    }
 }

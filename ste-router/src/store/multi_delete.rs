@@ -26,14 +26,13 @@ use futures_util::future::join_all;
 use ste_core::index::IndexEntry;
 use ste_core::keyrange::KeyRange;
 use ste_core::revision::{GlobalRevision, ShardRevision};
-use ste_proto::etcd::etcdserverpb as pb;
 use ste_proto::etcd::mvccpb;
 use tonic::Status;
 
-use super::Store;
 use super::convert::{client_kv, delete_event, deleted_kv};
-use super::revisions::StoredEvent;
-use super::write::{delete_op, fence, prev_kvs, put_op};
+use super::event_feed::StoredEvent;
+use super::index::IndexChange;
+use super::{Store, shard_ops};
 use crate::error::{StoreError, StoreResult};
 use crate::shard::Shard;
 
@@ -109,17 +108,10 @@ impl Store {
         }
         let (shards, guards) = self.lock_all_shards().await?;
         let mut doomed: Vec<Victim> = match &victims {
-            Victims::Range(range) => self
-                .index()
-                .range(range)
-                .map(|(k, e)| (k.to_vec(), *e))
-                .collect(),
+            Victims::Range(range) => self.index.entries(range),
             Victims::Lease(id) => {
                 let keys = self.leases.keys(*id).ok_or(StoreError::LeaseNotFound)?;
-                let index = self.index();
-                keys.into_iter()
-                    .filter_map(|k| index.get(&k).copied().map(|e| (k, e)))
-                    .collect()
+                self.index.entries_of(keys.iter().map(Vec::as_slice))
             }
         };
         doomed.sort_by(|a, b| a.0.cmp(&b.0));
@@ -150,8 +142,8 @@ impl Store {
 
         let mut events = Vec::with_capacity(doomed.len());
         let mut prevs = Vec::with_capacity(doomed.len());
+        let mut removed = Vec::with_capacity(doomed.len());
         {
-            let mut index = self.index_mut();
             for part in parts {
                 if let Some(last) = part.applied.last() {
                     part.shard.record_revision(revision, last.shard_revision);
@@ -159,7 +151,7 @@ impl Store {
                 for applied in part.applied {
                     for ((key, entry), stored) in applied.keys.into_iter().zip(applied.stored_prevs)
                     {
-                        index.remove(&key);
+                        removed.push(IndexChange::Remove(key.clone()));
                         self.leases.detach(entry.lease, &key);
                         let prev = client_kv(stored, &part.shard.name).ok();
                         if let Some(prev) = &prev {
@@ -173,6 +165,7 @@ impl Store {
                 }
             }
         }
+        self.index.apply(removed);
         if let Victims::Lease(id) = victims {
             self.leases.remove(id);
         }
@@ -245,7 +238,7 @@ impl Store {
         &self,
     ) -> StoreResult<(Vec<Arc<Shard>>, Vec<tokio::sync::OwnedMutexGuard<()>>)> {
         loop {
-            let mut ordered = self.shards();
+            let mut ordered = self.placement.shards();
             if ordered.is_empty() {
                 return Err(StoreError::NoMembers);
             }
@@ -257,7 +250,7 @@ impl Store {
             for shard in &ordered {
                 guards.push(shard.write_lock.clone().lock_owned().await);
             }
-            let mut now: Vec<_> = self.shards().iter().map(|s| s.id).collect();
+            let mut now: Vec<_> = self.placement.shards().iter().map(|s| s.id).collect();
             now.sort();
             if now == ordered.iter().map(|s| s.id).collect::<Vec<_>>() {
                 for shard in &ordered {
@@ -278,28 +271,25 @@ impl Store {
             .chunks(chunk)
             .zip(applied.stored_prevs.chunks(chunk))
         {
-            let request = pb::TxnRequest {
-                compare: keys.iter().map(|(k, _)| fence(k, None)).collect(),
-                success: stored
+            let request = shard_ops::guarded(
+                keys.iter().map(|(k, _)| shard_ops::absent(k)).collect(),
+                stored
                     .iter()
-                    .map(|kv| put_op(kv.key.clone(), kv.value.clone()))
+                    .map(|kv| shard_ops::put(kv.key.clone(), kv.value.clone(), true))
                     .collect(),
-                failure: Vec::new(),
-            };
+            );
             match shard.txn(request).await {
                 Ok(response) if response.succeeded => {
-                    let restored_at =
-                        ShardRevision(response.header.as_ref().map(|h| h.revision).unwrap_or(0));
-                    let mut index = self.index_mut();
-                    for (key, entry) in keys {
-                        index.insert(
+                    let restored_at = shard_ops::revision_of(response.header.as_ref());
+                    self.index.apply(keys.iter().map(|(key, entry)| {
+                        IndexChange::Insert(
                             key.clone(),
                             IndexEntry {
                                 shard_modified: restored_at,
                                 ..*entry
                             },
-                        );
-                    }
+                        )
+                    }));
                 }
                 outcome => {
                     let why = match outcome {
@@ -317,7 +307,7 @@ impl Store {
 }
 
 /// Deletes `keys` from one shard in chunks of at most `chunk` deletes, each
-/// fenced on the shard mod revisions the index holds. Stops at the first
+/// guarded by the shard mod revisions the index holds. Stops at the first
 /// chunk that fails.
 async fn delete_on_shard(shard: Arc<Shard>, keys: Vec<Victim>, chunk: usize) -> ShardPart {
     let mut part = ShardPart {
@@ -326,18 +316,21 @@ async fn delete_on_shard(shard: Arc<Shard>, keys: Vec<Victim>, chunk: usize) -> 
         failure: None,
     };
     for batch in keys.chunks(chunk) {
-        let request = pb::TxnRequest {
-            compare: batch.iter().map(|(k, e)| fence(k, Some(e))).collect(),
-            success: batch.iter().map(|(k, _)| delete_op(k.clone())).collect(),
-            failure: Vec::new(),
-        };
+        let request = shard_ops::guarded(
+            batch
+                .iter()
+                .map(|(k, e)| shard_ops::unchanged(k, e.shard_modified))
+                .collect(),
+            batch
+                .iter()
+                .map(|(k, _)| shard_ops::delete(k.clone(), true))
+                .collect(),
+        );
         match part.shard.txn(request).await {
             Ok(response) if response.succeeded => part.applied.push(AppliedChunk {
                 keys: batch.to_vec(),
-                shard_revision: ShardRevision(
-                    response.header.as_ref().map(|h| h.revision).unwrap_or(0),
-                ),
-                stored_prevs: prev_kvs(&response),
+                shard_revision: shard_ops::revision_of(response.header.as_ref()),
+                stored_prevs: shard_ops::prev_kvs(&response),
             }),
             Ok(_) => {
                 part.shard.mark_needs_resync(

@@ -3,8 +3,6 @@
 //! merging. Pagination stays exact because each shard is read at the same
 //! global point in time and counts are summed.
 
-use std::sync::Arc;
-
 use futures_util::future::join_all;
 use ste_core::keyrange::KeyRange;
 use ste_core::revision::GlobalRevision;
@@ -17,37 +15,55 @@ use crate::error::{StoreError, StoreResult};
 use crate::shard::Shard;
 
 /// What a range read returns before it becomes a `RangeResponse`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct RangeResult {
+    /// The keys, in ascending key order, at most `limit` of them.
     pub kvs: Vec<mvccpb::KeyValue>,
+    /// How many keys the whole range holds (etcd's `count`, not limited).
     pub count: i64,
+    /// True when the range holds more keys than returned.
     pub more: bool,
 }
 
-impl Store {
-    /// Shards that can hold keys of `range` at `revision`: the owner for a
-    /// single key when the ring has been stable since then, else all of them
-    /// (during or before a ring change a key may sit on another shard).
-    pub fn shards_for(
-        &self,
-        range: &KeyRange,
-        revision: GlobalRevision,
-    ) -> StoreResult<Vec<Arc<Shard>>> {
-        let stable = {
-            let membership = self.membership();
-            membership.target.is_none() && revision >= membership.stable_since
-        };
-        if range.is_single_key() && stable {
-            Ok(vec![self.owner(range.start())?])
-        } else {
-            let shards = self.shards();
-            if shards.is_empty() {
-                return Err(StoreError::NoMembers);
-            }
-            Ok(shards)
+/// One shard's answer to a range read, in the client's terms.
+#[derive(Debug, Default)]
+pub struct ShardPart {
+    /// The shard's keys, decoded from their envelopes, in key order.
+    pub kvs: Vec<mvccpb::KeyValue>,
+    /// The shard's `count` for the range.
+    pub count: i64,
+}
+
+/// Merges the shards' answers into one, as one etcd would answer: counts
+/// summed, keys sorted, at most `limit` (0: no limit) returned and `more`
+/// set when some were left out; values dropped for `keys_only`, keys
+/// dropped for `count_only`.
+///
+/// Exact because each shard was asked for `limit + 1` keys at the same
+/// global point in time: the first `limit` keys of the union are among
+/// them, and the extra one tells whether there are more.
+pub fn merge(parts: Vec<ShardPart>, limit: i64, keys_only: bool, count_only: bool) -> RangeResult {
+    let mut result = RangeResult::default();
+    for part in parts {
+        result.count += part.count;
+        if !count_only {
+            result.kvs.extend(part.kvs);
         }
     }
+    if keys_only {
+        for kv in &mut result.kvs {
+            kv.value.clear();
+        }
+    }
+    result.kvs.sort_by(|a, b| a.key.cmp(&b.key));
+    if limit > 0 && result.kvs.len() as i64 > limit {
+        result.kvs.truncate(limit as usize);
+        result.more = true;
+    }
+    result
+}
 
+impl Store {
     /// Validates a Range request the way etcd does and reads it.
     pub async fn range(
         &self,
@@ -124,7 +140,7 @@ impl Store {
         if range.is_empty() {
             return Ok(RangeResult::default());
         }
-        let shards = self.shards_for(range, revision)?;
+        let shards = self.placement.shards_for(range, revision)?;
         for shard in &shards {
             shard.check_available()?;
         }
@@ -142,28 +158,20 @@ impl Store {
             };
             async move { (shard, shard.range(request).await) }
         });
-        let mut result = RangeResult::default();
+        let mut parts = Vec::with_capacity(shards.len());
         for (shard, response) in join_all(reads).await {
             let response = response.map_err(|e| shard.client_error(e))?;
-            result.count += response.count;
-            for stored in response.kvs {
-                let mut kv = client_kv(stored, &shard.name)?;
-                if keys_only {
-                    kv.value.clear();
-                }
-                result.kvs.push(kv);
-            }
+            let kvs = response
+                .kvs
+                .into_iter()
+                .map(|stored| client_kv(stored, &shard.name))
+                .collect::<StoreResult<Vec<_>>>()?;
+            parts.push(ShardPart {
+                kvs,
+                count: response.count,
+            });
         }
-        if count_only {
-            result.kvs.clear();
-            return Ok(result);
-        }
-        result.kvs.sort_by(|a, b| a.key.cmp(&b.key));
-        if limit > 0 && result.kvs.len() as i64 > limit {
-            result.kvs.truncate(limit as usize);
-            result.more = true;
-        }
-        Ok(result)
+        Ok(merge(parts, limit, keys_only, count_only))
     }
 
     /// Answers "absent" for `key` at the current revision without its
@@ -183,10 +191,10 @@ impl Store {
     /// shard timeout) and so is in the index, which is read after. So the
     /// key is absent at the current revision returned.
     async fn absent_while_owner_down(&self, key: &[u8]) -> Option<GlobalRevision> {
-        if self.membership().target.is_some() {
+        if self.placement.change_pending() {
             return None;
         }
-        let owner = self.owner(key).ok()?;
+        let owner = self.placement.owner(key).ok()?;
         // Down, and not after a write of unknown outcome (that write may
         // have created the key on the shard; a resync will tell).
         let down = |shard: &Shard| {
@@ -203,7 +211,7 @@ impl Store {
         )
         .await
         .ok()?;
-        if self.index().get(key).is_some() || !down(&owner) {
+        if self.index.get(key).is_some() || !down(&owner) {
             return None;
         }
         Some(self.revisions.current())
@@ -219,3 +227,6 @@ impl Store {
         Ok(result.kvs.into_iter().next())
     }
 }
+
+#[cfg(test)]
+mod tests;

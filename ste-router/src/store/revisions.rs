@@ -1,89 +1,53 @@
-//! The global revision space: allocation, completion, the "current"
-//! revision served to reads, compaction, and the watch event log, which is
-//! fed in revision order as revisions become current.
+//! The global revision space: allocation from the sequencer, completion,
+//! the "current" revision served to reads, the reservation persisted in the
+//! state store, and the compaction point reads are checked against.
 //!
-//! Writes complete out of order across shards. An event of revision G is
-//! held back until every revision ≤ G has completed, then appended to the
-//! log and published; so the log, and every watcher reading it, sees events
-//! in strictly increasing revision order with no holes that could later be
-//! filled.
+//! A completed write's events go to the [`EventFeed`], which publishes them
+//! in revision order as revisions become current (see `event_feed.rs`).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use ste_core::events::{Compacted, EventLog, LogEvent};
 use ste_core::revision::GlobalRevision;
 use ste_core::sequencer::Sequencer;
-use ste_proto::etcd::mvccpb;
 use tokio::sync::watch;
 
+use super::event_feed::{EventFeed, StoredEvent};
 use crate::error::{StoreError, StoreResult};
 use crate::state::StateStore;
 
-/// One watch event as logged: the event itself and its revision.
-#[derive(Debug, Clone)]
-pub struct StoredEvent {
-    pub revision: GlobalRevision,
-    pub event: mvccpb::Event,
-}
-
-impl StoredEvent {
-    pub fn key(&self) -> &[u8] {
-        self.event
-            .kv
-            .as_ref()
-            .map(|kv| kv.key.as_slice())
-            .unwrap_or_default()
-    }
-}
-
-impl LogEvent for StoredEvent {
-    fn revision(&self) -> GlobalRevision {
-        self.revision
-    }
-
-    fn size_bytes(&self) -> usize {
-        let kv_size = |kv: &Option<mvccpb::KeyValue>| {
-            kv.as_ref()
-                .map(|kv| kv.key.len() + kv.value.len() + 48)
-                .unwrap_or(0)
-        };
-        64 + kv_size(&self.event.kv) + kv_size(&self.event.prev_kv)
-    }
-}
-
 struct Inner {
     sequencer: Sequencer,
-    /// Events of completed revisions that are not current yet.
-    pending: BTreeMap<GlobalRevision, Vec<StoredEvent>>,
-    log: EventLog<StoredEvent>,
+    /// Reads below this revision are refused as compacted.
     compacted: GlobalRevision,
-    /// The revision of the last Compact request (not raised by a cut or a
-    /// read floor): the one revision whose events are still in the log but
-    /// whose prior values etcd could no longer read.
-    compact_requested: GlobalRevision,
 }
 
 /// Revision bookkeeping shared by every request.
 pub struct Revisions {
     inner: Mutex<Inner>,
     current: watch::Sender<GlobalRevision>,
-    /// Bumped whenever history is cut: every open watch must end with the
-    /// compacted error so its client relists.
-    cuts: watch::Sender<u64>,
+    feed: EventFeed,
     state: Arc<StateStore>,
     block: i64,
     reserving: tokio::sync::Mutex<()>,
 }
 
-/// Numbers for status and metrics.
+/// Figures of the revision space, for status and metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct RevisionStats {
+    /// Every write at or below it has completed.
     pub current: GlobalRevision,
+    /// Reads below it are refused as compacted.
     pub compacted: GlobalRevision,
+    /// Revisions handed out and not completed yet.
     pub in_flight: usize,
+    /// The high-water mark persisted in the state store: no router hands
+    /// out a revision above it without persisting a higher one first.
+    pub reserved: GlobalRevision,
+    /// Events in the watch event log.
     pub log_events: usize,
+    /// Approximate bytes of the event log.
     pub log_bytes: usize,
+    /// The oldest revision a watch can start from.
     pub log_oldest: GlobalRevision,
 }
 
@@ -96,13 +60,10 @@ impl Revisions {
             inner: Mutex::new(Inner {
                 sequencer: Sequencer::new(GlobalRevision::ZERO, GlobalRevision::ZERO)
                     .expect("zero start and reservation are valid"),
-                pending: BTreeMap::new(),
-                log: EventLog::new(log_bytes, GlobalRevision::ZERO.next()),
                 compacted: GlobalRevision::ZERO,
-                compact_requested: GlobalRevision::ZERO,
             }),
             current,
-            cuts: watch::channel(0).0,
+            feed: EventFeed::new(log_bytes),
             state,
             block,
             reserving: tokio::sync::Mutex::new(()),
@@ -141,16 +102,14 @@ impl Revisions {
         };
         {
             let mut inner = self.lock();
-            let max_bytes = inner.log.max_bytes();
             inner.sequencer = sequencer;
-            inner.pending.clear();
-            inner.log = EventLog::new(max_bytes, first);
             inner.compacted = if start <= GlobalRevision(1) {
                 start
             } else {
                 first
             };
         }
+        self.feed.restart(first);
         self.current.send_replace(first);
         Ok(())
     }
@@ -170,10 +129,12 @@ impl Revisions {
         self.lock().sequencer.last_allocated()
     }
 
+    /// Reads below this revision are refused as compacted.
     pub fn compacted(&self) -> GlobalRevision {
         self.lock().compacted
     }
 
+    /// Changes whenever the current revision moves forward.
     pub fn subscribe(&self) -> watch::Receiver<GlobalRevision> {
         self.current.subscribe()
     }
@@ -202,12 +163,15 @@ impl Revisions {
     /// Marks `revision` finished with the events its write produced (none
     /// for an abandoned revision), publishing every revision that became
     /// current.
+    ///
+    /// Order matters: the events are held before the sequencer learns of
+    /// the completion, and published before the new current revision is
+    /// announced, so a watcher woken by "current is G" finds every event
+    /// ≤ G in the log. Two completions racing may announce out of order;
+    /// the current revision only ever moves forward.
     pub fn complete(&self, revision: GlobalRevision, events: Vec<StoredEvent>) {
-        let mut inner = self.lock();
-        if !events.is_empty() {
-            inner.pending.insert(revision, events);
-        }
-        let advanced = match inner.sequencer.complete(revision) {
+        self.feed.hold(revision, events);
+        let advanced = match self.lock().sequencer.complete(revision) {
             Ok(advanced) => advanced,
             Err(err) => {
                 tracing::error!(%revision, error = %err, "revision completed twice");
@@ -215,20 +179,14 @@ impl Revisions {
             }
         };
         let Some(current) = advanced else { return };
-        let ready: Vec<GlobalRevision> = inner.pending.range(..=current).map(|(r, _)| *r).collect();
-        for revision in ready {
-            for event in inner.pending.remove(&revision).unwrap_or_default() {
-                // Below the floor: history a cut has ended (see cut_history).
-                if event.revision < inner.log.floor() {
-                    continue;
-                }
-                if let Err(err) = inner.log.push(event) {
-                    tracing::error!(error = %err, "event log out of order");
-                }
+        self.feed.publish_through(current);
+        self.current.send_if_modified(|announced| {
+            let newer = current > *announced;
+            if newer {
+                *announced = current;
             }
-        }
-        drop(inner);
-        self.current.send_replace(current);
+            newer
+        });
     }
 
     /// Waits until `revision` is current, so a client that was told about
@@ -261,15 +219,9 @@ impl Revisions {
             return Err(StoreError::Compacted);
         }
         inner.compacted = revision;
-        inner.compact_requested = revision;
-        inner.log.compact(revision);
+        drop(inner);
+        self.feed.compact(revision);
         Ok(())
-    }
-
-    /// The revision of the last Compact request, see
-    /// [`Revisions::compact`].
-    pub fn compact_requested(&self) -> GlobalRevision {
-        self.lock().compact_requested
     }
 
     /// Ends history with revisions of its own: every open watch ends with
@@ -300,16 +252,11 @@ impl Revisions {
     pub async fn cut_history(&self) -> StoreResult<GlobalRevision> {
         let change = self.allocate().await?;
         let cut = self.allocate().await?;
-        {
-            let mut inner = self.lock();
-            inner.log.compact(cut);
-            if inner.compacted < cut {
-                inner.compacted = cut;
-            }
-        }
+        self.feed.truncate(cut);
+        self.raise_read_floor(cut);
         self.complete(change, Vec::new());
         self.complete(cut, Vec::new());
-        self.cuts.send_modify(|n| *n += 1);
+        self.feed.announce_cut();
         Ok(cut)
     }
 
@@ -323,41 +270,27 @@ impl Revisions {
         }
     }
 
-    pub fn subscribe_cuts(&self) -> watch::Receiver<u64> {
-        self.cuts.subscribe()
+    /// The watch feed fed by [`Revisions::complete`].
+    pub fn feed(&self) -> &EventFeed {
+        &self.feed
     }
 
-    /// Events with revision in `[from, through]`, or the compacted error.
-    pub fn events(
-        &self,
-        from: GlobalRevision,
-        through: GlobalRevision,
-    ) -> Result<Vec<StoredEvent>, Compacted> {
-        let inner = self.lock();
-        Ok(inner
-            .log
-            .since(from)?
-            .take_while(|e| e.revision <= through)
-            .cloned()
-            .collect())
-    }
-
-    pub fn log_floor(&self) -> GlobalRevision {
-        self.lock().log.floor()
-    }
-
+    /// Figures for status and metrics.
     pub fn stats(&self) -> RevisionStats {
+        let log = self.feed.stats();
         let inner = self.lock();
         RevisionStats {
             current: self.current(),
             compacted: inner.compacted,
             in_flight: inner.sequencer.in_flight(),
-            log_events: inner.log.len(),
-            log_bytes: inner.log.bytes(),
-            log_oldest: inner.log.oldest_available(),
+            reserved: inner.sequencer.reserved_through(),
+            log_events: log.events,
+            log_bytes: log.bytes,
+            log_oldest: log.oldest,
         }
     }
 
+    /// The reservation high-water mark (see [`RevisionStats::reserved`]).
     pub fn reserved(&self) -> GlobalRevision {
         self.lock().sequencer.reserved_through()
     }

@@ -6,15 +6,13 @@
 
 use std::sync::Arc;
 
+use super::{Store, shard_ops};
+use crate::error::StoreResult;
+use crate::shard::{Shard, describe};
 use futures_util::future::join_all;
 use ste_core::envelope::Envelope;
 use ste_core::index::IndexEntry;
 use ste_core::revision::{GlobalRevision, ShardRevision};
-use ste_proto::etcd::etcdserverpb as pb;
-
-use super::Store;
-use crate::error::StoreResult;
-use crate::shard::{Shard, describe};
 
 const PAGE: i64 = 1_000;
 
@@ -45,13 +43,11 @@ impl Store {
         let mut pinned = 0;
         loop {
             let response = shard
-                .range(pb::RangeRequest {
-                    key: key.clone(),
-                    range_end: vec![0],
-                    limit: PAGE,
-                    revision: pinned,
-                    ..Default::default()
-                })
+                .range(shard_ops::scan_page(
+                    key.clone(),
+                    PAGE,
+                    ShardRevision(pinned),
+                ))
                 .await
                 .map_err(|e| describe(&e.status))?;
             if pinned == 0 {
@@ -65,11 +61,7 @@ impl Store {
                 match Envelope::decode(&kv.value) {
                     Ok(envelope) => {
                         scan.max_modified = scan.max_modified.max(envelope.modified);
-                        let owner = self
-                            .membership()
-                            .ring
-                            .locate(&kv.key)
-                            .map(|m| m.name.clone());
+                        let owner = self.placement.committed_owner(&kv.key);
                         if owner.as_deref() != Some(shard.name.as_str()) {
                             scan.misplaced.push(kv.key.clone());
                         }
@@ -104,7 +96,7 @@ impl Store {
     /// until it does, and loads the index. Returns the highest global
     /// revision found in any envelope.
     pub async fn scan_all(&self, retry: std::time::Duration) -> GlobalRevision {
-        let shards = self.shards();
+        let shards = self.placement.shards();
         let scans = shards.iter().map(|shard| async move {
             loop {
                 match self.scan_shard(shard).await {
@@ -131,26 +123,12 @@ impl Store {
     }
 
     /// Deletes a copy of a key left on `shard` by an interrupted migration,
-    /// only if it is still the copy we saw (fenced on its mod revision).
+    /// only if it is still the copy we saw (guarded by its mod revision).
     async fn delete_stale_copy(&self, shard: &Arc<Shard>, key: &[u8], revision: ShardRevision) {
-        let request = pb::TxnRequest {
-            compare: vec![pb::Compare {
-                result: pb::compare::CompareResult::Equal as i32,
-                target: pb::compare::CompareTarget::Mod as i32,
-                key: key.to_vec(),
-                target_union: Some(pb::compare::TargetUnion::ModRevision(revision.0)),
-                range_end: Vec::new(),
-            }],
-            success: vec![pb::RequestOp {
-                request: Some(pb::request_op::Request::RequestDeleteRange(
-                    pb::DeleteRangeRequest {
-                        key: key.to_vec(),
-                        ..Default::default()
-                    },
-                )),
-            }],
-            failure: Vec::new(),
-        };
+        let request = shard_ops::guarded(
+            vec![shard_ops::unchanged(key, revision)],
+            vec![shard_ops::delete(key.to_vec(), false)],
+        );
         match shard.txn(request).await {
             Ok(_) => {
                 tracing::info!(member = %shard.name, key = %String::from_utf8_lossy(key), "stale copy removed")
@@ -188,31 +166,37 @@ impl Store {
         shard.reset_revisions(scan.revision);
         shard.set_member_id(scan.member_id);
         shard.mark_healthy();
-        let owner_of = |key: &[u8]| {
-            self.membership()
-                .placing_ring()
-                .locate(key)
-                .map(|m| m.name.clone())
-        };
-        let mut stale = Vec::new();
-        let mut index = self.index_mut();
-        index.remove_shard(shard.id);
-        for (key, entry) in scan.entries {
-            if let Some(existing) = index.get(&key).copied() {
-                let keep_existing = existing.modified > entry.modified
-                    || (existing.modified == entry.modified
-                        && owner_of(&key).as_deref() != Some(shard.name.as_str()));
-                if keep_existing {
-                    stale.push((shard.clone(), key, entry.shard_modified));
-                    continue;
-                }
-                if let Some(other) = self.shard_by_id(existing.shard) {
-                    stale.push((other, key.clone(), existing.shard_modified));
-                }
+        let leased: Vec<(Vec<u8>, i64)> = scan
+            .entries
+            .iter()
+            .filter(|(_, e)| e.lease != 0)
+            .map(|(k, e)| (k.clone(), e.lease))
+            .collect();
+        // Of two copies of one write, the one on its owner stays.
+        let losers = self
+            .index
+            .reload_shard(shard.id, scan.entries, |key, existing, found| {
+                existing.modified > found.modified
+                    || (existing.modified == found.modified
+                        && self.placement.placing_owner(key).as_deref()
+                            != Some(shard.name.as_str()))
+            });
+        for (key, lease) in leased {
+            if self.index.shard_of(&key) == Some(shard.id) {
+                self.leases.attach(lease, &key);
             }
-            self.leases.attach(entry.lease, &key);
-            index.insert(key, entry);
         }
+        let stale: Vec<StaleCopy> = losers
+            .into_iter()
+            .filter_map(|(key, loser)| {
+                let holder = if loser.shard == shard.id {
+                    Some(shard.clone())
+                } else {
+                    self.placement.shard_by_id(loser.shard)
+                };
+                holder.map(|h| (h, key, loser.shard_modified))
+            })
+            .collect();
         if !stale.is_empty() {
             tracing::warn!(member = %shard.name, copies = stale.len(), "keys found on two shards; keeping one copy of each");
         }

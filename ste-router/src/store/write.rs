@@ -4,7 +4,7 @@
 //!    revision order, and no other write to the key can interleave);
 //! 2. evaluates the client's compares against the key index;
 //! 3. allocates the next global revision only if the write will apply;
-//! 4. sends the shard a Txn fenced on the shard's own mod revision of the
+//! 4. sends the shard a Txn guarded by the shard's own mod revision of the
 //!    key, putting the value inside an envelope with the global revisions;
 //! 5. records global → shard revision, updates the index, completes the
 //!    revision with its watch event, and releases the lock;
@@ -21,12 +21,14 @@ use std::time::Duration;
 use ste_core::envelope::Envelope;
 use ste_core::index::IndexEntry;
 use ste_core::revision::{GlobalRevision, ShardRevision};
-use ste_proto::etcd::etcdserverpb::{self as pb, compare, request_op, response_op};
+use ste_proto::etcd::etcdserverpb as pb;
 use ste_proto::etcd::mvccpb;
 
 use super::Store;
+use super::compare::compare_holds;
 use super::convert::{client_kv, delete_event, deleted_kv, put_event};
-use super::revisions::StoredEvent;
+use super::event_feed::StoredEvent;
+use super::shard_ops;
 use crate::error::{StoreError, StoreResult};
 use crate::shard::Shard;
 
@@ -75,95 +77,6 @@ pub enum WriteOutcome {
     NothingDeleted,
 }
 
-/// Does one compare hold for the key's current state? `value` is needed
-/// only for VALUE compares.
-pub fn compare_holds(c: &pb::Compare, entry: Option<&IndexEntry>, value: Option<&[u8]>) -> bool {
-    use std::cmp::Ordering;
-    let ordering = match (c.target(), &c.target_union) {
-        (pb::compare::CompareTarget::Value, Some(compare::TargetUnion::Value(want))) => {
-            // etcd: a value compare on a missing key always fails.
-            match (entry, value) {
-                (Some(_), Some(have)) => have.cmp(want.as_slice()),
-                _ => return false,
-            }
-        }
-        (target, union) => {
-            let have = match (target, entry) {
-                (_, None) => 0,
-                (pb::compare::CompareTarget::Version, Some(e)) => e.version,
-                (pb::compare::CompareTarget::Create, Some(e)) => e.create.0,
-                (pb::compare::CompareTarget::Mod, Some(e)) => e.modified.0,
-                (pb::compare::CompareTarget::Lease, Some(e)) => e.lease,
-                (pb::compare::CompareTarget::Value, Some(_)) => return false,
-            };
-            let want = match union {
-                Some(compare::TargetUnion::Version(v))
-                | Some(compare::TargetUnion::CreateRevision(v))
-                | Some(compare::TargetUnion::ModRevision(v))
-                | Some(compare::TargetUnion::Lease(v)) => *v,
-                _ => 0,
-            };
-            have.cmp(&want)
-        }
-    };
-    match c.result() {
-        pb::compare::CompareResult::Equal => ordering == Ordering::Equal,
-        pb::compare::CompareResult::NotEqual => ordering != Ordering::Equal,
-        pb::compare::CompareResult::Greater => ordering == Ordering::Greater,
-        pb::compare::CompareResult::Less => ordering == Ordering::Less,
-    }
-}
-
-/// The shard-side fence: the key's shard mod revision is what the index
-/// says (0 = absent), so a write nobody routed is never overwritten.
-pub(super) fn fence(key: &[u8], entry: Option<&IndexEntry>) -> pb::Compare {
-    pb::Compare {
-        result: pb::compare::CompareResult::Equal as i32,
-        target: pb::compare::CompareTarget::Mod as i32,
-        key: key.to_vec(),
-        target_union: Some(compare::TargetUnion::ModRevision(
-            entry.map(|e| e.shard_modified.0).unwrap_or(0),
-        )),
-        range_end: Vec::new(),
-    }
-}
-
-pub(super) fn put_op(key: Vec<u8>, value: Vec<u8>) -> pb::RequestOp {
-    pb::RequestOp {
-        request: Some(request_op::Request::RequestPut(pb::PutRequest {
-            key,
-            value,
-            prev_kv: true,
-            ..Default::default()
-        })),
-    }
-}
-
-pub(super) fn delete_op(key: Vec<u8>) -> pb::RequestOp {
-    pb::RequestOp {
-        request: Some(request_op::Request::RequestDeleteRange(
-            pb::DeleteRangeRequest {
-                key,
-                prev_kv: true,
-                ..Default::default()
-            },
-        )),
-    }
-}
-
-/// The previous versions a shard returned for the ops of a successful Txn.
-pub(super) fn prev_kvs(response: &pb::TxnResponse) -> Vec<mvccpb::KeyValue> {
-    response
-        .responses
-        .iter()
-        .filter_map(|r| match &r.response {
-            Some(response_op::Response::ResponsePut(put)) => put.prev_kv.clone(),
-            Some(response_op::Response::ResponseDeleteRange(del)) => del.prev_kvs.first().cloned(),
-            _ => None,
-        })
-        .collect()
-}
-
 impl Store {
     /// Applies one conditional write (Put, Txn branch, single-key delete).
     ///
@@ -178,33 +91,21 @@ impl Store {
     }
 
     async fn write_key_detached(&self, write: KeyWrite) -> StoreResult<WriteOutcome> {
+        // The request was validated by the API layer (etcd's checks);
+        // what is left depends on the store's state.
         self.check_ready()?;
-        if write.key.is_empty() {
-            return Err(StoreError::KeyNotProvided);
-        }
-        if let WriteOp::Put {
-            value,
-            lease,
-            ignore_value,
-            ignore_lease,
-        } = &write.op
+        if let WriteOp::Put { lease, .. } = &write.op
+            && *lease != 0
+            && !self.leases.exists(*lease)
         {
-            if *ignore_value && !value.is_empty() {
-                return Err(StoreError::ValueProvided);
-            }
-            if *ignore_lease && *lease != 0 {
-                return Err(StoreError::LeaseProvided);
-            }
-            if *lease != 0 && !self.leases.exists(*lease) {
-                return Err(StoreError::LeaseNotFound);
-            }
+            return Err(StoreError::LeaseNotFound);
         }
         let outcome = loop {
-            let shard = self.holder(&write.key)?;
+            let shard = self.placement.holder(&write.key, &self.index)?;
             shard.check_available()?;
             let _ordered = shard.write_lock.lock().await;
             // A ring change may have moved the key while we waited.
-            if self.holder(&write.key)?.id != shard.id {
+            if self.placement.holder(&write.key, &self.index)?.id != shard.id {
                 continue;
             }
             shard.check_available()?;
@@ -217,7 +118,7 @@ impl Store {
     }
 
     async fn write_locked(&self, shard: &Arc<Shard>, write: KeyWrite) -> StoreResult<WriteOutcome> {
-        let entry = self.index().get(&write.key).cloned();
+        let entry = self.index.get(&write.key);
         let needs_value = write
             .compares
             .iter()
@@ -280,20 +181,22 @@ impl Store {
                     payload: &payload,
                 }
                 .encode();
-                put_op(write.key.clone(), envelope)
+                shard_ops::put(write.key.clone(), envelope, true)
             }
-            None => delete_op(write.key.clone()),
+            None => shard_ops::delete(write.key.clone(), true),
         };
-        let request = pb::TxnRequest {
-            compare: vec![fence(&write.key, entry.as_ref())],
-            success: vec![op],
-            failure: Vec::new(),
-        };
+        let shard_modified = entry.map(|e| e.shard_modified).unwrap_or_default();
+        let request = shard_ops::guarded(
+            vec![shard_ops::unchanged(&write.key, shard_modified)],
+            vec![op],
+        );
         let applied = match shard.txn(request).await {
             Ok(response) if response.succeeded => {
-                let shard_revision =
-                    ShardRevision(response.header.as_ref().map(|h| h.revision).unwrap_or(0));
-                Some((shard_revision, prev_kvs(&response).into_iter().next()))
+                let shard_revision = shard_ops::revision_of(response.header.as_ref());
+                Some((
+                    shard_revision,
+                    shard_ops::prev_kvs(&response).into_iter().next(),
+                ))
             }
             Ok(_) => {
                 self.revisions.complete(revision, Vec::new());
@@ -351,7 +254,7 @@ impl Store {
                     value: payload.clone(),
                     lease: new_lease,
                 };
-                self.index_mut().insert(
+                self.index.insert(
                     write.key.clone(),
                     IndexEntry {
                         shard: shard.id,
@@ -371,7 +274,7 @@ impl Store {
                 put_event(kv, prev.clone())
             }
             WriteOp::Delete => {
-                self.index_mut().remove(&write.key);
+                self.index.remove(&write.key);
                 if let Some(e) = &entry {
                     self.leases.detach(e.lease, &write.key);
                 }

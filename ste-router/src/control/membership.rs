@@ -10,23 +10,41 @@ use tokio::sync::mpsc;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::store::Store;
-use crate::store::migrate::ChangeKind;
+use super::Control;
+use super::agents::AgentInfo;
+use super::ring_change::ChangeKind;
+use crate::shutdown::Shutdown;
 
+/// What the membership loop does on its own.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
+    /// Join registered agents without `ring join` (`--auto-join`).
     pub auto_join: bool,
+    /// Fence a member whose shard has not answered for this long.
     pub member_dead_after: Duration,
+    /// How often the loop runs.
     pub interval: Duration,
 }
 
-const SERVICES: [&str; 3] = ["", "etcdserverpb.KV", "etcdserverpb.Watch"];
+/// The health service names of the etcd listener, kept in step with
+/// whether the etcd API can serve.
+pub const SERVICES: [&str; 3] = ["", "etcdserverpb.KV", "etcdserverpb.Watch"];
 
-pub async fn manage(store: Arc<Store>, health: HealthReporter, policy: Policy) {
+/// Runs the membership loop every `policy.interval` until `shutdown`.
+pub async fn manage(
+    control: Arc<Control>,
+    health: HealthReporter,
+    policy: Policy,
+    mut shutdown: Shutdown,
+) {
+    let store = control.store().clone();
     let mut tick = tokio::time::interval(policy.interval);
     let mut serving = None;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => return,
+        }
         let ok = store.check_ready().is_ok();
         if serving != Some(ok) {
             let status = if ok {
@@ -40,48 +58,50 @@ pub async fn manage(store: Arc<Store>, health: HealthReporter, policy: Policy) {
             tracing::info!(serving = ok, "etcd API health");
             serving = Some(ok);
         }
-        if store.change_lock.try_lock().is_err() {
+        if control.changes().is_running() {
             continue;
         }
-        if let Some((member, reason)) = lost_member(&store, policy.member_dead_after) {
+        if let Some((member, reason)) = lost_member(&control, policy.member_dead_after) {
             tracing::warn!(%member, %reason, "fencing member");
             let members: Vec<Member> = store
-                .membership()
+                .placement()
                 .placing_ring()
                 .members()
                 .filter(|m| m.name != member)
                 .cloned()
                 .collect();
-            run(&store, ChangeKind::Fence, &member, members).await;
-            store.agents.set_joined(&member, None);
+            run(&control, ChangeKind::Fence, &member, members).await;
+            control.agents().set_joined(&member, None);
             continue;
         }
-        let pending = store.membership().target.clone();
-        if let Some(target) = pending {
+        if let Some(target) = store.placement().target() {
             let members: Vec<Member> = target.members().cloned().collect();
-            run(&store, ChangeKind::Resume, "", members).await;
+            run(&control, ChangeKind::Resume, "", members).await;
             continue;
         }
         if policy.auto_join
-            && let Some(agent) = joinable(&store, policy.member_dead_after)
+            && let Some(agent) = joinable(&control, policy.member_dead_after)
         {
             tracing::info!(agent = %agent.name, epoch = agent.epoch, "joining a registered agent");
-            let mut members: Vec<Member> = store.membership().ring.members().cloned().collect();
+            let mut members: Vec<Member> = store.placement().ring().members().cloned().collect();
             members.push(
                 Member::new(agent.name.clone(), agent.endpoint.clone()).with_weight(agent.weight),
             );
-            if run(&store, ChangeKind::Join, &agent.name, members).await {
-                store.agents.set_joined(&agent.name, Some(agent.epoch));
+            if run(&control, ChangeKind::Join, &agent.name, members).await {
+                control.agents().set_joined(&agent.name, Some(agent.epoch));
             }
         }
     }
 }
 
 /// Runs a change to completion, logging its outcome; true if it succeeded.
-async fn run(store: &Arc<Store>, kind: ChangeKind, member: &str, members: Vec<Member>) -> bool {
+async fn run(control: &Control, kind: ChangeKind, member: &str, members: Vec<Member>) -> bool {
     let (tx, mut rx) = mpsc::channel(64);
     let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    let result = store.change_ring(kind, member, members, false, tx).await;
+    let result = control
+        .changes()
+        .run(kind, member, members, false, tx)
+        .await;
     let _ = drain.await;
     match result {
         Ok(()) => true,
@@ -94,15 +114,11 @@ async fn run(store: &Arc<Store>, kind: ChangeKind, member: &str, members: Vec<Me
 
 /// A member whose agent reports a new shard epoch, or whose shard has not
 /// answered for `dead_after`.
-fn lost_member(store: &Store, dead_after: Duration) -> Option<(String, String)> {
-    let members: Vec<String> = store
-        .membership()
-        .ring
-        .members()
-        .map(|m| m.name.clone())
-        .collect();
+fn lost_member(control: &Control, dead_after: Duration) -> Option<(String, String)> {
+    let placement = control.store().placement();
+    let members: Vec<String> = placement.ring().members().map(|m| m.name.clone()).collect();
     for name in members {
-        if let Some(agent) = store.agents.get(&name)
+        if let Some(agent) = control.agents().get(&name)
             && let Some(joined) = agent.joined_epoch
             && agent.epoch != joined
         {
@@ -114,8 +130,7 @@ fn lost_member(store: &Store, dead_after: Duration) -> Option<(String, String)> 
                 ),
             ));
         }
-        let shard = store.membership().shards.get(&name).cloned();
-        if let Some(shard) = shard {
+        if let Some(shard) = placement.shard_named(&name) {
             let health = shard.health();
             if !health.healthy && health.since.elapsed() >= dead_after {
                 return Some((
@@ -132,16 +147,12 @@ fn lost_member(store: &Store, dead_after: Duration) -> Option<(String, String)> 
     None
 }
 
-fn joinable(store: &Store, within: Duration) -> Option<crate::store::agents::AgentInfo> {
-    let membership = store.membership();
-    store.agents.alive(within).into_iter().find(|a| {
-        !a.no_join
-            && !a.left
-            && a.healthy
-            && membership.ring.member(&a.name).is_none()
-            && membership
-                .target
-                .as_ref()
-                .is_none_or(|t| t.member(&a.name).is_none())
-    })
+/// A registered, healthy agent that may join and is in no ring yet.
+fn joinable(control: &Control, within: Duration) -> Option<AgentInfo> {
+    let placement = control.store().placement();
+    control
+        .agents()
+        .alive(within)
+        .into_iter()
+        .find(|a| !a.no_join && !a.left && a.healthy && !placement.is_member_or_joining(&a.name))
 }

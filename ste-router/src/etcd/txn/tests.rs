@@ -1,0 +1,187 @@
+//! The Txn classifier, case by case: kube-apiserver's four shapes as
+//! etcd's `client/v3/kubernetes` and the compactor send them, and what
+//! falls back to the generic path.
+
+use ste_proto::etcd::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+
+use super::*;
+
+const K: &[u8] = b"/registry/pods/default/web-1";
+
+fn compare(target: CompareTarget, union: TargetUnion) -> pb::Compare {
+    pb::Compare {
+        result: CompareResult::Equal as i32,
+        target: target as i32,
+        key: K.to_vec(),
+        target_union: Some(union),
+        range_end: Vec::new(),
+    }
+}
+
+fn mod_is(revision: i64) -> pb::Compare {
+    compare(CompareTarget::Mod, TargetUnion::ModRevision(revision))
+}
+
+fn op(request: request_op::Request) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(request),
+    }
+}
+
+fn put(key: &[u8]) -> pb::RequestOp {
+    op(request_op::Request::RequestPut(pb::PutRequest {
+        key: key.to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    }))
+}
+
+fn delete(key: &[u8]) -> pb::RequestOp {
+    op(request_op::Request::RequestDeleteRange(
+        pb::DeleteRangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        },
+    ))
+}
+
+fn get(key: &[u8]) -> pb::RequestOp {
+    op(request_op::Request::RequestRange(pb::RangeRequest {
+        key: key.to_vec(),
+        ..Default::default()
+    }))
+}
+
+fn txn(
+    compare: Vec<pb::Compare>,
+    success: Vec<pb::RequestOp>,
+    failure: Vec<pb::RequestOp>,
+) -> pb::TxnRequest {
+    pb::TxnRequest {
+        compare,
+        success,
+        failure,
+    }
+}
+
+#[test]
+fn kube_apiserver_shapes_are_recognised() {
+    let cases = [
+        (txn(vec![mod_is(0)], vec![put(K)], vec![]), TxnShape::Create),
+        (
+            txn(vec![mod_is(0)], vec![put(K)], vec![get(K)]),
+            TxnShape::Create,
+        ),
+        (
+            txn(vec![mod_is(7)], vec![put(K)], vec![get(K)]),
+            TxnShape::Update,
+        ),
+        (
+            txn(vec![mod_is(7)], vec![delete(K)], vec![get(K)]),
+            TxnShape::Delete,
+        ),
+        (
+            txn(vec![mod_is(7)], vec![delete(K)], vec![]),
+            TxnShape::Delete,
+        ),
+        (
+            txn(
+                vec![compare(CompareTarget::Version, TargetUnion::Version(3))],
+                vec![put(K)],
+                vec![get(K)],
+            ),
+            TxnShape::Compaction,
+        ),
+    ];
+    for (request, shape) in cases {
+        assert_eq!(TxnShape::classify(&request), shape, "{request:?}");
+    }
+}
+
+#[test]
+fn everything_else_is_generic() {
+    let mut not_equal = mod_is(7);
+    not_equal.result = CompareResult::NotEqual as i32;
+    let mut ranged_compare = mod_is(7);
+    ranged_compare.range_end = b"\0".to_vec();
+    let ranged_delete = op(request_op::Request::RequestDeleteRange(
+        pb::DeleteRangeRequest {
+            key: K.to_vec(),
+            range_end: b"/registry/pods/default/web-2".to_vec(),
+            ..Default::default()
+        },
+    ));
+    let writes = TxnShape::Generic { writes: true };
+    let reads = TxnShape::Generic { writes: false };
+    let cases = [
+        // No compare: etcdctl's `txn` with only a put.
+        (txn(vec![], vec![put(K)], vec![]), writes),
+        (txn(vec![not_equal], vec![put(K)], vec![]), writes),
+        (txn(vec![ranged_compare], vec![put(K)], vec![]), writes),
+        (txn(vec![mod_is(7)], vec![ranged_delete], vec![]), writes),
+        // The write is on another key than the compare.
+        (txn(vec![mod_is(0)], vec![put(b"other")], vec![]), writes),
+        // More than one op in a branch.
+        (txn(vec![mod_is(0)], vec![put(K), get(K)], vec![]), writes),
+        (
+            txn(vec![mod_is(0)], vec![put(K)], vec![get(K), get(K)]),
+            writes,
+        ),
+        // The failure branch reads another key.
+        (
+            txn(vec![mod_is(0)], vec![put(K)], vec![get(b"other")]),
+            writes,
+        ),
+        // Read-only.
+        (txn(vec![mod_is(7)], vec![get(K)], vec![get(K)]), reads),
+        (txn(vec![], vec![], vec![]), reads),
+    ];
+    for (request, shape) in cases {
+        assert_eq!(TxnShape::classify(&request), shape, "{request:?}");
+    }
+}
+
+#[test]
+fn labels_name_the_shape() {
+    assert_eq!(TxnShape::Create.label(), "Txn.create");
+    assert_eq!(TxnShape::Update.label(), "Txn.update");
+    assert_eq!(TxnShape::Delete.label(), "Txn.delete");
+    assert_eq!(TxnShape::Compaction.label(), "Txn.compaction");
+    assert_eq!(TxnShape::Generic { writes: false }.label(), "Txn.read");
+    assert_eq!(TxnShape::Generic { writes: true }.label(), "Txn.generic");
+}
+
+#[test]
+fn the_generic_plan_finds_the_one_write_or_refuses() {
+    let planned = generic::plan_for_tests(&txn(vec![mod_is(0)], vec![get(K), put(K)], vec![]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(planned.0, 1, "the write's position in the success branch");
+    assert_eq!(planned.1.key, K);
+    assert!(
+        generic::plan_for_tests(&txn(vec![], vec![get(K)], vec![get(b"x")]))
+            .unwrap()
+            .is_none()
+    );
+    let refusals = [
+        txn(vec![], vec![put(K), put(b"x")], vec![]),
+        txn(vec![], vec![], vec![put(K)]),
+        txn(vec![mod_is(0)], vec![put(b"x")], vec![]),
+        txn(
+            vec![],
+            vec![op(request_op::Request::RequestTxn(
+                pb::TxnRequest::default(),
+            ))],
+            vec![],
+        ),
+    ];
+    for request in refusals {
+        let status = generic::plan_for_tests(&request).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{request:?}");
+        assert!(
+            status.message().contains("ste-router supports"),
+            "{}",
+            status.message()
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! The watch feed: events of completed writes, held until their revision
+//! is current, then appended to the event log watchers read from; and the
+//! history cuts that end every watch.
+//!
+//! Writes complete out of order across shards. An event of revision G is
+//! held back until every revision ≤ G has completed ([`EventFeed::hold`],
+//! then [`EventFeed::publish_through`] once the sequencer says G is
+//! current), so the log, and every watcher reading it, sees events in
+//! strictly increasing revision order with no holes that could later be
+//! filled. (etcd's `watchable_store` gets the same order from applying one
+//! Raft entry at a time.)
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use ste_core::events::{Compacted, EventLog, LogEvent};
+use ste_core::revision::GlobalRevision;
+use ste_proto::etcd::mvccpb;
+use tokio::sync::watch;
+
+/// One watch event as logged: the event itself and its revision.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// The global revision of the write that produced the event.
+    pub revision: GlobalRevision,
+    /// The event as etcd sends it (PUT with the new key-value, or DELETE
+    /// with a tombstone), `prev_kv` filled in.
+    pub event: mvccpb::Event,
+}
+
+impl StoredEvent {
+    /// The key the event is about.
+    pub fn key(&self) -> &[u8] {
+        self.event
+            .kv
+            .as_ref()
+            .map(|kv| kv.key.as_slice())
+            .unwrap_or_default()
+    }
+}
+
+impl LogEvent for StoredEvent {
+    fn revision(&self) -> GlobalRevision {
+        self.revision
+    }
+
+    fn size_bytes(&self) -> usize {
+        let kv_size = |kv: &Option<mvccpb::KeyValue>| {
+            kv.as_ref()
+                .map(|kv| kv.key.len() + kv.value.len() + 48)
+                .unwrap_or(0)
+        };
+        64 + kv_size(&self.event.kv) + kv_size(&self.event.prev_kv)
+    }
+}
+
+struct Inner {
+    /// Events of completed revisions that are not current yet.
+    pending: BTreeMap<GlobalRevision, Vec<StoredEvent>>,
+    log: EventLog<StoredEvent>,
+    /// The revision of the last Compact request (not raised by a cut): the
+    /// one revision whose events are still in the log but whose prior
+    /// values etcd could no longer read.
+    compact_requested: GlobalRevision,
+}
+
+/// Size figures of the event log, for status and metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedStats {
+    /// Events in the log.
+    pub events: usize,
+    /// Approximate bytes the log holds.
+    pub bytes: usize,
+    /// The oldest revision a watch can start from.
+    pub oldest: GlobalRevision,
+}
+
+/// Pending events, the event log and the cut signal.
+pub struct EventFeed {
+    inner: Mutex<Inner>,
+    /// Bumped whenever history is cut: every open watch must end with the
+    /// compacted error so its client relists.
+    cuts: watch::Sender<u64>,
+}
+
+impl EventFeed {
+    /// An empty feed whose log keeps about `log_bytes` of events.
+    pub fn new(log_bytes: usize) -> Self {
+        EventFeed {
+            inner: Mutex::new(Inner {
+                pending: BTreeMap::new(),
+                log: EventLog::new(log_bytes, GlobalRevision::ZERO.next()),
+                compact_requested: GlobalRevision::ZERO,
+            }),
+            cuts: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts over with an empty log whose first revision is `first`.
+    pub fn restart(&self, first: GlobalRevision) {
+        let mut inner = self.lock();
+        let max_bytes = inner.log.max_bytes();
+        inner.pending.clear();
+        inner.log = EventLog::new(max_bytes, first);
+    }
+
+    /// Holds the events of the completed write `revision` until it is
+    /// current. Must be called before the sequencer learns the write
+    /// completed, so that a revision reported current has its events here.
+    pub fn hold(&self, revision: GlobalRevision, events: Vec<StoredEvent>) {
+        if !events.is_empty() {
+            self.lock().pending.insert(revision, events);
+        }
+    }
+
+    /// Appends every held event of a revision ≤ `current` to the log, in
+    /// revision order. Events below the log's floor belong to history a
+    /// cut ended and are dropped.
+    pub fn publish_through(&self, current: GlobalRevision) {
+        let mut inner = self.lock();
+        let later = inner.pending.split_off(&current.next());
+        let ready = std::mem::replace(&mut inner.pending, later);
+        for event in ready.into_values().flatten() {
+            if event.revision < inner.log.floor() {
+                continue;
+            }
+            if let Err(err) = inner.log.push(event) {
+                tracing::error!(error = %err, "event log out of order");
+            }
+        }
+    }
+
+    /// Events with revision in `[from, through]`, or the compacted error
+    /// when `from` is below the oldest revision the log can serve.
+    pub fn events(
+        &self,
+        from: GlobalRevision,
+        through: GlobalRevision,
+    ) -> Result<Vec<StoredEvent>, Compacted> {
+        let inner = self.lock();
+        Ok(inner
+            .log
+            .since(from)?
+            .take_while(|e| e.revision <= through)
+            .cloned()
+            .collect())
+    }
+
+    /// Drops events below `revision` for a Compact request.
+    pub fn compact(&self, revision: GlobalRevision) {
+        let mut inner = self.lock();
+        inner.compact_requested = revision;
+        inner.log.compact(revision);
+    }
+
+    /// The revision of the last Compact request.
+    pub fn compact_requested(&self) -> GlobalRevision {
+        self.lock().compact_requested
+    }
+
+    /// Ends history at `revision`: the log serves nothing older, and held
+    /// events below it will be dropped. [`EventFeed::announce_cut`] then
+    /// tells the watches.
+    pub fn truncate(&self, revision: GlobalRevision) {
+        self.lock().log.compact(revision);
+    }
+
+    /// Tells every open watch that history was cut.
+    pub fn announce_cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Changes whenever history is cut.
+    pub fn subscribe_cuts(&self) -> watch::Receiver<u64> {
+        self.cuts.subscribe()
+    }
+
+    /// The oldest revision the log can serve a watch from.
+    pub fn floor(&self) -> GlobalRevision {
+        self.lock().log.floor()
+    }
+
+    /// Size figures of the log.
+    pub fn stats(&self) -> FeedStats {
+        let inner = self.lock();
+        FeedStats {
+            events: inner.log.len(),
+            bytes: inner.log.bytes(),
+            oldest: inner.log.oldest_available(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(revision: i64, key: &str) -> StoredEvent {
+        StoredEvent {
+            revision: GlobalRevision(revision),
+            event: mvccpb::Event {
+                kv: Some(mvccpb::KeyValue {
+                    key: key.into(),
+                    mod_revision: revision,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn revisions(events: &[StoredEvent]) -> Vec<i64> {
+        events.iter().map(|e| e.revision.0).collect()
+    }
+
+    #[test]
+    fn events_wait_until_their_revision_is_current() {
+        let feed = EventFeed::new(1 << 20);
+        feed.restart(GlobalRevision(2));
+        feed.hold(GlobalRevision(3), vec![put(3, "b")]);
+        feed.hold(GlobalRevision(2), vec![put(2, "a")]);
+        feed.publish_through(GlobalRevision(2));
+        assert_eq!(
+            revisions(&feed.events(GlobalRevision(2), GlobalRevision(9)).unwrap()),
+            vec![2]
+        );
+        feed.publish_through(GlobalRevision(3));
+        assert_eq!(
+            revisions(&feed.events(GlobalRevision(2), GlobalRevision(9)).unwrap()),
+            vec![2, 3]
+        );
+        // A later, smaller publish (a racing completion) changes nothing.
+        feed.publish_through(GlobalRevision(2));
+        assert_eq!(feed.stats().events, 2);
+    }
+
+    #[test]
+    fn a_cut_drops_held_history_and_refuses_older_watches() {
+        let feed = EventFeed::new(1 << 20);
+        feed.restart(GlobalRevision(2));
+        let cuts = feed.subscribe_cuts();
+        feed.hold(GlobalRevision(4), vec![put(4, "in-flight")]);
+        feed.truncate(GlobalRevision(6));
+        feed.publish_through(GlobalRevision(6));
+        feed.announce_cut();
+        assert!(cuts.has_changed().unwrap());
+        assert_eq!(feed.stats().events, 0);
+        let refused = feed
+            .events(GlobalRevision(5), GlobalRevision(9))
+            .unwrap_err();
+        assert_eq!(refused.compact_revision, GlobalRevision(6));
+        assert!(feed.events(GlobalRevision(6), GlobalRevision(9)).is_ok());
+    }
+
+    #[test]
+    fn compact_remembers_the_requested_revision() {
+        let feed = EventFeed::new(1 << 20);
+        feed.restart(GlobalRevision(2));
+        feed.hold(GlobalRevision(2), vec![put(2, "a")]);
+        feed.hold(GlobalRevision(3), vec![put(3, "a")]);
+        feed.publish_through(GlobalRevision(3));
+        feed.compact(GlobalRevision(3));
+        assert_eq!(feed.compact_requested(), GlobalRevision(3));
+        assert_eq!(
+            revisions(&feed.events(GlobalRevision(3), GlobalRevision(3)).unwrap()),
+            vec![3]
+        );
+        assert!(feed.events(GlobalRevision(2), GlobalRevision(3)).is_err());
+    }
+}

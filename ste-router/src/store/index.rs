@@ -1,0 +1,203 @@
+//! The router's key index behind its own lock.
+//!
+//! After etcd's `treeIndex` (`server/mvcc/index.go`), the index owns its
+//! lock and callers use methods; no guard leaves this module, so no caller
+//! can hold the lock across an await or take it twice. Every method takes
+//! the lock for exactly one step; a caller that needs several changes to
+//! appear together (a migration batch repointed, a multi-key delete
+//! applied) passes them in one call.
+
+use std::collections::BTreeMap;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use ste_core::index::{IndexEntry, KeyIndex, KeyIndexKind, ShardId};
+use ste_core::keyrange::KeyRange;
+use ste_core::migration::Plan;
+use ste_core::ring::Ring;
+
+/// The key index (where every live key is and its global metadata), safe
+/// to share between requests.
+pub struct Index {
+    inner: RwLock<Box<dyn KeyIndex>>,
+}
+
+/// One change to the index, applied with others by [`Index::apply`].
+#[derive(Debug, Clone)]
+pub enum IndexChange {
+    /// Sets the key's entry (a put, a moved key, a restored key).
+    Insert(Vec<u8>, IndexEntry),
+    /// Removes the key (a delete).
+    Remove(Vec<u8>),
+}
+
+impl Index {
+    /// An empty index of the given implementation.
+    pub fn new(kind: KeyIndexKind) -> Self {
+        Index {
+            inner: RwLock::new(kind.build()),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Box<dyn KeyIndex>> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Box<dyn KeyIndex>> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The entry of `key`, if it is live.
+    pub fn get(&self, key: &[u8]) -> Option<IndexEntry> {
+        self.read().get(key).copied()
+    }
+
+    /// The shard holding `key`, if it is live.
+    pub fn shard_of(&self, key: &[u8]) -> Option<ShardId> {
+        self.read().get(key).map(|e| e.shard)
+    }
+
+    /// Live keys.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// True when no key is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Live keys per shard.
+    pub fn count_by_shard(&self) -> BTreeMap<ShardId, usize> {
+        self.read().count_by_shard()
+    }
+
+    /// The live keys in `range` with their entries, in key order (a copy:
+    /// the lock is released before the caller looks at them).
+    pub fn entries(&self, range: &KeyRange) -> Vec<(Vec<u8>, IndexEntry)> {
+        self.read()
+            .range(range)
+            .map(|(k, e)| (k.to_vec(), *e))
+            .collect()
+    }
+
+    /// The entries of `keys` that are live, in the order given.
+    pub fn entries_of<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Vec<(Vec<u8>, IndexEntry)> {
+        let index = self.read();
+        keys.into_iter()
+            .filter_map(|k| index.get(k).map(|e| (k.to_vec(), *e)))
+            .collect()
+    }
+
+    /// Sets `key`'s entry, returning the previous one.
+    pub fn insert(&self, key: Vec<u8>, entry: IndexEntry) -> Option<IndexEntry> {
+        self.write().insert(key, entry)
+    }
+
+    /// Removes `key`, returning its entry if it was live.
+    pub fn remove(&self, key: &[u8]) -> Option<IndexEntry> {
+        self.write().remove(key)
+    }
+
+    /// Applies `changes` in order under one lock: readers see all or none.
+    pub fn apply(&self, changes: impl IntoIterator<Item = IndexChange>) {
+        let mut index = self.write();
+        for change in changes {
+            match change {
+                IndexChange::Insert(key, entry) => {
+                    index.insert(key, entry);
+                }
+                IndexChange::Remove(key) => {
+                    index.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// The moves that make the index match `target` (see
+    /// [`Plan::new`]); `names` gives each shard's member name.
+    pub fn plan(&self, target: &Ring, names: &BTreeMap<ShardId, String>) -> Plan {
+        let index = self.read();
+        Plan::new(index.range(&KeyRange::all()), target, names)
+    }
+
+    /// Drops every key held by `shard` (a lost member, or before its keys
+    /// are reloaded by a scan). Returns how many.
+    pub fn remove_shard(&self, shard: ShardId) -> usize {
+        self.write().remove_shard(shard)
+    }
+
+    /// Replaces `shard`'s keys with `entries` under one lock, resolving a
+    /// key found on two shards with `keep_existing(key, existing, found)`:
+    /// true keeps the entry already indexed. Returns the entries that lost
+    /// (`(key, loser)`), whichever shard they are on.
+    pub fn reload_shard(
+        &self,
+        shard: ShardId,
+        entries: Vec<(Vec<u8>, IndexEntry)>,
+        mut keep_existing: impl FnMut(&[u8], &IndexEntry, &IndexEntry) -> bool,
+    ) -> Vec<(Vec<u8>, IndexEntry)> {
+        let mut index = self.write();
+        index.remove_shard(shard);
+        let mut losers = Vec::new();
+        for (key, entry) in entries {
+            if let Some(existing) = index.get(&key).copied() {
+                if keep_existing(&key, &existing, &entry) {
+                    losers.push((key, entry));
+                    continue;
+                }
+                losers.push((key.clone(), existing));
+            }
+            index.insert(key, entry);
+        }
+        losers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ste_core::revision::{GlobalRevision, ShardRevision};
+
+    fn entry(shard: u32, modified: i64) -> IndexEntry {
+        IndexEntry {
+            shard: ShardId(shard),
+            create: GlobalRevision(modified),
+            modified: GlobalRevision(modified),
+            version: 1,
+            lease: 0,
+            value_size: 3,
+            shard_modified: ShardRevision(modified),
+        }
+    }
+
+    #[test]
+    fn apply_changes_together() {
+        let index = Index::new(KeyIndexKind::BTree);
+        index.insert(b"a".to_vec(), entry(0, 2));
+        index.apply([
+            IndexChange::Remove(b"a".to_vec()),
+            IndexChange::Insert(b"b".to_vec(), entry(1, 3)),
+        ]);
+        assert_eq!(index.get(b"a"), None);
+        assert_eq!(index.shard_of(b"b"), Some(ShardId(1)));
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn reload_keeps_the_chosen_copy_and_returns_the_other() {
+        let index = Index::new(KeyIndexKind::BTree);
+        index.insert(b"k".to_vec(), entry(0, 5));
+        index.insert(b"old".to_vec(), entry(1, 1));
+        let losers =
+            index.reload_shard(ShardId(1), vec![(b"k".to_vec(), entry(1, 7))], |_, e, f| {
+                e.modified > f.modified
+            });
+        // Shard 1's earlier keys are gone, the newer copy of k won.
+        assert_eq!(index.get(b"old"), None);
+        assert_eq!(index.shard_of(b"k"), Some(ShardId(1)));
+        assert_eq!(losers, vec![(b"k".to_vec(), entry(0, 5))]);
+    }
+}

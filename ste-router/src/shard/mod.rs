@@ -4,6 +4,8 @@
 //! - [`ShardClient`] (`client.rs`): the etcd calls the router makes to a
 //!   shard, as a trait.
 //! - [`grpc::GrpcShardClient`]: that trait over a tonic channel (production).
+//! - [`memory::MemoryShard`]: that trait over an in-memory single-member etcd
+//!   (unit tests of the router and of the tests crate).
 
 #![warn(missing_docs)]
 
@@ -20,6 +22,9 @@ use crate::error::StoreError;
 
 mod client;
 pub mod grpc;
+pub mod memory;
+#[cfg(test)]
+mod tests;
 
 pub use client::ShardClient;
 

@@ -3,7 +3,7 @@
 use tonic::Code;
 
 use super::*;
-use crate::error::{COMPACTED, FUTURE_REVISION};
+use crate::error::{COMPACTED, DUPLICATE_KEY, FUTURE_REVISION};
 
 fn put(key: &str, value: &str) -> pb::RequestOp {
     pb::RequestOp {

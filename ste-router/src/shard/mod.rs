@@ -16,16 +16,18 @@ use ste_core::index::ShardId;
 use ste_core::revision::{GlobalRevision, ShardRevision};
 use ste_core::revmap::RevisionMap;
 use ste_proto::etcd::etcdserverpb as pb;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::error::StoreError;
 
+mod call_error;
 mod client;
 pub mod grpc;
 pub mod memory;
 #[cfg(test)]
 mod tests;
 
+pub use call_error::{ShardCallError, describe};
 pub use client::ShardClient;
 
 /// How the router reaches a shard over gRPC: timeouts and TLS.
@@ -77,24 +79,6 @@ pub struct Shard {
     /// The etcd member ID seen at the last scan: a different one later
     /// means the shard was recreated empty.
     member_id: std::sync::atomic::AtomicU64,
-}
-
-/// A failed call to a shard, classified by what it means for a write.
-#[derive(Debug)]
-pub struct ShardCallError {
-    /// The status the call ended with, as etcd or the transport gave it.
-    pub status: Status,
-}
-
-impl ShardCallError {
-    /// True when the request may or may not have been applied: the
-    /// connection broke or the deadline passed after sending.
-    pub fn is_uncertain(&self) -> bool {
-        matches!(
-            self.status.code(),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
-        )
-    }
 }
 
 impl Shard {
@@ -348,36 +332,6 @@ impl Shard {
             StoreError::Shard(error.status)
         }
     }
-}
-
-impl ShardCallError {
-    /// A transport-level failure (the shard did not answer), as opposed to
-    /// an answer from etcd.
-    pub fn classify_transport(status: &Status) -> bool {
-        matches!(
-            status.code(),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
-        ) && !status.message().starts_with("etcdserver:")
-    }
-}
-
-/// A one-line description of a failed call, with the transport's cause.
-pub fn describe(status: &Status) -> String {
-    let mut text = if status.message().is_empty() {
-        format!("{:?}", status.code())
-    } else {
-        status.message().to_owned()
-    };
-    let mut source = std::error::Error::source(status);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 impl Shard {

@@ -147,6 +147,7 @@ async fn range_end_limit_count_and_keys_only() {
     let cases = [
         (span("a", "c"), vec!["a=1", "b=2"], 2, false),
         (span("b", "\0"), vec!["b=2", "c=3"], 2, false),
+        (span("\0", "\0"), vec!["a=1", "b=2", "c=3"], 3, false),
         (span("b", ""), vec!["b=2"], 1, false),
         (span("c", "a"), vec![], 0, false),
         (
@@ -432,4 +433,38 @@ async fn raw_writes_go_around_and_status_and_alarms_answer() {
         .await
         .expect("alarm");
     assert!(alarms.alarms.is_empty());
+}
+
+/// The start-up scan's shape: pages of `limit` from "\0", pinned at the
+/// first page's revision, each next page from the last key + "\0".
+#[tokio::test]
+async fn a_paged_scan_pinned_at_one_revision_ignores_later_writes() {
+    let shard = MemoryShard::new();
+    write(&shard, vec![put("a", "1"), put("b", "2"), put("c", "3")]).await;
+    let (mut key, mut pinned, mut seen) = (vec![0u8], 0, Vec::new());
+    loop {
+        let page = range(
+            &shard,
+            pb::RangeRequest {
+                key: key.clone(),
+                range_end: vec![0],
+                limit: 2,
+                revision: pinned,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("page");
+        if pinned == 0 {
+            pinned = page.header.as_ref().expect("header").revision;
+            shard.put_raw(b"aa", b"late");
+            shard.delete_raw(b"c");
+        }
+        seen.extend(values(&page));
+        match page.kvs.last() {
+            Some(last) if page.more => key = [last.key.as_slice(), &[0]].concat(),
+            _ => break,
+        }
+    }
+    assert_eq!(seen, ["a=1", "b=2", "c=3"]);
 }

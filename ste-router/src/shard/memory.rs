@@ -8,8 +8,9 @@
 //! on it in milliseconds instead of against a real etcd.
 //!
 //! It is test support, but compiled in every build (a plain `pub mod`, no
-//! `cfg(test)` or feature) so that both ste-router's own unit tests and the
-//! tests crate can use it. The router itself never constructs one.
+//! `cfg(test)` or feature) so that both ste-router's own unit tests and
+//! other crates' tests (the tests crate, through a dependency on
+//! ste-router) can use it. The router itself never constructs one.
 //!
 //! Not modelled (the router does not send them to shards; such requests
 //! get UNIMPLEMENTED): sorting other than ascending by key, min/max

@@ -1,24 +1,42 @@
-//! One shard as the router sees it: a gRPC channel to its etcd, the lock
-//! that orders writes to it, its global → shard revision map and its health.
+//! One shard as the router sees it: a client of its etcd, the lock that
+//! orders writes to it, its global → shard revision map and its health.
+//!
+//! - [`ShardClient`] (`client.rs`): the etcd calls the router makes to a
+//!   shard, as a trait.
+//! - [`grpc::GrpcShardClient`]: that trait over a tonic channel (production).
+//! - [`memory::MemoryShard`]: that trait over an in-memory single-member etcd
+//!   (unit tests of the router and of the tests crate).
 
-use std::sync::Mutex;
+#![warn(missing_docs)]
+
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ste_core::index::ShardId;
 use ste_core::revision::{GlobalRevision, ShardRevision};
 use ste_core::revmap::RevisionMap;
 use ste_proto::etcd::etcdserverpb as pb;
-use ste_proto::etcd::etcdserverpb::kv_client::KvClient;
-use ste_proto::etcd::etcdserverpb::maintenance_client::MaintenanceClient;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::error::StoreError;
 
-/// Timeouts towards a shard.
+mod call_error;
+mod client;
+pub mod grpc;
+pub mod memory;
+#[cfg(test)]
+mod tests;
+
+pub use call_error::{ShardCallError, describe};
+pub use client::ShardClient;
+
+/// How the router reaches a shard over gRPC: timeouts and TLS.
 #[derive(Debug, Clone)]
 pub struct ShardTimeouts {
+    /// Longest wait for a TCP (and TLS) connection to the shard.
     pub connect: Duration,
+    /// Longest wait for the answer to one call; past it the call fails with
+    /// DEADLINE_EXCEEDED and its outcome is uncertain.
     pub request: Duration,
     /// TLS towards shards with https:// URLs.
     pub tls: Option<tonic::transport::ClientTlsConfig>,
@@ -27,8 +45,12 @@ pub struct ShardTimeouts {
 /// The router's view of a shard's health.
 #[derive(Debug, Clone)]
 pub struct Health {
+    /// False from a transport failure until a probe succeeds: requests that
+    /// need the shard fail fast meanwhile.
     pub healthy: bool,
+    /// Why the shard was last marked down or out of sync; empty when fine.
     pub last_error: String,
+    /// When `healthy` last changed.
     pub since: Instant,
     /// A write's outcome on this shard is unknown, or the shard changed
     /// behind the router's back: its part of the index must be rebuilt
@@ -36,17 +58,22 @@ pub struct Health {
     pub needs_resync: bool,
 }
 
+/// One shard: its identity in the ring, the client of its etcd, the lock
+/// that orders writes to it, its revision map and its health.
 pub struct Shard {
+    /// The shard's number in the router's index.
     pub id: ShardId,
+    /// The member name (the ring places keys by it; errors name it).
     pub name: String,
+    /// The etcd URL, as configured (`http://` or `https://host:port`).
     pub endpoint: String,
+    /// The member's weight in the ring (its relative share of keys).
     pub weight: u32,
-    kv: KvClient<Channel>,
-    maintenance: MaintenanceClient<Channel>,
+    client: Arc<dyn ShardClient>,
     /// Held from allocating a global revision until the shard has applied
     /// the write, so writes reach the shard in global-revision order and the
     /// revision map stays monotonic on both sides.
-    pub write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    pub write_lock: Arc<tokio::sync::Mutex<()>>,
     revisions: Mutex<RevisionMap>,
     health: Mutex<Health>,
     /// The etcd member ID seen at the last scan: a different one later
@@ -54,24 +81,12 @@ pub struct Shard {
     member_id: std::sync::atomic::AtomicU64,
 }
 
-/// A failed call to a shard, classified by what it means for a write.
-#[derive(Debug)]
-pub struct ShardCallError {
-    pub status: Status,
-}
-
-impl ShardCallError {
-    /// True when the request may or may not have been applied: the
-    /// connection broke or the deadline passed after sending.
-    pub fn is_uncertain(&self) -> bool {
-        matches!(
-            self.status.code(),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
-        )
-    }
-}
-
 impl Shard {
+    /// A shard reached over gRPC at `endpoint` (see
+    /// [`grpc::GrpcShardClient::connect`]); nothing is connected yet.
+    ///
+    /// Errors: [`StoreError::InvalidArgument`] naming the endpoint when it is
+    /// not a valid URI or its TLS configuration is rejected.
     pub fn new(
         id: ShardId,
         name: String,
@@ -79,36 +94,33 @@ impl Shard {
         weight: u32,
         timeouts: ShardTimeouts,
     ) -> Result<Self, StoreError> {
-        let bad = |e: &dyn std::fmt::Display| {
-            StoreError::InvalidArgument(format!("bad shard endpoint {endpoint:?}: {e}"))
-        };
-        let mut channel = Endpoint::from_shared(endpoint.clone()).map_err(|e| bad(&e))?;
-        if endpoint.starts_with("https://") {
-            let tls = timeouts
-                .tls
-                .clone()
-                .unwrap_or_default()
-                .with_enabled_roots();
-            channel = channel.tls_config(tls).map_err(|e| bad(&e))?;
-        }
-        let channel = channel
-            .connect_timeout(timeouts.connect)
-            .timeout(timeouts.request)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        let max = 64 << 20;
-        Ok(Shard {
+        let client = grpc::GrpcShardClient::connect(&endpoint, &timeouts)?;
+        Ok(Self::with_client(
             id,
             name,
             endpoint,
             weight,
-            kv: KvClient::new(channel.clone())
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-            maintenance: MaintenanceClient::new(channel),
-            write_lock: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+            Arc::new(client),
+        ))
+    }
+
+    /// A shard that talks to its etcd through `client` (a
+    /// [`memory::MemoryShard`] in tests). Starts healthy, with an empty
+    /// revision map and no member ID seen.
+    pub fn with_client(
+        id: ShardId,
+        name: String,
+        endpoint: String,
+        weight: u32,
+        client: Arc<dyn ShardClient>,
+    ) -> Self {
+        Shard {
+            id,
+            name,
+            endpoint,
+            weight,
+            client,
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
             revisions: Mutex::new(RevisionMap::new(ShardRevision(0))),
             health: Mutex::new(Health {
                 healthy: true,
@@ -117,18 +129,21 @@ impl Shard {
                 needs_resync: false,
             }),
             member_id: std::sync::atomic::AtomicU64::new(0),
-        })
+        }
     }
 
+    /// The etcd member ID seen at the last scan; 0 before the first.
     pub fn member_id(&self) -> u64 {
         self.member_id.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Records the etcd member ID the shard answered with (start-up scan).
     pub fn set_member_id(&self, id: u64) {
         self.member_id
             .store(id, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// A copy of the shard's health as the router sees it now.
     pub fn health(&self) -> Health {
         self.health
             .lock()
@@ -137,6 +152,9 @@ impl Shard {
     }
 
     /// Fails fast, naming the shard, when requests to it cannot succeed.
+    ///
+    /// Errors: [`StoreError::ShardUnavailable`] while the shard is marked
+    /// down (with the last transport error) or needs a resync.
     pub fn check_available(&self) -> Result<(), StoreError> {
         let health = self.health();
         if health.healthy && !health.needs_resync {
@@ -150,6 +168,8 @@ impl Shard {
         }
     }
 
+    /// The error a client gets when this shard cannot serve: names the
+    /// member and its endpoint, with `reason`.
     pub fn unavailable(&self, reason: String) -> StoreError {
         StoreError::ShardUnavailable {
             member: self.name.clone(),
@@ -158,6 +178,8 @@ impl Shard {
         }
     }
 
+    /// Marks the shard down with `reason` (logged once per outage): requests
+    /// fail fast until [`Shard::mark_healthy`].
     pub fn mark_unavailable(&self, reason: &str) {
         let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
         if health.healthy {
@@ -168,6 +190,8 @@ impl Shard {
         health.last_error = reason.to_owned();
     }
 
+    /// Marks the shard's part of the index as untrusted: it refuses
+    /// requests until [`Shard::resynced`].
     pub fn mark_needs_resync(&self, reason: &str) {
         let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
         tracing::warn!(member = %self.name, reason, "shard needs a resync");
@@ -175,7 +199,8 @@ impl Shard {
         health.last_error = reason.to_owned();
     }
 
-    /// Returns true if the shard was unhealthy before.
+    /// Marks the shard up (a probe succeeded). Returns true if it was
+    /// unhealthy before.
     pub fn mark_healthy(&self) -> bool {
         let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
         let was_down = !health.healthy;
@@ -187,6 +212,7 @@ impl Shard {
         was_down
     }
 
+    /// Clears the need for a resync once the shard's keys were rescanned.
     pub fn resynced(&self) {
         let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
         health.needs_resync = false;
@@ -221,6 +247,8 @@ impl Shard {
         *self.revisions.lock().unwrap_or_else(|e| e.into_inner()) = RevisionMap::new(base);
     }
 
+    /// Forgets the revision map's entries that a compaction at `global` made
+    /// unreachable.
     pub fn compact_revisions(&self, global: GlobalRevision) {
         self.revisions
             .lock()
@@ -228,27 +256,33 @@ impl Shard {
             .compact(global);
     }
 
+    /// `KV.Range` on the shard. A transport failure marks the shard
+    /// unavailable (see [`Shard::client_error`] for what the client sees).
     pub async fn range(
         &self,
         request: pb::RangeRequest,
     ) -> Result<pb::RangeResponse, ShardCallError> {
-        let result = self.kv.clone().range(request).await;
+        let result = self.client.range(request).await;
         self.finish(result)
     }
 
+    /// `KV.Txn` on the shard. On a transport failure the shard is marked
+    /// unavailable and the txn may or may not have been applied
+    /// ([`ShardCallError::is_uncertain`]).
     pub async fn txn(&self, request: pb::TxnRequest) -> Result<pb::TxnResponse, ShardCallError> {
-        let result = self.kv.clone().txn(request).await;
+        let result = self.client.txn(request).await;
         self.finish(result)
     }
 
+    /// `KV.Compact` at the shard revision `revision`; `physical` waits until
+    /// the shard has removed the history from its database.
     pub async fn compact(
         &self,
         revision: ShardRevision,
         physical: bool,
     ) -> Result<(), ShardCallError> {
         let result = self
-            .kv
-            .clone()
+            .client
             .compact(pb::CompactionRequest {
                 revision: revision.0,
                 physical,
@@ -257,15 +291,17 @@ impl Shard {
         self.finish(result).map(|_| ())
     }
 
+    /// `Maintenance.Status` of the shard's etcd: its revision, member ID and
+    /// database size in bytes.
     pub async fn status(&self) -> Result<pb::StatusResponse, ShardCallError> {
-        let result = self.maintenance.clone().status(pb::StatusRequest {}).await;
+        let result = self.client.status(pb::StatusRequest {}).await;
         self.finish(result)
     }
 
+    /// The alarms active on the shard (`Maintenance.Alarm` GET).
     pub async fn alarms(&self) -> Result<pb::AlarmResponse, ShardCallError> {
         let result = self
-            .maintenance
-            .clone()
+            .client
             .alarm(pb::AlarmRequest {
                 action: pb::alarm_request::AlarmAction::Get as i32,
                 member_id: 0,
@@ -275,17 +311,16 @@ impl Shard {
         self.finish(result)
     }
 
-    fn finish<T>(&self, result: Result<tonic::Response<T>, Status>) -> Result<T, ShardCallError> {
-        match result {
-            Ok(response) => Ok(response.into_inner()),
-            Err(status) => {
-                // The shard did not answer: fail fast until a probe succeeds.
-                if ShardCallError::classify_transport(&status) {
-                    self.mark_unavailable(&describe(&status));
-                }
-                Err(ShardCallError { status })
+    /// Classifies the outcome of one call: a transport failure (the shard
+    /// did not answer) marks the shard unavailable until a probe succeeds;
+    /// etcd's own answers leave its health alone.
+    fn finish<T>(&self, result: Result<T, Status>) -> Result<T, ShardCallError> {
+        result.map_err(|status| {
+            if ShardCallError::classify_transport(&status) {
+                self.mark_unavailable(&describe(&status));
             }
-        }
+            ShardCallError { status }
+        })
     }
 
     /// Turns a failed call into the error the client sees: etcd's own
@@ -297,36 +332,6 @@ impl Shard {
             StoreError::Shard(error.status)
         }
     }
-}
-
-impl ShardCallError {
-    /// A transport-level failure (the shard did not answer), as opposed to
-    /// an answer from etcd.
-    pub fn classify_transport(status: &Status) -> bool {
-        matches!(
-            status.code(),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
-        ) && !status.message().starts_with("etcdserver:")
-    }
-}
-
-/// A one-line description of a failed call, with the transport's cause.
-pub fn describe(status: &Status) -> String {
-    let mut text = if status.message().is_empty() {
-        format!("{:?}", status.code())
-    } else {
-        status.message().to_owned()
-    };
-    let mut source = std::error::Error::source(status);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 impl Shard {
@@ -341,8 +346,7 @@ impl Shard {
             .filter(|a| alarm == 0 || a.alarm == alarm)
         {
             let result = self
-                .maintenance
-                .clone()
+                .client
                 .alarm(pb::AlarmRequest {
                     action: pb::alarm_request::AlarmAction::Deactivate as i32,
                     member_id: member.member_id,

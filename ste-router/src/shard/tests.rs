@@ -1,0 +1,216 @@
+//! [`Shard`] on top of a [`MemoryShard`]: how failed calls are classified,
+//! health, and the revision map.
+
+use std::sync::Arc;
+
+use ste_core::index::ShardId;
+use ste_core::revision::{GlobalRevision, ShardRevision};
+use ste_proto::etcd::etcdserverpb as pb;
+use tonic::{Code, Status};
+
+use super::memory::{ANSWER_LOST, MemoryShard};
+use super::{Shard, ShardTimeouts};
+use crate::error::{FUTURE_REVISION, StoreError};
+
+const NOSPACE: &str = "etcdserver: mvcc: database space exceeded";
+
+fn shard() -> (Shard, Arc<MemoryShard>) {
+    let etcd = Arc::new(MemoryShard::new());
+    let shard = Shard::with_client(
+        ShardId(3),
+        "s3".into(),
+        "http://s3:2379".into(),
+        1,
+        etcd.clone(),
+    );
+    (shard, etcd)
+}
+
+fn put(key: &str) -> pb::TxnRequest {
+    pb::TxnRequest {
+        success: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                key: key.into(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })),
+        }],
+        ..Default::default()
+    }
+}
+
+/// Asserts `error` is "shard s3 unavailable" with `reason` in its words.
+fn assert_names_shard(error: &StoreError, reason: &str) {
+    match error {
+        StoreError::ShardUnavailable {
+            member,
+            endpoint,
+            reason: why,
+        } => {
+            assert_eq!(
+                (member.as_str(), endpoint.as_str()),
+                ("s3", "http://s3:2379")
+            );
+            assert!(why.contains(reason), "{why:?} should contain {reason:?}");
+        }
+        other => panic!("expected ShardUnavailable, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains("shard s3 (http://s3:2379) is unavailable"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn calls_reach_the_client_and_answer() {
+    let (shard, etcd) = shard();
+    let response = shard.txn(put("a")).await.expect("txn");
+    assert_eq!(response.header.expect("header").revision, 2);
+    assert_eq!(etcd.raw_keys().len(), 1);
+    let status = shard.status().await.expect("status");
+    assert_eq!(
+        status.header.expect("header").member_id,
+        MemoryShard::MEMBER_ID
+    );
+    assert!(shard.alarms().await.expect("alarms").alarms.is_empty());
+    assert!(shard.disarm(0).await.expect("disarm").alarms.is_empty());
+    shard
+        .compact(ShardRevision(2), true)
+        .await
+        .expect("compact");
+}
+
+#[tokio::test]
+async fn a_transport_failure_marks_the_shard_down_and_names_it() {
+    let (shard, etcd) = shard();
+    etcd.fail_next(1, Status::unavailable("connection refused"));
+    let error = shard
+        .range(pb::RangeRequest {
+            key: b"a".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("shard down");
+    assert!(error.is_uncertain());
+    assert!(!shard.health().healthy);
+    assert_eq!(shard.health().last_error, "connection refused");
+    assert_names_shard(
+        &shard.check_available().expect_err("down"),
+        "connection refused",
+    );
+    assert_names_shard(&shard.client_error(error), "connection refused");
+
+    assert!(shard.mark_healthy(), "it was down");
+    assert!(!shard.mark_healthy(), "it is up");
+    shard.check_available().expect("available again");
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_uncertain_and_the_write_happened() {
+    let (shard, etcd) = shard();
+    etcd.lose_next_answers(1);
+    let error = shard.txn(put("a")).await.expect_err("answer lost");
+    assert!(error.is_uncertain());
+    assert!(!shard.health().healthy);
+    assert_names_shard(&shard.client_error(error), ANSWER_LOST);
+    assert_eq!(etcd.raw_keys().len(), 1);
+}
+
+#[tokio::test]
+async fn etcd_answers_pass_through_and_leave_the_shard_healthy() {
+    let (shard, etcd) = shard();
+    etcd.fail_next(1, Status::resource_exhausted(NOSPACE));
+    // etcd's own UNAVAILABLE answers carry its prefix: not a transport failure.
+    etcd.fail_next(1, Status::unavailable("etcdserver: leader changed"));
+    for (code, message) in [
+        (Code::ResourceExhausted, NOSPACE),
+        (Code::Unavailable, "etcdserver: leader changed"),
+    ] {
+        let error = shard.txn(put("a")).await.expect_err("etcd refused");
+        match shard.client_error(error) {
+            StoreError::Shard(status) => {
+                assert_eq!((status.code(), status.message()), (code, message));
+            }
+            other => panic!("expected the shard's own answer, got {other:?}"),
+        }
+        shard.check_available().expect("still available");
+    }
+
+    let future = shard
+        .compact(ShardRevision(9), false)
+        .await
+        .expect_err("future");
+    assert_eq!(shard.client_error(future).to_string(), FUTURE_REVISION);
+    assert!(shard.health().healthy);
+}
+
+#[test]
+fn a_shard_needing_a_resync_refuses_until_resynced() {
+    let (shard, _) = shard();
+    shard.mark_needs_resync("a write's outcome is unknown");
+    assert_names_shard(
+        &shard.check_available().expect_err("resync"),
+        "resynchronising its keys",
+    );
+    shard.mark_unavailable("connection reset");
+    assert_names_shard(
+        &shard.check_available().expect_err("down"),
+        "connection reset",
+    );
+    shard.mark_healthy();
+    shard.resynced();
+    shard.check_available().expect("available");
+    assert!(shard.health().last_error.is_empty());
+}
+
+#[test]
+fn the_revision_map_answers_the_last_write_at_or_before() {
+    let (shard, _) = shard();
+    let at = |g| shard.revision_at(GlobalRevision(g));
+    assert_eq!(at(100), ShardRevision(0), "no write yet: the base");
+    shard.record_revision(GlobalRevision(5), ShardRevision(2));
+    shard.record_revision(GlobalRevision(9), ShardRevision(3));
+    shard.record_revision(GlobalRevision(8), ShardRevision(4)); // out of order: ignored
+    let answers: Vec<_> = [4, 5, 8, 9, 20].map(|g| at(g).0).into();
+    assert_eq!(answers, [0, 2, 2, 3, 3]);
+
+    shard.compact_revisions(GlobalRevision(6));
+    assert_eq!(
+        (at(1), at(6), at(9)),
+        (ShardRevision(2), ShardRevision(2), ShardRevision(3))
+    );
+
+    shard.reset_revisions(ShardRevision(40));
+    assert_eq!(at(9), ShardRevision(40));
+}
+
+#[tokio::test]
+async fn new_builds_a_lazy_grpc_client_and_refuses_bad_endpoints() {
+    let timeouts = ShardTimeouts {
+        connect: std::time::Duration::from_millis(100),
+        request: std::time::Duration::from_millis(100),
+        tls: None,
+    };
+    let new = |endpoint: &str| {
+        Shard::new(
+            ShardId(0),
+            "s0".into(),
+            endpoint.into(),
+            1,
+            timeouts.clone(),
+        )
+    };
+    let shard = new("http://127.0.0.1:1").expect("nothing is connected yet");
+    assert_eq!((shard.name.as_str(), shard.weight), ("s0", 1));
+    shard.check_available().expect("healthy until a call fails");
+    match new("not a uri") {
+        Err(StoreError::InvalidArgument(message)) => {
+            assert!(
+                message.contains("bad shard endpoint \"not a uri\""),
+                "{message}"
+            );
+        }
+        other => panic!("expected InvalidArgument, got {:?}", other.err()),
+    }
+}

@@ -234,6 +234,8 @@ pub struct StateStore {
 enum Backend {
     File(Arc<StateFile>),
     Etcd(Box<EtcdState>),
+    /// Nothing persisted (unit tests).
+    Memory,
 }
 
 /// The state as one value under one key of an etcd cluster. etcd's own
@@ -326,6 +328,15 @@ impl StateStore {
         })
     }
 
+    /// A state store that persists nothing: for unit tests, where a router
+    /// never restarts.
+    pub fn in_memory() -> Self {
+        StateStore {
+            backend: Backend::Memory,
+            state: tokio::sync::Mutex::new(RouterState::default()),
+        }
+    }
+
     /// Keeps the state in an etcd cluster (e.g. the control plane's).
     pub async fn open_etcd(etcd: EtcdState) -> Result<Self, StateError> {
         let state = etcd.load().await?;
@@ -361,6 +372,7 @@ impl StateStore {
                     })?
             }
             Backend::Etcd(etcd) => etcd.store(&next).await,
+            Backend::Memory => Ok(()),
         };
         stored.map_err(|e| crate::error::StoreError::Internal(e.to_string()))?;
         *state = next;

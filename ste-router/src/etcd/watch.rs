@@ -417,7 +417,11 @@ mod tests {
     fn shape(batches: &[Vec<mvccpb::Event>]) -> Vec<Vec<i64>> {
         batches
             .iter()
-            .map(|b| b.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect())
+            .map(|b| {
+                b.iter()
+                    .map(|e| e.kv.as_ref().unwrap().mod_revision)
+                    .collect()
+            })
             .collect()
     }
 

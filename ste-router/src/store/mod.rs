@@ -212,3 +212,9 @@ impl Store {
         self.index.count_by_shard()
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+#[cfg(test)]
+mod tests;

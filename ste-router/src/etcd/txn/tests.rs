@@ -185,3 +185,137 @@ fn the_generic_plan_finds_the_one_write_or_refuses() {
         );
     }
 }
+
+mod served {
+    //! Each shape served on memory shards: the response kube-apiserver
+    //! reads its resourceVersion and conflicts from.
+
+    use super::*;
+    use crate::store::testing::TestStore;
+
+    async fn run(t: &TestStore, request: pb::TxnRequest) -> pb::TxnResponse {
+        let shape = TxnShape::classify(&request);
+        serve(&t.store, shape, request).await.unwrap()
+    }
+
+    fn put_response(response: &pb::TxnResponse) -> &pb::PutResponse {
+        match &response.responses[0].response {
+            Some(response_op::Response::ResponsePut(put)) => put,
+            other => panic!("not a put answer: {other:?}"),
+        }
+    }
+
+    fn range_response(response: &pb::TxnResponse) -> &pb::RangeResponse {
+        match &response.responses[0].response {
+            Some(response_op::Response::ResponseRange(range)) => range,
+            other => panic!("not a range answer: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn create_then_create_again_conflicts_with_the_stored_object() {
+        let t = TestStore::new(&["a", "b"]).await;
+        let created = run(&t, txn(vec![mod_is(0)], vec![put(K)], vec![get(K)])).await;
+        assert!(created.succeeded);
+        let revision = created.header.as_ref().unwrap().revision;
+        assert_eq!(
+            put_response(&created).header.as_ref().unwrap().revision,
+            revision,
+            "the nested header carries the write's revision"
+        );
+        let again = run(&t, txn(vec![mod_is(0)], vec![put(K)], vec![get(K)])).await;
+        assert!(!again.succeeded);
+        let existing = &range_response(&again).kvs[0];
+        assert_eq!(existing.mod_revision, revision);
+        assert_eq!(existing.value, b"v");
+    }
+
+    #[tokio::test]
+    async fn update_applies_at_the_expected_revision_only() {
+        let t = TestStore::new(&["a", "b"]).await;
+        let created = t.put(std::str::from_utf8(K).unwrap(), "one").await;
+        let stale = run(
+            &t,
+            txn(vec![mod_is(created.0 - 1)], vec![put(K)], vec![get(K)]),
+        )
+        .await;
+        assert!(!stale.succeeded);
+        assert_eq!(range_response(&stale).kvs[0].mod_revision, created.0);
+        let updated = run(&t, txn(vec![mod_is(created.0)], vec![put(K)], vec![get(K)])).await;
+        assert!(updated.succeeded);
+        assert_eq!(updated.header.unwrap().revision, created.0 + 1);
+        assert_eq!(
+            t.get(std::str::from_utf8(K).unwrap()).await.as_deref(),
+            Some("v")
+        );
+    }
+
+    #[tokio::test]
+    async fn delete_answers_deleted_or_conflict() {
+        let t = TestStore::new(&["a"]).await;
+        let created = t.put(std::str::from_utf8(K).unwrap(), "one").await;
+        let mut with_prev = delete(K);
+        if let Some(request_op::Request::RequestDeleteRange(d)) = &mut with_prev.request {
+            d.prev_kv = true;
+        }
+        let wrong = run(
+            &t,
+            txn(
+                vec![mod_is(created.0 + 5)],
+                vec![with_prev.clone()],
+                vec![get(K)],
+            ),
+        )
+        .await;
+        assert!(!wrong.succeeded);
+        let deleted = run(
+            &t,
+            txn(vec![mod_is(created.0)], vec![with_prev], vec![get(K)]),
+        )
+        .await;
+        assert!(deleted.succeeded);
+        match &deleted.responses[0].response {
+            Some(response_op::Response::ResponseDeleteRange(d)) => {
+                assert_eq!(d.deleted, 1);
+                assert_eq!(d.prev_kvs[0].value, b"one");
+            }
+            other => panic!("not a delete answer: {other:?}"),
+        }
+        // mod_revision 0 on an absent key holds; nothing to delete, no revision.
+        let before = t.store.revisions().current();
+        let nothing = run(&t, txn(vec![mod_is(0)], vec![delete(K)], vec![])).await;
+        assert!(nothing.succeeded);
+        assert_eq!(nothing.header.unwrap().revision, before.0);
+        assert_eq!(t.store.revisions().current(), before);
+    }
+
+    #[tokio::test]
+    async fn the_compactor_lease_goes_to_one_writer() {
+        let t = TestStore::new(&["a", "b"]).await;
+        let version_is = |v| compare(CompareTarget::Version, TargetUnion::Version(v));
+        let first = run(&t, txn(vec![version_is(0)], vec![put(K)], vec![get(K)])).await;
+        assert!(first.succeeded);
+        let second = run(&t, txn(vec![version_is(0)], vec![put(K)], vec![get(K)])).await;
+        assert!(!second.succeeded, "the other apiserver lost the race");
+        assert_eq!(range_response(&second).kvs[0].version, 1);
+        let next = run(&t, txn(vec![version_is(1)], vec![put(K)], vec![get(K)])).await;
+        assert!(next.succeeded);
+    }
+
+    #[tokio::test]
+    async fn a_generic_read_only_txn_evaluates_compares_on_any_keys() {
+        let t = TestStore::new(&["a", "b", "c"]).await;
+        t.put("/x", "1").await;
+        let request = pb::TxnRequest {
+            compare: vec![pb::Compare {
+                key: b"/x".to_vec(),
+                ..mod_is(0)
+            }],
+            success: vec![get(b"/x")],
+            failure: vec![get(b"/x"), get(b"/y")],
+        };
+        let answer = run(&t, request).await;
+        assert!(!answer.succeeded, "/x exists");
+        assert_eq!(answer.responses.len(), 2);
+    }
+}

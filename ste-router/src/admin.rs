@@ -120,6 +120,7 @@ pub struct GenerationClock {
 }
 
 impl GenerationClock {
+    /// A clock that has seen the ring at `generation` from now on.
     pub fn new(generation: u64) -> Self {
         GenerationClock {
             since: Mutex::new((generation, Instant::now())),

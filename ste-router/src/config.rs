@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// An initial ring member from `--member NAME=URL`.
+/// One `--member NAME=URL` flag: a ring member given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberFlag {
+    /// The member (node) name.
     pub name: String,
+    /// Its shard's etcd client URL.
     pub endpoint: String,
 }
 
@@ -33,16 +36,27 @@ impl std::str::FromStr for MemberFlag {
     }
 }
 
+/// Everything the router runs with, from its flags (see `main.rs` for each
+/// flag's environment variable and default, and `docs/router.md`).
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The member name the router reports as an etcd member (`--name`).
     pub name: String,
+    /// The etcd API listener (`--listen`).
     pub listen: SocketAddr,
+    /// The `ste.v1.Ring` admin listener (`--admin-listen`).
     pub admin_listen: SocketAddr,
+    /// The `/metrics` and `/healthz` listener (`--metrics-listen`).
     pub metrics_listen: SocketAddr,
+    /// The client URL MemberList reports (`--advertise-client-url`).
     pub advertise_client_url: String,
+    /// Static ring members (`--member`); empty: from the state store.
     pub members: Vec<MemberFlag>,
+    /// Ring points per unit of member weight (`--vnodes`).
     pub vnodes: u32,
+    /// Where the router state is kept when not in etcd (`--state-file`).
     pub state_file: PathBuf,
+    /// Approximate bytes of watch history kept (`--event-log-bytes`).
     pub event_log_bytes: usize,
     /// etcd's --max-request-bytes: larger write requests are refused with
     /// "etcdserver: request is too large".
@@ -51,18 +65,32 @@ pub struct Config {
     pub max_recv_bytes: usize,
     /// The shards' --max-txn-ops.
     pub shard_max_txn_ops: usize,
+    /// Revisions reserved in the state store at a time (`--revision-block`).
     pub revision_block: i64,
+    /// Connecting to a shard gives up after this (`--shard-connect-timeout`).
     pub shard_connect_timeout: Duration,
+    /// A shard request gives up after this (`--shard-timeout`).
     pub shard_timeout: Duration,
+    /// How often shards are probed and the membership loop runs
+    /// (`--health-interval`).
     pub health_interval: Duration,
+    /// How often quiet `progress_notify` watchers hear of progress
+    /// (`--progress-notify-interval`; etcd: 10 minutes).
     pub progress_notify_interval: Duration,
+    /// The etcd version Maintenance.Status reports (`--etcd-version`).
     pub etcd_version: String,
+    /// TLS on the etcd listener and towards the shards.
     pub tls: TlsFiles,
+    /// Join registered agents without `ring join` (`--auto-join`).
     pub auto_join: bool,
     /// Keep the state in these etcd endpoints instead of --state-file.
     pub state_etcd: Vec<String>,
+    /// The key the state is kept under in `state_etcd`.
     pub state_etcd_key: String,
+    /// Pause between migration batches (`--migration-pause`).
     pub migration_pause: Duration,
+    /// Fence a member whose shard has not answered this long
+    /// (`--member-dead-after`).
     pub member_dead_after: Duration,
     /// The key index implementation (`--key-index`).
     pub key_index: ste_core::index::KeyIndexKind,
@@ -73,6 +101,7 @@ pub struct Config {
 pub struct TlsFiles {
     /// Serve the etcd API over TLS with this certificate and key.
     pub cert: Option<PathBuf>,
+    /// The private key of `cert`.
     pub key: Option<PathBuf>,
     /// Require client certificates signed by this CA (mTLS).
     pub client_ca: Option<PathBuf>,
@@ -80,6 +109,7 @@ pub struct TlsFiles {
     pub shard_ca: Option<PathBuf>,
     /// Present this client certificate and key to the shards.
     pub shard_cert: Option<PathBuf>,
+    /// The private key of `shard_cert`.
     pub shard_key: Option<PathBuf>,
 }
 

@@ -14,24 +14,39 @@ use std::sync::Arc;
 
 use ste_core::revision::GlobalRevision;
 
+/// A ring member as the state records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberRecord {
+    /// The member (node) name.
     pub name: String,
+    /// Its shard's etcd client URL.
     pub endpoint: String,
+    /// Its ring weight.
     pub weight: u32,
 }
 
+/// A granted lease as the state records it (its keys are found by the
+/// start-up scan: each envelope carries its lease).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseRecord {
+    /// The lease ID.
     pub id: i64,
+    /// The TTL it was granted with, in seconds.
     pub ttl: i64,
 }
 
+/// What the router persists: everything the shards' envelopes cannot tell
+/// a restarted router.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouterState {
+    /// No revision above it was handed out; a restarted router starts
+    /// above it.
     pub reserved_revision: GlobalRevision,
+    /// The committed ring's generation.
     pub generation: u64,
+    /// The committed ring's members.
     pub members: Vec<MemberRecord>,
+    /// The granted leases.
     pub leases: Vec<LeaseRecord>,
     /// The members of a ring change in progress: written before any key
     /// moves, cleared when the new ring is committed. A router that finds it
@@ -39,22 +54,34 @@ pub struct RouterState {
     pub target: Option<Vec<MemberRecord>>,
 }
 
+/// Reading or writing the router state failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// The state could not be read.
     #[error("cannot read state file {path}: {source}")]
     Read {
+        /// The file (or etcd endpoint and key).
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The state could not be written (it is written before the change it
+    /// records takes effect, so nothing changed).
     #[error("cannot write state file {path}: {source}")]
     Write {
+        /// The file (or etcd endpoint and key).
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// A line of the state file makes no sense.
     #[error("state file {path} line {line}: {reason}; fix or remove the line")]
     Parse {
+        /// The file.
         path: PathBuf,
+        /// The line number, from 1.
         line: usize,
+        /// What is wrong with it.
         reason: String,
     },
 }
@@ -62,6 +89,8 @@ pub enum StateError {
 const HEADER: &str = "# ste-router state v1";
 
 impl RouterState {
+    /// The state in the file format (`# ste-router state v1`, one
+    /// `key value` line per item).
     pub fn render(&self) -> String {
         let mut out = format!(
             "{HEADER}\nreserved_revision {}\ngeneration {}\n",
@@ -82,6 +111,10 @@ impl RouterState {
         out
     }
 
+    /// Parses [`RouterState::render`]'s format; `path` names the source in
+    /// errors.
+    ///
+    /// Errors: `Parse` naming the first bad line.
     pub fn parse(text: &str, path: &Path) -> Result<Self, StateError> {
         let mut state = RouterState::default();
         for (i, line) in text.lines().enumerate() {
@@ -134,10 +167,12 @@ pub struct StateFile {
 }
 
 impl StateFile {
+    /// The state file at `path` (not read yet).
     pub fn new(path: PathBuf) -> Self {
         StateFile { path }
     }
 
+    /// Where the file is.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -320,6 +355,10 @@ impl EtcdState {
 }
 
 impl StateStore {
+    /// Keeps the state in `file` (read now; a missing file is an empty
+    /// state).
+    ///
+    /// Errors: `Read` or `Parse`.
     pub fn open(file: StateFile) -> Result<Self, StateError> {
         let state = file.load()?;
         Ok(StateStore {
@@ -346,6 +385,7 @@ impl StateStore {
         })
     }
 
+    /// The state now.
     pub async fn snapshot(&self) -> RouterState {
         self.state.lock().await.clone()
     }
@@ -379,6 +419,8 @@ impl StateStore {
         Ok(())
     }
 
+    /// Persists `through` as the reservation high-water mark (never
+    /// lowers it).
     pub async fn reserve_revisions(
         &self,
         through: GlobalRevision,

@@ -6,16 +6,26 @@ use std::time::{Duration, Instant};
 
 use ste_proto::v1 as pb;
 
+/// One agent as its Register and Heartbeat calls describe it.
 #[derive(Debug, Clone)]
 pub struct AgentInfo {
+    /// The node name (the ring member name once joined).
     pub name: String,
+    /// The agent's own gRPC address (`ste.v1.Agent`).
     pub agent_address: String,
+    /// Its shard's etcd client URL.
     pub endpoint: String,
+    /// The shard's epoch: +1 for every fresh etcd start (empty shard).
     pub epoch: u64,
+    /// The ring weight it asks for.
     pub weight: u32,
+    /// It asked not to be joined automatically (`--no-join`).
     pub no_join: bool,
+    /// Its shard answered the agent's last probe.
     pub healthy: bool,
+    /// The ring generation the agent last heard of.
     pub generation_seen: u64,
+    /// When the router last heard from it.
     pub last_seen: Instant,
     /// The epoch the agent's shard had when it joined the ring; a different
     /// epoch later means the shard restarted empty.
@@ -25,6 +35,7 @@ pub struct AgentInfo {
     pub left: bool,
 }
 
+/// The agents heard from, by name.
 #[derive(Debug, Default)]
 pub struct Agents {
     inner: Mutex<BTreeMap<String, AgentInfo>>,
@@ -35,6 +46,8 @@ impl Agents {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Records a Register call: the agent's address, shard and epoch (a
+    /// re-registration keeps the epoch its member joined with).
     pub fn register(&self, request: &pb::RegisterRequest) {
         let mut agents = self.lock();
         let joined_epoch = agents.get(&request.name).and_then(|a| a.joined_epoch);
@@ -69,14 +82,18 @@ impl Agents {
         true
     }
 
+    /// The agent named `name`, if it registered.
     pub fn get(&self, name: &str) -> Option<AgentInfo> {
         self.lock().get(name).cloned()
     }
 
+    /// Every registered agent, by name.
     pub fn all(&self) -> Vec<AgentInfo> {
         self.lock().values().cloned().collect()
     }
 
+    /// Records the shard epoch `name` joined the ring with (`None`: not a
+    /// member any more).
     pub fn set_joined(&self, name: &str, epoch: Option<u64>) {
         if let Some(agent) = self.lock().get_mut(name) {
             agent.joined_epoch = epoch;

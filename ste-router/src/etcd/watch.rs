@@ -39,6 +39,7 @@ const NO_WATCH: i64 = -1;
 const MAX_BATCH_EVENTS: usize = 1_000;
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
+/// Tunables of the Watch service.
 #[derive(Debug, Clone, Copy)]
 pub struct WatchSettings {
     /// How often watchers that asked for progress_notify hear of progress

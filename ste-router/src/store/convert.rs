@@ -36,6 +36,7 @@ pub fn deleted_kv(key: Vec<u8>, revision: GlobalRevision) -> mvccpb::KeyValue {
     }
 }
 
+/// A PUT watch event for `kv`, with the version it replaced.
 pub fn put_event(kv: mvccpb::KeyValue, prev: Option<mvccpb::KeyValue>) -> mvccpb::Event {
     mvccpb::Event {
         r#type: mvccpb::event::EventType::Put as i32,
@@ -44,6 +45,7 @@ pub fn put_event(kv: mvccpb::KeyValue, prev: Option<mvccpb::KeyValue>) -> mvccpb
     }
 }
 
+/// A DELETE watch event for the tombstone `kv`, with the deleted version.
 pub fn delete_event(kv: mvccpb::KeyValue, prev: Option<mvccpb::KeyValue>) -> mvccpb::Event {
     mvccpb::Event {
         r#type: mvccpb::event::EventType::Delete as i32,

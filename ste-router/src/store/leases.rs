@@ -16,6 +16,7 @@ struct Lease {
     keys: BTreeSet<Vec<u8>>,
 }
 
+/// The granted leases and the keys attached to each.
 #[derive(Debug, Default)]
 pub struct Leases {
     inner: Mutex<HashMap<i64, Lease>>,
@@ -24,8 +25,11 @@ pub struct Leases {
 /// What LeaseTimeToLive reports.
 #[derive(Debug, Clone)]
 pub struct LeaseInfo {
+    /// Seconds left before it expires (rounded up).
     pub remaining: i64,
+    /// The TTL it was granted with, in seconds.
     pub granted: i64,
+    /// The keys attached to it, in key order.
     pub keys: Vec<Vec<u8>>,
 }
 
@@ -34,6 +38,7 @@ impl Leases {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// True when lease `id` is granted and not expired-and-revoked.
     pub fn exists(&self, id: i64) -> bool {
         self.lock().contains_key(&id)
     }
@@ -77,12 +82,14 @@ impl Leases {
     }
 
     /// The keys attached to a lease, or None if there is no such lease.
+    /// The keys attached to lease `id`, or `None` if there is no such lease.
     pub fn keys(&self, id: i64) -> Option<Vec<Vec<u8>>> {
         self.lock()
             .get(&id)
             .map(|l| l.keys.iter().cloned().collect())
     }
 
+    /// Attaches `key` to lease `id` (0: no lease; an unknown lease: ignored).
     pub fn attach(&self, id: i64, key: &[u8]) {
         if id == 0 {
             return;
@@ -92,6 +99,7 @@ impl Leases {
         }
     }
 
+    /// Detaches `key` from lease `id` (a put with another lease, a delete).
     pub fn detach(&self, id: i64, key: &[u8]) {
         if id == 0 {
             return;
@@ -109,6 +117,7 @@ impl Leases {
         Some(lease.granted_ttl)
     }
 
+    /// What LeaseTimeToLive reports for `id`, if it exists.
     pub fn info(&self, id: i64) -> Option<LeaseInfo> {
         let leases = self.lock();
         let lease = leases.get(&id)?;
@@ -120,6 +129,7 @@ impl Leases {
         })
     }
 
+    /// Every lease ID, ascending (LeaseLeases).
     pub fn ids(&self) -> Vec<i64> {
         let mut ids: Vec<i64> = self.lock().keys().copied().collect();
         ids.sort_unstable();

@@ -22,9 +22,11 @@ type StaleCopy = (Arc<Shard>, Vec<u8>, ShardRevision);
 /// What scanning one shard found.
 #[derive(Debug, Default)]
 pub struct ShardScan {
+    /// Every key with an STE envelope, as index entries, in key order.
     pub entries: Vec<(Vec<u8>, IndexEntry)>,
     /// The shard revision the scan read at.
     pub revision: ShardRevision,
+    /// The highest global revision in any envelope found.
     pub max_modified: GlobalRevision,
     /// Keys the current ring assigns to another member: left by an
     /// interrupted migration.

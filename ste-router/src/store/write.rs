@@ -32,22 +32,32 @@ use super::shard_ops;
 use crate::error::{StoreError, StoreResult};
 use crate::shard::Shard;
 
+/// What a one-key write does.
 #[derive(Debug, Clone)]
 pub enum WriteOp {
+    /// etcd's PutRequest (validated by the API layer).
     Put {
+        /// The client's value.
         value: Vec<u8>,
+        /// The lease to attach, 0 for none.
         lease: i64,
+        /// Keep the current value (etcd's `ignore_value`).
         ignore_value: bool,
+        /// Keep the current lease (etcd's `ignore_lease`).
         ignore_lease: bool,
     },
+    /// Delete the key.
     Delete,
 }
 
 /// A write to one key, applied only if every compare holds.
 #[derive(Debug, Clone)]
 pub struct KeyWrite {
+    /// The key written.
     pub key: Vec<u8>,
+    /// The write.
     pub op: WriteOp,
+    /// The client's compares, all on `key` (none: unconditional).
     pub compares: Vec<pb::Compare>,
 }
 
@@ -64,10 +74,14 @@ enum Resolution {
     Unknown,
 }
 
+/// How a one-key write ended (errors aside).
 #[derive(Debug)]
 pub enum WriteOutcome {
+    /// Written at `revision`, visible to reads now.
     Applied {
+        /// The write's global revision.
         revision: GlobalRevision,
+        /// The version it replaced or deleted, as clients see it.
         prev: Option<mvccpb::KeyValue>,
     },
     /// A compare did not hold; nothing was written.

@@ -3,10 +3,12 @@
 //! changes and joins agents. Kept apart from the data store (`crate::store`)
 //! it drives.
 //!
-//! Module map: `agents` (Register and Heartbeat bookkeeping),
+//! Module map: `agents` (Register and Heartbeat bookkeeping), `health`
+//! (probing shards, resyncing them),
 //! `ring_change` (one change at a time, progress), `membership` (the loop).
 
 pub mod agents;
+pub mod health;
 pub mod membership;
 pub mod ring_change;
 

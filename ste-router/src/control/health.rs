@@ -1,0 +1,61 @@
+//! The shard health loop: probes every shard, marks it available or not,
+//! and resynchronises a shard whose state became uncertain or that came
+//! back empty.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::shard;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+
+/// Probes every shard; marks it available or not, and resynchronises a
+/// shard whose state became uncertain once it answers again.
+///
+/// A shard that answers as a different etcd member, or with a revision
+/// below one the router already wrote at, has restarted empty (a new
+/// epoch): its keys are gone. It is resynchronised like an uncertain shard:
+/// its part of the index is rebuilt (empty) and every watch ends with the
+/// compacted error, so kube-apiserver relists and controllers recreate
+/// the lost pods.
+pub async fn check_shards(store: Arc<Store>, interval: Duration, mut shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(interval);
+    let timeout = interval.max(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        let shards = store.placement().shards();
+        let probes = shards.iter().map(|shard| {
+            // Taken before the probe is sent: the shard acknowledged these
+            // writes, so its answer must be at least this. A write that
+            // completes while the probe is out is not a sign of anything.
+            let written_at = shard.revision_at(store.revisions().current());
+            async move {
+                let answer = tokio::time::timeout(timeout, shard.status()).await;
+                (shard, written_at, answer)
+            }
+        });
+        for (shard, written_at, answer) in futures_util::future::join_all(probes).await {
+            match answer {
+                Ok(Ok(status)) => {
+                    shard.mark_healthy();
+                    let header = status.header.unwrap_or_default();
+                    if shard.member_id() != 0 && header.member_id != shard.member_id() {
+                        shard.mark_needs_resync("the shard came back as a new etcd member (new epoch): its keys are lost");
+                    } else if header.revision < written_at.0 {
+                        shard.mark_needs_resync("the shard's revision went backwards (restarted empty): its keys are lost");
+                    }
+                    if shard.health().needs_resync
+                        && let Err(error) = store.resync_shard(shard).await
+                    {
+                        tracing::warn!(member = %shard.name, %error, "resync failed; will retry");
+                    }
+                }
+                Ok(Err(error)) => shard.mark_unavailable(&shard::describe(&error.status)),
+                Err(_) => shard.mark_unavailable("no answer to a status probe"),
+            }
+        }
+    }
+}

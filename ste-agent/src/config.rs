@@ -304,10 +304,6 @@ pub fn default_peer_url(node_ip: IpAddr) -> String {
     format!("http://{host}:2280")
 }
 
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e}: write e.g. 500ms, 2s or 1m"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,9 +4,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ste_agent::config::{self, Config, MountMode, RouterConfig, parse_duration};
+use ste_agent::config::{self, Config, MountMode, RouterConfig};
 use ste_agent::size::ByteSize;
 use ste_agent::supervisor::Backoff;
+use ste_core::units::parse_duration;
 
 /// STE node agent: mounts a tmpfs, runs an in-memory etcd shard on it,
 /// supervises it and reports its status over gRPC (ste.v1.Agent).

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ste_router::config::{Config, MemberFlag, parse_duration};
+use ste_core::units::parse_duration;
+use ste_router::config::{Config, MemberFlag};
 
 /// STE router: serves the etcd v3 API to kube-apiserver and shards the
 /// keys over the in-memory etcd shards of the ring, with one global

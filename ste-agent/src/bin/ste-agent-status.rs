@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ste_agent::config::parse_duration;
 use ste_agent::table::status_table;
+use ste_core::units::parse_duration;
 use ste_proto::v1::agent_client::AgentClient;
 use ste_proto::v1::{AgentState, AgentStatus, GetStatusRequest};
 

@@ -1,3 +1,7 @@
+//! `ste-agent`: parses the flags (clap; each also from an `STE_*` variable)
+//! into a [`Config`] and hands it to [`ste_agent::run`] on the shared
+//! start-up ([`ste_main`]).
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -24,6 +24,8 @@
 //! error (printed on stderr as [`Report::report`] words it) or when the
 //! runtime cannot start.
 
+#![warn(missing_docs)]
+
 use std::future::Future;
 use std::process::ExitCode;
 

@@ -33,6 +33,14 @@ impl CliError {
     }
 }
 
+/// `main` prints the error as it is: its `Display` is already the
+/// complete, kubectl-worded line (or lines, for [`CliError::Many`]).
+impl ste_main::Report for CliError {
+    fn report(&self) -> String {
+        self.to_string()
+    }
+}
+
 /// Result of a plugin operation.
 pub type CliResult<T> = Result<T, CliError>;
 

@@ -36,7 +36,7 @@ pub fn parse_timeout(value: &str) -> CliResult<Option<Duration>> {
     let value = value.trim();
     let duration = match value.parse::<u64>() {
         Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => humantime::parse_duration(value).map_err(|_| {
+        Err(_) => ste_core::units::parse_duration(value).map_err(|_| {
             CliError::msg(
                 "Invalid timeout value. Timeout must be a single integer in seconds, or an \
                  integer followed by a corresponding time unit (e.g. 1s | 2m | 3h)",

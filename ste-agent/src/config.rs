@@ -28,21 +28,42 @@ pub enum MountMode {
     External,
 }
 
+/// The agent's whole configuration, built from the command line by `main.rs`.
+/// [`Config::validate`] checks it before anything is mounted or started.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Kubernetes node name; also the etcd member name and the `node` label of
+    /// every metric. Must not be empty.
     pub node_name: String,
+    /// Directory that is (managed) or must already be (external) the tmpfs
+    /// holding the shard. Wiped at every fresh etcd start.
     pub data_dir: PathBuf,
+    /// Size of the tmpfs the agent mounts, in bytes; at least 256 MiB in
+    /// managed mode (etcd preallocates 128 MiB of WAL). Unused in external mode.
     pub tmpfs_size: ByteSize,
+    /// Whether the agent mounts the tmpfs itself or finds it mounted.
     pub mount: MountMode,
+    /// The etcd binary: a path, or a name looked up on `PATH`.
     pub etcd_bin: PathBuf,
+    /// URL etcd serves clients on (`http://HOST:PORT`): what the router dials.
     pub etcd_client_url: String,
+    /// etcd's peer URL (`http://HOST:PORT`); on loopback, a shard has no peers.
     pub etcd_peer_url: String,
+    /// Address of the agent's gRPC API (`ste.v1.Agent`, health, reflection).
     pub grpc_listen: SocketAddr,
+    /// Address of the HTTP `/metrics` and `/healthz` endpoints.
     pub metrics_listen: SocketAddr,
+    /// Keys under this prefix are counted in the status (`key_count`); starts
+    /// with `/`.
     pub key_prefix: String,
+    /// How often the shard is probed (health, revision, size, key count).
     pub probe_interval: Duration,
+    /// etcd is killed and restarted when it runs but has not answered a probe
+    /// for this long.
     pub hang_timeout: Duration,
+    /// How long etcd gets to exit after SIGTERM before it is sent SIGKILL.
     pub stop_grace: Duration,
+    /// Delays between restarts of an etcd that exited.
     pub backoff: Backoff,
     /// Registration with the router; `None` runs the agent standalone.
     pub router: Option<RouterConfig>,
@@ -59,6 +80,8 @@ pub struct RouterConfig {
     pub weight: u32,
     /// Register, but ask not to be joined to the ring automatically.
     pub no_join: bool,
+    /// How often the agent heartbeats to the router, and retries while the
+    /// router is unreachable. Longer than zero.
     pub heartbeat_interval: Duration,
     /// Bound on the whole Leave (drain) at shutdown.
     pub drain_timeout: Duration,
@@ -74,56 +97,84 @@ impl RouterConfig {
 /// A start-up failure; each message says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// `--etcd-bin` (the path given) is neither an executable file nor found
+    /// on `PATH`.
     #[error(
         "etcd binary {0:?} not found or not executable: install etcd \
          ({sudo}apt-get install etcd-server) or point --etcd-bin at it",
         sudo = root_prefix()
     )]
     EtcdNotFound(PathBuf),
+    /// Managed mode needs root (CAP_SYS_ADMIN) to mount the tmpfs.
     #[error(
         "--mount managed mounts a tmpfs and needs root (CAP_SYS_ADMIN): run the agent as root, \
          or mount a tmpfs yourself and use --mount external"
     )]
     NotRoot,
+    /// `--tmpfs-size` is below 256 MiB, too small for etcd's preallocated WAL.
     #[error(
         "tmpfs size {size} is below the minimum of 256Mi: etcd preallocates 128Mi of WAL; \
          use --tmpfs-size 256Mi or more"
     )]
-    TmpfsTooSmall { size: ByteSize },
+    TmpfsTooSmall {
+        /// The size given.
+        size: ByteSize,
+    },
+    /// Another process listens on an address the agent or its etcd needs.
     #[error(
         "{flag} {addr} is already in use: stop whatever listens there or choose another {flag}"
     )]
     PortInUse {
+        /// The flag that gave the address, e.g. `--grpc-listen`.
         flag: &'static str,
+        /// The address asked for.
         addr: SocketAddr,
     },
+    /// Listening on an address failed for another reason than it being taken.
     #[error("cannot listen on {flag} {addr}")]
     Listen {
+        /// The flag that gave the address.
         flag: &'static str,
+        /// The address asked for.
         addr: SocketAddr,
+        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
+    /// An etcd URL flag is not `http://HOST:PORT` with a resolvable host.
     #[error(
         "{flag} {url:?} is not a usable URL: write http://HOST:PORT with a literal IP address \
          or a resolvable host name"
     )]
-    BadUrl { flag: &'static str, url: String },
+    BadUrl {
+        /// The flag that gave the URL.
+        flag: &'static str,
+        /// The URL as given.
+        url: String,
+    },
+    /// `--key-prefix` does not start with `/`.
     #[error("--key-prefix {0:?} must start with '/'")]
     BadPrefix(String),
+    /// `--node-name` (or the hostname it defaults to) is empty.
     #[error("--node-name must not be empty")]
     EmptyNodeName,
+    /// `--router` or `--advertise-address` is not a usable `HOST:PORT`.
     #[error(
         "{flag} {addr:?} is not a usable address: write HOST:PORT \
          (e.g. 127.0.0.1:2490{example})"
     )]
     BadAddress {
+        /// The flag that gave the address.
         flag: &'static str,
+        /// The address as given.
         addr: String,
+        /// More examples for this flag, appended to the message's `e.g.`.
         example: &'static str,
     },
+    /// `--weight 0` would give the shard no ring points.
     #[error("--weight must be at least 1")]
     ZeroWeight,
+    /// `--heartbeat-interval 0s` would heartbeat in a busy loop.
     #[error("--heartbeat-interval must be longer than 0s")]
     ZeroHeartbeat,
 }
@@ -171,6 +222,14 @@ impl Config {
 }
 
 impl RouterConfig {
+    /// Checks the router flags: both addresses are `HOST:PORT` (the router's
+    /// may be an `http://` URL), the weight is at least 1 and the heartbeat
+    /// interval is not zero.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::BadAddress`], [`ConfigError::ZeroWeight`] or
+    /// [`ConfigError::ZeroHeartbeat`], naming the flag to fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let address = self
             .address
@@ -249,6 +308,10 @@ fn bind_check(flag: &'static str, addr: SocketAddr) -> Result<(), ConfigError> {
         .map_err(|source| listen_error(flag, addr, source))
 }
 
+/// The error for a failed bind of `addr` (given as `flag`):
+/// [`ConfigError::PortInUse`] when the address is taken, so the message
+/// says to stop the other process or choose another address, else
+/// [`ConfigError::Listen`] with the OS error as its source.
 pub fn listen_error(flag: &'static str, addr: SocketAddr, source: std::io::Error) -> ConfigError {
     if source.kind() == std::io::ErrorKind::AddrInUse {
         ConfigError::PortInUse { flag, addr }
@@ -302,10 +365,6 @@ pub fn default_peer_url(node_ip: IpAddr) -> String {
         IpAddr::from([127, 0, 0, 1])
     };
     format!("http://{host}:2280")
-}
-
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e}: write e.g. 500ms, 2s or 1m"))
 }
 
 #[cfg(test)]

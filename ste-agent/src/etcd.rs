@@ -51,11 +51,18 @@ pub const SHARD_MAX_REQUEST_BYTES: u64 = 1_572_864 + 64 * 1024;
 /// Everything needed to start the shard's etcd.
 #[derive(Debug, Clone)]
 pub struct EtcdSpec {
+    /// The etcd binary, already resolved to a path.
     pub bin: PathBuf,
+    /// The member name (the node name).
     pub name: String,
+    /// etcd's `--data-dir`, inside the tmpfs; emptied before every start.
     pub data_dir: PathBuf,
+    /// `--listen-client-urls` and `--advertise-client-urls`.
     pub client_url: String,
+    /// `--listen-peer-urls` and `--initial-advertise-peer-urls` (loopback).
     pub peer_url: String,
+    /// `--quota-backend-bytes`, in bytes: the backend database may grow to this
+    /// before etcd raises NOSPACE.
     pub quota_backend_bytes: u64,
 }
 
@@ -182,10 +189,12 @@ impl EtcdProcess {
         Ok(EtcdProcess { child, pid, log })
     }
 
+    /// The process ID of the running etcd.
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
+    /// The last lines etcd wrote to stderr, for error messages when it exits.
     pub fn log(&self) -> &LogTail {
         &self.log
     }

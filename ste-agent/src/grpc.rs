@@ -11,6 +11,8 @@ use tonic_health::server::HealthReporter;
 
 use crate::status::Status;
 
+/// The `ste.v1.Agent` gRPC service: answers `GetStatus` from the shared
+/// [`Status`], never from etcd directly, so it answers even while etcd is down.
 pub struct AgentService {
     status: Arc<Status>,
 }

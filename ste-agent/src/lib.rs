@@ -11,6 +11,8 @@
 //! keys are discarded with it, logged at INFO because nothing unexpected
 //! happened.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod etcd;
 pub mod grpc;

@@ -1,12 +1,17 @@
+//! `ste-agent`: parses the flags (clap; each also from an `STE_*` variable)
+//! into a [`Config`] and hands it to [`ste_agent::run`] on the shared
+//! start-up ([`ste_main`]).
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ste_agent::config::{self, Config, MountMode, RouterConfig, parse_duration};
+use ste_agent::config::{self, Config, MountMode, RouterConfig};
 use ste_agent::size::ByteSize;
 use ste_agent::supervisor::Backoff;
+use ste_core::units::parse_duration;
 
 /// STE node agent: mounts a tmpfs, runs an in-memory etcd shard on it,
 /// supervises it and reports its status over gRPC (ste.v1.Agent).
@@ -153,30 +158,10 @@ impl Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let config = cli.into_config();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(ste_agent::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    ste_main::init_logging(&cli.log);
+    // Two workers: the agent runs on every node beside the workload.
+    ste_main::block_on(
+        ste_main::Workers::Fixed(2),
+        ste_agent::run(cli.into_config()),
+    )
 }

@@ -13,58 +13,97 @@ use nix::mount::{MntFlags, MsFlags};
 /// One line of `/proc/self/mountinfo` (only the fields we use).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// Where it is mounted, with the kernel's octal escapes undone.
     pub mount_point: PathBuf,
+    /// The filesystem type, e.g. `tmpfs`, `ext4`.
     pub fs_type: String,
+    /// The mount source: `ste-tmpfs` for a tmpfs the agent mounted, else
+    /// `tmpfs`, a device, ...
     pub source: String,
+    /// Per-superblock options, e.g. `rw,size=262144k`.
     pub super_options: String,
 }
 
+/// Why the tmpfs could not be set up, inspected or removed. Each message
+/// names the path and, where the user can act, what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
+    /// `/proc/self/mountinfo` could not be read.
     #[error("cannot read /proc/self/mountinfo: {0}")]
     MountInfo(#[source] io::Error),
+    /// The data dir did not exist and could not be created.
     #[error("cannot create data dir {path}")]
     CreateDir {
+        /// The data dir.
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: io::Error,
     },
+    /// Another filesystem is mounted at the data dir (managed mode).
     #[error(
         "{path} is a {fs_type} mount, not a tmpfs: unmount it or choose another --data-dir \
          (STE never stacks a tmpfs over another filesystem)"
     )]
-    ForeignMount { path: PathBuf, fs_type: String },
+    ForeignMount {
+        /// The data dir.
+        path: PathBuf,
+        /// The filesystem mounted there.
+        fs_type: String,
+    },
+    /// The data dir is not a tmpfs (external mode).
     #[error(
         "{path} is not a tmpfs (it is on {fs_type}): with --mount external the data dir must \
          already be a tmpfs, e.g. an emptyDir with medium: Memory; or use --mount managed"
     )]
-    NotTmpfs { path: PathBuf, fs_type: String },
+    NotTmpfs {
+        /// The data dir.
+        path: PathBuf,
+        /// The filesystem it is on.
+        fs_type: String,
+    },
+    /// mount(2) failed (managed mode).
     #[error("mounting a tmpfs at {path} failed")]
     Mount {
+        /// The data dir.
         path: PathBuf,
+        /// The error of mount(2).
         #[source]
         source: nix::Error,
     },
+    /// umount2(2) failed on shutdown (managed mode).
     #[error("unmounting {path} failed")]
     Unmount {
+        /// The data dir.
         path: PathBuf,
+        /// The error of umount2(2).
         #[source]
         source: nix::Error,
     },
+    /// The data dir does not exist (external mode).
     #[error(
         "{path} does not exist: with --mount external the data dir must already be a \
          mounted tmpfs, e.g. an emptyDir with medium: Memory"
     )]
-    Missing { path: PathBuf },
+    Missing {
+        /// The data dir as given.
+        path: PathBuf,
+    },
+    /// Emptying etcd's data dir before a start failed.
     #[error("cannot wipe {path}")]
     Wipe {
+        /// The directory being emptied.
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: io::Error,
     },
+    /// Measuring the tmpfs failed.
     #[error("statvfs on {path} failed")]
     Statvfs {
+        /// The mount point.
         path: PathBuf,
+        /// The error of statvfs(2).
         #[source]
         source: nix::Error,
     },
@@ -134,10 +173,17 @@ fn fs_type_of(path: &Path) -> Result<String, MountError> {
 /// Size and usage of a mounted filesystem, from statvfs(2).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Capacity of the filesystem, in bytes.
     pub size_bytes: u64,
+    /// Bytes in use (capacity minus free blocks).
     pub used_bytes: u64,
 }
 
+/// Size and use of the filesystem holding `path`.
+///
+/// # Errors
+///
+/// [`MountError::Statvfs`] when statvfs(2) fails (e.g. `path` is gone).
 pub fn usage(path: &Path) -> Result<Usage, MountError> {
     let stat = nix::sys::statvfs::statvfs(path).map_err(|source| MountError::Statvfs {
         path: path.to_path_buf(),
@@ -270,14 +316,18 @@ impl Tmpfs {
         })
     }
 
+    /// The mount point (canonical path of the data dir).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Who mounted it: this agent, an earlier run, or someone else.
     pub fn provenance(&self) -> Provenance {
         self.provenance
     }
 
+    /// The agent owns the mount (it or an earlier run mounted it) and
+    /// unmounts it on exit; an external tmpfs is never unmounted.
     pub fn managed(&self) -> bool {
         self.provenance != Provenance::External
     }
@@ -287,6 +337,7 @@ impl Tmpfs {
         !self.unmounted && fs_type_of(&self.path).is_ok_and(|t| t == "tmpfs")
     }
 
+    /// Size and use of the tmpfs now; see [`usage`].
     pub fn usage(&self) -> Result<Usage, MountError> {
         usage(&self.path)
     }

@@ -17,17 +17,27 @@ use crate::status::{AgentState, NodeUsage, ShardProbe, Status};
 /// The gRPC service name grpc.health.v1 reports the shard under, besides "".
 pub const HEALTH_SERVICE: &str = "ste.v1.Agent";
 
+/// Probes the shard, the tmpfs and the node every `interval`, records what
+/// it finds in [`Status`], moves the state between `Serving` and `Degraded`,
+/// and mirrors "serving" to grpc.health.v1. Shard results are applied only to
+/// the epoch they were taken in.
 pub struct Probe {
+    /// Where results are recorded.
     pub status: Arc<Status>,
+    /// Used to ask the supervisor to kill an etcd that stopped answering.
     pub control: Arc<crate::supervisor::Control>,
+    /// The grpc.health.v1 service, set for "" and [`HEALTH_SERVICE`].
     pub health: HealthReporter,
+    /// Keys under this prefix are counted.
     pub key_prefix: String,
+    /// Pause between probes; also the timeout of one probe (at least 500 ms).
     pub interval: Duration,
     /// Kill etcd if it runs but has not answered for this long.
     pub hang_timeout: Duration,
 }
 
 impl Probe {
+    /// Probes until `shutdown` turns true, then reports NOT_SERVING and returns.
     pub async fn run(self, tmpfs: Arc<Tmpfs>, mut shutdown: watch::Receiver<bool>) {
         let mut system = System::new_with_specifics(
             RefreshKind::nothing()

@@ -28,11 +28,17 @@ pub enum RouterError {
     /// No connection (refused, no route, connect timeout, reset).
     #[error("router unreachable: {0}")]
     Unreachable(String),
+    /// The call got no answer within the given bound ([`RPC_TIMEOUT`]).
     #[error("router did not answer within {0:?}")]
     Timeout(Duration),
     /// The router answered with an error.
     #[error("router answered {code:?}: {message}")]
-    Refused { code: tonic::Code, message: String },
+    Refused {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The status message and its causes, joined by `: `.
+        message: String,
+    },
     /// Something answered at the address, but not the router's admin API
     /// (a web server, another gRPC server): the text says which.
     #[error("the server at the --router address {0}; check --router")]
@@ -40,6 +46,9 @@ pub enum RouterError {
 }
 
 impl RouterError {
+    /// True when the router could not be reached at all (no connection or
+    /// no answer in time): the agent retries quietly instead of reporting a
+    /// refusal.
     pub fn is_unreachable(&self) -> bool {
         matches!(self, RouterError::Unreachable(_) | RouterError::Timeout(_))
     }
@@ -75,12 +84,21 @@ pub enum Step {
     /// Nothing to tell the router yet: the shard has not served since the
     /// router last forgot the agent (or ever).
     Wait,
+    /// Announce the shard of this epoch: it serves and the router does not
+    /// know it yet (or knows an earlier epoch, whose keys are gone).
     Register {
+        /// The shard's current epoch.
         epoch: u64,
     },
+    /// Tell the router the registered shard is still there (or, with
+    /// `healthy: false`, that it is not serving).
     Heartbeat {
+        /// The shard's current epoch; differs from the registered one when
+        /// etcd restarted empty, which the router treats as a lost shard.
         epoch: u64,
+        /// The shard is SERVING right now.
         healthy: bool,
+        /// The last ring generation the router told the agent.
         generation_seen: u64,
     },
 }
@@ -121,6 +139,8 @@ impl Session {
         }
     }
 
+    /// Records a successful Register of `epoch`: later steps heartbeat for
+    /// it until the epoch changes or the router forgets the agent.
     pub fn registered(&mut self, epoch: u64, answer: &RegisterResponse) {
         self.registered_epoch = Some(epoch);
         self.generation = answer.generation;
@@ -138,6 +158,8 @@ impl Session {
         !answer.registered
     }
 
+    /// The router knows the agent (a Register succeeded and no Heartbeat
+    /// since said otherwise).
     pub fn is_registered(&self) -> bool {
         self.registered_epoch.is_some()
     }
@@ -147,6 +169,7 @@ impl Session {
         self.member
     }
 
+    /// The ring generation from the router's last answer; 0 before any.
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -184,8 +207,12 @@ impl Outage {
 
 /// The Register/Heartbeat loop of one agent.
 pub struct Registration {
+    /// The router's address, what to ask for (weight, no-join) and timing.
     pub config: RouterConfig,
+    /// The member name asked for (the node name).
     pub name: String,
+    /// Read for the shard's state and epoch; the router's answers are
+    /// recorded in its `ring` part.
     pub status: Arc<Status>,
 }
 
@@ -402,20 +429,27 @@ async fn call<T>(
 pub enum DrainOutcome {
     /// The router moved the shard's keys off it and removed it from the ring.
     Drained {
+        /// Keys moved to other members.
         keys_moved: u64,
+        /// Keys the plan had to move.
         keys_total: u64,
     },
     /// The router does not have this agent as a member.
     NotMember(String),
+    /// The Leave call or its progress stream failed.
     Failed(RouterError),
     /// The progress stream ended without DONE.
     Incomplete {
+        /// Keys moved before the stream ended.
         keys_moved: u64,
+        /// Keys the plan had to move.
         keys_total: u64,
     },
     /// `--drain-timeout` passed first.
     TimedOut {
+        /// Keys moved before the timeout.
         keys_moved: u64,
+        /// Keys the plan had to move.
         keys_total: u64,
     },
 }

@@ -9,7 +9,9 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
+/// One mebibyte (2^20 bytes), the unit of `Mi`.
 pub const MIB: u64 = 1 << 20;
+/// One gibibyte (2^30 bytes), the unit of `Gi`.
 pub const GIB: u64 = 1 << 30;
 
 /// Why a size string was rejected; the message tells the user what to write.

@@ -14,19 +14,28 @@ pub use pb::AgentState;
 /// What the last probe of the shard found.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ShardProbe {
+    /// The shard answered the last probe (status, alarms and key count).
     pub healthy: bool,
+    /// The etcd server version it reported, e.g. `3.5.17`; empty before any answer.
     pub etcd_version: String,
+    /// The shard's own etcd revision (not the router's global revision).
     pub revision: i64,
+    /// Size of the shard's backend database file, in bytes.
     pub db_size_bytes: i64,
+    /// Keys under `--key-prefix` on the shard.
     pub key_count: i64,
+    /// Active etcd alarms by name (`NOSPACE`, `CORRUPT`); empty when none.
     pub alarms: Vec<String>,
 }
 
 /// Host resource usage.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct NodeUsage {
+    /// Physical memory of the node, in bytes.
     pub memory_total_bytes: u64,
+    /// Memory available for new allocations without swapping, in bytes.
     pub memory_available_bytes: u64,
+    /// CPU usage of the whole node over the last probe interval, 0–100.
     pub cpu_usage_percent: f32,
 }
 
@@ -50,17 +59,31 @@ pub struct RingLink {
 /// Everything that changes while the agent runs.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
+    /// Where the agent is in its life cycle; `Serving` only after a probe
+    /// succeeded in the current epoch.
     pub state: AgentState,
+    /// Shard epoch: 0 before the first start, +1 for every fresh etcd start
+    /// (each start wipes the data dir, so keys never cross epochs).
     pub epoch: u64,
+    /// Times etcd exited or was killed as hung since the agent started, each
+    /// followed by a restart (the first start does not count).
     pub restarts: u64,
+    /// Why the agent last degraded or failed; empty until something went wrong.
     pub last_error: String,
+    /// When the current epoch's etcd was started, in seconds since the Unix
+    /// epoch; 0 before the first start.
     pub epoch_started_unix: i64,
     /// PID of the running etcd, 0 while none runs.
     pub pid: u32,
+    /// What the last probe in this epoch found.
     pub shard: ShardProbe,
+    /// Size and use of the tmpfs, from the last probe.
     pub tmpfs: Usage,
+    /// The data dir is a mounted tmpfs, as of the last probe.
     pub tmpfs_mounted: bool,
+    /// The node's memory and CPU, from the last probe.
     pub node: NodeUsage,
+    /// The agent's standing with the router.
     pub ring: RingLink,
 }
 
@@ -92,17 +115,24 @@ impl Snapshot {
 /// Facts fixed at start-up.
 #[derive(Debug, Clone)]
 pub struct Identity {
+    /// Kubernetes node name; also the etcd member name.
     pub node_name: String,
+    /// etcd's client URL, what the router dials (`--etcd-client-url`).
     pub endpoint: String,
+    /// The data dir that holds the tmpfs.
     pub tmpfs_path: String,
+    /// The agent mounted the tmpfs (and unmounts it on exit).
     pub tmpfs_managed: bool,
+    /// The backend quota etcd is started with (`--quota-backend-bytes`), in bytes.
     pub quota_backend_bytes: i64,
+    /// When the agent started, for the uptime.
     pub started: Instant,
 }
 
 /// The live status, guarded by a mutex held only to copy or update fields.
 #[derive(Debug)]
 pub struct Status {
+    /// The facts that never change; read without the lock.
     pub identity: Identity,
     inner: Mutex<Snapshot>,
     /// Ticks after every update, for tasks that wait for a state.
@@ -110,6 +140,7 @@ pub struct Status {
 }
 
 impl Status {
+    /// A status in state `Starting`, epoch 0, with nothing probed yet.
     pub fn new(identity: Identity) -> Self {
         Status {
             identity,
@@ -123,10 +154,15 @@ impl Status {
         self.changed.subscribe()
     }
 
+    /// A copy of the current values. The lock is held only for the copy, so a
+    /// reader never blocks the probe or the supervisor for longer.
     pub fn snapshot(&self) -> Snapshot {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Applies `change` under the lock and wakes every [`Status::subscribe`]r;
+    /// returns what `change` returns. Keep `change` short and free of `.await`:
+    /// it runs with the lock held.
     pub fn update<R>(&self, change: impl FnOnce(&mut Snapshot) -> R) -> R {
         let result = change(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()));
         self.changed.send_replace(());
@@ -173,6 +209,8 @@ impl Status {
     }
 }
 
+/// The wall-clock time in whole seconds since the Unix epoch; 0 if the clock
+/// is before 1970.
 pub fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

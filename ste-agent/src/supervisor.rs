@@ -16,8 +16,11 @@ use crate::status::{AgentState, Status, unix_now};
 /// `max`; back to `initial` once an epoch has stayed up for `reset_after`.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
+    /// Delay before the first restart after a failure.
     pub initial: Duration,
+    /// Cap of the doubling delay.
     pub max: Duration,
+    /// An epoch that stayed up this long resets the delay to `initial`.
     pub reset_after: Duration,
 }
 
@@ -44,14 +47,23 @@ pub struct Control {
     pub kill_hung: Notify,
 }
 
+/// Owns the shard's etcd process: starts it on an emptied data dir (a new
+/// epoch each time), restarts it after an exit with [`Backoff`], kills it
+/// when the probe reports it hung, and stops it on shutdown. At most one
+/// etcd runs at any time.
 pub struct Supervisor {
+    /// How to start etcd.
     pub spec: EtcdSpec,
     /// Emptied before every start: etcd's data dir. Only this directory, never
     /// the whole tmpfs: an external tmpfs may be shared with other files.
     pub wipe_dir: PathBuf,
+    /// Where epoch, restarts, PID, state and errors are recorded.
     pub status: Arc<Status>,
+    /// Requests from other tasks (kill a hung etcd).
     pub control: Arc<Control>,
+    /// Delays between restarts.
     pub backoff: Backoff,
+    /// How long etcd gets to exit after SIGTERM before SIGKILL.
     pub stop_grace: Duration,
 }
 

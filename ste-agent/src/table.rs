@@ -1,28 +1,27 @@
-//! Human-readable rendering of agent status, kubectl-style: upper-case
-//! headers, columns padded to the widest cell, binary size units.
+//! The agent status table printed by `ste-agent-status`: one row per agent,
+//! in the workspace's kubectl layout ([`ste_core::table`]) with byte sizes
+//! as kubectl prints them ([`ste_core::units::format_bytes`]).
 
+use ste_core::table::{Cell, Table};
+use ste_core::units::format_bytes;
 use ste_proto::v1::AgentStatus;
 
-/// `1.5Gi`, `96Mi`, `512Ki`, `42B`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["Ki", "Mi", "Gi", "Ti"];
-    let mut value = bytes as f64;
-    let mut unit = "B";
-    for next in UNITS {
-        if value < 1024.0 {
-            break;
-        }
-        value /= 1024.0;
-        unit = next;
-    }
-    if unit == "B" {
-        format!("{bytes}B")
-    } else if value >= 10.0 {
-        format!("{value:.0}{unit}")
-    } else {
-        format!("{value:.1}{unit}")
-    }
-}
+/// The columns, in order. STATE is the agent state without its
+/// `AGENT_STATE_` prefix; TMPFS is used/size.
+const HEADERS: [&str; 12] = [
+    "NODE",
+    "STATE",
+    "EPOCH",
+    "RESTARTS",
+    "SHARD",
+    "ETCD",
+    "REVISION",
+    "KEYS",
+    "DB SIZE",
+    "TMPFS",
+    "ALARMS",
+    "LAST ERROR",
+];
 
 fn state_name(status: &AgentStatus) -> &'static str {
     status
@@ -32,96 +31,50 @@ fn state_name(status: &AgentStatus) -> &'static str {
         .unwrap_or("UNKNOWN")
 }
 
+/// `-` for an empty value, so every row has a cell in every column and the
+/// table can be split on whitespace.
+fn or_dash(text: String) -> Cell {
+    Cell::from(if text.is_empty() {
+        "-".to_owned()
+    } else {
+        text
+    })
+}
+
+/// The statuses as a table, one line per agent in the order given, each
+/// ending in `\n`; with `headers` the first line names the columns. A
+/// negative database size (never sent by a sane agent) is shown as `0B`.
 pub fn status_table(rows: &[AgentStatus], headers: bool) -> String {
-    let header = [
-        "NODE",
-        "STATE",
-        "EPOCH",
-        "RESTARTS",
-        "SHARD",
-        "ETCD",
-        "REVISION",
-        "KEYS",
-        "DB SIZE",
-        "TMPFS",
-        "ALARMS",
-        "LAST ERROR",
-    ];
-    let mut table: Vec<Vec<String>> = Vec::new();
-    if headers {
-        table.push(header.iter().map(|h| h.to_string()).collect());
-    }
+    let mut table = Table::new(HEADERS);
     for s in rows {
         let shard = s.shard.clone().unwrap_or_default();
         let tmpfs = s.tmpfs.clone().unwrap_or_default();
-        table.push(vec![
-            s.node_name.clone(),
-            state_name(s).to_owned(),
-            s.epoch.to_string(),
-            s.restarts.to_string(),
-            shard.endpoint,
-            if shard.etcd_version.is_empty() {
-                "-".into()
-            } else {
-                shard.etcd_version
-            },
-            shard.revision.to_string(),
-            shard.key_count.to_string(),
-            human_bytes(shard.db_size_bytes.max(0) as u64),
-            format!(
+        table.row(vec![
+            Cell::from(s.node_name.as_str()),
+            Cell::from(state_name(s)),
+            Cell::from(s.epoch.to_string()),
+            Cell::from(s.restarts.to_string()),
+            Cell::from(shard.endpoint),
+            or_dash(shard.etcd_version),
+            Cell::from(shard.revision.to_string()),
+            Cell::from(shard.key_count.to_string()),
+            Cell::from(format_bytes(shard.db_size_bytes.max(0) as u64)),
+            Cell::from(format!(
                 "{}/{}",
-                human_bytes(tmpfs.used_bytes),
-                human_bytes(tmpfs.size_bytes)
-            ),
-            if shard.alarms.is_empty() {
-                "-".into()
-            } else {
-                shard.alarms.join(",")
-            },
-            if s.last_error.is_empty() {
-                "-".into()
-            } else {
-                s.last_error.clone()
-            },
+                format_bytes(tmpfs.used_bytes),
+                format_bytes(tmpfs.size_bytes)
+            )),
+            or_dash(shard.alarms.join(",")),
+            or_dash(s.last_error.clone()),
         ]);
     }
-    let columns = header.len();
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            table
-                .iter()
-                .map(|r| r[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in &table {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == columns {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}   ", width = widths[c]));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    table.render(headers, false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bytes_are_humanized() {
-        assert_eq!(human_bytes(42), "42B");
-        assert_eq!(human_bytes(1536), "1.5Ki");
-        assert_eq!(human_bytes(256 << 20), "256Mi");
-        assert_eq!(human_bytes(3 << 30), "3.0Gi");
-    }
+    use ste_proto::v1::{ShardStatus, TmpfsStatus};
 
     #[test]
     fn table_aligns_columns() {
@@ -135,5 +88,43 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("NODE     STATE     EPOCH"));
         assert!(lines[1].starts_with("node-a   SERVING   3"));
+    }
+
+    #[test]
+    fn sizes_and_empty_cells() {
+        let row = AgentStatus {
+            node_name: "node-a".into(),
+            state: 2,
+            shard: Some(ShardStatus {
+                db_size_bytes: 32 << 10,
+                alarms: vec!["NOSPACE".into()],
+                ..Default::default()
+            }),
+            tmpfs: Some(TmpfsStatus {
+                used_bytes: 122 << 20,
+                size_bytes: 3 << 30,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = status_table(&[row], false);
+        let cells: Vec<&str> = text.split_whitespace().collect();
+        // NODE STATE EPOCH RESTARTS SHARD(empty, so absent) ETCD ...
+        assert_eq!(
+            cells,
+            [
+                "node-a",
+                "SERVING",
+                "0",
+                "0",
+                "-",
+                "0",
+                "0",
+                "32Ki",
+                "122Mi/3Gi",
+                "NOSPACE",
+                "-"
+            ]
+        );
     }
 }

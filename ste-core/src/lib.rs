@@ -15,6 +15,11 @@
 //! * [`events`]: the byte-bounded watch event log.
 //! * [`sequencer`]: global revision allocation and completion tracking.
 //!
+//! Shared by the binaries' command lines and output, also pure:
+//!
+//! * [`units`]: duration flags (`2s`) and byte sizes for people (`1.5Gi`).
+//! * [`table`]: kubectl's table layout, used by every table printed.
+//!
 //! ```
 //! use ste_core::{DEFAULT_VNODES, KeyLayout, Member, Ring};
 //!
@@ -40,6 +45,8 @@ pub mod revision;
 pub mod revmap;
 pub mod ring;
 pub mod sequencer;
+pub mod table;
+pub mod units;
 
 pub use envelope::{Envelope, EnvelopeError, FORMAT_VERSION, HEADER_LEN, MAGIC};
 pub use events::{Compacted, EventLog, EventLogError, LogEvent};

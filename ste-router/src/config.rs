@@ -166,7 +166,3 @@ impl TlsFiles {
         Ok(Some(config))
     }
 }
-
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e}: write e.g. 500ms, 2s or 1m"))
-}

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ste_router::config::{Config, MemberFlag, parse_duration};
+use ste_core::units::parse_duration;
+use ste_router::config::{Config, MemberFlag};
 
 /// STE router: serves the etcd v3 API to kube-apiserver and shards the
 /// keys over the in-memory etcd shards of the ring, with one global
@@ -135,13 +136,7 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    ste_main::init_logging(&cli.log);
     let config = Config {
         advertise_client_url: cli
             .advertise_client_url
@@ -180,21 +175,5 @@ fn main() -> ExitCode {
             shard_key: cli.shard_key,
         },
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(ste_router::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    ste_main::block_on(ste_main::Workers::Cores, ste_router::run(config))
 }

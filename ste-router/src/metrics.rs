@@ -1,11 +1,21 @@
-//! Request metrics and the `/metrics` endpoint (Prometheus text format).
-//! Counters and histograms are kept here; gauges are read from the store
-//! at scrape time so they cannot drift.
+//! Request metrics and the `/metrics` endpoint (OpenMetrics text, encoded
+//! by `prometheus-client`).
+//!
+//! Two kinds of numbers, kept apart:
+//! - events counted as they happen, owned here by [`Metrics`]: requests by
+//!   method and gRPC code, their latency, open watches, fenced members,
+//!   completed ring changes;
+//! - state read at scrape time, passed in as a plain [`Snapshot`] (revisions,
+//!   keys, readiness, ring generation, per-shard health and keys) so it
+//!   cannot drift from the store, and so rendering needs no store at all.
+//!
+//! Names, labels and meanings are documented in docs/router.md. Counters are
+//! registered without their `_total` suffix; the encoder appends it, so they
+//! are exposed as `ste_router_requests_total` and so on.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 use axum::Router;
@@ -13,29 +23,119 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::store::Store;
+
+/// The `Content-Type` of `/metrics`: what `prometheus-client`'s text
+/// encoder produces. Prometheus scrapes it (and prefers it).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Latency buckets in seconds, from a loopback round trip to a slow shard.
 const BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    total: u64,
-    sum: f64,
+/// Labels of `ste_router_requests_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    code: String,
 }
 
-#[derive(Debug, Default)]
+/// Labels of `ste_router_request_duration_seconds`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MethodLabels {
+    method: String,
+}
+
+/// Labels of the per-shard gauges.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MemberLabels {
+    member: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// The router's event counters. Cheap to update from any task: every
+/// method takes `&self`; the families and counters share their values with
+/// the registry built at each scrape.
+#[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
-    watchers: std::sync::atomic::AtomicI64,
-    fenced: std::sync::atomic::AtomicU64,
-    ring_changes: std::sync::atomic::AtomicU64,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    /// Open watches; signed so that a stray extra decrement shows as a
+    /// clamp to 0 rather than a wrap to 2^64.
+    watchers: AtomicI64,
+    fenced: Counter,
+    ring_changes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            watchers: AtomicI64::new(0),
+            fenced: Counter::default(),
+            ring_changes: Counter::default(),
+        }
+    }
+}
+
+/// The store's state at one scrape: what `/metrics` shows besides the
+/// counters. Plain values, so rendering needs no lock and no store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Current global revision (every write at or below it completed).
+    pub revision: i64,
+    /// Global compaction point.
+    pub compact_revision: i64,
+    /// Revision high-water mark persisted in the state store.
+    pub reserved_revision: i64,
+    /// Allocated revisions not yet completed.
+    pub writes_in_flight: u64,
+    /// Events in the watch event log.
+    pub event_log_events: u64,
+    /// Approximate size of the watch event log, in bytes.
+    pub event_log_bytes: u64,
+    /// Oldest revision a watch can start from.
+    pub event_log_oldest_revision: i64,
+    /// Open watches.
+    pub watchers: u64,
+    /// Keys in the index.
+    pub keys: u64,
+    /// The start-up scan has finished.
+    pub ready: bool,
+    /// Ring generation.
+    pub ring_generation: u64,
+    /// One entry per shard of the membership, in its order.
+    pub shards: Vec<ShardSnapshot>,
+}
+
+/// One shard at one scrape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardSnapshot {
+    /// The member's name (the `member` label).
+    pub member: String,
+    /// Usable: answering and no resync pending.
+    pub up: bool,
+    /// Keys the index places on the shard.
+    pub keys: u64,
+}
+
+/// An `i64` gauge; a count past `i64::MAX` saturates instead of wrapping.
+fn gauge(value: u64) -> ConstGauge {
+    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
 }
 
 impl Metrics {
@@ -55,198 +155,147 @@ impl Metrics {
         result
     }
 
+    /// Counts one request of `method` that ended with gRPC `code` (`OK`,
+    /// `NotFound`, …) after `seconds`.
     pub fn record(&self, method: &str, code: &str, seconds: f64) {
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((method.to_owned(), code.to_owned()))
-            .or_default() += 1;
-        let mut latency = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        let histogram = latency.entry(method.to_owned()).or_default();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                histogram.counts[i] += 1;
-            }
-        }
-        histogram.total += 1;
-        histogram.sum += seconds;
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                code: code.to_owned(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&MethodLabels {
+                method: method.to_owned(),
+            })
+            .observe(seconds);
     }
 
+    /// A watch was opened (`+1`) or closed (`-1`).
     pub fn watchers_changed(&self, delta: i64) {
-        self.watchers
-            .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+        self.watchers.fetch_add(delta, Ordering::Relaxed);
     }
 
+    /// A ring change completed: a fence (a lost member removed) or a join,
+    /// leave or resume.
     pub fn ring_change_done(&self, fence: bool) {
-        let counter = if fence {
-            &self.fenced
+        if fence {
+            self.fenced.inc();
         } else {
-            &self.ring_changes
-        };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.ring_changes.inc();
+        }
     }
 
+    /// Open watches (never negative).
     pub fn watchers(&self) -> u64 {
-        self.watchers
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .max(0) as u64
+        self.watchers.load(Ordering::Relaxed).max(0) as u64
     }
 
-    pub fn render(&self, store: &Store) -> String {
-        let mut out = String::new();
-        out.push_str(
-            "# HELP ste_router_requests_total etcd API requests by method and gRPC code.\n",
+    /// The counters and `snapshot` as OpenMetrics text, ending in `# EOF`.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let mut registry = Registry::default();
+        registry.register(
+            "ste_router_requests",
+            "etcd API requests by method and gRPC code",
+            self.requests.clone(),
         );
-        out.push_str("# TYPE ste_router_requests_total counter\n");
-        for ((method, code), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "ste_router_requests_total{{method=\"{method}\",code=\"{code}\"}} {n}"
-            );
-        }
-        out.push_str("# HELP ste_router_request_duration_seconds etcd API request latency.\n");
-        out.push_str("# TYPE ste_router_request_duration_seconds histogram\n");
-        for (method, h) in self
-            .latency
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            for (bound, count) in BUCKETS.iter().zip(h.counts) {
-                let _ = writeln!(
-                    out,
-                    "ste_router_request_duration_seconds_bucket{{method=\"{method}\",le=\"{bound}\"}} {count}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "ste_router_request_duration_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
-                h.total
-            );
-            let _ = writeln!(
-                out,
-                "ste_router_request_duration_seconds_sum{{method=\"{method}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "ste_router_request_duration_seconds_count{{method=\"{method}\"}} {}",
-                h.total
-            );
-        }
-        let stats = store.revisions().stats();
-        let mut gauge = |name: &str, help: &str, value: f64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        };
-        gauge(
-            "ste_router_revision",
-            "Current global revision (every write at or below it completed).",
-            stats.current.0 as f64,
+        registry.register(
+            "ste_router_request_duration_seconds",
+            "etcd API request latency",
+            self.latency.clone(),
         );
-        gauge(
-            "ste_router_compact_revision",
-            "Global compaction point.",
-            stats.compacted.0 as f64,
-        );
-        gauge(
-            "ste_router_reserved_revision",
-            "Revision high-water mark persisted in the state store.",
-            stats.reserved.0 as f64,
-        );
-        gauge(
-            "ste_router_writes_in_flight",
-            "Allocated revisions not yet completed.",
-            stats.in_flight as f64,
-        );
-        gauge(
-            "ste_router_event_log_events",
-            "Events in the watch event log.",
-            stats.log_events as f64,
-        );
-        gauge(
-            "ste_router_event_log_bytes",
-            "Approximate size of the watch event log.",
-            stats.log_bytes as f64,
-        );
-        gauge(
-            "ste_router_event_log_oldest_revision",
-            "Oldest revision a watch can start from.",
-            stats.log_oldest.0 as f64,
-        );
-        gauge(
-            "ste_router_watchers",
-            "Open watches.",
-            self.watchers() as f64,
-        );
-        gauge(
-            "ste_router_keys",
-            "Keys in the index.",
-            store.index().len() as f64,
-        );
-        gauge(
-            "ste_router_ready",
-            "1 once the start-up scan finished.",
-            f64::from(u8::from(store.is_ready())),
-        );
-        gauge(
-            "ste_router_ring_generation",
-            "Ring generation.",
-            u64::from(store.placement().generation()) as f64,
-        );
-        for (name, help, counter) in [
+        let s = snapshot;
+        for (name, help, value) in [
             (
-                "ste_router_members_fenced_total",
-                "Members fenced after their shard was lost.",
-                &self.fenced,
+                "ste_router_revision",
+                "Current global revision (every write at or below it completed)",
+                ConstGauge::new(s.revision),
             ),
             (
-                "ste_router_ring_changes_total",
-                "Completed joins, leaves and resumes.",
-                &self.ring_changes,
+                "ste_router_compact_revision",
+                "Global compaction point",
+                ConstGauge::new(s.compact_revision),
+            ),
+            (
+                "ste_router_reserved_revision",
+                "Revision high-water mark persisted in the state store",
+                ConstGauge::new(s.reserved_revision),
+            ),
+            (
+                "ste_router_writes_in_flight",
+                "Allocated revisions not yet completed",
+                gauge(s.writes_in_flight),
+            ),
+            (
+                "ste_router_event_log_events",
+                "Events in the watch event log",
+                gauge(s.event_log_events),
+            ),
+            (
+                "ste_router_event_log_bytes",
+                "Approximate size of the watch event log",
+                gauge(s.event_log_bytes),
+            ),
+            (
+                "ste_router_event_log_oldest_revision",
+                "Oldest revision a watch can start from",
+                ConstGauge::new(s.event_log_oldest_revision),
+            ),
+            ("ste_router_watchers", "Open watches", gauge(s.watchers)),
+            ("ste_router_keys", "Keys in the index", gauge(s.keys)),
+            (
+                "ste_router_ready",
+                "1 once the start-up scan finished",
+                ConstGauge::new(i64::from(s.ready)),
+            ),
+            (
+                "ste_router_ring_generation",
+                "Ring generation",
+                gauge(s.ring_generation),
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                counter.load(std::sync::atomic::Ordering::Relaxed)
-            );
+            registry.register(name, help, value);
         }
-        let counts = store.key_counts();
-        out.push_str("# HELP ste_router_shard_up 1 if the shard is usable.\n# TYPE ste_router_shard_up gauge\n");
-        let shards = store.placement().shards();
-        for shard in &shards {
-            let health = shard.health();
-            let up = u8::from(health.healthy && !health.needs_resync);
-            let _ = writeln!(out, "ste_router_shard_up{{member=\"{}\"}} {up}", shard.name);
+        registry.register(
+            "ste_router_members_fenced",
+            "Members fenced after their shard was lost",
+            self.fenced.clone(),
+        );
+        registry.register(
+            "ste_router_ring_changes",
+            "Completed joins, leaves and resumes",
+            self.ring_changes.clone(),
+        );
+        let up = Family::<MemberLabels, Gauge>::default();
+        let keys = Family::<MemberLabels, Gauge>::default();
+        for shard in &s.shards {
+            let labels = MemberLabels {
+                member: shard.member.clone(),
+            };
+            up.get_or_create(&labels).set(i64::from(shard.up));
+            keys.get_or_create(&labels)
+                .set(i64::try_from(shard.keys).unwrap_or(i64::MAX));
         }
-        out.push_str("# HELP ste_router_shard_keys Keys the index places on the shard.\n# TYPE ste_router_shard_keys gauge\n");
-        for shard in &shards {
-            let keys = counts.get(&shard.id).copied().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "ste_router_shard_keys{{member=\"{}\"}} {keys}",
-                shard.name
-            );
-        }
+        registry.register("ste_router_shard_up", "1 if the shard is usable", up);
+        registry.register(
+            "ste_router_shard_keys",
+            "Keys the index places on the shard",
+            keys,
+        );
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        encode(&mut out, &registry).expect("encoding metrics into a String");
         out
     }
 }
 
+/// What the endpoints read: the store and the request metrics.
 type Shared = (Arc<Store>, Arc<Metrics>);
 
 async fn metrics(State((store, metrics)): State<Shared>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics.render(&store),
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        metrics.render(&snapshot(&store, &metrics)),
     )
 }
 
@@ -259,17 +308,169 @@ async fn healthz(State((store, _)): State<Shared>) -> impl IntoResponse {
     }
 }
 
+/// Serves `/metrics` and `/healthz` on `listener` until `shutdown`
+/// completes.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<Store>,
-    metrics_: Arc<Metrics>,
+    request_metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .with_state((store, metrics_));
+        .with_state((store, request_metrics));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// The store's state for one scrape: the only place `/metrics` reads the
+/// store.
+fn snapshot(store: &Store, metrics: &Metrics) -> Snapshot {
+    let stats = store.revisions().stats();
+    let counts = store.key_counts();
+    let shards = store
+        .placement()
+        .shards()
+        .iter()
+        .map(|shard| {
+            let health = shard.health();
+            ShardSnapshot {
+                member: shard.name.clone(),
+                up: health.healthy && !health.needs_resync,
+                keys: counts.get(&shard.id).copied().unwrap_or(0) as u64,
+            }
+        })
+        .collect();
+    Snapshot {
+        revision: stats.current.0,
+        compact_revision: stats.compacted.0,
+        reserved_revision: stats.reserved.0,
+        writes_in_flight: stats.in_flight as u64,
+        event_log_events: stats.log_events as u64,
+        event_log_bytes: stats.log_bytes as u64,
+        event_log_oldest_revision: stats.log_oldest.0,
+        watchers: metrics.watchers(),
+        keys: store.index().len() as u64,
+        ready: store.is_ready(),
+        ring_generation: u64::from(store.placement().generation()),
+        shards,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+    }
+
+    #[test]
+    fn counters_and_histograms_keep_their_names_and_labels() {
+        let metrics = Metrics::default();
+        metrics.record("Put", "OK", 0.0003);
+        metrics.record("Put", "OK", 2.0);
+        metrics.record("Put", "NotFound", 0.01);
+        metrics.ring_change_done(true);
+        metrics.ring_change_done(false);
+        metrics.ring_change_done(false);
+        let text = metrics.render(&Snapshot::default());
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(
+            value(
+                &text,
+                "ste_router_requests_total{method=\"Put\",code=\"OK\"}"
+            ),
+            Some("2")
+        );
+        assert_eq!(
+            value(
+                &text,
+                "ste_router_requests_total{method=\"Put\",code=\"NotFound\"}"
+            ),
+            Some("1")
+        );
+        assert_eq!(value(&text, "ste_router_members_fenced_total"), Some("1"));
+        assert_eq!(value(&text, "ste_router_ring_changes_total"), Some("2"));
+        assert_eq!(
+            value(
+                &text,
+                "ste_router_request_duration_seconds_bucket{le=\"0.0005\",method=\"Put\"}"
+            )
+            .or_else(|| value(
+                &text,
+                "ste_router_request_duration_seconds_bucket{method=\"Put\",le=\"0.0005\"}"
+            )),
+            Some("1"),
+            "{text}"
+        );
+        assert_eq!(
+            value(
+                &text,
+                "ste_router_request_duration_seconds_count{method=\"Put\"}"
+            ),
+            Some("3")
+        );
+    }
+
+    #[test]
+    fn the_snapshot_becomes_gauges() {
+        let metrics = Metrics::default();
+        metrics.watchers_changed(2);
+        metrics.watchers_changed(-3);
+        assert_eq!(metrics.watchers(), 0, "clamped at 0");
+        let snapshot = Snapshot {
+            revision: 42,
+            compact_revision: 7,
+            reserved_revision: 10_000,
+            writes_in_flight: 3,
+            event_log_events: 5,
+            event_log_bytes: 512,
+            event_log_oldest_revision: 8,
+            watchers: 4,
+            keys: 9,
+            ready: true,
+            ring_generation: 2,
+            shards: vec![
+                ShardSnapshot {
+                    member: "node-a".into(),
+                    up: true,
+                    keys: 6,
+                },
+                ShardSnapshot {
+                    member: "node-b".into(),
+                    up: false,
+                    keys: 3,
+                },
+            ],
+        };
+        let text = metrics.render(&snapshot);
+        for (series, expected) in [
+            ("ste_router_revision", "42"),
+            ("ste_router_compact_revision", "7"),
+            ("ste_router_reserved_revision", "10000"),
+            ("ste_router_writes_in_flight", "3"),
+            ("ste_router_event_log_events", "5"),
+            ("ste_router_event_log_bytes", "512"),
+            ("ste_router_event_log_oldest_revision", "8"),
+            ("ste_router_watchers", "4"),
+            ("ste_router_keys", "9"),
+            ("ste_router_ready", "1"),
+            ("ste_router_ring_generation", "2"),
+            ("ste_router_shard_up{member=\"node-a\"}", "1"),
+            ("ste_router_shard_up{member=\"node-b\"}", "0"),
+            ("ste_router_shard_keys{member=\"node-a\"}", "6"),
+            ("ste_router_shard_keys{member=\"node-b\"}", "3"),
+            ("ste_router_members_fenced_total", "0"),
+        ] {
+            assert_eq!(value(&text, series), Some(expected), "{series}:\n{text}");
+        }
+        assert!(
+            text.contains("# TYPE ste_router_shard_up gauge\n"),
+            "{text}"
+        );
+    }
 }

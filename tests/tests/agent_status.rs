@@ -81,7 +81,7 @@ async fn metrics_and_health_follow_the_shard() -> anyhow::Result<()> {
     assert!(metric(&text, "ste_agent_tmpfs_used_bytes").unwrap_or(0.0) > 0.0);
     assert!(metric(&text, "ste_agent_shard_db_size_bytes").unwrap_or(0.0) > 0.0);
     assert!(metric(&text, "ste_agent_shard_revision").unwrap_or(0.0) >= 2.0);
-    assert!(text.contains("# TYPE ste_agent_etcd_restarts_total counter"));
+    assert!(text.contains("# TYPE ste_agent_etcd_restarts counter"));
     assert!(text.contains("node=\"observed\""));
     assert_eq!(http_get(agent.addrs.metrics, "/healthz").await?.0, 200);
     assert_eq!(health(&agent, "").await?, ServingStatus::Serving);

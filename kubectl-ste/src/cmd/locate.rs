@@ -13,11 +13,11 @@ use futures_util::future::join_all;
 use serde::Serialize;
 use ste_core::fork::{ForkRing, ForkSuffix};
 use ste_core::keys::KeyLayout;
+use ste_core::units::format_bytes;
 
 use crate::cli::{Placement, WhereArgs};
 use crate::error::{CliError, CliResult};
 use crate::kube_api::{self, ForkShard};
-use crate::output::human;
 use crate::output::{Cell, Format, Style, Table};
 use crate::session::Session;
 
@@ -222,7 +222,7 @@ pub fn table(rows: &[PodLocation]) -> Table {
             Cell::from(r.shard.as_str()),
             Cell::styled(r.present.to_string(), (!r.present).then_some(Style::Yellow)),
             opt(r.revision),
-            opt(r.size_bytes.map(human::bytes)),
+            opt(r.size_bytes.map(format_bytes)),
         ]);
     }
     table

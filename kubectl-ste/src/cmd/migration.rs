@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use ste_core::units::format_bytes;
 use ste_proto::v1::{MigrationPhase, MigrationProgress};
 
 use crate::output::human;
@@ -97,7 +98,7 @@ pub fn plan_line(plan: &MigrationFacts, dry_run: bool) -> String {
         format!(
             "{} keys ({}) to move",
             plan.keys_total,
-            human::bytes(plan.bytes_total)
+            format_bytes(plan.bytes_total)
         )
     };
     let dry = if dry_run { " (dry run)" } else { "" };
@@ -115,7 +116,7 @@ pub fn plan_table(plan: &MigrationFacts) -> Table {
             Cell::from(f.from.as_str()),
             Cell::from(f.to.as_str()),
             Cell::from(f.keys.to_string()),
-            Cell::from(human::bytes(f.bytes)),
+            Cell::from(format_bytes(f.bytes)),
         ]);
     }
     table
@@ -144,8 +145,8 @@ fn progress_text(p: &MigrationProgress) -> String {
         p.keys_moved,
         p.keys_total,
         fraction * 100.0,
-        human::bytes(p.bytes_moved),
-        human::bytes(p.bytes_total)
+        format_bytes(p.bytes_moved),
+        format_bytes(p.bytes_total)
     )
 }
 

@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use ste_core::units::format_bytes;
 use ste_proto::v1::{JoinRequest, LeaveRequest, MigrationPhase, MigrationProgress};
 use tonic::Streaming;
 
@@ -18,7 +19,6 @@ use super::migration::{MigrationFacts, ProgressView, plan_line, plan_table};
 use crate::cli::{JoinArgs, LeaveArgs, WaitArgs};
 use crate::connect::RouterConn;
 use crate::error::{CliError, CliResult};
-use crate::output::human;
 use crate::session::{Session, parse_timeout};
 
 /// What `-o json|yaml` prints for a join or leave.
@@ -223,7 +223,7 @@ async fn finish(
             "{node} {verb} the ring: generation {}, {} keys ({}) moved in {:.1}s",
             done.to_generation,
             done.keys_moved,
-            human::bytes(done.bytes_moved),
+            format_bytes(done.bytes_moved),
             seconds
         ));
     }
@@ -306,7 +306,7 @@ pub async fn leave(session: &mut Session, args: &LeaveArgs) -> CliResult<()> {
     let question = format!(
         "Remove {node} from the ring and move its {} keys ({}) to the other members?",
         planned.keys_total,
-        human::bytes(planned.bytes_total)
+        format_bytes(planned.bytes_total)
     );
     if !confirm(session, &question).await? {
         return Err(CliError::msg(format!("leave of {node} cancelled")));

@@ -1,27 +1,7 @@
-//! Human-readable numbers for tables: byte sizes, ages, percentages.
+//! Human-readable numbers for tables: ages, percentages, counts. Byte
+//! sizes are [`ste_core::units::format_bytes`], shared with the agent.
 
 use std::time::Duration;
-
-/// Bytes in binary units like kubectl's quantities: `512B`, `1.5Ki`,
-/// `12Mi`, `3Gi` (one decimal below 10, none above).
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
-    if n < 1024 {
-        return format!("{n}B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    let rounded = (value * 10.0).round() / 10.0;
-    if rounded < 10.0 && rounded.fract() != 0.0 {
-        format!("{rounded:.1}{}", UNITS[unit])
-    } else {
-        format!("{:.0}{}", value.round(), UNITS[unit])
-    }
-}
 
 /// An age as kubectl prints it (apimachinery's `HumanDuration`): `45s`,
 /// `3m20s`, `15m`, `5h30m`, `2d4h`, `30d`, `2y45d`.
@@ -105,17 +85,6 @@ mod tests {
         assert_eq!(count(0u64, "key", "keys"), "0 keys");
         assert_eq!(count(1u64, "key", "keys"), "1 key");
         assert_eq!(count(3u64, "member", "members"), "3 members");
-    }
-
-    #[test]
-    fn byte_sizes() {
-        assert_eq!(bytes(0), "0B");
-        assert_eq!(bytes(1023), "1023B");
-        assert_eq!(bytes(1024), "1Ki");
-        assert_eq!(bytes(1536), "1.5Ki");
-        assert_eq!(bytes(20 * 1024 * 1024 + 1), "20Mi");
-        assert_eq!(bytes(512 * 1024 * 1024), "512Mi");
-        assert_eq!(bytes(3 * 1024 * 1024 * 1024 / 2), "1.5Gi");
     }
 
     #[test]

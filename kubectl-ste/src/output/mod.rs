@@ -1,16 +1,16 @@
-//! How results are printed: `-o table|wide|json|yaml`, kubectl's table
-//! layout, human-readable sizes, colour.
+//! How results are printed: `-o table|wide|json|yaml`, human-readable
+//! numbers, colour. The table layout and byte sizes are shared with the
+//! other binaries: [`ste_core::table`], [`ste_core::units`].
 
 pub mod human;
-pub mod table;
 pub mod term;
 
 use serde::Serialize;
 
 use crate::error::{CliError, CliResult};
 
-pub use table::{Cell, Table};
-pub use term::{Style, Term};
+pub use ste_core::table::{Cell, Style, Table};
+pub use term::Term;
 
 /// `-o`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,33 +3,9 @@
 
 use std::io::{IsTerminal, Write};
 
+use ste_core::table::Style;
+
 use crate::cli::ColorWhen;
-
-/// A colour for a table cell or a note.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
-    /// Failures.
-    Red,
-    /// All good.
-    Green,
-    /// Warnings.
-    Yellow,
-    /// Emphasis.
-    Bold,
-}
-
-impl Style {
-    /// `text` wrapped in this style's ANSI escape codes.
-    pub fn paint(self, text: &str) -> String {
-        let code = match self {
-            Style::Red => "31",
-            Style::Green => "32",
-            Style::Yellow => "33",
-            Style::Bold => "1",
-        };
-        format!("\u{1b}[{code}m{text}\u{1b}[0m")
-    }
-}
 
 /// Whether to colour a stream: `always`/`never` as given; `auto` when it is
 /// a terminal, `NO_COLOR` is unset or empty, and `TERM` is not `dumb`.

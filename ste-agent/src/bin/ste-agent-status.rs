@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ste_agent::config::parse_duration;
 use ste_agent::table::status_table;
+use ste_core::units::parse_duration;
 use ste_proto::v1::agent_client::AgentClient;
 use ste_proto::v1::{AgentState, AgentStatus, GetStatusRequest};
 
@@ -48,7 +48,10 @@ async fn fetch(addr: &str) -> Result<AgentStatus, String> {
         .map_err(|e| format!("{addr}: {}", e.message()))
 }
 
-async fn run(cli: Cli) -> Result<bool, String> {
+/// Prints the table once every agent serves (or at once without
+/// `--wait-serving`). Fails with one line per unreachable agent, and one more
+/// if the wait ran out, all after the table.
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let deadline = cli.wait_serving.map(|d| Instant::now() + d);
     loop {
         let mut rows = Vec::new();
@@ -64,27 +67,19 @@ async fn run(cli: Cli) -> Result<bool, String> {
         let waiting = deadline.is_some_and(|d| Instant::now() < d);
         if all_serving || !waiting {
             print!("{}", status_table(&rows, !cli.no_headers));
-            for e in &errors {
-                eprintln!("error: {e}");
-            }
             if deadline.is_some() && !all_serving {
-                eprintln!("error: not every agent reached SERVING in time");
-                return Ok(false);
+                errors.push("not every agent reached SERVING in time".into());
             }
-            return Ok(errors.is_empty());
+            if errors.is_empty() {
+                return Ok(());
+            }
+            // Reported by ste_main as "error: " and this: one line each.
+            anyhow::bail!(errors.join("\nerror: "));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    match run(Cli::parse()).await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> ExitCode {
+    ste_main::block_on(ste_main::Workers::Fixed(1), run(Cli::parse()))
 }

@@ -25,6 +25,8 @@ pub use report::{
     report,
 };
 
+use ste_core::units::format_bytes;
+
 use crate::error::CliResult;
 use crate::output::human;
 use crate::output::{Cell, Format, Style, Table};
@@ -84,12 +86,12 @@ pub fn table(report: &StatusReport, wide: bool) -> Table {
             a.map_or_else(unknown, |a| Cell::styled(&a.state, state_style(&a.state))),
             a.map_or_else(unknown, |a| Cell::from(a.epoch.to_string())),
             Cell::from(m.keys.to_string()),
-            a.map_or_else(unknown, |a| Cell::from(human::bytes(a.db_size_bytes))),
+            a.map_or_else(unknown, |a| Cell::from(format_bytes(a.db_size_bytes))),
             a.map_or_else(unknown, |a| {
                 let text = format!(
                     "{}/{}",
-                    human::bytes(a.tmpfs_used_bytes),
-                    human::bytes(a.tmpfs_size_bytes)
+                    format_bytes(a.tmpfs_used_bytes),
+                    format_bytes(a.tmpfs_size_bytes)
                 );
                 let near =
                     share(a.tmpfs_used_bytes, a.tmpfs_size_bytes).is_some_and(|s| s >= NEAR_FULL);
@@ -112,8 +114,8 @@ pub fn table(report: &StatusReport, wide: bool) -> Table {
                 a.map_or_else(unknown, |a| {
                     Cell::from(format!(
                         "{}/{}",
-                        human::bytes(a.memory_used_bytes),
-                        human::bytes(a.memory_total_bytes)
+                        format_bytes(a.memory_used_bytes),
+                        format_bytes(a.memory_total_bytes)
                     ))
                 }),
                 Cell::styled(&m.health, (m.health != "Healthy").then_some(Style::Red)),

@@ -9,6 +9,8 @@ use ste_proto::v1::{
 };
 
 use super::super::migration::MigrationFacts;
+use ste_core::units::format_bytes;
+
 use crate::output::human;
 
 /// Usage at or above this share of a limit is flagged.
@@ -277,16 +279,16 @@ fn warnings(
             out.push(format!(
                 "tmpfs {:.0}% full ({} of {})",
                 s * 100.0,
-                human::bytes(a.tmpfs_used_bytes),
-                human::bytes(a.tmpfs_size_bytes)
+                format_bytes(a.tmpfs_used_bytes),
+                format_bytes(a.tmpfs_size_bytes)
             ));
         }
         if let Some(s) = share(a.db_size_bytes, a.quota_backend_bytes).filter(|s| *s >= NEAR_FULL) {
             out.push(format!(
                 "etcd database at {:.0}% of its quota ({} of {})",
                 s * 100.0,
-                human::bytes(a.db_size_bytes),
-                human::bytes(a.quota_backend_bytes)
+                format_bytes(a.db_size_bytes),
+                format_bytes(a.quota_backend_bytes)
             ));
         }
     }

@@ -1,8 +1,37 @@
 //! kubectl's table layout: upper-case headers, left-aligned columns, cells
 //! padded to the widest plus 3 spaces (minimum 6), the last column
 //! unpadded (kubectl's `tabwriter.NewWriter(out, 6, 4, 3, ' ', 0)`).
+//!
+//! Every table the workspace prints (`kubectl ste`, `ste-agent-status`) is
+//! laid out here, so scripts that cut columns see one layout. Colour is
+//! optional per cell and never changes the layout: widths are measured on
+//! the text, not on escape codes.
 
-use super::term::Style;
+/// A colour for a table cell (or any other text written to a terminal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Failures.
+    Red,
+    /// All good.
+    Green,
+    /// Warnings.
+    Yellow,
+    /// Emphasis.
+    Bold,
+}
+
+impl Style {
+    /// `text` wrapped in this style's ANSI escape codes (SGR, reset after).
+    pub fn paint(self, text: &str) -> String {
+        let code = match self {
+            Style::Red => "31",
+            Style::Green => "32",
+            Style::Yellow => "33",
+            Style::Bold => "1",
+        };
+        format!("\u{1b}[{code}m{text}\u{1b}[0m")
+    }
+}
 
 const MIN_WIDTH: usize = 6;
 const PADDING: usize = 3;
@@ -133,5 +162,29 @@ mod tests {
         // Colour does not change the layout.
         let coloured = t.render(true, true);
         assert!(coloured.contains("\u{1b}[31m0/1\u{1b}[0m     10d"));
+    }
+
+    #[test]
+    fn narrow_columns_get_the_minimum_width_and_lines_no_trailing_blanks() {
+        let mut t = Table::new(["A", "B", "C"]);
+        t.row(vec!["1".into(), "".into(), "".into()]);
+        // Each column is at least 6 wide; the empty last cells leave no
+        // trailing spaces.
+        assert_eq!(t.render(true, false), "A     B     C\n1\n");
+    }
+
+    #[test]
+    fn widths_count_characters_not_bytes() {
+        let mut t = Table::new(["NAME", "X"]);
+        t.row(vec!["größe-ü".into(), "1".into()]);
+        assert_eq!(t.render(true, false), "NAME      X\ngröße-ü   1\n");
+    }
+
+    #[test]
+    fn an_empty_table_is_its_header() {
+        let t = Table::new(["NAME", "READY"]);
+        assert!(t.is_empty());
+        assert_eq!(t.render(true, false), "NAME   READY\n");
+        assert_eq!(t.render(false, false), "");
     }
 }

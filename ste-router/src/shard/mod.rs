@@ -58,6 +58,10 @@ pub struct Health {
     pub needs_resync: bool,
 }
 
+/// A shard's turn to write (see [`Shard::write_turn`]); the turn ends when
+/// it is dropped.
+pub type WriteTurn = tokio::sync::OwnedMutexGuard<()>;
+
 /// One shard: its identity in the ring, the client of its etcd, the lock
 /// that orders writes to it, its revision map and its health.
 pub struct Shard {
@@ -70,10 +74,8 @@ pub struct Shard {
     /// The member's weight in the ring (its relative share of keys).
     pub weight: u32,
     client: Arc<dyn ShardClient>,
-    /// Held from allocating a global revision until the shard has applied
-    /// the write, so writes reach the shard in global-revision order and the
-    /// revision map stays monotonic on both sides.
-    pub write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// See [`Shard::write_turn`].
+    write_lock: Arc<tokio::sync::Mutex<()>>,
     revisions: Mutex<RevisionMap>,
     health: Mutex<Health>,
     /// The etcd member ID seen at the last scan: a different one later
@@ -149,6 +151,16 @@ impl Shard {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Waits for this shard's turn to write: held from allocating a global
+    /// revision until the shard has applied the write (and the index and
+    /// revision map know it), so writes reach the shard in global-revision
+    /// order, the revision map stays monotonic on both sides, and no other
+    /// write, migration batch or resync touches the shard's keys meanwhile.
+    /// Several shards' turns are always taken in shard-ID order.
+    pub async fn write_turn(&self) -> WriteTurn {
+        self.write_lock.clone().lock_owned().await
     }
 
     /// Fails fast, naming the shard, when requests to it cannot succeed.
@@ -229,7 +241,7 @@ impl Shard {
     }
 
     /// Records that the write with global revision `global` is the shard's
-    /// revision `shard`. Callers hold `write_lock`, so both only grow.
+    /// revision `shard`. Callers hold the shard's write turn, so both only grow.
     pub fn record_revision(&self, global: GlobalRevision, shard: ShardRevision) {
         if let Err(err) = self
             .revisions
@@ -237,7 +249,7 @@ impl Shard {
             .unwrap_or_else(|e| e.into_inner())
             .record(global, shard)
         {
-            // Only possible if writes bypassed write_lock: a bug, not input.
+            // Only possible if a write bypassed the write turn: a bug, not input.
             tracing::error!(member = %self.name, %global, %shard, error = %err, "revision map out of order");
         }
     }

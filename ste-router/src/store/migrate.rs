@@ -127,7 +127,7 @@ impl Store {
             .await?;
         self.placement.set_target(target.clone())?;
         for shard in self.placement.shards() {
-            drop(shard.write_lock.lock().await);
+            drop(shard.write_turn().await);
         }
         Ok(self.plan(target))
     }
@@ -209,8 +209,8 @@ impl Store {
         } else {
             (destination, source)
         };
-        let _a = first.write_lock.lock().await;
-        let _b = second.write_lock.lock().await;
+        let _a = first.write_turn().await;
+        let _b = second.write_turn().await;
 
         // Only keys still where the plan found them and still headed there.
         let entries: Vec<(Vec<u8>, IndexEntry)> = self

@@ -34,7 +34,7 @@ use super::event_feed::StoredEvent;
 use super::index::IndexChange;
 use super::{Store, shard_ops};
 use crate::error::{StoreError, StoreResult};
-use crate::shard::Shard;
+use crate::shard::{Shard, WriteTurn};
 
 /// Which keys a multi-key delete removes.
 #[derive(Debug, Clone)]
@@ -188,7 +188,7 @@ impl Store {
         revision: GlobalRevision,
         keys: usize,
         chunk: usize,
-        guards: Vec<tokio::sync::OwnedMutexGuard<()>>,
+        guards: Vec<WriteTurn>,
     ) -> StoreError {
         let partly_applied = parts.iter().any(|p| !p.applied.is_empty());
         let mut undone_everywhere = true;
@@ -236,7 +236,7 @@ impl Store {
     /// set of shards changed while waiting (a ring change), starts over.
     pub(super) async fn lock_all_shards(
         &self,
-    ) -> StoreResult<(Vec<Arc<Shard>>, Vec<tokio::sync::OwnedMutexGuard<()>>)> {
+    ) -> StoreResult<(Vec<Arc<Shard>>, Vec<WriteTurn>)> {
         loop {
             let mut ordered = self.placement.shards();
             if ordered.is_empty() {
@@ -248,7 +248,7 @@ impl Store {
             ordered.sort_by_key(|s| s.id);
             let mut guards = Vec::with_capacity(ordered.len());
             for shard in &ordered {
-                guards.push(shard.write_lock.clone().lock_owned().await);
+                guards.push(shard.write_turn().await);
             }
             let mut now: Vec<_> = self.placement.shards().iter().map(|s| s.id).collect();
             now.sort();

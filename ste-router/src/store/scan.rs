@@ -209,7 +209,7 @@ impl Store {
     /// uncertain. History is cut: every watch ends with the compacted error
     /// and clients relist, since no event can describe what changed.
     pub async fn resync_shard(&self, shard: &Arc<Shard>) -> StoreResult<()> {
-        let ordered = shard.write_lock.lock().await;
+        let ordered = shard.write_turn().await;
         let scan = self
             .scan_shard(shard)
             .await
@@ -225,7 +225,7 @@ impl Store {
         // the lock order never inverts.
         for (holder, key, revision) in &stale {
             if holder.id != shard.id {
-                let _theirs = holder.write_lock.lock().await;
+                let _theirs = holder.write_turn().await;
                 self.delete_stale_copy(holder, key, *revision).await;
             }
         }

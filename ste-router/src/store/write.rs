@@ -117,7 +117,7 @@ impl Store {
         let outcome = loop {
             let shard = self.placement.holder(&write.key, &self.index)?;
             shard.check_available()?;
-            let _ordered = shard.write_lock.lock().await;
+            let _ordered = shard.write_turn().await;
             // A ring change may have moved the key while we waited.
             if self.placement.holder(&write.key, &self.index)?.id != shard.id {
                 continue;

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod cluster;
 pub mod control_plane;
 pub mod etcd;
+pub mod keys;
 pub mod krew;
 pub mod kube;
 pub mod plugin;
@@ -15,6 +16,7 @@ pub mod procs;
 pub mod reflection;
 pub mod ring;
 pub mod router;
+pub mod watch;
 pub mod web;
 
 pub use agent::{AgentOptions, TestAgent};

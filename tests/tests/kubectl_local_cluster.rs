@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use etcd_client::GetOptions;
+use ste_tests::keys::{self, PODS};
 use ste_tests::krew::KrewRoot;
 use ste_tests::{AgentOptions, TestAgent, TestRouter};
 
@@ -234,10 +235,7 @@ async fn krew_installed_plugin_operates_a_local_cluster() -> anyhow::Result<()> 
         let keys = a
             .etcd()
             .await?
-            .get(
-                "/registry/pods/",
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
+            .get(PODS, Some(GetOptions::new().with_prefix().with_keys_only()))
             .await?;
         for kv in keys.kvs() {
             held.insert(kv.key_str()?.to_owned(), a.options.node_name.clone());
@@ -266,13 +264,8 @@ async fn krew_installed_plugin_operates_a_local_cluster() -> anyhow::Result<()> 
     );
     kubectl.ok(&["ste", "ring", "leave", "node-b", "--yes"]);
     assert_eq!(members(&router).await?, ["node-a", "node-c", "node-d"]);
-    let listed = client
-        .get(
-            "/registry/pods/",
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        )
-        .await?;
-    assert_eq!(listed.count(), 60, "nothing lost by the join and the leave");
+    let listed = keys::count_under(&mut client, PODS).await?;
+    assert_eq!(listed, 60, "nothing lost by the join and the leave");
 
     let version = kubectl.ok(&["ste", "version"]);
     for line in ["Plugin Version", "Router Version", "node-a", "node-d"] {

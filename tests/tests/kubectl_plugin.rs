@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use ste_tests::etcd::TestEtcd;
+use ste_tests::keys::{self, PODS};
 use ste_tests::plugin::{
     FakeApiServer, Plugin, Reply, Run, list_json, node_json, pod_json, status_json,
 };
@@ -806,18 +807,7 @@ async fn ring_join_and_leave_a_fourth_shard() {
     assert_eq!(members.len(), 4);
     let d = members.iter().find(|m| m["name"] == "shard-d").unwrap();
     let mut direct = fourth.client().await.unwrap();
-    let on_d = direct
-        .get(
-            "/registry/pods/",
-            Some(
-                etcd_client::GetOptions::new()
-                    .with_prefix()
-                    .with_count_only(),
-            ),
-        )
-        .await
-        .unwrap()
-        .count();
+    let on_d = keys::count_under(&mut direct, PODS).await.unwrap();
     assert_eq!(d["keys"].as_i64().unwrap(), on_d);
     assert!(on_d > 0);
 
@@ -850,18 +840,7 @@ async fn ring_join_and_leave_a_fourth_shard() {
     let after = ring_json(&plugin, &admin).await;
     assert_eq!(after["generation"], generation + 2);
     assert_eq!(after["members"].as_array().unwrap().len(), 3);
-    let left = direct
-        .get(
-            "/registry/pods/",
-            Some(
-                etcd_client::GetOptions::new()
-                    .with_prefix()
-                    .with_count_only(),
-            ),
-        )
-        .await
-        .unwrap()
-        .count();
+    let left = keys::count_under(&mut direct, PODS).await.unwrap();
     assert_eq!(left, 0, "keys left on shard-d after it left");
     let keys: u64 = after["members"]
         .as_array()

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use etcd_client::{GetOptions, WatchOptions};
 use nix::sys::signal::Signal;
-use ste_proto::v1::{GetRouterStatusRequest, LocateRequest, RouterStatus};
-use ste_tests::{AgentOptions, TestAgent, TestRouter};
-
-const PREFIX: &str = "/registry/pods/";
+use ste_proto::v1::{GetRouterStatusRequest, RouterStatus};
+use ste_tests::keys::{self, PODS};
+use ste_tests::{AgentOptions, TestAgent, TestRouter, ring};
 
 fn agent_options(name: &str, ip: u8, router: &TestRouter) -> AgentOptions {
     let mut options = AgentOptions::new(name, Ipv4Addr::new(127, 0, 0, ip));
@@ -75,7 +74,7 @@ async fn put_keys(router: &TestRouter, n: usize) -> anyhow::Result<BTreeMap<Stri
     let mut client = router.client().await?;
     let mut written = BTreeMap::new();
     for i in 0..n {
-        let key = format!("{PREFIX}ns-{}/pod-{i:04}", i % 5);
+        let key = format!("{PODS}ns-{}/pod-{i:04}", i % 5);
         let response = client.put(key.clone(), format!("v{i}"), None).await?;
         written.insert(
             key,
@@ -94,7 +93,7 @@ async fn check(
 ) -> anyhow::Result<()> {
     let mut client = router.client().await?;
     let listed = client
-        .get(PREFIX, Some(GetOptions::new().with_prefix()))
+        .get(PODS, Some(GetOptions::new().with_prefix()))
         .await?;
     let got: BTreeMap<String, i64> = listed
         .kvs()
@@ -103,15 +102,9 @@ async fn check(
         .collect::<Result<_, etcd_client::Error>>()?;
     assert_eq!(&got, written, "every key with its original revision");
     let mut admin = router.admin().await?;
-    let held = ste_tests::agent::keys_held(agents.iter().copied(), PREFIX).await?;
+    let held = ste_tests::agent::keys_held(agents.iter().copied(), PODS).await?;
     for key in written.keys() {
-        let owner = admin
-            .locate(LocateRequest {
-                key: key.clone().into_bytes(),
-            })
-            .await?
-            .into_inner()
-            .member;
+        let owner = ring::member_of(&mut admin, key).await?;
         assert_eq!(
             held.get(key),
             Some(&vec![owner.clone()]),
@@ -171,7 +164,7 @@ async fn a_killed_agent_is_fenced_and_rejoins_empty() -> anyhow::Result<()> {
     let written = put_keys(&router, 300).await?;
     let mut client = router.client().await?;
     let mut watch = client
-        .watch(PREFIX, Some(WatchOptions::new().with_prefix()))
+        .watch(PODS, Some(WatchOptions::new().with_prefix()))
         .await?;
     assert!(watch.message().await?.is_some_and(|r| r.created()));
 
@@ -180,10 +173,7 @@ async fn a_killed_agent_is_fenced_and_rejoins_empty() -> anyhow::Result<()> {
         let keys = victim
             .etcd()
             .await?
-            .get(
-                PREFIX,
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
+            .get(PODS, Some(GetOptions::new().with_prefix().with_keys_only()))
             .await?;
         keys.kvs()
             .iter()
@@ -252,15 +242,7 @@ async fn a_killed_agent_is_fenced_and_rejoins_empty() -> anyhow::Result<()> {
     let mut more = put_keys(&router, 300).await?;
     more.retain(|k, _| lost.contains(k));
     assert!(!more.is_empty());
-    let held = victim
-        .etcd()
-        .await?
-        .get(
-            PREFIX,
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        )
-        .await?
-        .count();
+    let held = keys::count_under(&mut victim.etcd().await?, PODS).await?;
     assert!(held > 0, "the rejoined member receives keys again");
     Ok(())
 }

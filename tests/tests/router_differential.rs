@@ -27,19 +27,19 @@ use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
     WatchStream,
 };
+use ste_tests::keys::PODS;
 use ste_tests::{ShardedRouter, TestEtcd};
 use tonic::Code;
 
 const NAMESPACES: usize = 5;
-const PODS: usize = 6;
-const PREFIX: &str = "/registry/pods/";
+const PODS_PER_NAMESPACE: usize = 6;
 const COMPACT_KEY: &str = "compact_rev_key";
 /// Per watch: how long to wait for the expected events (a loaded 2-core
 /// machine can be slow; an idle one needs milliseconds).
 const WATCH_DEADLINE: Duration = Duration::from_secs(30);
 
 fn pod(ns: usize, pod: usize) -> String {
-    format!("{PREFIX}ns{ns}/pod-{pod}")
+    format!("{PODS}ns{ns}/pod-{pod}")
 }
 
 fn prefix_end(prefix: &str) -> Vec<u8> {
@@ -605,7 +605,7 @@ async fn script(side: &'static str, client: Client) -> Vec<Step> {
         writes: Vec::new(),
         mods: HashMap::new(),
     };
-    let all: Vec<String> = (0..PODS)
+    let all: Vec<String> = (0..PODS_PER_NAMESPACE)
         .flat_map(|p| (0..NAMESPACES).map(move |n| pod(n, p)))
         .collect();
     let start = run
@@ -699,7 +699,7 @@ async fn script(side: &'static str, client: Client) -> Vec<Step> {
     // Lists, paginated as kube does, at the current revision.
     for limit in [2, 3, 500] {
         run.list(
-            PREFIX,
+            PODS,
             limit,
             0,
             "all pods, a write between pages",
@@ -712,19 +712,19 @@ async fn script(side: &'static str, client: Client) -> Vec<Step> {
     run.list("/registry/pods/ns1", 4, 0, "ns1 and ns10", None)
         .await;
     run.get(
-        PREFIX,
+        PODS,
         Some(GetOptions::new().with_prefix()),
         "list without limit".into(),
     )
     .await;
     run.get(
-        PREFIX,
+        PODS,
         Some(GetOptions::new().with_prefix().with_count_only()),
         "count only".into(),
     )
     .await;
     run.get(
-        PREFIX,
+        PODS,
         Some(
             GetOptions::new()
                 .with_prefix()
@@ -735,13 +735,13 @@ async fn script(side: &'static str, client: Client) -> Vec<Step> {
     )
     .await;
     run.get(
-        PREFIX,
+        PODS,
         Some(GetOptions::new().with_prefix().with_keys_only()),
         "keys only".into(),
     )
     .await;
     run.get(
-        PREFIX,
+        PODS,
         Some(
             GetOptions::new()
                 .with_prefix()
@@ -760,14 +760,14 @@ async fn script(side: &'static str, client: Client) -> Vec<Step> {
 
     // Lists and gets at old revisions.
     run.list(
-        PREFIX,
+        PODS,
         4,
         after_create,
         "at the revision after the creates",
         None,
     )
     .await;
-    run.list(PREFIX, 7, mid, "at the revision after the deletes", None)
+    run.list(PODS, 7, mid, "at the revision after the deletes", None)
         .await;
     run.get(
         &pod(1, 0),
@@ -806,7 +806,7 @@ async fn script(side: &'static str, client: Client) -> Vec<Step> {
     )
     .await;
     run.get(
-        PREFIX,
+        PODS,
         Some(
             GetOptions::new()
                 .with_prefix()
@@ -823,18 +823,18 @@ async fn script(side: &'static str, client: Client) -> Vec<Step> {
         .with_prefix()
         .with_prev_key()
         .with_progress_notify();
-    let expected = run.writes_since(after_create, PREFIX);
+    let expected = run.writes_since(after_create, PODS);
     run.watch(
-        PREFIX,
+        PODS,
         watch_all.clone().with_start_revision(after_create),
         expected,
         "watch all pods from after_create".into(),
     )
     .await;
     let from = mid + 1;
-    let expected = run.writes_since(from, PREFIX);
+    let expected = run.writes_since(from, PODS);
     run.watch(
-        PREFIX,
+        PODS,
         watch_all.clone().with_start_revision(from),
         expected,
         "watch all pods from mid + 1".into(),
@@ -926,11 +926,11 @@ async fn script(side: &'static str, client: Client) -> Vec<Step> {
     // watch from `mid` may silently start after it; the router delivers it
     // (see `known_difference`).
     let expected = match side {
-        "etcd" => run.writes_since(mid + 1, PREFIX),
-        _ => run.writes_since(mid, PREFIX),
+        "etcd" => run.writes_since(mid + 1, PODS),
+        _ => run.writes_since(mid, PODS),
     };
     run.watch(
-        PREFIX,
+        PODS,
         watch_all.clone().with_start_revision(mid),
         expected,
         WATCH_AT_COMPACTION.into(),
@@ -955,7 +955,7 @@ async fn script(side: &'static str, client: Client) -> Vec<Step> {
     )
     .await;
     run.get(
-        PREFIX,
+        PODS,
         Some(
             GetOptions::new()
                 .with_prefix()
@@ -971,17 +971,17 @@ async fn script(side: &'static str, client: Client) -> Vec<Step> {
         "get at the compaction revision".into(),
     )
     .await;
-    run.list(PREFIX, 5, curr, "at the compaction revision", None)
+    run.list(PODS, 5, curr, "at the compaction revision", None)
         .await;
     run.watch(
-        PREFIX,
+        PODS,
         watch_all.clone().with_start_revision(mid),
         1,
         "watch from a compacted revision".into(),
     )
     .await;
     run.watch(
-        PREFIX,
+        PODS,
         watch_all.clone().with_start_revision(start),
         1,
         "watch from the initial revision after compaction".into(),
@@ -994,15 +994,15 @@ async fn script(side: &'static str, client: Client) -> Vec<Step> {
         .await;
     let rev = run.mod_of(&key);
     run.delete(&key, rev, "after compaction").await;
-    let expected = run.writes_since(curr + 1, PREFIX);
+    let expected = run.writes_since(curr + 1, PODS);
     run.watch(
-        PREFIX,
+        PODS,
         watch_all.clone().with_start_revision(curr + 1),
         expected,
         "watch from the compaction revision + 1".into(),
     )
     .await;
-    run.list(PREFIX, 500, 0, "final state", None).await;
+    run.list(PODS, 500, 0, "final state", None).await;
     run.steps
 }
 
@@ -1168,19 +1168,8 @@ async fn router_answers_kube_apiserver_requests_like_etcd() -> anyhow::Result<()
 
     // The keys really are spread: every shard holds some.
     for shard in &cluster.shards {
-        let held = shard
-            .client()
-            .await?
-            .get(
-                PREFIX,
-                Some(GetOptions::new().with_prefix().with_count_only()),
-            )
-            .await?;
-        assert!(
-            held.count() > 0,
-            "shard {} holds none of the pods",
-            shard.name
-        );
+        let held = shard.count_under(PODS).await?;
+        assert!(held > 0, "shard {} holds none of the pods", shard.name);
     }
     Ok(())
 }

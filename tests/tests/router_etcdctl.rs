@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use base64::Engine as _;
 use serde_json::Value;
-use ste_tests::ShardedRouter;
+use ste_tests::keys::PODS;
+use ste_tests::{ShardedRouter, ring};
 
 /// Runs etcdctl against one endpoint.
 struct Etcdctl {
@@ -164,13 +165,7 @@ async fn placement(
     let mut admin = cluster.router.admin().await?;
     let mut placed = BTreeMap::new();
     for key in keys {
-        let location = admin
-            .locate(ste_proto::v1::LocateRequest {
-                key: key.as_bytes().to_vec(),
-            })
-            .await?
-            .into_inner();
-        placed.insert(key.clone(), location.member);
+        placed.insert(key.clone(), ring::member_of(&mut admin, key).await?);
     }
     Ok(placed)
 }
@@ -182,19 +177,7 @@ async fn held_by_shards(
 ) -> anyhow::Result<BTreeMap<String, i64>> {
     let mut held = BTreeMap::new();
     for shard in &cluster.shards {
-        let count = shard
-            .client()
-            .await?
-            .get(
-                prefix,
-                Some(
-                    etcd_client::GetOptions::new()
-                        .with_prefix()
-                        .with_count_only(),
-                ),
-            )
-            .await?
-            .count();
+        let count = shard.count_under(prefix).await?;
         held.insert(shard.name.clone(), count);
     }
     Ok(held)
@@ -403,15 +386,15 @@ async fn del_and_del_prefix_across_shards() -> anyhow::Result<()> {
     // The other keys are untouched; delete them with JSON output.
     let remaining = ctl.json(&["get", "--prefix", "/registry/pods/other/"])?;
     assert_eq!(remaining["count"].as_i64(), Some(10));
-    let deleted = ctl.json(&["del", "--prefix", "/registry/pods/"])?;
+    let deleted = ctl.json(&["del", "--prefix", PODS])?;
     assert_eq!(deleted["deleted"].as_i64(), Some(10), "{deleted}");
     assert_eq!(revision(&deleted)?, before + 2, "{deleted}");
-    let held = held_by_shards(&cluster, "/registry/pods/").await?;
+    let held = held_by_shards(&cluster, PODS).await?;
     assert!(
         held.values().all(|n| *n == 0),
         "shards still hold deleted keys: {held:?}"
     );
-    assert_eq!(ctl.ok(&["get", "--prefix", "/registry/pods/"])?, "");
+    assert_eq!(ctl.ok(&["get", "--prefix", PODS])?, "");
     assert_router_quiet(&cluster);
     Ok(())
 }

@@ -9,15 +9,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{GetOptions, WatchOptions};
-use ste_proto::v1::{LocateRequest, MigrationPhase};
+use ste_proto::v1::MigrationPhase;
+use ste_tests::keys::{self, PODS};
 use ste_tests::kube::{self, Outcome};
 use ste_tests::{ShardedRouter, TestEtcd, ring};
 
 const KEYS: usize = 3_000;
-const PREFIX: &str = "/registry/pods/";
 
 fn key(i: usize) -> String {
-    format!("{PREFIX}ns-{}/pod-{i:05}", i % 13)
+    format!("{PODS}ns-{}/pod-{i:05}", i % 13)
 }
 
 type Ack = (i64, String, Option<Vec<u8>>);
@@ -106,7 +106,7 @@ async fn watcher(
     let mut client = etcd_client::Client::connect([endpoint], None).await?;
     let mut stream = client
         .watch(
-            PREFIX,
+            PODS,
             Some(WatchOptions::new().with_prefix().with_start_revision(start)),
         )
         .await?;
@@ -140,7 +140,7 @@ async fn check(cluster: &ShardedRouter, extra: &[&TestEtcd], acks: &[Ack]) -> an
     }
     let mut client = cluster.router.client().await?;
     let listed = client
-        .get(PREFIX, Some(GetOptions::new().with_prefix()))
+        .get(PODS, Some(GetOptions::new().with_prefix()))
         .await?;
     let got: BTreeMap<String, (i64, Vec<u8>)> = listed
         .kvs()
@@ -163,16 +163,10 @@ async fn check(cluster: &ShardedRouter, extra: &[&TestEtcd], acks: &[Ack]) -> an
     for shard in cluster.shards.iter().chain(extra.iter().copied()) {
         shards.push((shard.name.clone(), shard.client().await?));
     }
-    let held = ring::keys_per_shard(&shards, PREFIX).await?;
+    let held = ring::keys_per_shard(&shards, PODS).await?;
     let mut admin = cluster.router.admin().await?;
     for k in model.keys() {
-        let owner = admin
-            .locate(LocateRequest {
-                key: k.clone().into_bytes(),
-            })
-            .await?
-            .into_inner()
-            .member;
+        let owner = ring::member_of(&mut admin, k).await?;
         let holders: Vec<&String> = held
             .iter()
             .filter(|(_, keys)| keys.contains(k))
@@ -281,15 +275,7 @@ async fn join_then_leave_under_load() -> anyhow::Result<()> {
         .iter()
         .find(|s| s.name == "shard-b")
         .expect("shard-b");
-    let on_b = b
-        .client()
-        .await?
-        .get(
-            PREFIX,
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        )
-        .await?
-        .count();
+    let on_b = b.count_under(PODS).await?;
     assert_eq!(on_b, 0, "the member that left holds no keys");
     check_watchers(&watchers, &acks);
     let ring_info = admin
@@ -421,15 +407,7 @@ async fn the_last_member_cannot_leave_and_a_dry_run_moves_nothing() -> anyhow::R
     assert!(plan.keys_total > 0 && plan.bytes_total > 0);
     assert_eq!(plan.flows.len(), 1);
     assert_eq!(plan.flows[0].from, "shard-a");
-    let on_d = d
-        .client()
-        .await?
-        .get(
-            PREFIX,
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        )
-        .await?
-        .count();
+    let on_d = d.count_under(PODS).await?;
     assert_eq!(on_d, 0, "a dry run moves nothing");
     check(&cluster, &[], &acks).await?;
     Ok(())
@@ -441,12 +419,12 @@ async fn paged_list(
     client: &mut etcd_client::Client,
     at: i64,
 ) -> anyhow::Result<(i64, Vec<String>)> {
-    let mut start = PREFIX.as_bytes().to_vec();
+    let mut start = PODS.as_bytes().to_vec();
     let mut pinned = at;
     let mut keys: Vec<String> = Vec::new();
     loop {
         let mut options = GetOptions::new()
-            .with_range(ste_core::keyrange::prefix_end(PREFIX.as_bytes()))
+            .with_range(ste_core::keyrange::prefix_end(PODS.as_bytes()))
             .with_limit(100)
             .with_keys_only();
         if pinned != 0 {
@@ -509,13 +487,7 @@ async fn lists_stay_exact_while_keys_move() -> anyhow::Result<()> {
             then, expected,
             "a historical list during the move is not exact"
         );
-        let count = client
-            .get(
-                PREFIX,
-                Some(GetOptions::new().with_prefix().with_count_only()),
-            )
-            .await?
-            .count();
+        let count = keys::count_under(&mut client, PODS).await?;
         assert_eq!(count as usize, expected.len());
         lists_during += 1;
     }
@@ -574,20 +546,7 @@ async fn a_create_in_flight_when_a_leave_starts_is_moved_too() -> anyhow::Result
         client.put(key(i), "v", None).await?;
     }
     // A new key the leaver owns.
-    let mut new_key = None;
-    for i in 1_000..2_000 {
-        let location = admin
-            .locate(LocateRequest {
-                key: key(i).into_bytes(),
-            })
-            .await?
-            .into_inner();
-        if location.member == "shard-c" {
-            new_key = Some(key(i));
-            break;
-        }
-    }
-    let new_key = new_key.expect("a key placed on shard-c");
+    let new_key = ring::first_placed_on(&mut admin, "shard-c", (1_000..2_000).map(key)).await?;
 
     // The create holds shard-c's write lock, its request stuck in the
     // stopped etcd (shorter than --shard-timeout), when the leave starts.
@@ -621,14 +580,10 @@ async fn a_create_in_flight_when_a_leave_starts_is_moved_too() -> anyhow::Result
         let mut admin = admin.clone();
         let key = new_key.clone();
         async move {
-            let location = admin
-                .locate(LocateRequest {
-                    key: key.into_bytes(),
-                })
+            let member = ring::member_of(&mut admin, &key)
                 .await
-                .map_err(|e| e.to_string())?
-                .into_inner();
-            if location.member == "shard-c" {
+                .map_err(|e| e.to_string())?;
+            if member == "shard-c" {
                 Err("still placed on shard-c".into())
             } else {
                 Ok(())
@@ -652,14 +607,11 @@ async fn a_create_in_flight_when_a_leave_starts_is_moved_too() -> anyhow::Result
         Some(&b"created"[..]),
         "the key created during the leave is readable"
     );
-    let mut leaver = cluster.shard("shard-c").expect("shard-c").client().await?;
-    let left = leaver
-        .get(
-            PREFIX,
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        )
-        .await?
-        .count();
+    let left = cluster
+        .shard("shard-c")
+        .expect("shard-c")
+        .count_under(PODS)
+        .await?;
     assert_eq!(left, 0, "no key left behind on the shard that left");
     Ok(())
 }
@@ -687,7 +639,7 @@ async fn a_refused_join_of_a_dead_shard_leaves_reads_working() -> anyhow::Result
     );
 
     let listed = client
-        .get("/registry/pods/", Some(GetOptions::new().with_prefix()))
+        .get(PODS, Some(GetOptions::new().with_prefix()))
         .await?;
     assert_eq!(listed.kvs().len(), 10);
     client.status().await?;

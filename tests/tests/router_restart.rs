@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use etcd_client::{GetOptions, WatchOptions};
 use ste_tests::ShardedRouter;
+use ste_tests::keys::PODS;
+use ste_tests::watch::first_answer;
 
 #[derive(Debug, Clone)]
 struct Attempt {
@@ -131,7 +133,7 @@ async fn acknowledged_writes_survive_a_router_kill() -> anyhow::Result<()> {
 
     let mut client = cluster.router.client().await?;
     let all = client
-        .get("/registry/pods/", Some(GetOptions::new().with_prefix()))
+        .get(PODS, Some(GetOptions::new().with_prefix()))
         .await?;
     let stored: std::collections::HashMap<String, (i64, String)> = all
         .kvs()
@@ -176,7 +178,7 @@ async fn acknowledged_writes_survive_a_router_kill() -> anyhow::Result<()> {
     // the history is gone (compacted) so the client relists.
     let mut stream = client
         .watch(
-            "/registry/pods/",
+            PODS,
             Some(
                 WatchOptions::new()
                     .with_prefix()
@@ -276,7 +278,7 @@ async fn state_in_etcd_lets_another_router_take_over() -> anyhow::Result<()> {
     // second).
     let mut resumed = client
         .watch(
-            "/registry/pods/",
+            PODS,
             Some(
                 WatchOptions::new()
                     .with_prefix()
@@ -284,14 +286,14 @@ async fn state_in_etcd_lets_another_router_take_over() -> anyhow::Result<()> {
             ),
         )
         .await?;
-    let refused = first_answer(&mut resumed).await?;
+    let refused = first_answer(&mut resumed, Duration::from_secs(30)).await?;
     assert!(
         refused.canceled() && refused.compact_revision() > last,
         "{refused:?}"
     );
     let read = client
         .get(
-            "/registry/pods/",
+            PODS,
             Some(GetOptions::new().with_prefix().with_count_only()),
         )
         .await?
@@ -300,7 +302,7 @@ async fn state_in_etcd_lets_another_router_take_over() -> anyhow::Result<()> {
         .unwrap_or_default();
     let mut fresh = client
         .watch(
-            "/registry/pods/",
+            PODS,
             Some(WatchOptions::new().with_prefix().with_start_revision(read)),
         )
         .await?;
@@ -308,7 +310,7 @@ async fn state_in_etcd_lets_another_router_take_over() -> anyhow::Result<()> {
         .put("/registry/pods/default/after", "x", None)
         .await?;
     let next = next.header().map(|h| h.revision()).unwrap_or_default();
-    let seen = first_answer(&mut fresh).await?;
+    let seen = first_answer(&mut fresh, Duration::from_secs(30)).await?;
     assert!(
         !seen.canceled() && seen.events().len() == 1,
         "a watch from revision {read}, read from the new router, must be served: {seen:?}"
@@ -331,27 +333,4 @@ async fn state_in_etcd_lets_another_router_take_over() -> anyhow::Result<()> {
         .await?;
     assert!(stored.kvs()[0].value_str()?.contains("reserved_revision"));
     Ok(())
-}
-
-/// The first watch response that is not the bare "created" one: events or
-/// a cancellation.
-async fn first_answer(
-    stream: &mut etcd_client::WatchStream,
-) -> anyhow::Result<etcd_client::WatchResponse> {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match stream.message().await? {
-                Some(response)
-                    if response.created()
-                        && !response.canceled()
-                        && response.events().is_empty() =>
-                {
-                    continue;
-                }
-                Some(response) => return anyhow::Ok(response),
-                None => anyhow::bail!("watch stream ended"),
-            }
-        }
-    })
-    .await?
 }

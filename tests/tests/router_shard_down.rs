@@ -12,16 +12,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use etcd_client::{Client, GetOptions};
 use nix::sys::signal::Signal;
-use ste_proto::v1::{GetRouterStatusRequest, LocateRequest, MemberHealth};
+use ste_proto::v1::{GetRouterStatusRequest, MemberHealth};
+use ste_tests::keys::PODS;
 use ste_tests::poll::SLOW;
-use ste_tests::{ShardedRouter, eventually};
+use ste_tests::{ShardedRouter, eventually, ring};
 use tonic::Code;
 
 /// Reads of keys on healthy shards must not notice the outage.
 const HEALTHY_READ_BOUND: Duration = Duration::from_secs(1);
 /// What a loaded machine may add to the shard timeout.
 const MARGIN: Duration = Duration::from_secs(3);
-const PREFIX: &str = "/registry/pods/";
 
 #[derive(Debug, Clone, Copy)]
 enum Outage {
@@ -40,26 +40,11 @@ struct Written {
     version: i64,
 }
 
-async fn member_of(cluster: &ShardedRouter, key: &str) -> anyhow::Result<String> {
+/// A key under `PODS` + `name` that the ring places on `member`.
+async fn key_on(cluster: &ShardedRouter, member: &str, name: &str) -> anyhow::Result<String> {
     let mut admin = cluster.router.admin().await?;
-    Ok(admin
-        .locate(LocateRequest {
-            key: key.as_bytes().to_vec(),
-        })
-        .await?
-        .into_inner()
-        .member)
-}
-
-/// A key under `prefix` that the ring places on `member`.
-async fn key_on(cluster: &ShardedRouter, member: &str, prefix: &str) -> anyhow::Result<String> {
-    for i in 0..1000 {
-        let key = format!("{PREFIX}{prefix}-{i}");
-        if member_of(cluster, &key).await? == member {
-            return Ok(key);
-        }
-    }
-    anyhow::bail!("no key under {prefix} placed on {member} among 1000 candidates")
+    let candidates = (0..1000).map(|i| format!("{PODS}{name}-{i}"));
+    ring::first_placed_on(&mut admin, member, candidates).await
 }
 
 async fn put(client: &mut Client, key: &str, value: &str) -> anyhow::Result<Written> {
@@ -127,7 +112,7 @@ async fn check_all(
         }
     }
     let list = client
-        .get(PREFIX, Some(GetOptions::new().with_prefix()))
+        .get(PODS, Some(GetOptions::new().with_prefix()))
         .await
         .map_err(|e| format!("list: {e}"))?;
     let listed: BTreeMap<String, Written> = list
@@ -210,10 +195,10 @@ async fn shard_outage(outage: Outage) -> anyhow::Result<()> {
             break;
         }
         ensure!(i < 500, "500 keys did not reach every shard: {by_member:?}");
-        let key = format!("{PREFIX}default/pod-{i:03}");
+        let key = format!("{PODS}default/pod-{i:03}");
         let written = put(&mut client, &key, &format!("value-{i}")).await?;
         by_member
-            .entry(member_of(&cluster, &key).await?)
+            .entry(ring::member_of(&mut cluster.router.admin().await?, &key).await?)
             .or_default()
             .push(key.clone());
         expected.insert(key, written);
@@ -346,7 +331,7 @@ async fn shard_outage(outage: Outage) -> anyhow::Result<()> {
         ),
     ] {
         let started = Instant::now();
-        let result = client.get(PREFIX, Some(options)).await;
+        let result = client.get(PODS, Some(options)).await;
         let took = started.elapsed();
         expect_unavailable(result.map(|r| (r.count(), r.kvs().len())), &victim, what)?;
         ensure!(took < shard_timeout + MARGIN, "{what} took {took:?}");
@@ -447,17 +432,7 @@ async fn shard_outage(outage: Outage) -> anyhow::Result<()> {
         .context("after new writes")?;
 
     // The shard itself still holds its keys.
-    let held = cluster
-        .shard(&victim)
-        .unwrap()
-        .client()
-        .await?
-        .get(
-            PREFIX,
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        )
-        .await?
-        .count();
+    let held = cluster.shard(&victim).unwrap().count_under(PODS).await?;
     let placed = expected
         .keys()
         .filter(|k| by_member[&victim].contains(k) || k.contains(&format!("after-{victim}")))
@@ -550,7 +525,7 @@ async fn hung_shard_with_a_write_in_flight_delays_others_at_most_one_shard_timeo
         .revision();
     let mut watch = client
         .watch(
-            PREFIX,
+            PODS,
             Some(
                 etcd_client::WatchOptions::new()
                     .with_prefix()
@@ -700,7 +675,7 @@ async fn hung_shard_with_a_write_in_flight_delays_others_at_most_one_shard_timeo
         started.elapsed()
     );
     let result = client
-        .get(PREFIX, Some(GetOptions::new().with_prefix()))
+        .get(PODS, Some(GetOptions::new().with_prefix()))
         .await;
     expect_unavailable(result.map(|r| r.count()), &victim, "list during the hang")?;
     let health = member_health(&cluster).await?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use etcd_client::{EventType, WatchOptions};
 use ste_tests::ShardedRouter;
+use ste_tests::keys::PODS;
 use ste_tests::kube::{self, Outcome};
 
 const WRITERS: usize = 16;
@@ -117,7 +118,7 @@ async fn watch(
         .with_prefix()
         .with_prev_key()
         .with_start_revision(start);
-    let stream = client.watch("/registry/pods/", Some(options)).await?;
+    let stream = client.watch(PODS, Some(options)).await?;
     let (mut sender, mut responses) = stream.split();
     let mut progress = tokio::time::interval(Duration::from_millis(25));
     loop {

@@ -1,0 +1,47 @@
+//! Reading a watch stream with a deadline: a watch that never answers must
+//! fail the test, not hang it.
+
+use std::time::Duration;
+
+use etcd_client::{WatchResponse, WatchStream};
+
+/// The first answer on `stream` that carries events or cancels the watch,
+/// skipping the bare `created` response (etcd sends a compaction refusal
+/// after `created`). Fails if the stream ends or nothing comes in `timeout`.
+pub async fn first_answer(
+    stream: &mut WatchStream,
+    timeout: Duration,
+) -> anyhow::Result<WatchResponse> {
+    tokio::time::timeout(timeout, async {
+        loop {
+            match stream.message().await? {
+                Some(response) if response.canceled() || !response.events().is_empty() => {
+                    return anyhow::Ok(response);
+                }
+                Some(_) => continue,
+                None => anyhow::bail!("watch stream ended without an answer"),
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no watch answer within {timeout:?}"))?
+}
+
+/// The response that cancels the watch on `stream`, skipping every event
+/// before it. Fails if the stream ends or no cancel comes in `timeout`.
+pub async fn until_canceled(
+    stream: &mut WatchStream,
+    timeout: Duration,
+) -> anyhow::Result<WatchResponse> {
+    tokio::time::timeout(timeout, async {
+        loop {
+            match stream.message().await? {
+                Some(response) if response.canceled() => return anyhow::Ok(response),
+                Some(_) => continue,
+                None => anyhow::bail!("watch stream ended without a cancel"),
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the watch was not canceled within {timeout:?}"))?
+}

@@ -10,6 +10,7 @@ pub mod etcd;
 pub mod keys;
 pub mod krew;
 pub mod kube;
+pub mod metrics;
 pub mod plugin;
 pub mod poll;
 pub mod procs;

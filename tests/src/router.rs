@@ -150,6 +150,14 @@ impl TestRouter {
         self.wait_ready().await
     }
 
+    /// The router's `ste_router_writes_in_flight` gauge: writes admitted
+    /// and not yet answered.
+    pub async fn writes_in_flight(&self) -> anyhow::Result<f64> {
+        let text = crate::metrics::scrape(self.metrics).await?;
+        crate::metrics::sample(&text, "ste_router_writes_in_flight")
+            .ok_or_else(|| anyhow::anyhow!("no ste_router_writes_in_flight in /metrics:\n{text}"))
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }

@@ -17,9 +17,9 @@ use ste_proto::v1::{
     LeaveRequest, LocateRequest, Location, MigrationPhase, MigrationProgress, RegisterRequest,
     RegisterResponse, RingInfo, RouterStatus,
 };
+use ste_tests::metrics;
 use ste_tests::procs::{alive, free_port, sigkill};
 use ste_tests::{AgentOptions, TestAgent, eventually};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::codegen::tokio_stream::Stream;
@@ -282,33 +282,13 @@ async fn agent_health(address: &str) -> Option<i32> {
     Some(response.into_inner().status)
 }
 
-/// A plain HTTP/1.0 GET of the body.
-async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    Ok(response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default())
-}
-
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name}{{")))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 /// Waits until `/metrics` shows `name` = `value`.
 async fn wait_metric(agent: &TestAgent, name: &str, value: f64) -> anyhow::Result<()> {
     let result = eventually(&format!("{name} = {value}"), WAIT, || async {
-        let text = http_get(agent.addrs.metrics, "/metrics")
+        let text = metrics::scrape(agent.addrs.metrics)
             .await
             .map_err(|e| e.to_string())?;
-        match metric(&text, name) {
+        match metrics::sample(&text, name) {
             Some(v) if v == value => Ok(()),
             other => Err(format!("{other:?}")),
         }

@@ -32,16 +32,6 @@ async fn router_status(router: &TestRouter) -> Result<RouterStatus, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The body of GET /metrics (plain HTTP/1.0 over a socket).
-async fn metrics_text(addr: std::net::SocketAddr) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await?;
-    Ok(body)
-}
-
 /// Agents node-a, node-b, node-c on 127.0.0.2-4, registering with `router`.
 fn spawn_three(router: &TestRouter) -> anyhow::Result<Vec<TestAgent>> {
     ["node-a", "node-b", "node-c"]
@@ -214,7 +204,7 @@ async fn a_killed_agent_is_fenced_and_rejoins_empty() -> anyhow::Result<()> {
     let remaining: Vec<&TestAgent> = agents.iter().collect();
     check(&router, &remaining, &expected).await?;
     assert!(router.log().contains("fencing member"), "{}", router.log());
-    let metrics = metrics_text(router.metrics).await?;
+    let metrics = ste_tests::metrics::scrape(router.metrics).await?;
     assert!(
         metrics.contains("ste_router_members_fenced_total 1"),
         "{metrics}"

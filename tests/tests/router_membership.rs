@@ -507,27 +507,6 @@ async fn lists_stay_exact_while_keys_move() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The router's `ste_router_writes_in_flight` gauge.
-async fn writes_in_flight(router: &ste_tests::TestRouter) -> Result<f64, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(router.metrics)
-        .await
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut body = String::new();
-    stream
-        .read_to_string(&mut body)
-        .await
-        .map_err(|e| e.to_string())?;
-    body.lines()
-        .find_map(|l| l.strip_prefix("ste_router_writes_in_flight "))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| "no ste_router_writes_in_flight".into())
-}
-
 /// Found by the end-to-end test (kube_e2e, ring leave while a Deployment
 /// scales up): a create routed to the leaving member before the change
 /// started, still in flight when the plan was made, landed on the leaver
@@ -564,7 +543,7 @@ async fn a_create_in_flight_when_a_leave_starts_is_moved_too() -> anyhow::Result
         "the create in flight",
         Duration::from_secs(10),
         || async move {
-            match writes_in_flight(router).await? {
+            match router.writes_in_flight().await.map_err(|e| e.to_string())? {
                 n if n >= 1.0 => Ok(()),
                 n => Err(format!("{n} writes in flight")),
             }

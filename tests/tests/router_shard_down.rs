@@ -465,29 +465,6 @@ async fn hung_shard_fails_within_the_shard_timeout_and_recovers_on_sigcont() -> 
     shard_outage(Outage::Hung).await
 }
 
-/// `ste_router_writes_in_flight` from the router's /metrics.
-fn writes_in_flight(cluster: &ShardedRouter) -> Result<u64, String> {
-    use std::io::{Read, Write};
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&cluster.router.metrics, Duration::from_secs(2))
-            .map_err(|e| format!("connect to /metrics: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: router\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("write /metrics request: {e}"))?;
-    let mut text = String::new();
-    stream
-        .read_to_string(&mut text)
-        .map_err(|e| format!("read /metrics: {e}"))?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("ste_router_writes_in_flight "))
-        .and_then(|n| n.trim().parse::<f64>().ok())
-        .map(|n| n as u64)
-        .ok_or_else(|| format!("no ste_router_writes_in_flight in /metrics:\n{text}"))
-}
-
 /// A shard hangs while a write to it is in flight: the write's outcome is
 /// unknown. That write fails with UNAVAILABLE within about one shard
 /// timeout; a write to a healthy shard, which must wait for the revision
@@ -559,7 +536,7 @@ async fn hung_shard_with_a_write_in_flight_delays_others_at_most_one_shard_timeo
     let in_flight_key = key_on(&cluster, &victim, "default/in-flight").await?;
     let live_key = key_on(&cluster, &names[0], "default/live-during-hang").await?;
     ensure!(
-        writes_in_flight(&cluster).map_err(anyhow::Error::msg)? == 0,
+        cluster.router.writes_in_flight().await? == 0.0,
         "no write in flight yet"
     );
 
@@ -579,9 +556,10 @@ async fn hung_shard_with_a_write_in_flight_delays_others_at_most_one_shard_timeo
         "the write to the hung shard to be in flight",
         SLOW,
         || async {
-            match writes_in_flight(&cluster)? {
-                0 => Err("0 in flight".to_string()),
-                _ => Ok(()),
+            match cluster.router.writes_in_flight().await {
+                Ok(0.0) => Err("0 in flight".to_string()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
             }
         },
     )

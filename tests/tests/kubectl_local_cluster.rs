@@ -128,12 +128,7 @@ fn agent(name: &str, ip: u8, router: &TestRouter, extra: &[&str]) -> anyhow::Res
 }
 
 async fn members(router: &TestRouter) -> anyhow::Result<Vec<String>> {
-    let status = router
-        .admin()
-        .await?
-        .get_status(ste_proto::v1::GetRouterStatusRequest {})
-        .await?
-        .into_inner();
+    let status = router.status().await?;
     if status.migration.is_some() || !status.serving {
         return Ok(Vec::new());
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use etcd_client::{GetOptions, WatchOptions};
 use nix::sys::signal::Signal;
-use ste_proto::v1::{GetRouterStatusRequest, RouterStatus};
+use ste_proto::v1::RouterStatus;
 use ste_tests::keys::{self, PODS};
 use ste_tests::{AgentOptions, TestAgent, TestRouter, ring};
 
@@ -23,15 +23,6 @@ fn agent_options(name: &str, ip: u8, router: &TestRouter) -> AgentOptions {
     options
 }
 
-async fn router_status(router: &TestRouter) -> Result<RouterStatus, String> {
-    let mut admin = router.admin().await.map_err(|e| e.to_string())?;
-    admin
-        .get_status(GetRouterStatusRequest {})
-        .await
-        .map(|r| r.into_inner())
-        .map_err(|e| e.to_string())
-}
-
 /// Agents node-a, node-b, node-c on 127.0.0.2-4, registering with `router`.
 fn spawn_three(router: &TestRouter) -> anyhow::Result<Vec<TestAgent>> {
     ["node-a", "node-b", "node-c"]
@@ -43,21 +34,7 @@ fn spawn_three(router: &TestRouter) -> anyhow::Result<Vec<TestAgent>> {
 
 /// Waits until the ring has exactly `members` and no change is running.
 async fn wait_members(router: &TestRouter, members: &[&str]) -> anyhow::Result<RouterStatus> {
-    let want: Vec<String> = members.iter().map(|m| m.to_string()).collect();
-    let result = ste_tests::eventually("the ring membership", Duration::from_secs(120), || async {
-        let status = router_status(router).await?;
-        let have: Vec<String> = status.members.iter().map(|m| m.name.clone()).collect();
-        if have == want && status.migration.is_none() && status.serving {
-            Ok(status)
-        } else {
-            Err(format!(
-                "members {have:?}, migration {:?}, serving {}",
-                status.migration, status.serving
-            ))
-        }
-    })
-    .await;
-    result.map_err(|e| e.context(format!("router log:\n{}", router.log())))
+    router.wait_members(members, Duration::from_secs(120)).await
 }
 
 async fn put_keys(router: &TestRouter, n: usize) -> anyhow::Result<BTreeMap<String, i64>> {
@@ -216,7 +193,7 @@ async fn a_killed_agent_is_fenced_and_rejoins_empty() -> anyhow::Result<()> {
         "node-c shown unhealthy",
         Duration::from_secs(60),
         || async {
-            let status = router_status(&router).await?;
+            let status = router.status().await.map_err(|e| e.to_string())?;
             match status.agents.iter().find(|a| a.name == "node-c") {
                 Some(agent) if !agent.healthy => Ok(()),
                 other => Err(format!("{other:?}")),

@@ -316,12 +316,7 @@ async fn killed_router_resumes_an_interrupted_join() -> anyhow::Result<()> {
         "the join to be resumed and committed",
         Duration::from_secs(120),
         || async {
-            let mut admin = cluster.router.admin().await.map_err(|e| e.to_string())?;
-            let status = admin
-                .get_status(ste_proto::v1::GetRouterStatusRequest {})
-                .await
-                .map_err(|e| e.to_string())?
-                .into_inner();
+            let status = cluster.router.status().await.map_err(|e| e.to_string())?;
             let members: Vec<String> = status.members.iter().map(|m| m.name.clone()).collect();
             if status.migration.is_none() && members.contains(&"shard-d".to_string()) {
                 Ok(())

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use etcd_client::{Client, GetOptions};
 use nix::sys::signal::Signal;
-use ste_proto::v1::{GetRouterStatusRequest, MemberHealth};
+use ste_proto::v1::MemberHealth;
 use ste_tests::keys::PODS;
 use ste_tests::poll::SLOW;
 use ste_tests::{ShardedRouter, eventually, ring};
@@ -145,13 +145,7 @@ async fn check_all(
 async fn member_health(
     cluster: &ShardedRouter,
 ) -> anyhow::Result<BTreeMap<String, (MemberHealth, String)>> {
-    let status = cluster
-        .router
-        .admin()
-        .await?
-        .get_status(GetRouterStatusRequest {})
-        .await?
-        .into_inner();
+    let status = cluster.router.status().await?;
     Ok(status
         .members
         .into_iter()

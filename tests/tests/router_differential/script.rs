@@ -17,6 +17,7 @@ fn pod(ns: usize, pod: usize) -> String {
     format!("{PODS}ns{ns}/pod-{pod}")
 }
 
+/// The whole scenario. Every response lands in `run.steps`.
 pub(crate) async fn script(side: &'static str, client: Client) -> Vec<Step> {
     let mut run = Run {
         side,

@@ -74,24 +74,11 @@ pub(crate) async fn writer(
             }
         };
         let value = format!("w{id}-{n}").into_bytes();
-        let (outcome, written) = if revision == 0 {
-            (kube::create(&mut client, &k, &value).await?, Some(value))
-        } else if n.is_multiple_of(5) {
-            (kube::delete(&mut client, &k, revision).await?, None)
-        } else {
-            (
-                kube::update(&mut client, &k, revision, &value).await?,
-                Some(value),
-            )
-        };
-        match outcome {
-            Outcome::Written(at) => {
-                known.insert(k.clone(), if written.is_some() { at } else { 0 });
-                acks.lock().unwrap().push((at, k, written));
-            }
-            Outcome::Conflict(current) => {
-                known.insert(k, current);
-            }
+        let write =
+            kube::next_write(&mut client, &k, revision, value, || n.is_multiple_of(5)).await?;
+        known.insert(k.clone(), write.known_revision());
+        if let Outcome::Written(at) = write.outcome {
+            acks.lock().unwrap().push((at, k, write.value));
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use etcd_client::GetOptions;
 use ste_tests::keys::{self, PODS};
 use ste_tests::krew::KrewRoot;
+use ste_tests::plugin::local_kubeconfig;
 use ste_tests::{AgentOptions, TestAgent, TestRouter};
 
 fn repo() -> PathBuf {
@@ -60,33 +61,6 @@ fn krew_install(tmp: &Path) -> anyhow::Result<KrewRoot> {
 struct Kubectl {
     path: String,
     kubeconfig: PathBuf,
-}
-
-/// The kubeconfig `scripts/local-cluster.sh up` writes (its API server
-/// does not run yet).
-fn local_kubeconfig(router_admin: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Config
-current-context: ste-local
-clusters:
-- name: ste-local
-  cluster:
-    server: https://127.0.0.1:6443
-contexts:
-- name: ste-local
-  context:
-    cluster: ste-local
-    user: ste-local
-    extensions:
-    - name: ste.io/router
-      extension:
-        address: {router_admin}
-users:
-- name: ste-local
-  user: {{}}
-"
-    )
 }
 
 impl Kubectl {
@@ -182,7 +156,7 @@ async fn krew_installed_plugin_operates_a_local_cluster() -> anyhow::Result<()> 
     };
     std::fs::write(
         &kubectl.kubeconfig,
-        local_kubeconfig(&router.admin.to_string()),
+        local_kubeconfig("https://127.0.0.1:6443", &router.admin.to_string()),
     )?;
     // kubectl exits 1 when another kubectl-ste further down PATH is
     // overshadowed (e.g. /usr/local/bin/kubectl-ste, which

@@ -87,30 +87,9 @@ async fn ring_json(plugin: &Plugin, router: &str) -> Value {
     )
 }
 
-/// A kubeconfig like the one `scripts/local-cluster.sh up` writes: the
-/// current context `ste-local` carries the router's admin address in its
-/// `ste.io/router` extension; its API server does not exist.
+/// The local cluster's kubeconfig (context `ste-local`, the router's admin
+/// address in its `ste.io/router` extension) with an API server that does
+/// not exist.
 fn router_kubeconfig(address: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Config
-current-context: ste-local
-clusters:
-- name: ste-local
-  cluster:
-    server: https://127.0.0.1:1
-contexts:
-- name: ste-local
-  context:
-    cluster: ste-local
-    user: ste-local
-    extensions:
-    - name: ste.io/router
-      extension:
-        address: {address}
-users:
-- name: ste-local
-  user: {{}}
-"
-    )
+    ste_tests::plugin::local_kubeconfig("https://127.0.0.1:1", address)
 }

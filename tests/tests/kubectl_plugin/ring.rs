@@ -61,13 +61,7 @@ async fn ring_join_and_leave_a_fourth_shard() {
         planned
     );
     assert!(dry["result"].is_null());
-    assert_eq!(
-        ring_json(&plugin, &admin).await["members"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(ring_size(&plugin, &admin).await, 3);
 
     // Join follows the move by default (as kubectl drain does): plan table,
     // progress lines (stderr is not a terminal), the outcome.
@@ -116,13 +110,7 @@ async fn ring_join_and_leave_a_fourth_shard() {
         .unwrap()
         .failed();
     assert!(refused.stderr.contains("pass --yes"), "{refused:#?}");
-    assert_eq!(
-        ring_json(&plugin, &admin).await["members"]
-            .as_array()
-            .unwrap()
-            .len(),
-        4
-    );
+    assert_eq!(ring_size(&plugin, &admin).await, 4);
 
     // Leave for real, as json.
     let leave = plugin
@@ -181,10 +169,7 @@ async fn ring_join_and_leave_a_fourth_shard() {
         "{hurried:#?}"
     );
     eventually("shard-d to be a member again", WAIT, || async {
-        let members = ring_json(&plugin, &admin).await["members"]
-            .as_array()
-            .unwrap()
-            .len();
+        let members = ring_size(&plugin, &admin).await;
         if members == 4 {
             Ok(())
         } else {
@@ -241,10 +226,7 @@ async fn ring_join_and_leave_a_fourth_shard() {
     );
     assert!(!early.stdout.contains("left the ring"), "{early:#?}");
     eventually("shard-d to leave", WAIT, || async {
-        let members = ring_json(&plugin, &admin).await["members"]
-            .as_array()
-            .unwrap()
-            .len();
+        let members = ring_size(&plugin, &admin).await;
         if members == 3 {
             Ok(())
         } else {
@@ -283,13 +265,7 @@ async fn leave_asks_on_a_terminal_and_draws_a_bar() {
         no.stdout.contains("error: leave of shard-c cancelled"),
         "{no:#?}"
     );
-    assert_eq!(
-        ring_json(&plugin, &admin).await["members"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(ring_size(&plugin, &admin).await, 3);
 
     let yes = plugin.run_in_terminal(&args, "y\n").await.unwrap().unwrap();
     assert_eq!(yes.code, Some(0), "{yes:#?}");
@@ -308,4 +284,12 @@ async fn leave_asks_on_a_terminal_and_draws_a_bar() {
     let ring = ring_json(&plugin, &admin).await;
     assert_eq!(ring["members"].as_array().unwrap().len(), 2);
     assert_eq!(ring["keys"], 300);
+}
+
+/// How many members `ring show -o json` lists.
+async fn ring_size(plugin: &Plugin, admin: &str) -> usize {
+    ring_json(plugin, admin).await["members"]
+        .as_array()
+        .unwrap()
+        .len()
 }

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use ste_tests::plugin::{FakeApiServer, Plugin, Reply, list_json, pod_json};
+use ste_tests::plugin::{FakeApiServer, Plugin, Reply, Run, list_json, pod_json};
 use ste_tests::{AgentOptions, ShardedRouter, TestAgent, eventually};
 
 use crate::{WAIT, cells, json, put_pods, random_names};
@@ -84,15 +84,7 @@ async fn status_ring_show_and_version_against_a_router() {
         )
     );
     assert_eq!(lines.len(), 6, "{table:#?}");
-    assert_eq!(
-        table
-            .stderr
-            .lines()
-            .filter(|l| l.contains("agent columns <unknown>"))
-            .count(),
-        3,
-        "{table:#?}"
-    );
+    assert_eq!(unknown_agent_columns(&table), 3, "{table:#?}");
     // yaml has the same document.
     let yaml = plugin
         .run(&[&["status", "-o", "yaml"][..], &r].concat())
@@ -289,11 +281,7 @@ async fn status_with_registered_agents_directly_and_through_port_forwards() {
     assert_eq!(row[2..4], ["Serving", "1"]);
     assert_eq!(row[8].chars().last(), Some('s'), "AGE in seconds: {row:?}");
     assert_eq!(
-        table
-            .stderr
-            .lines()
-            .filter(|l| l.contains("agent columns <unknown>"))
-            .count(),
+        unknown_agent_columns(&table),
         1,
         "only the plain shard: {table:#?}"
     );
@@ -406,4 +394,13 @@ async fn status_with_registered_agents_directly_and_through_port_forwards() {
         .unwrap()
         .ok();
     assert!(ring.stdout.contains("node-x"), "{ring:#?}");
+}
+
+/// How many shards the plugin warned about, on stderr, as having no agent
+/// columns (no agent registered for them).
+fn unknown_agent_columns(run: &Run) -> usize {
+    run.stderr
+        .lines()
+        .filter(|l| l.contains("agent columns <unknown>"))
+        .count()
 }

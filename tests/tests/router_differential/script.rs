@@ -132,52 +132,26 @@ pub(crate) async fn script(side: &'static str, client: Client) -> Vec<Step> {
         .await;
     run.list("/registry/pods/ns1", 4, 0, "ns1 and ns10", None)
         .await;
-    run.get(
-        PODS,
-        Some(GetOptions::new().with_prefix()),
-        "list without limit".into(),
-    )
-    .await;
-    run.get(
-        PODS,
-        Some(GetOptions::new().with_prefix().with_count_only()),
-        "count only".into(),
-    )
-    .await;
-    run.get(
-        PODS,
-        Some(
-            GetOptions::new()
-                .with_prefix()
-                .with_count_only()
-                .with_limit(1),
+    // The range shapes over one prefix.
+    let list = || GetOptions::new().with_prefix();
+    for (prefix, options, label) in [
+        (PODS, list(), "list without limit"),
+        (PODS, list().with_count_only(), "count only"),
+        (
+            PODS,
+            list().with_count_only().with_limit(1),
+            "count only, limit 1",
         ),
-        "count only, limit 1".into(),
-    )
-    .await;
-    run.get(
-        PODS,
-        Some(GetOptions::new().with_prefix().with_keys_only()),
-        "keys only".into(),
-    )
-    .await;
-    run.get(
-        PODS,
-        Some(
-            GetOptions::new()
-                .with_prefix()
-                .with_keys_only()
-                .with_limit(4),
+        (PODS, list().with_keys_only(), "keys only"),
+        (
+            PODS,
+            list().with_keys_only().with_limit(4),
+            "keys only, limit 4",
         ),
-        "keys only, limit 4".into(),
-    )
-    .await;
-    run.get(
-        "/registry/pods/ns9/",
-        Some(GetOptions::new().with_prefix().with_limit(2)),
-        "empty prefix".into(),
-    )
-    .await;
+        ("/registry/pods/ns9/", list().with_limit(2), "empty prefix"),
+    ] {
+        run.get(prefix, Some(options), label.into()).await;
+    }
 
     // Lists and gets at old revisions.
     run.list(
@@ -190,30 +164,23 @@ pub(crate) async fn script(side: &'static str, client: Client) -> Vec<Step> {
     .await;
     run.list(PODS, 7, mid, "at the revision after the deletes", None)
         .await;
-    run.get(
-        &pod(1, 0),
-        Some(GetOptions::new().with_revision(after_create)),
-        "get at old revision".into(),
-    )
-    .await;
-    run.get(
-        &gone,
-        Some(GetOptions::new().with_revision(after_create)),
-        "get deleted key at old revision".into(),
-    )
-    .await;
-    run.get(
-        &gone,
-        Some(GetOptions::new().with_revision(mid)),
-        "get key at a revision it was deleted at".into(),
-    )
-    .await;
-    run.get(
-        &pod(0, 0),
-        Some(GetOptions::new().with_revision(start)),
-        "get at the initial revision".into(),
-    )
-    .await;
+    for (key, revision, label) in [
+        (pod(1, 0), after_create, "get at old revision"),
+        (
+            gone.clone(),
+            after_create,
+            "get deleted key at old revision",
+        ),
+        (gone.clone(), mid, "get key at a revision it was deleted at"),
+        (pod(0, 0), start, "get at the initial revision"),
+    ] {
+        run.get(
+            &key,
+            Some(GetOptions::new().with_revision(revision)),
+            label.into(),
+        )
+        .await;
+    }
 
     // Reads at a future revision.
     let current = run

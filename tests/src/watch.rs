@@ -3,7 +3,26 @@
 
 use std::time::Duration;
 
-use etcd_client::{WatchResponse, WatchStream};
+use etcd_client::{Client, WatchOptions, WatchResponse, WatchStream};
+
+/// A watch on every key under `prefix` from `revision` (kube-apiserver's
+/// watch-cache shape, without prev_kv).
+pub async fn prefix_from(
+    client: &mut Client,
+    prefix: &str,
+    revision: i64,
+) -> anyhow::Result<WatchStream> {
+    Ok(client
+        .watch(
+            prefix,
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision),
+            ),
+        )
+        .await?)
+}
 
 /// The first answer on `stream` that carries events or cancels the watch,
 /// skipping the bare `created` response (etcd sends a compaction refusal

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions, WatchStream,
+    WatchStream,
 };
 use ste_tests::keys::count_under;
 use ste_tests::poll::SLOW;
+use ste_tests::watch::prefix_from;
 use ste_tests::{ShardedRouter, TestEtcd, eventually};
 
 const PREFIX: &str = "/registry/pods/d3/";
@@ -38,16 +39,6 @@ async fn current_revision(client: &mut Client) -> anyhow::Result<i64> {
         .get("/", Some(GetOptions::new().with_count_only()))
         .await?;
     Ok(response.header().map(|h| h.revision()).unwrap_or_default())
-}
-
-/// A watch on every key under `prefix` from revision `from`.
-async fn watch_prefix(client: &mut Client, prefix: &str, from: i64) -> anyhow::Result<WatchStream> {
-    Ok(client
-        .watch(
-            prefix,
-            Some(WatchOptions::new().with_prefix().with_start_revision(from)),
-        )
-        .await?)
 }
 
 /// Collects events from `stream` until `want` have arrived or `timeout`.
@@ -95,7 +86,7 @@ struct RangeDeleteSeen {
 async fn delete_prefix_and_watch(client: &mut Client) -> anyhow::Result<RangeDeleteSeen> {
     put_keys(client).await?;
     let before = current_revision(client).await?;
-    let mut stream = watch_prefix(client, PREFIX, before + 1).await?;
+    let mut stream = prefix_from(client, PREFIX, before + 1).await?;
     let response = client
         .delete(
             PREFIX,
@@ -170,7 +161,7 @@ async fn a_shard_failing_in_the_middle_of_a_multi_shard_delete_leaves_nothing_de
         .await?;
     assert_eq!(before.count(), KEYS as i64);
     let revision_before = current_revision(&mut client).await?;
-    let mut stream = watch_prefix(&mut client, PREFIX, revision_before + 1).await?;
+    let mut stream = prefix_from(&mut client, PREFIX, revision_before + 1).await?;
 
     let error = client
         .delete(
@@ -259,7 +250,7 @@ async fn revoke_two_keys(client: &mut Client) -> anyhow::Result<(i64, i64, Vec<i
             .await?;
     }
     let before = current_revision(client).await?;
-    let mut stream = watch_prefix(client, "/registry/leases/", before + 1).await?;
+    let mut stream = prefix_from(client, "/registry/leases/", before + 1).await?;
     let revoked = client
         .lease_revoke(lease)
         .await?
@@ -307,7 +298,7 @@ async fn lease_expiry_deletes_its_keys_at_one_revision() -> anyhow::Result<()> {
             .await?;
     }
     let before = current_revision(&mut client).await?;
-    let mut stream = watch_prefix(&mut client, "/registry/events/", before + 1).await?;
+    let mut stream = prefix_from(&mut client, "/registry/events/", before + 1).await?;
     let events = collect_events(&mut stream, keys.len(), Duration::from_secs(30)).await?;
     assert_eq!(events.len(), keys.len(), "every key expired: {events:?}");
     assert!(

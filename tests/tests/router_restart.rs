@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{GetOptions, WatchOptions};
+use etcd_client::GetOptions;
 use ste_tests::ShardedRouter;
 use ste_tests::keys::PODS;
-use ste_tests::watch::first_answer;
+use ste_tests::watch::{first_answer, prefix_from};
 
 #[derive(Debug, Clone)]
 struct Attempt {
@@ -176,16 +176,7 @@ async fn acknowledged_writes_survive_a_router_kill() -> anyhow::Result<()> {
     // A watch resuming right after the last revision seen before the kill:
     // either it delivers exactly the acknowledged writes since, or it says
     // the history is gone (compacted) so the client relists.
-    let mut stream = client
-        .watch(
-            PODS,
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(last_before + 1),
-            ),
-        )
-        .await?;
+    let mut stream = prefix_from(&mut client, PODS, last_before + 1).await?;
     let mut expected: Vec<(i64, String)> = attempts
         .iter()
         .filter_map(|a| {
@@ -276,16 +267,7 @@ async fn state_in_etcd_lets_another_router_take_over() -> anyhow::Result<()> {
     // compactor reads compact_rev_key and watches from the read's revision
     // (on a quiet cluster it would otherwise get the compacted error every
     // second).
-    let mut resumed = client
-        .watch(
-            PODS,
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(last + 1),
-            ),
-        )
-        .await?;
+    let mut resumed = prefix_from(&mut client, PODS, last + 1).await?;
     let refused = first_answer(&mut resumed, Duration::from_secs(30)).await?;
     assert!(
         refused.canceled() && refused.compact_revision() > last,
@@ -300,12 +282,7 @@ async fn state_in_etcd_lets_another_router_take_over() -> anyhow::Result<()> {
         .header()
         .map(|h| h.revision())
         .unwrap_or_default();
-    let mut fresh = client
-        .watch(
-            PODS,
-            Some(WatchOptions::new().with_prefix().with_start_revision(read)),
-        )
-        .await?;
+    let mut fresh = prefix_from(&mut client, PODS, read).await?;
     let next = client
         .put("/registry/pods/default/after", "x", None)
         .await?;

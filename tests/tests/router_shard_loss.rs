@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use etcd_client::{GetOptions, WatchOptions};
 use ste_tests::keys::PODS;
-use ste_tests::watch::{first_answer, until_canceled};
+use ste_tests::watch::{first_answer, prefix_from, until_canceled};
 use ste_tests::{ShardedRouter, ring};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,16 +65,7 @@ async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Res
         after > before,
         "revision {after} after the loss, {before} before"
     );
-    let mut resumed = client
-        .watch(
-            PODS,
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(before + 1),
-            ),
-        )
-        .await?;
+    let mut resumed = prefix_from(&mut client, PODS, before + 1).await?;
     let refused = first_answer(&mut resumed, Duration::from_secs(30)).await?;
     assert!(
         refused.canceled() && refused.compact_revision() > before,
@@ -83,12 +74,7 @@ async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Res
     // A client that read at the new revision may watch from it (as
     // kube-apiserver's compactor does: read, then watch from the read's
     // revision) and sees what follows.
-    let mut fresh = client
-        .watch(
-            PODS,
-            Some(WatchOptions::new().with_prefix().with_start_revision(after)),
-        )
-        .await?;
+    let mut fresh = prefix_from(&mut client, PODS, after).await?;
     let recreated_key = "/registry/pods/ns-0/after-the-loss";
     client.put(recreated_key, "v", None).await?;
     let seen = first_answer(&mut fresh, Duration::from_secs(30)).await?;

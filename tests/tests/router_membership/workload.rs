@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{GetOptions, WatchOptions};
+use etcd_client::GetOptions;
 use ste_tests::keys::PODS;
 use ste_tests::kube::{self, Outcome};
+use ste_tests::watch::prefix_from;
 use ste_tests::{ShardedRouter, TestEtcd, ring};
 
 pub(crate) const KEYS: usize = 3_000;
@@ -91,12 +92,7 @@ pub(crate) async fn watcher(
     seen: Arc<Mutex<Vec<(i64, String)>>>,
 ) -> anyhow::Result<()> {
     let mut client = etcd_client::Client::connect([endpoint], None).await?;
-    let mut stream = client
-        .watch(
-            PODS,
-            Some(WatchOptions::new().with_prefix().with_start_revision(start)),
-        )
-        .await?;
+    let mut stream = prefix_from(&mut client, PODS, start).await?;
     while let Some(response) = stream.message().await? {
         anyhow::ensure!(
             !response.canceled(),

@@ -10,6 +10,7 @@ use nix::sys::signal::Signal;
 use ste_proto::v1::MemberHealth;
 use ste_tests::keys::PODS;
 use ste_tests::poll::SLOW;
+use ste_tests::watch::prefix_from;
 use ste_tests::{ShardedRouter, eventually};
 
 use crate::{
@@ -52,16 +53,7 @@ async fn hung_shard_with_a_write_in_flight_delays_others_at_most_one_shard_timeo
         .header()
         .context("header")?
         .revision();
-    let mut watch = client
-        .watch(
-            PODS,
-            Some(
-                etcd_client::WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(before + 1),
-            ),
-        )
-        .await?;
+    let mut watch = prefix_from(&mut client, PODS, before + 1).await?;
     let created = watch.message().await?.context("watch stream ended")?;
     ensure!(created.created(), "watch created: {created:?}");
     let (watch_events_tx, mut watch_events) = tokio::sync::mpsc::unbounded_channel();

@@ -31,19 +31,10 @@ pub async fn first_answer(
     stream: &mut WatchStream,
     timeout: Duration,
 ) -> anyhow::Result<WatchResponse> {
-    tokio::time::timeout(timeout, async {
-        loop {
-            match stream.message().await? {
-                Some(response) if response.canceled() || !response.events().is_empty() => {
-                    return anyhow::Ok(response);
-                }
-                Some(_) => continue,
-                None => anyhow::bail!("watch stream ended without an answer"),
-            }
-        }
+    first_matching(stream, timeout, "an answer", |r| {
+        r.canceled() || !r.events().is_empty()
     })
     .await
-    .map_err(|_| anyhow::anyhow!("no watch answer within {timeout:?}"))?
 }
 
 /// The response that cancels the watch on `stream`, skipping every event
@@ -52,15 +43,25 @@ pub async fn until_canceled(
     stream: &mut WatchStream,
     timeout: Duration,
 ) -> anyhow::Result<WatchResponse> {
+    first_matching(stream, timeout, "a cancel", WatchResponse::canceled).await
+}
+
+/// The first response on `stream` for which `wanted` holds; `what` names
+/// it in the error if the stream ends or `timeout` passes first.
+async fn first_matching(
+    stream: &mut WatchStream,
+    timeout: Duration,
+    what: &str,
+    wanted: impl Fn(&WatchResponse) -> bool,
+) -> anyhow::Result<WatchResponse> {
     tokio::time::timeout(timeout, async {
-        loop {
-            match stream.message().await? {
-                Some(response) if response.canceled() => return anyhow::Ok(response),
-                Some(_) => continue,
-                None => anyhow::bail!("watch stream ended without a cancel"),
+        while let Some(response) = stream.message().await? {
+            if wanted(&response) {
+                return anyhow::Ok(response);
             }
         }
+        anyhow::bail!("watch stream ended without {what}")
     })
     .await
-    .map_err(|_| anyhow::anyhow!("the watch was not canceled within {timeout:?}"))?
+    .map_err(|_| anyhow::anyhow!("no {what} on the watch within {timeout:?}"))?
 }

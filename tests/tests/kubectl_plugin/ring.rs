@@ -168,16 +168,7 @@ async fn ring_join_and_leave_a_fourth_shard() {
         hurried.stderr.contains("timed out after 10ms"),
         "{hurried:#?}"
     );
-    eventually("shard-d to be a member again", WAIT, || async {
-        let members = ring_size(&plugin, &admin).await;
-        if members == 4 {
-            Ok(())
-        } else {
-            Err(format!("{members} members"))
-        }
-    })
-    .await
-    .unwrap();
+    wait_ring_size(&plugin, &admin, 4, "shard-d to be a member again").await;
 
     // --timeout bounds a wait; there is none with --wait=false.
     let conflicting = plugin
@@ -225,16 +216,7 @@ async fn ring_join_and_leave_a_fourth_shard() {
         "{early:#?}"
     );
     assert!(!early.stdout.contains("left the ring"), "{early:#?}");
-    eventually("shard-d to leave", WAIT, || async {
-        let members = ring_size(&plugin, &admin).await;
-        if members == 3 {
-            Ok(())
-        } else {
-            Err(format!("{members} members"))
-        }
-    })
-    .await
-    .unwrap();
+    wait_ring_size(&plugin, &admin, 3, "shard-d to leave").await;
 }
 
 /// On a terminal `ring leave` shows the plan, asks, and draws a progress
@@ -292,4 +274,18 @@ async fn ring_size(plugin: &Plugin, admin: &str) -> usize {
         .as_array()
         .unwrap()
         .len()
+}
+
+/// Waits until `ring show` lists `members` members (for `what`).
+async fn wait_ring_size(plugin: &Plugin, admin: &str, members: usize, what: &str) {
+    eventually(what, WAIT, || async {
+        let have = ring_size(plugin, admin).await;
+        if have == members {
+            Ok(())
+        } else {
+            Err(format!("{have} members"))
+        }
+    })
+    .await
+    .unwrap();
 }

@@ -433,25 +433,11 @@ impl Drop for ControlPlane {
     }
 }
 
-/// Waits until the router's ring has exactly `members` and serves.
+/// Waits until the router's ring has exactly `members` and serves (as
+/// long as the control plane may take to start).
 pub async fn wait_members(router: &TestRouter, members: &[&str]) -> anyhow::Result<()> {
-    let result = eventually("the ring membership", START_TIMEOUT, || async {
-        let mut admin = router.admin().await.map_err(|e| e.to_string())?;
-        let status = admin
-            .get_status(ste_proto::v1::GetRouterStatusRequest {})
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner();
-        let have: Vec<&str> = status.members.iter().map(|m| m.name.as_str()).collect();
-        if have == members && status.migration.is_none() && status.serving {
-            Ok(())
-        } else {
-            Err(format!(
-                "members {have:?}, migration {:?}, serving {}",
-                status.migration, status.serving
-            ))
-        }
-    })
-    .await;
-    result.map_err(|e| e.context(format!("router log:\n{}", process::tail(&router.log(), 40))))
+    router
+        .wait_members(members, START_TIMEOUT)
+        .await
+        .map(|_| ())
 }

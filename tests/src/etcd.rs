@@ -108,6 +108,12 @@ impl TestEtcd {
         Ok(etcd_client::Client::connect([&self.url], Some(options)).await?)
     }
 
+    /// How many keys this etcd holds under `prefix`, read from it directly
+    /// (for a shard: what the router placed there).
+    pub async fn count_under(&self, prefix: &str) -> anyhow::Result<i64> {
+        crate::keys::count_under(&mut self.client().await?, prefix).await
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }

@@ -74,3 +74,51 @@ pub async fn delete(
 ) -> Result<Outcome, etcd_client::Error> {
     guarded(client, key, revision, TxnOp::delete(key, None)).await
 }
+
+/// One write kube-apiserver would make, and what the writer knows after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub outcome: Outcome,
+    /// The value written; `None` for a delete.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Write {
+    /// The key's mod revision as the writer now knows it: the write's
+    /// revision, 0 once deleted, the current one after a conflict.
+    pub fn known_revision(&self) -> i64 {
+        match (&self.outcome, &self.value) {
+            (Outcome::Written(at), Some(_)) => *at,
+            (Outcome::Written(_), None) => 0,
+            (Outcome::Conflict(current), _) => *current,
+        }
+    }
+}
+
+/// The next write of `key` by a writer that last saw it at `revision` (0:
+/// absent): a create; otherwise a delete if `delete()` says so (asked only
+/// then), else an update to `value`.
+pub async fn next_write(
+    client: &mut etcd_client::Client,
+    key: &str,
+    revision: i64,
+    value: Vec<u8>,
+    delete: impl FnOnce() -> bool,
+) -> Result<Write, etcd_client::Error> {
+    Ok(if revision == 0 {
+        Write {
+            outcome: create(client, key, &value).await?,
+            value: Some(value),
+        }
+    } else if delete() {
+        Write {
+            outcome: self::delete(client, key, revision).await?,
+            value: None,
+        }
+    } else {
+        Write {
+            outcome: update(client, key, revision, &value).await?,
+            value: Some(value),
+        }
+    })
+}

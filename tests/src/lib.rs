@@ -7,14 +7,17 @@ pub mod agent;
 pub mod cluster;
 pub mod control_plane;
 pub mod etcd;
+pub mod keys;
 pub mod krew;
 pub mod kube;
+pub mod metrics;
 pub mod plugin;
 pub mod poll;
 pub mod procs;
 pub mod reflection;
 pub mod ring;
 pub mod router;
+pub mod watch;
 pub mod web;
 
 pub use agent::{AgentOptions, TestAgent};

@@ -543,6 +543,34 @@ pub fn list_json(kind: &str, items: &[String]) -> String {
     )
 }
 
+/// The kubeconfig `scripts/local-cluster.sh up` writes: current context
+/// `ste-local`, whose `ste.io/router` extension names the router's admin
+/// address, with its API server at `server` (which need not run).
+pub fn local_kubeconfig(server: &str, router_admin: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Config
+current-context: ste-local
+clusters:
+- name: ste-local
+  cluster:
+    server: {server}
+contexts:
+- name: ste-local
+  context:
+    cluster: ste-local
+    user: ste-local
+    extensions:
+    - name: ste.io/router
+      extension:
+        address: {router_admin}
+users:
+- name: ste-local
+  user: {{}}
+"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use etcd_client::GetOptions;
 use ste_proto::v1::ring_client::RingClient;
-use ste_proto::v1::{JoinRequest, LeaveRequest, MigrationPhase, MigrationProgress};
+use ste_proto::v1::{
+    JoinRequest, LeaveRequest, LocateRequest, Location, MigrationPhase, MigrationProgress,
+};
 use tonic::transport::Channel;
 
 /// Runs a Join to completion; returns every progress message.
@@ -75,4 +77,37 @@ pub async fn keys_per_shard(
         out.insert(name.clone(), keys);
     }
     Ok(out)
+}
+
+/// Where the router places `key` now (its admin Locate): the member, and
+/// whether and at which revision the key exists.
+pub async fn locate(admin: &mut RingClient<Channel>, key: &str) -> anyhow::Result<Location> {
+    Ok(admin
+        .locate(LocateRequest {
+            key: key.as_bytes().to_vec(),
+        })
+        .await?
+        .into_inner())
+}
+
+/// The member the router places `key` on now.
+pub async fn member_of(admin: &mut RingClient<Channel>, key: &str) -> anyhow::Result<String> {
+    Ok(locate(admin, key).await?.member)
+}
+
+/// The first of `candidates` that the router places on `member`: a key a
+/// test can aim at one shard.
+pub async fn first_placed_on(
+    admin: &mut RingClient<Channel>,
+    member: &str,
+    candidates: impl IntoIterator<Item = String>,
+) -> anyhow::Result<String> {
+    let mut tried = 0;
+    for key in candidates {
+        if member_of(admin, &key).await? == member {
+            return Ok(key);
+        }
+        tried += 1;
+    }
+    anyhow::bail!("none of {tried} candidate keys is placed on {member}")
 }

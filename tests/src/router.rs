@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ste_proto::v1::ring_client::RingClient;
+use ste_proto::v1::{GetRouterStatusRequest, RouterStatus};
 use tempfile::TempDir;
 
 use crate::poll::{SLOW, eventually};
@@ -96,17 +97,51 @@ impl TestRouter {
         format!("http://{}", self.listen)
     }
 
+    /// The router's status from its admin API: members with their health,
+    /// generation, a ring change in progress, whether it serves.
+    pub async fn status(&self) -> anyhow::Result<RouterStatus> {
+        Ok(self
+            .admin()
+            .await?
+            .get_status(GetRouterStatusRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// Waits up to `timeout` until the ring has exactly `members` (in ring
+    /// order), no change is running and the router serves; returns that
+    /// status. A timeout's error carries the end of the router's log.
+    pub async fn wait_members(
+        &self,
+        members: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<RouterStatus> {
+        let result = eventually("the ring membership", timeout, || async {
+            let status = self.status().await.map_err(|e| e.to_string())?;
+            let have: Vec<&str> = status.members.iter().map(|m| m.name.as_str()).collect();
+            if have == members && status.migration.is_none() && status.serving {
+                Ok(status)
+            } else {
+                Err(format!(
+                    "members {have:?}, migration {:?}, serving {}",
+                    status.migration, status.serving
+                ))
+            }
+        })
+        .await;
+        result.map_err(|e| {
+            e.context(format!(
+                "router log (last 80 lines):\n{}",
+                crate::control_plane::process::tail(&self.log(), 80)
+            ))
+        })
+    }
+
     /// Waits until the admin API says the router serves (the start-up scan
     /// is done).
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
         let result = eventually("the router to serve", SLOW, || async {
-            let mut admin = self.admin().await.map_err(|e| e.to_string())?;
-            let serving = admin
-                .get_status(ste_proto::v1::GetRouterStatusRequest {})
-                .await
-                .map_err(|e| e.to_string())?
-                .into_inner()
-                .serving;
+            let serving = self.status().await.map_err(|e| e.to_string())?.serving;
             if serving {
                 Ok(())
             } else {
@@ -148,6 +183,14 @@ impl TestRouter {
         self.kill9();
         self.spawn()?;
         self.wait_ready().await
+    }
+
+    /// The router's `ste_router_writes_in_flight` gauge: writes admitted
+    /// and not yet answered.
+    pub async fn writes_in_flight(&self) -> anyhow::Result<f64> {
+        let text = crate::metrics::scrape(self.metrics).await?;
+        crate::metrics::sample(&text, "ste_router_writes_in_flight")
+            .ok_or_else(|| anyhow::anyhow!("no ste_router_writes_in_flight in /metrics:\n{text}"))
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -1,45 +1,19 @@
 //! What the agent reports, through every channel a user or a generic tool
 //! would read it: ste.v1 status, grpc.health.v1, reflection, /metrics.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use ste_proto::v1::AgentState;
+use ste_tests::metrics::{http_get, sample};
 use ste_tests::procs::sigkill;
 use ste_tests::{AgentOptions, TestAgent};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
-
-/// A plain HTTP/1.0 GET: the status line's code and the body.
-async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let code = response
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
-}
-
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name}{{")))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
 
 async fn health(agent: &TestAgent, service: &str) -> anyhow::Result<ServingStatus> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", agent.addrs.grpc))?
@@ -69,18 +43,18 @@ async fn metrics_and_health_follow_the_shard() -> anyhow::Result<()> {
 
     let (code, text) = http_get(agent.addrs.metrics, "/metrics").await?;
     assert_eq!(code, 200);
-    assert_eq!(metric(&text, "ste_agent_shard_up"), Some(1.0), "{text}");
-    assert_eq!(metric(&text, "ste_agent_serving"), Some(1.0));
-    assert_eq!(metric(&text, "ste_agent_shard_epoch"), Some(1.0));
-    assert_eq!(metric(&text, "ste_agent_etcd_restarts_total"), Some(0.0));
-    assert_eq!(metric(&text, "ste_agent_shard_keys"), Some(1.0));
+    assert_eq!(sample(&text, "ste_agent_shard_up"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "ste_agent_serving"), Some(1.0));
+    assert_eq!(sample(&text, "ste_agent_shard_epoch"), Some(1.0));
+    assert_eq!(sample(&text, "ste_agent_etcd_restarts_total"), Some(0.0));
+    assert_eq!(sample(&text, "ste_agent_shard_keys"), Some(1.0));
     assert_eq!(
-        metric(&text, "ste_agent_tmpfs_size_bytes"),
+        sample(&text, "ste_agent_tmpfs_size_bytes"),
         Some((256u64 << 20) as f64)
     );
-    assert!(metric(&text, "ste_agent_tmpfs_used_bytes").unwrap_or(0.0) > 0.0);
-    assert!(metric(&text, "ste_agent_shard_db_size_bytes").unwrap_or(0.0) > 0.0);
-    assert!(metric(&text, "ste_agent_shard_revision").unwrap_or(0.0) >= 2.0);
+    assert!(sample(&text, "ste_agent_tmpfs_used_bytes").unwrap_or(0.0) > 0.0);
+    assert!(sample(&text, "ste_agent_shard_db_size_bytes").unwrap_or(0.0) > 0.0);
+    assert!(sample(&text, "ste_agent_shard_revision").unwrap_or(0.0) >= 2.0);
     assert!(text.contains("# TYPE ste_agent_etcd_restarts counter"));
     assert!(text.contains("node=\"observed\""));
     assert_eq!(http_get(agent.addrs.metrics, "/healthz").await?.0, 200);
@@ -111,8 +85,8 @@ async fn metrics_and_health_follow_the_shard() -> anyhow::Result<()> {
     })
     .await?;
     let (_, text) = http_get(agent.addrs.metrics, "/metrics").await?;
-    assert_eq!(metric(&text, "ste_agent_shard_epoch"), Some(2.0), "{text}");
-    assert_eq!(metric(&text, "ste_agent_etcd_restarts_total"), Some(1.0));
+    assert_eq!(sample(&text, "ste_agent_shard_epoch"), Some(2.0), "{text}");
+    assert_eq!(sample(&text, "ste_agent_etcd_restarts_total"), Some(1.0));
     Ok(())
 }
 
@@ -159,7 +133,7 @@ async fn full_shard_raises_nospace_and_the_agent_keeps_reporting() -> anyhow::Re
     let tmpfs = status.tmpfs.unwrap_or_default();
     assert!(tmpfs.used_bytes < tmpfs.size_bytes, "{tmpfs:?}");
     let (_, text) = http_get(agent.addrs.metrics, "/metrics").await?;
-    assert_eq!(metric(&text, "ste_agent_shard_alarms"), Some(1.0));
+    assert_eq!(sample(&text, "ste_agent_shard_alarms"), Some(1.0));
     // Status stays available for as long as the agent runs.
     for _ in 0..3 {
         assert!(agent.status().await.is_ok());

@@ -18,6 +18,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 use ste_tests::ControlPlane;
 use ste_tests::control_plane::wait_members;
+use ste_tests::ring;
 
 const DEPLOYMENT: &str = "web";
 /// Never pulled: kwok only pretends to run it.
@@ -313,7 +314,9 @@ fn assert_healthy(cp: &ControlPlane, windows: &[(Instant, Instant)]) -> anyhow::
     Ok(())
 }
 
-async fn create_deployment(cp: &ControlPlane, replicas: usize) -> anyhow::Result<()> {
+/// Creates the Deployment with `replicas` and waits until they are all
+/// available and Running.
+async fn deploy(cp: &ControlPlane, replicas: usize) -> anyhow::Result<()> {
     cp.kubectl_ok(&[
         "create",
         "deployment",
@@ -322,9 +325,10 @@ async fn create_deployment(cp: &ControlPlane, replicas: usize) -> anyhow::Result
         &format!("--replicas={replicas}"),
     ])
     .await?;
-    Ok(())
+    wait_available(cp, replicas).await
 }
 
+/// Asks for `replicas` without waiting (a ring change may run meanwhile).
 async fn scale(cp: &ControlPlane, replicas: usize) -> anyhow::Result<()> {
     cp.kubectl_ok(&[
         "scale",
@@ -332,6 +336,38 @@ async fn scale(cp: &ControlPlane, replicas: usize) -> anyhow::Result<()> {
         &format!("--replicas={replicas}"),
     ])
     .await?;
+    Ok(())
+}
+
+/// Scales to `replicas` and waits until they are all available and Running.
+async fn scale_to(cp: &ControlPlane, replicas: usize) -> anyhow::Result<()> {
+    scale(cp, replicas).await?;
+    wait_available(cp, replicas).await
+}
+
+/// `kubectl ste ring ARGS`, which must succeed (the log tails if not).
+async fn ring_change(cp: &ControlPlane, args: &[&str]) -> anyhow::Result<()> {
+    let run = cp.ste(&[&["ring"][..], args].concat()).await?;
+    anyhow::ensure!(
+        run.code == Some(0),
+        "ring {args:?}: {run:#?}\n{}",
+        cp.log_tails()
+    );
+    Ok(())
+}
+
+/// What every test ends with: kube-apiserver stayed live and ready outside
+/// `fault_windows`, every component is still up; prints how long `test`
+/// took.
+fn finish(
+    cp: &mut ControlPlane,
+    test: &str,
+    began: Instant,
+    fault_windows: &[(Instant, Instant)],
+) -> anyhow::Result<()> {
+    assert_healthy(cp, fault_windows)?;
+    cp.check_components()?;
+    eprintln!("{test}: {:.1?} after start-up", began.elapsed());
     Ok(())
 }
 
@@ -349,8 +385,7 @@ async fn start(test: &str) -> anyhow::Result<ControlPlane> {
 async fn e2e_scale_to_100_list_watch_page_and_locate() -> anyhow::Result<()> {
     let mut cp = start("scale").await?;
     let began = Instant::now();
-    create_deployment(&cp, 1).await?;
-    wait_available(&cp, 1).await?;
+    deploy(&cp, 1).await?;
 
     // The watch lists first and then watches from that list's
     // resourceVersion: one from before the scale-up.
@@ -377,8 +412,7 @@ async fn e2e_scale_to_100_list_watch_page_and_locate() -> anyhow::Result<()> {
     .await?;
 
     let scaled = Instant::now();
-    scale(&cp, 100).await?;
-    wait_available(&cp, 100).await?;
+    scale_to(&cp, 100).await?;
     eprintln!("scale: 1 → 100 Running in {:.1?}", scaled.elapsed());
     let names = wait_kube_matches_shards(&cp).await?;
     assert_eq!(names.len(), 100);
@@ -426,12 +460,12 @@ async fn e2e_scale_to_100_list_watch_page_and_locate() -> anyhow::Result<()> {
         );
     }
 
-    assert_healthy(&cp, &[])?;
-    cp.check_components()?;
-    eprintln!(
-        "e2e_scale_to_100_list_watch_page_and_locate: {:.1?} after start-up",
-        began.elapsed()
-    );
+    finish(
+        &mut cp,
+        "e2e_scale_to_100_list_watch_page_and_locate",
+        began,
+        &[],
+    )?;
     Ok(())
 }
 
@@ -439,41 +473,25 @@ async fn e2e_scale_to_100_list_watch_page_and_locate() -> anyhow::Result<()> {
 async fn e2e_ring_leave_and_join_while_scaling() -> anyhow::Result<()> {
     let mut cp = start("ring").await?;
     let began = Instant::now();
-    create_deployment(&cp, 50).await?;
-    wait_available(&cp, 50).await?;
+    deploy(&cp, 50).await?;
 
     // node-c leaves while the Deployment grows to 150...
     scale(&cp, 150).await?;
-    let leave = cp.ste(&["ring", "leave", "node-c", "--yes"]).await?;
-    anyhow::ensure!(
-        leave.code == Some(0),
-        "ring leave: {leave:#?}\n{}",
-        cp.log_tails()
-    );
+    ring_change(&cp, &["leave", "node-c", "--yes"]).await?;
     wait_members(&cp.router, &["node-a", "node-b"]).await?;
     wait_available(&cp, 150).await?;
     wait_kube_matches_shards(&cp).await?;
 
     // ...and joins again while it shrinks to 20.
     scale(&cp, 20).await?;
-    let join = cp.ste(&["ring", "join", "node-c"]).await?;
-    anyhow::ensure!(
-        join.code == Some(0),
-        "ring join: {join:#?}\n{}",
-        cp.log_tails()
-    );
+    ring_change(&cp, &["join", "node-c"]).await?;
     wait_members(&cp.router, &["node-a", "node-b", "node-c"]).await?;
     wait_available(&cp, 20).await?;
 
     let names = wait_kube_matches_shards(&cp).await?;
     assert_eq!(names.len(), 20);
     wait_watch_cache_consistent(&cp).await?;
-    assert_healthy(&cp, &[])?;
-    cp.check_components()?;
-    eprintln!(
-        "e2e_ring_leave_and_join_while_scaling: {:.1?} after start-up",
-        began.elapsed()
-    );
+    finish(&mut cp, "e2e_ring_leave_and_join_while_scaling", began, &[])?;
     Ok(())
 }
 
@@ -481,23 +499,13 @@ async fn e2e_ring_leave_and_join_while_scaling() -> anyhow::Result<()> {
 async fn e2e_killed_agent_pods_are_recreated() -> anyhow::Result<()> {
     let mut cp = start("agent-kill").await?;
     let began = Instant::now();
-    create_deployment(&cp, 30).await?;
-    wait_available(&cp, 30).await?;
+    deploy(&cp, 30).await?;
     let before = wait_kube_matches_shards(&cp).await?;
 
     // The node whose shard the ring gives `/registry/health` dies (agent
     // and etcd): kube-apiserver's /livez and /readyz Get that key through
     // the router, and must stay green all along, fence included.
-    let victim = cp
-        .router
-        .admin()
-        .await?
-        .locate(ste_proto::v1::LocateRequest {
-            key: b"/registry/health".to_vec(),
-        })
-        .await?
-        .into_inner()
-        .member;
+    let victim = ring::member_of(&mut cp.router.admin().await?, "/registry/health").await?;
     let held = cp.shard_pods().await?;
     let lost: Vec<String> = held
         .iter()
@@ -543,12 +551,7 @@ async fn e2e_killed_agent_pods_are_recreated() -> anyhow::Result<()> {
     );
     wait_watch_cache_consistent(&cp).await?;
     // No fault window: kube-apiserver stays live and ready throughout.
-    assert_healthy(&cp, &[])?;
-    cp.check_components()?;
-    eprintln!(
-        "e2e_killed_agent_pods_are_recreated: {:.1?} after start-up",
-        began.elapsed()
-    );
+    finish(&mut cp, "e2e_killed_agent_pods_are_recreated", began, &[])?;
     Ok(())
 }
 
@@ -556,8 +559,7 @@ async fn e2e_killed_agent_pods_are_recreated() -> anyhow::Result<()> {
 async fn e2e_router_kill_and_restart() -> anyhow::Result<()> {
     let mut cp = start("router-kill").await?;
     let began = Instant::now();
-    create_deployment(&cp, 20).await?;
-    wait_available(&cp, 20).await?;
+    deploy(&cp, 20).await?;
     let before = wait_kube_matches_shards(&cp).await?;
 
     let killed = Instant::now();
@@ -582,8 +584,7 @@ async fn e2e_router_kill_and_restart() -> anyhow::Result<()> {
     let restarted = killed.elapsed();
 
     // kube-apiserver (not restarted) writes, reads and watches again.
-    scale(&cp, 40).await?;
-    wait_available(&cp, 40).await?;
+    scale_to(&cp, 40).await?;
     let recovered = Instant::now();
     eprintln!(
         "router kill: restarted and readyz green after {restarted:.1?}, scaled to 40 after {:.1?}",
@@ -596,11 +597,11 @@ async fn e2e_router_kill_and_restart() -> anyhow::Result<()> {
     wait_available(&cp, 40).await?;
     wait_kube_matches_shards(&cp).await?;
     wait_watch_cache_consistent(&cp).await?;
-    assert_healthy(&cp, &[(killed, recovered)])?;
-    cp.check_components()?;
-    eprintln!(
-        "e2e_router_kill_and_restart: {:.1?} after start-up",
-        began.elapsed()
-    );
+    finish(
+        &mut cp,
+        "e2e_router_kill_and_restart",
+        began,
+        &[(killed, recovered)],
+    )?;
     Ok(())
 }

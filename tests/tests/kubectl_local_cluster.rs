@@ -10,7 +10,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use etcd_client::GetOptions;
+use ste_tests::keys::{self, PODS};
 use ste_tests::krew::KrewRoot;
+use ste_tests::plugin::local_kubeconfig;
 use ste_tests::{AgentOptions, TestAgent, TestRouter};
 
 fn repo() -> PathBuf {
@@ -61,33 +63,6 @@ struct Kubectl {
     kubeconfig: PathBuf,
 }
 
-/// The kubeconfig `scripts/local-cluster.sh up` writes (its API server
-/// does not run yet).
-fn local_kubeconfig(router_admin: &str) -> String {
-    format!(
-        "apiVersion: v1
-kind: Config
-current-context: ste-local
-clusters:
-- name: ste-local
-  cluster:
-    server: https://127.0.0.1:6443
-contexts:
-- name: ste-local
-  context:
-    cluster: ste-local
-    user: ste-local
-    extensions:
-    - name: ste.io/router
-      extension:
-        address: {router_admin}
-users:
-- name: ste-local
-  user: {{}}
-"
-    )
-}
-
 impl Kubectl {
     fn run(&self, args: &[&str]) -> Output {
         Command::new("kubectl")
@@ -127,12 +102,7 @@ fn agent(name: &str, ip: u8, router: &TestRouter, extra: &[&str]) -> anyhow::Res
 }
 
 async fn members(router: &TestRouter) -> anyhow::Result<Vec<String>> {
-    let status = router
-        .admin()
-        .await?
-        .get_status(ste_proto::v1::GetRouterStatusRequest {})
-        .await?
-        .into_inner();
+    let status = router.status().await?;
     if status.migration.is_some() || !status.serving {
         return Ok(Vec::new());
     }
@@ -186,7 +156,7 @@ async fn krew_installed_plugin_operates_a_local_cluster() -> anyhow::Result<()> 
     };
     std::fs::write(
         &kubectl.kubeconfig,
-        local_kubeconfig(&router.admin.to_string()),
+        local_kubeconfig("https://127.0.0.1:6443", &router.admin.to_string()),
     )?;
     // kubectl exits 1 when another kubectl-ste further down PATH is
     // overshadowed (e.g. /usr/local/bin/kubectl-ste, which
@@ -234,10 +204,7 @@ async fn krew_installed_plugin_operates_a_local_cluster() -> anyhow::Result<()> 
         let keys = a
             .etcd()
             .await?
-            .get(
-                "/registry/pods/",
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
+            .get(PODS, Some(GetOptions::new().with_prefix().with_keys_only()))
             .await?;
         for kv in keys.kvs() {
             held.insert(kv.key_str()?.to_owned(), a.options.node_name.clone());
@@ -266,13 +233,8 @@ async fn krew_installed_plugin_operates_a_local_cluster() -> anyhow::Result<()> 
     );
     kubectl.ok(&["ste", "ring", "leave", "node-b", "--yes"]);
     assert_eq!(members(&router).await?, ["node-a", "node-c", "node-d"]);
-    let listed = client
-        .get(
-            "/registry/pods/",
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        )
-        .await?;
-    assert_eq!(listed.count(), 60, "nothing lost by the join and the leave");
+    let listed = keys::count_under(&mut client, PODS).await?;
+    assert_eq!(listed, 60, "nothing lost by the join and the leave");
 
     let version = kubectl.ok(&["ste", "version"]);
     for line in ["Plugin Version", "Router Version", "node-a", "node-d"] {

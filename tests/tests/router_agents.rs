@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use etcd_client::{GetOptions, WatchOptions};
 use nix::sys::signal::Signal;
-use ste_proto::v1::{GetRouterStatusRequest, LocateRequest, RouterStatus};
-use ste_tests::{AgentOptions, TestAgent, TestRouter};
-
-const PREFIX: &str = "/registry/pods/";
+use ste_proto::v1::RouterStatus;
+use ste_tests::keys::{self, PODS};
+use ste_tests::{AgentOptions, TestAgent, TestRouter, ring};
 
 fn agent_options(name: &str, ip: u8, router: &TestRouter) -> AgentOptions {
     let mut options = AgentOptions::new(name, Ipv4Addr::new(127, 0, 0, ip));
@@ -22,25 +21,6 @@ fn agent_options(name: &str, ip: u8, router: &TestRouter) -> AgentOptions {
         "200ms".into(),
     ];
     options
-}
-
-async fn router_status(router: &TestRouter) -> Result<RouterStatus, String> {
-    let mut admin = router.admin().await.map_err(|e| e.to_string())?;
-    admin
-        .get_status(GetRouterStatusRequest {})
-        .await
-        .map(|r| r.into_inner())
-        .map_err(|e| e.to_string())
-}
-
-/// The body of GET /metrics (plain HTTP/1.0 over a socket).
-async fn metrics_text(addr: std::net::SocketAddr) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await?;
-    Ok(body)
 }
 
 /// Agents node-a, node-b, node-c on 127.0.0.2-4, registering with `router`.
@@ -54,28 +34,14 @@ fn spawn_three(router: &TestRouter) -> anyhow::Result<Vec<TestAgent>> {
 
 /// Waits until the ring has exactly `members` and no change is running.
 async fn wait_members(router: &TestRouter, members: &[&str]) -> anyhow::Result<RouterStatus> {
-    let want: Vec<String> = members.iter().map(|m| m.to_string()).collect();
-    let result = ste_tests::eventually("the ring membership", Duration::from_secs(120), || async {
-        let status = router_status(router).await?;
-        let have: Vec<String> = status.members.iter().map(|m| m.name.clone()).collect();
-        if have == want && status.migration.is_none() && status.serving {
-            Ok(status)
-        } else {
-            Err(format!(
-                "members {have:?}, migration {:?}, serving {}",
-                status.migration, status.serving
-            ))
-        }
-    })
-    .await;
-    result.map_err(|e| e.context(format!("router log:\n{}", router.log())))
+    router.wait_members(members, Duration::from_secs(120)).await
 }
 
 async fn put_keys(router: &TestRouter, n: usize) -> anyhow::Result<BTreeMap<String, i64>> {
     let mut client = router.client().await?;
     let mut written = BTreeMap::new();
     for i in 0..n {
-        let key = format!("{PREFIX}ns-{}/pod-{i:04}", i % 5);
+        let key = format!("{PODS}ns-{}/pod-{i:04}", i % 5);
         let response = client.put(key.clone(), format!("v{i}"), None).await?;
         written.insert(
             key,
@@ -94,7 +60,7 @@ async fn check(
 ) -> anyhow::Result<()> {
     let mut client = router.client().await?;
     let listed = client
-        .get(PREFIX, Some(GetOptions::new().with_prefix()))
+        .get(PODS, Some(GetOptions::new().with_prefix()))
         .await?;
     let got: BTreeMap<String, i64> = listed
         .kvs()
@@ -103,15 +69,9 @@ async fn check(
         .collect::<Result<_, etcd_client::Error>>()?;
     assert_eq!(&got, written, "every key with its original revision");
     let mut admin = router.admin().await?;
-    let held = ste_tests::agent::keys_held(agents.iter().copied(), PREFIX).await?;
+    let held = ste_tests::agent::keys_held(agents.iter().copied(), PODS).await?;
     for key in written.keys() {
-        let owner = admin
-            .locate(LocateRequest {
-                key: key.clone().into_bytes(),
-            })
-            .await?
-            .into_inner()
-            .member;
+        let owner = ring::member_of(&mut admin, key).await?;
         assert_eq!(
             held.get(key),
             Some(&vec![owner.clone()]),
@@ -171,7 +131,7 @@ async fn a_killed_agent_is_fenced_and_rejoins_empty() -> anyhow::Result<()> {
     let written = put_keys(&router, 300).await?;
     let mut client = router.client().await?;
     let mut watch = client
-        .watch(PREFIX, Some(WatchOptions::new().with_prefix()))
+        .watch(PODS, Some(WatchOptions::new().with_prefix()))
         .await?;
     assert!(watch.message().await?.is_some_and(|r| r.created()));
 
@@ -180,10 +140,7 @@ async fn a_killed_agent_is_fenced_and_rejoins_empty() -> anyhow::Result<()> {
         let keys = victim
             .etcd()
             .await?
-            .get(
-                PREFIX,
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
+            .get(PODS, Some(GetOptions::new().with_prefix().with_keys_only()))
             .await?;
         keys.kvs()
             .iter()
@@ -224,7 +181,7 @@ async fn a_killed_agent_is_fenced_and_rejoins_empty() -> anyhow::Result<()> {
     let remaining: Vec<&TestAgent> = agents.iter().collect();
     check(&router, &remaining, &expected).await?;
     assert!(router.log().contains("fencing member"), "{}", router.log());
-    let metrics = metrics_text(router.metrics).await?;
+    let metrics = ste_tests::metrics::scrape(router.metrics).await?;
     assert!(
         metrics.contains("ste_router_members_fenced_total 1"),
         "{metrics}"
@@ -236,7 +193,7 @@ async fn a_killed_agent_is_fenced_and_rejoins_empty() -> anyhow::Result<()> {
         "node-c shown unhealthy",
         Duration::from_secs(60),
         || async {
-            let status = router_status(&router).await?;
+            let status = router.status().await.map_err(|e| e.to_string())?;
             match status.agents.iter().find(|a| a.name == "node-c") {
                 Some(agent) if !agent.healthy => Ok(()),
                 other => Err(format!("{other:?}")),
@@ -252,15 +209,7 @@ async fn a_killed_agent_is_fenced_and_rejoins_empty() -> anyhow::Result<()> {
     let mut more = put_keys(&router, 300).await?;
     more.retain(|k, _| lost.contains(k));
     assert!(!more.is_empty());
-    let held = victim
-        .etcd()
-        .await?
-        .get(
-            PREFIX,
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        )
-        .await?
-        .count();
+    let held = keys::count_under(&mut victim.etcd().await?, PODS).await?;
     assert!(held > 0, "the rejoined member receives keys again");
     Ok(())
 }

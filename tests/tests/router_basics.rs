@@ -2,7 +2,8 @@
 //! land.
 
 use etcd_client::GetOptions;
-use ste_tests::ShardedRouter;
+use ste_tests::keys::PODS;
+use ste_tests::{ShardedRouter, ring};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_spread_over_shards_and_read_back_with_global_revisions() -> anyhow::Result<()> {
@@ -25,7 +26,7 @@ async fn keys_spread_over_shards_and_read_back_with_global_revisions() -> anyhow
     );
 
     let all = client
-        .get("/registry/pods/", Some(GetOptions::new().with_prefix()))
+        .get(PODS, Some(GetOptions::new().with_prefix()))
         .await?;
     assert_eq!(all.count(), 60);
     assert_eq!(all.kvs().len(), 60);
@@ -41,12 +42,7 @@ async fn keys_spread_over_shards_and_read_back_with_global_revisions() -> anyhow
     let mut admin = cluster.router.admin().await?;
     let mut per_shard = std::collections::BTreeMap::new();
     for kv in all.kvs() {
-        let location = admin
-            .locate(ste_proto::v1::LocateRequest {
-                key: kv.key().to_vec(),
-            })
-            .await?
-            .into_inner();
+        let location = ring::locate(&mut admin, kv.key_str()?).await?;
         assert!(location.present);
         assert_eq!(location.mod_revision, kv.mod_revision());
         *per_shard.entry(location.member.clone()).or_insert(0) += 1;

@@ -8,41 +8,29 @@
 use std::time::Duration;
 
 use etcd_client::GetOptions;
-use ste_proto::v1::LocateRequest;
-use ste_tests::ShardedRouter;
+use ste_tests::keys::PODS;
+use ste_tests::{ShardedRouter, ring};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_absent_key_reads_as_absent_while_its_shard_is_down() -> anyhow::Result<()> {
     let mut cluster = ShardedRouter::start(3, &[]).await?;
     let mut client = cluster.router.client().await?;
     let mut admin = cluster.router.admin().await?;
-    let mut member_of = async |key: &str| -> anyhow::Result<String> {
-        Ok(admin
-            .locate(LocateRequest {
-                key: key.as_bytes().to_vec(),
-            })
-            .await?
-            .into_inner()
-            .member)
-    };
     let mut present = None;
     for i in 0..60 {
-        let key = format!("/registry/pods/default/pod-{i}");
+        let key = format!("{PODS}default/pod-{i}");
         client.put(key.as_str(), "v", None).await?;
-        if present.is_none() && member_of(&key).await? == "shard-b" {
+        if present.is_none() && ring::member_of(&mut admin, &key).await? == "shard-b" {
             present = Some(key);
         }
     }
     let present = present.expect("a pod key on shard-b");
-    let mut absent = None;
-    for i in 0..200 {
-        let key = format!("/registry/health-{i}");
-        if member_of(&key).await? == "shard-b" {
-            absent = Some(key);
-            break;
-        }
-    }
-    let absent = absent.expect("an absent key placed on shard-b");
+    let absent = ring::first_placed_on(
+        &mut admin,
+        "shard-b",
+        (0..200).map(|i| format!("/registry/health-{i}")),
+    )
+    .await?;
 
     // Stopped, not killed: its port stays taken, so no other test's etcd
     // can take it and answer as a new epoch of shard-b.
@@ -73,7 +61,7 @@ async fn an_absent_key_reads_as_absent_while_its_shard_is_down() -> anyhow::Resu
         .expect_err("a key on the dead shard");
     assert!(err.to_string().contains("is unavailable"), "{err}");
     let err = client
-        .get("/registry/pods/", Some(GetOptions::new().with_prefix()))
+        .get(PODS, Some(GetOptions::new().with_prefix()))
         .await
         .expect_err("a list over the dead shard");
     assert!(err.to_string().contains("is unavailable"), "{err}");

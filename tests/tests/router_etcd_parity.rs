@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions, WatchStream,
+    WatchStream,
 };
+use ste_tests::keys::count_under;
 use ste_tests::poll::SLOW;
+use ste_tests::watch::prefix_from;
 use ste_tests::{ShardedRouter, TestEtcd, eventually};
 
 const PREFIX: &str = "/registry/pods/d3/";
@@ -37,27 +39,6 @@ async fn current_revision(client: &mut Client) -> anyhow::Result<i64> {
         .get("/", Some(GetOptions::new().with_count_only()))
         .await?;
     Ok(response.header().map(|h| h.revision()).unwrap_or_default())
-}
-
-/// A watch on every key under `prefix` from revision `from`.
-async fn watch_prefix(client: &mut Client, prefix: &str, from: i64) -> anyhow::Result<WatchStream> {
-    Ok(client
-        .watch(
-            prefix,
-            Some(WatchOptions::new().with_prefix().with_start_revision(from)),
-        )
-        .await?)
-}
-
-/// How many keys are under `prefix`.
-async fn count_prefix(client: &mut Client, prefix: &str) -> anyhow::Result<i64> {
-    Ok(client
-        .get(
-            prefix,
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        )
-        .await?
-        .count())
 }
 
 /// Collects events from `stream` until `want` have arrived or `timeout`.
@@ -105,7 +86,7 @@ struct RangeDeleteSeen {
 async fn delete_prefix_and_watch(client: &mut Client) -> anyhow::Result<RangeDeleteSeen> {
     put_keys(client).await?;
     let before = current_revision(client).await?;
-    let mut stream = watch_prefix(client, PREFIX, before + 1).await?;
+    let mut stream = prefix_from(client, PREFIX, before + 1).await?;
     let response = client
         .delete(
             PREFIX,
@@ -113,7 +94,7 @@ async fn delete_prefix_and_watch(client: &mut Client) -> anyhow::Result<RangeDel
         )
         .await?;
     let events = collect_events(&mut stream, KEYS, SLOW).await?;
-    let left = count_prefix(client, PREFIX).await?;
+    let left = count_under(client, PREFIX).await?;
     Ok(RangeDeleteSeen {
         deleted: response.deleted(),
         prev_kvs: response.prev_kvs().len(),
@@ -155,7 +136,7 @@ async fn prefix_delete_over_more_keys_than_a_shard_txn_takes_is_one_revision() -
     let seen = delete_prefix_and_watch(&mut cluster.router.client().await?).await?;
     assert_eq!(seen, expected, "the router answers like etcd");
     for shard in &cluster.shards {
-        let held = count_prefix(&mut shard.client().await?, PREFIX).await?;
+        let held = shard.count_under(PREFIX).await?;
         assert_eq!(held, 0, "{} still holds keys", shard.name);
     }
     Ok(())
@@ -180,7 +161,7 @@ async fn a_shard_failing_in_the_middle_of_a_multi_shard_delete_leaves_nothing_de
         .await?;
     assert_eq!(before.count(), KEYS as i64);
     let revision_before = current_revision(&mut client).await?;
-    let mut stream = watch_prefix(&mut client, PREFIX, revision_before + 1).await?;
+    let mut stream = prefix_from(&mut client, PREFIX, revision_before + 1).await?;
 
     let error = client
         .delete(
@@ -225,7 +206,7 @@ async fn a_shard_failing_in_the_middle_of_a_multi_shard_delete_leaves_nothing_de
     }
     let mut on_shards = 0;
     for shard in &cluster.shards {
-        on_shards += count_prefix(&mut shard.client().await?, PREFIX).await?;
+        on_shards += shard.count_under(PREFIX).await?;
     }
     assert_eq!(on_shards, KEYS as i64, "the shards hold every key again");
     let put = client
@@ -251,7 +232,7 @@ async fn a_shard_failing_in_the_middle_of_a_multi_shard_delete_leaves_nothing_de
         response.is_err(),
         "shard-b still refuses 128-op Txns, so the delete fails again as a whole"
     );
-    assert_eq!(count_prefix(&mut client, PREFIX).await?, KEYS as i64);
+    assert_eq!(count_under(&mut client, PREFIX).await?, KEYS as i64);
     Ok(())
 }
 
@@ -269,7 +250,7 @@ async fn revoke_two_keys(client: &mut Client) -> anyhow::Result<(i64, i64, Vec<i
             .await?;
     }
     let before = current_revision(client).await?;
-    let mut stream = watch_prefix(client, "/registry/leases/", before + 1).await?;
+    let mut stream = prefix_from(client, "/registry/leases/", before + 1).await?;
     let revoked = client
         .lease_revoke(lease)
         .await?
@@ -317,7 +298,7 @@ async fn lease_expiry_deletes_its_keys_at_one_revision() -> anyhow::Result<()> {
             .await?;
     }
     let before = current_revision(&mut client).await?;
-    let mut stream = watch_prefix(&mut client, "/registry/events/", before + 1).await?;
+    let mut stream = prefix_from(&mut client, "/registry/events/", before + 1).await?;
     let events = collect_events(&mut stream, keys.len(), Duration::from_secs(30)).await?;
     assert_eq!(events.len(), keys.len(), "every key expired: {events:?}");
     assert!(
@@ -330,14 +311,9 @@ async fn lease_expiry_deletes_its_keys_at_one_revision() -> anyhow::Result<()> {
     let left = eventually("the expired keys to be gone", SLOW, || {
         let mut client = client.clone();
         async move {
-            let n = client
-                .get(
-                    "/registry/events/",
-                    Some(GetOptions::new().with_prefix().with_count_only()),
-                )
+            let n = count_under(&mut client, "/registry/events/")
                 .await
-                .map_err(|e| e.to_string())?
-                .count();
+                .map_err(|e| e.to_string())?;
             if n == 0 {
                 Ok(n)
             } else {

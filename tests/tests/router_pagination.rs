@@ -8,17 +8,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use etcd_client::GetOptions;
 use ste_tests::ShardedRouter;
+use ste_tests::keys::PODS;
 
 const KEYS: usize = 1_500;
 const PAGE: i64 = 100;
-const PREFIX: &str = "/registry/pods/";
 
 /// One page as received: count, (key, mod revision, value) items, more,
 /// and the revision the list is pinned at.
 type Page = (i64, Vec<(String, i64, String)>, bool, i64);
 
 fn key(i: usize) -> String {
-    format!("{PREFIX}ns-{}/pod-{i:05}", i % 11)
+    format!("{PODS}ns-{}/pod-{i:05}", i % 11)
 }
 
 /// Keeps creating, updating and deleting keys under the prefix until told
@@ -95,11 +95,11 @@ async fn pages_are_disjoint_sorted_complete_and_counted_at_a_pinned_revision() -
     let mut lists = Vec::new();
     for _ in 0..2 {
         let mut pages: Vec<Page> = Vec::new();
-        let mut start = PREFIX.as_bytes().to_vec();
+        let mut start = PODS.as_bytes().to_vec();
         let mut pinned = 0;
         loop {
             let mut options = GetOptions::new()
-                .with_range(ste_core::keyrange::prefix_end(PREFIX.as_bytes()))
+                .with_range(ste_core::keyrange::prefix_end(PODS.as_bytes()))
                 .with_limit(PAGE);
             if pinned != 0 {
                 options = options.with_revision(pinned);

@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{GetOptions, WatchOptions};
+use etcd_client::GetOptions;
 use ste_tests::ShardedRouter;
+use ste_tests::keys::PODS;
+use ste_tests::watch::{first_answer, prefix_from};
 
 #[derive(Debug, Clone)]
 struct Attempt {
@@ -131,7 +133,7 @@ async fn acknowledged_writes_survive_a_router_kill() -> anyhow::Result<()> {
 
     let mut client = cluster.router.client().await?;
     let all = client
-        .get("/registry/pods/", Some(GetOptions::new().with_prefix()))
+        .get(PODS, Some(GetOptions::new().with_prefix()))
         .await?;
     let stored: std::collections::HashMap<String, (i64, String)> = all
         .kvs()
@@ -174,16 +176,7 @@ async fn acknowledged_writes_survive_a_router_kill() -> anyhow::Result<()> {
     // A watch resuming right after the last revision seen before the kill:
     // either it delivers exactly the acknowledged writes since, or it says
     // the history is gone (compacted) so the client relists.
-    let mut stream = client
-        .watch(
-            "/registry/pods/",
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(last_before + 1),
-            ),
-        )
-        .await?;
+    let mut stream = prefix_from(&mut client, PODS, last_before + 1).await?;
     let mut expected: Vec<(i64, String)> = attempts
         .iter()
         .filter_map(|a| {
@@ -274,41 +267,27 @@ async fn state_in_etcd_lets_another_router_take_over() -> anyhow::Result<()> {
     // compactor reads compact_rev_key and watches from the read's revision
     // (on a quiet cluster it would otherwise get the compacted error every
     // second).
-    let mut resumed = client
-        .watch(
-            "/registry/pods/",
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(last + 1),
-            ),
-        )
-        .await?;
-    let refused = first_answer(&mut resumed).await?;
+    let mut resumed = prefix_from(&mut client, PODS, last + 1).await?;
+    let refused = first_answer(&mut resumed, Duration::from_secs(30)).await?;
     assert!(
         refused.canceled() && refused.compact_revision() > last,
         "{refused:?}"
     );
     let read = client
         .get(
-            "/registry/pods/",
+            PODS,
             Some(GetOptions::new().with_prefix().with_count_only()),
         )
         .await?
         .header()
         .map(|h| h.revision())
         .unwrap_or_default();
-    let mut fresh = client
-        .watch(
-            "/registry/pods/",
-            Some(WatchOptions::new().with_prefix().with_start_revision(read)),
-        )
-        .await?;
+    let mut fresh = prefix_from(&mut client, PODS, read).await?;
     let next = client
         .put("/registry/pods/default/after", "x", None)
         .await?;
     let next = next.header().map(|h| h.revision()).unwrap_or_default();
-    let seen = first_answer(&mut fresh).await?;
+    let seen = first_answer(&mut fresh, Duration::from_secs(30)).await?;
     assert!(
         !seen.canceled() && seen.events().len() == 1,
         "a watch from revision {read}, read from the new router, must be served: {seen:?}"
@@ -331,27 +310,4 @@ async fn state_in_etcd_lets_another_router_take_over() -> anyhow::Result<()> {
         .await?;
     assert!(stored.kvs()[0].value_str()?.contains("reserved_revision"));
     Ok(())
-}
-
-/// The first watch response that is not the bare "created" one: events or
-/// a cancellation.
-async fn first_answer(
-    stream: &mut etcd_client::WatchStream,
-) -> anyhow::Result<etcd_client::WatchResponse> {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match stream.message().await? {
-                Some(response)
-                    if response.created()
-                        && !response.canceled()
-                        && response.events().is_empty() =>
-                {
-                    continue;
-                }
-                Some(response) => return anyhow::Ok(response),
-                None => anyhow::bail!("watch stream ended"),
-            }
-        }
-    })
-    .await?
 }

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use etcd_client::{GetOptions, WatchOptions};
-use ste_tests::ShardedRouter;
+use ste_tests::keys::PODS;
+use ste_tests::watch::{first_answer, prefix_from, until_canceled};
+use ste_tests::{ShardedRouter, ring};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Result<()> {
@@ -19,13 +21,7 @@ async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Res
     for i in 0..40 {
         let key = format!("/registry/pods/ns-{}/pod-{i}", i % 3);
         client.put(key.clone(), "v", None).await?;
-        let location = admin
-            .locate(ste_proto::v1::LocateRequest {
-                key: key.clone().into_bytes(),
-            })
-            .await?
-            .into_inner();
-        if location.member == "shard-b" {
+        if ring::member_of(&mut admin, &key).await? == "shard-b" {
             on_lost_shard.insert(key);
         } else {
             elsewhere.insert(key);
@@ -33,12 +29,12 @@ async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Res
     }
     assert!(!on_lost_shard.is_empty() && !elsewhere.is_empty());
     let mut watch = client
-        .watch("/registry/pods/", Some(WatchOptions::new().with_prefix()))
+        .watch(PODS, Some(WatchOptions::new().with_prefix()))
         .await?;
     let created = watch.message().await?.expect("created");
     assert!(created.created());
     let before = client
-        .get("/registry/pods/", Some(GetOptions::new().with_prefix()))
+        .get(PODS, Some(GetOptions::new().with_prefix()))
         .await?
         .header()
         .expect("header")
@@ -51,16 +47,7 @@ async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Res
         .await?;
 
     // The watch ends with the compacted error.
-    let canceled = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            match watch.message().await? {
-                Some(response) if response.canceled() => return anyhow::Ok(response),
-                Some(_) => continue,
-                None => anyhow::bail!("watch stream ended without a cancel"),
-            }
-        }
-    })
-    .await??;
+    let canceled = until_canceled(&mut watch, Duration::from_secs(60)).await?;
     assert!(canceled.compact_revision() > 0, "{canceled:?}");
 
     // The loss has a revision of its own: what a client saw up to `before`
@@ -69,7 +56,7 @@ async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Res
     // the controllers watching it would resume from there and never learn
     // that pods are gone.)
     let after = client
-        .get("/registry/pods/", Some(GetOptions::new().with_prefix()))
+        .get(PODS, Some(GetOptions::new().with_prefix()))
         .await?
         .header()
         .expect("header")
@@ -78,26 +65,8 @@ async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Res
         after > before,
         "revision {after} after the loss, {before} before"
     );
-    let mut resumed = client
-        .watch(
-            "/registry/pods/",
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(before + 1),
-            ),
-        )
-        .await?;
-    let refused = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match resumed.message().await? {
-                Some(response) if response.created() && !response.canceled() => continue,
-                Some(response) => return anyhow::Ok(response),
-                None => anyhow::bail!("watch stream ended without a response"),
-            }
-        }
-    })
-    .await??;
+    let mut resumed = prefix_from(&mut client, PODS, before + 1).await?;
+    let refused = first_answer(&mut resumed, Duration::from_secs(30)).await?;
     assert!(
         refused.canceled() && refused.compact_revision() > before,
         "a watch resuming after revision {before} must be refused as compacted: {refused:?}"
@@ -105,27 +74,14 @@ async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Res
     // A client that read at the new revision may watch from it (as
     // kube-apiserver's compactor does: read, then watch from the read's
     // revision) and sees what follows.
-    let mut fresh = client
-        .watch(
-            "/registry/pods/",
-            Some(WatchOptions::new().with_prefix().with_start_revision(after)),
-        )
-        .await?;
+    let mut fresh = prefix_from(&mut client, PODS, after).await?;
     let recreated_key = "/registry/pods/ns-0/after-the-loss";
     client.put(recreated_key, "v", None).await?;
-    let seen = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match fresh.message().await? {
-                Some(response) if response.canceled() => {
-                    anyhow::bail!("a watch from revision {after} was refused: {response:?}")
-                }
-                Some(response) if !response.events().is_empty() => return anyhow::Ok(response),
-                Some(_) => continue,
-                None => anyhow::bail!("watch stream ended"),
-            }
-        }
-    })
-    .await??;
+    let seen = first_answer(&mut fresh, Duration::from_secs(30)).await?;
+    anyhow::ensure!(
+        !seen.canceled(),
+        "a watch from revision {after} was refused: {seen:?}"
+    );
     assert_eq!(
         seen.events()[0].kv().expect("kv").key_str()?,
         recreated_key,
@@ -134,7 +90,7 @@ async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Res
     client.delete(recreated_key, None).await?;
     let old_read = client
         .get(
-            "/registry/pods/",
+            PODS,
             Some(GetOptions::new().with_prefix().with_revision(before)),
         )
         .await;
@@ -147,7 +103,7 @@ async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Res
 
     // The index no longer has the lost keys; the others are intact.
     let listed: BTreeSet<String> = client
-        .get("/registry/pods/", Some(GetOptions::new().with_prefix()))
+        .get(PODS, Some(GetOptions::new().with_prefix()))
         .await?
         .kvs()
         .iter()
@@ -185,15 +141,7 @@ async fn watch_from(
     if let Some(value) = then {
         client.put(key, value, None).await?;
     }
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let message = stream.message().await?.expect("the watch goes on");
-            if message.canceled() || !message.events().is_empty() {
-                return anyhow::Ok(message);
-            }
-        }
-    })
-    .await?
+    first_answer(&mut stream, Duration::from_secs(10)).await
 }
 
 /// Found by kube-apiserver: its compactor reads `compact_rev_key` and
@@ -220,7 +168,7 @@ async fn after_a_cut_a_watch_from_the_revision_a_get_answered_works() -> anyhow:
         .expect("header")
         .revision();
     let mut watch = client
-        .watch("/registry/pods/", Some(WatchOptions::new().with_prefix()))
+        .watch(PODS, Some(WatchOptions::new().with_prefix()))
         .await?;
     assert!(watch.message().await?.is_some_and(|m| m.created()));
 
@@ -229,16 +177,7 @@ async fn after_a_cut_a_watch_from_the_revision_a_get_answered_works() -> anyhow:
         .expect("shard-b")
         .restart_empty()
         .await?;
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            match watch.message().await? {
-                Some(response) if response.canceled() => return anyhow::Ok(()),
-                Some(_) => continue,
-                None => anyhow::bail!("watch stream ended without a cancel"),
-            }
-        }
-    })
-    .await??;
+    until_canceled(&mut watch, Duration::from_secs(60)).await?;
 
     // What kube-apiserver's compactor does: Get, then watch from the
     // revision of that answer.

@@ -9,6 +9,7 @@ use etcd_client::WatchOptions;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use ste_tests::ShardedRouter;
+use ste_tests::keys::PODS;
 use ste_tests::procs::alive;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,7 +17,7 @@ async fn sigterm_ends_open_watches_and_keep_alives_and_the_router_exits() -> any
     let cluster = ShardedRouter::start(2, &[]).await?;
     let mut client = cluster.router.client().await?;
     let mut watch = client
-        .watch("/registry/pods/", Some(WatchOptions::new().with_prefix()))
+        .watch(PODS, Some(WatchOptions::new().with_prefix()))
         .await?;
     assert!(watch.message().await?.expect("created").created());
     let lease = client.lease_grant(60, None).await?.id();

@@ -48,12 +48,7 @@ async fn refuses_to_serve_until_every_shard_is_scanned() -> anyhow::Result<()> {
         .unwrap_err()
         .to_string();
     assert!(error.contains("not serving yet"), "{error}");
-    let status = router
-        .admin()
-        .await?
-        .get_status(ste_proto::v1::GetRouterStatusRequest {})
-        .await?
-        .into_inner();
+    let status = router.status().await?;
     assert!(!status.serving);
 
     b.restart().await?;

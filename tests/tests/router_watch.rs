@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use etcd_client::{EventType, WatchOptions};
 use ste_tests::ShardedRouter;
+use ste_tests::keys::PODS;
 use ste_tests::kube::{self, Outcome};
 
 const WRITERS: usize = 16;
@@ -77,28 +78,15 @@ async fn writer(
         };
         let revision = known.get(&k).copied().unwrap_or(0);
         let value = format!("w{seed}-op{op}").into_bytes();
-        let (outcome, written_value) = if revision == 0 {
-            (kube::create(&mut client, &k, &value).await?, Some(value))
-        } else if random.next(4) == 0 {
-            (kube::delete(&mut client, &k, revision).await?, None)
-        } else {
-            (
-                kube::update(&mut client, &k, revision, &value).await?,
-                Some(value),
-            )
-        };
-        match outcome {
-            Outcome::Written(at) => {
-                acks.lock().unwrap().push(Ack {
-                    revision: at,
-                    key: k.clone(),
-                    value: written_value.clone(),
-                });
-                known.insert(k, if written_value.is_some() { at } else { 0 });
-            }
-            Outcome::Conflict(current) => {
-                known.insert(k, current);
-            }
+        let write =
+            kube::next_write(&mut client, &k, revision, value, || random.next(4) == 0).await?;
+        known.insert(k.clone(), write.known_revision());
+        if let Outcome::Written(at) = write.outcome {
+            acks.lock().unwrap().push(Ack {
+                revision: at,
+                key: k,
+                value: write.value,
+            });
         }
         done_ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -117,7 +105,7 @@ async fn watch(
         .with_prefix()
         .with_prev_key()
         .with_start_revision(start);
-    let stream = client.watch("/registry/pods/", Some(options)).await?;
+    let stream = client.watch(PODS, Some(options)).await?;
     let (mut sender, mut responses) = stream.split();
     let mut progress = tokio::time::interval(Duration::from_millis(25));
     loop {

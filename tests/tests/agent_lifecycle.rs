@@ -119,9 +119,19 @@ async fn sigterm_stops_etcd_unmounts_and_exits_zero() -> anyhow::Result<()> {
     assert!(alive(etcd_pid));
     assert_eq!(agent.mount_count(), 1);
 
+    let sent = std::time::Instant::now();
     agent.signal(Signal::SIGTERM)?;
     let exit = agent.wait_exit(Duration::from_secs(30)).await?;
+    let took = sent.elapsed();
+    eprintln!("the agent exited {took:?} after SIGTERM");
     assert!(exit.success(), "exit {exit:?}; log:\n{}", agent.log());
+    // etcd stopped, tmpfs unmounted: tens of milliseconds (the bound leaves
+    // room for a loaded machine and the 50 ms poll).
+    assert!(
+        took < Duration::from_secs(1),
+        "the agent took {took:?} to exit after SIGTERM; log:\n{}",
+        agent.log()
+    );
     assert!(!alive(etcd_pid), "etcd outlived the agent");
     assert!(agent.etcd_pids().is_empty());
     assert_eq!(agent.mount_count(), 0, "tmpfs left mounted");

@@ -276,14 +276,18 @@ async fn ring_size(plugin: &Plugin, admin: &str) -> usize {
         .len()
 }
 
-/// Waits until `ring show` lists `members` members (for `what`).
+/// Waits until `ring show` lists `members` members and no ring change runs
+/// any more (for `what`). The new ring is committed a moment before the
+/// change ends, and the router refuses another change until it has.
 async fn wait_ring_size(plugin: &Plugin, admin: &str, members: usize, what: &str) {
     eventually(what, WAIT, || async {
-        let have = ring_size(plugin, admin).await;
-        if have == members {
+        let ring = ring_json(plugin, admin).await;
+        let have = ring["members"].as_array().unwrap().len();
+        let running = !ring["migration"].is_null();
+        if have == members && !running {
             Ok(())
         } else {
-            Err(format!("{have} members"))
+            Err(format!("{have} members, a change running: {running}"))
         }
     })
     .await

@@ -283,16 +283,7 @@ impl Store {
         let destination_revision = shard_ops::revision_of(put.header.as_ref());
         destination.record_revision(revision, destination_revision);
 
-        let delete = shard_ops::guarded(
-            entries
-                .iter()
-                .map(|(k, e)| shard_ops::unchanged(k, e.shard_modified))
-                .collect(),
-            entries
-                .iter()
-                .map(|(k, _)| shard_ops::delete(k.clone(), false))
-                .collect(),
-        );
+        let delete = shard_ops::delete_unchanged(&entries, false);
         let deleted = source.txn(delete).await;
         // The destination copies are the keys now, whatever happened on the
         // source: repoint the index before reporting anything.

@@ -234,9 +234,7 @@ impl Store {
     /// Takes every shard's write lock, in a fixed order (by id) so that
     /// concurrent multi-key deletes and migrations cannot deadlock. If the
     /// set of shards changed while waiting (a ring change), starts over.
-    pub(super) async fn lock_all_shards(
-        &self,
-    ) -> StoreResult<(Vec<Arc<Shard>>, Vec<WriteTurn>)> {
+    pub(super) async fn lock_all_shards(&self) -> StoreResult<(Vec<Arc<Shard>>, Vec<WriteTurn>)> {
         loop {
             let mut ordered = self.placement.shards();
             if ordered.is_empty() {
@@ -316,16 +314,7 @@ async fn delete_on_shard(shard: Arc<Shard>, keys: Vec<Victim>, chunk: usize) -> 
         failure: None,
     };
     for batch in keys.chunks(chunk) {
-        let request = shard_ops::guarded(
-            batch
-                .iter()
-                .map(|(k, e)| shard_ops::unchanged(k, e.shard_modified))
-                .collect(),
-            batch
-                .iter()
-                .map(|(k, _)| shard_ops::delete(k.clone(), true))
-                .collect(),
-        );
+        let request = shard_ops::delete_unchanged(batch, true);
         match part.shard.txn(request).await {
             Ok(response) if response.succeeded => part.applied.push(AppliedChunk {
                 keys: batch.to_vec(),

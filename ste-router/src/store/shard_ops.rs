@@ -6,6 +6,7 @@
 //! did not go through the router is never overwritten silently; a failed
 //! guard makes the router resynchronise the shard.
 
+use ste_core::index::IndexEntry;
 use ste_core::revision::ShardRevision;
 use ste_proto::etcd::etcdserverpb::{self as pb, compare, request_op, response_op};
 use ste_proto::etcd::mvccpb;
@@ -71,6 +72,19 @@ pub fn guarded(guards: Vec<pb::Compare>, ops: Vec<pb::RequestOp>) -> pb::TxnRequ
         success: ops,
         failure: Vec::new(),
     }
+}
+
+/// Deletes `keys` (with their index entries), each only if it is still
+/// the version the index has (its shard `mod_revision`): all or none.
+pub fn delete_unchanged(keys: &[(Vec<u8>, IndexEntry)], prev_kv: bool) -> pb::TxnRequest {
+    guarded(
+        keys.iter()
+            .map(|(k, e)| unchanged(k, e.shard_modified))
+            .collect(),
+        keys.iter()
+            .map(|(k, _)| delete(k.clone(), prev_kv))
+            .collect(),
+    )
 }
 
 /// The shard revision a response was served at (etcd's header revision;

@@ -11,7 +11,7 @@ use clap::Parser;
 use ste_agent::config::{self, Config, MountMode, RouterConfig};
 use ste_agent::size::ByteSize;
 use ste_agent::supervisor::Backoff;
-use ste_core::units::parse_duration;
+use ste_core::units::{parse_duration, parse_nonzero_duration};
 
 /// STE node agent: mounts a tmpfs, runs an in-memory etcd shard on it,
 /// supervises it and reports its status over gRPC (ste.v1.Agent).
@@ -63,19 +63,19 @@ struct Cli {
     #[arg(long, env = "STE_KEY_PREFIX", default_value = "/registry/pods/")]
     key_prefix: String,
     /// How often the shard is probed.
-    #[arg(long, env = "STE_PROBE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "STE_PROBE_INTERVAL", default_value = "1s", value_parser = parse_nonzero_duration)]
     probe_interval: Duration,
     /// Kill and restart etcd when it runs but has not answered for this long.
-    #[arg(long, env = "STE_ETCD_HANG_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "STE_ETCD_HANG_TIMEOUT", default_value = "30s", value_parser = parse_nonzero_duration)]
     etcd_hang_timeout: Duration,
     /// How long etcd gets to exit after SIGTERM before SIGKILL.
     #[arg(long, env = "STE_STOP_GRACE", default_value = "10s", value_parser = parse_duration)]
     stop_grace: Duration,
     /// First delay before restarting a failed etcd; doubles up to --restart-backoff-max.
-    #[arg(long, env = "STE_RESTART_BACKOFF", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "STE_RESTART_BACKOFF", default_value = "1s", value_parser = parse_nonzero_duration)]
     restart_backoff: Duration,
     /// Cap of the restart delay.
-    #[arg(long, env = "STE_RESTART_BACKOFF_MAX", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "STE_RESTART_BACKOFF_MAX", default_value = "30s", value_parser = parse_nonzero_duration)]
     restart_backoff_max: Duration,
     /// ste-router's admin gRPC address (HOST:PORT, e.g. 127.0.0.1:2490): the
     /// agent registers there once its shard serves, heartbeats, and asks to
@@ -97,11 +97,11 @@ struct Cli {
     advertise_address: Option<String>,
     /// How often the agent heartbeats to the router (and retries while the
     /// router is unreachable).
-    #[arg(long, env = "STE_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "STE_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_nonzero_duration)]
     heartbeat_interval: Duration,
     /// On shutdown, how long the router may take to move this shard's keys
     /// off it before the agent stops etcd anyway.
-    #[arg(long, env = "STE_DRAIN_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    #[arg(long, env = "STE_DRAIN_TIMEOUT", default_value = "120s", value_parser = parse_nonzero_duration)]
     drain_timeout: Duration,
     /// Log filter (tracing EnvFilter syntax), e.g. info or ste_agent=debug,etcd=debug.
     #[arg(long, env = "STE_LOG", default_value = "info")]

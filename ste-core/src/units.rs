@@ -23,6 +23,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e}: write e.g. 500ms, 2s or 1m"))
 }
 
+/// [`parse_duration`] for flags where zero makes no sense (intervals,
+/// timeouts): a zero duration is refused, saying so, instead of a loop that
+/// panics ("period must be non-zero") or a request that can never succeed.
+///
+/// # Errors
+///
+/// [`parse_duration`]'s, or `must be more than 0 …` for a zero duration.
+pub fn parse_nonzero_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!(
+            "must be more than 0 (got {text:?}): write e.g. 500ms, 2s or 1m"
+        ));
+    }
+    Ok(duration)
+}
+
 /// A byte count in binary units as kubectl prints quantities: bytes below
 /// 1 KiB as is (`512B`), else the largest unit that keeps the number at or
 /// above 1, rounded to one decimal below 10 (`1.5Ki`) and to a whole number
@@ -79,5 +96,16 @@ mod tests {
         // 9.96Mi rounds to 10: no decimal from 10 on.
         assert_eq!(format_bytes(10_443_000), "10Mi");
         assert_eq!(format_bytes(u64::MAX), "16Ei");
+    }
+
+    #[test]
+    fn zero_is_refused_where_it_makes_no_sense() {
+        assert_eq!(
+            parse_nonzero_duration("250ms"),
+            Ok(std::time::Duration::from_millis(250))
+        );
+        let refused = parse_nonzero_duration("0s").unwrap_err();
+        assert!(refused.contains("must be more than 0"), "{refused}");
+        assert!(parse_nonzero_duration("abc").is_err());
     }
 }

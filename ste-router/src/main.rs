@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use ste_core::units::parse_duration;
+use ste_core::units::{parse_duration, parse_nonzero_duration};
 use ste_router::config::{Config, MemberFlag};
 
 /// STE router: serves the etcd v3 API to kube-apiserver and shards the
@@ -31,7 +31,7 @@ struct Cli {
     #[arg(long = "member", env = "STE_MEMBERS", value_delimiter = ',')]
     members: Vec<MemberFlag>,
     /// Virtual nodes per unit of member weight.
-    #[arg(long, env = "STE_VNODES", default_value_t = ste_core::ring::DEFAULT_VNODES)]
+    #[arg(long, env = "STE_VNODES", default_value_t = ste_core::ring::DEFAULT_VNODES, value_parser = clap::value_parser!(u32).range(1..))]
     vnodes: u32,
     /// State file: ring and revision high-water mark (fsync'd on change).
     #[arg(
@@ -47,8 +47,8 @@ struct Cli {
     /// Largest write request accepted, as etcd's --max-request-bytes (default
     /// 1.5 MiB): a larger Put, Txn, DeleteRange or Compact gets
     /// INVALID_ARGUMENT "etcdserver: request is too large".
-    #[arg(long, env = "STE_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
-    max_request_bytes: usize,
+    #[arg(long, env = "STE_MAX_REQUEST_BYTES", default_value_t = 1_572_864, value_parser = clap::value_parser!(u64).range(1..))]
+    max_request_bytes: u64,
     /// Largest gRPC message accepted at all; a larger one gets gRPC's
     /// RESOURCE_EXHAUSTED. Default: --max-request-bytes + 512 KiB, etcd's
     /// allowance for gRPC overhead (2 MiB with the defaults).
@@ -60,21 +60,21 @@ struct Cli {
     #[arg(long, env = "STE_SHARD_MAX_TXN_OPS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     shard_max_txn_ops: u32,
     /// Revisions reserved per state-file write.
-    #[arg(long, env = "STE_REVISION_BLOCK", default_value_t = 10_000)]
+    #[arg(long, env = "STE_REVISION_BLOCK", default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..))]
     revision_block: i64,
     /// Timeout to connect to a shard.
-    #[arg(long, env = "STE_SHARD_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "STE_SHARD_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_nonzero_duration)]
     shard_connect_timeout: Duration,
     /// Timeout of one request to a shard.
     /// While a write to a shard is in flight, later revisions wait for it:
     /// keep this short (shards are in-memory etcds on the cluster network).
-    #[arg(long, env = "STE_SHARD_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "STE_SHARD_TIMEOUT", default_value = "2s", value_parser = parse_nonzero_duration)]
     shard_timeout: Duration,
     /// How often shards are probed.
-    #[arg(long, env = "STE_HEALTH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "STE_HEALTH_INTERVAL", default_value = "1s", value_parser = parse_nonzero_duration)]
     health_interval: Duration,
     /// Progress notifications to watchers that asked for them (etcd: 10m).
-    #[arg(long, env = "STE_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "STE_PROGRESS_NOTIFY_INTERVAL", default_value = "10m", value_parser = parse_nonzero_duration)]
     progress_notify_interval: Duration,
     /// The etcd version reported by Maintenance.Status; kube-apiserver
     /// enables watch progress requests from 3.5.13.
@@ -107,7 +107,7 @@ struct Cli {
     auto_join: bool,
     /// A member whose shard has not answered for this long is fenced: removed
     /// from the ring, its keys dropped, every watch cut.
-    #[arg(long, env = "STE_MEMBER_DEAD_AFTER", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "STE_MEMBER_DEAD_AFTER", default_value = "30s", value_parser = parse_nonzero_duration)]
     member_dead_after: Duration,
     /// Pause between migration batches (100 keys each) during a join or
     /// leave, to limit the extra load on the shards.
@@ -149,10 +149,10 @@ fn main() -> ExitCode {
         vnodes: cli.vnodes,
         state_file: cli.state_file,
         event_log_bytes: cli.event_log_bytes,
-        max_request_bytes: cli.max_request_bytes,
+        max_request_bytes: cli.max_request_bytes as usize,
         max_recv_bytes: cli
             .max_recv_bytes
-            .unwrap_or(cli.max_request_bytes + GRPC_OVERHEAD_BYTES),
+            .unwrap_or(cli.max_request_bytes as usize + GRPC_OVERHEAD_BYTES),
         shard_max_txn_ops: cli.shard_max_txn_ops as usize,
         revision_block: cli.revision_block.max(1),
         shard_connect_timeout: cli.shard_connect_timeout,

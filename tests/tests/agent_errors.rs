@@ -193,3 +193,34 @@ fn malformed_etcd_url() {
         "http://HOST:PORT",
     ]);
 }
+
+/// Zero where zero makes no sense is refused before anything starts (a
+/// zero interval used to panic the router's health and membership loops,
+/// leaving a process that served without them; a zero shard timeout left
+/// the start-up scan retrying forever).
+#[test]
+fn zero_intervals_timeouts_and_counts_are_refused_up_front() {
+    let cases: [(&str, &[&str]); 9] = [
+        ("ste-router", &["--health-interval", "0s"]),
+        ("ste-router", &["--shard-timeout", "0s"]),
+        ("ste-router", &["--shard-connect-timeout", "0ms"]),
+        ("ste-router", &["--member-dead-after", "0s"]),
+        ("ste-router", &["--revision-block", "0"]),
+        ("ste-router", &["--max-request-bytes", "0"]),
+        ("ste-router", &["--vnodes", "0"]),
+        ("ste-agent", &["--probe-interval", "0s"]),
+        ("ste-agent", &["--heartbeat-interval", "0s"]),
+    ];
+    for (bin, args) in cases {
+        let output = Command::new(workspace_bin(bin))
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{bin} {args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid value '{}' for '{}", args[1], args[0])),
+            "{bin} {args:?}: {stderr}"
+        );
+    }
+}

@@ -29,6 +29,35 @@ pub fn put(put: &pb::PutRequest) -> Result<(), Status> {
     Ok(())
 }
 
+/// A Range needs a key, like etcd; and the router serves only ascending
+/// key order and no min/max revision filters (kube-apiserver uses
+/// neither): anything else is refused with INVALID_ARGUMENT saying so.
+pub fn range(range: &pb::RangeRequest) -> Result<(), Status> {
+    key(&range.key)?;
+    let sorted_by_other_than_key = range.sort_target != pb::range_request::SortTarget::Key as i32
+        && range.sort_order != pb::range_request::SortOrder::None as i32;
+    if sorted_by_other_than_key || range.sort_order == pb::range_request::SortOrder::Descend as i32
+    {
+        return Err(StoreError::Unsupported(
+            "ste-router: Range supports only ascending key order (sort_order NONE or ASCEND by KEY), \
+             as kube-apiserver uses"
+                .into(),
+        )
+        .into());
+    }
+    if range.min_mod_revision != 0
+        || range.max_mod_revision != 0
+        || range.min_create_revision != 0
+        || range.max_create_revision != 0
+    {
+        return Err(StoreError::Unsupported(
+            "ste-router: Range does not support min/max mod/create revision filters".into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// Every compare and op of both branches is well formed, and no branch
 /// writes one key twice.
 pub fn txn(request: &pb::TxnRequest) -> Result<(), Status> {
@@ -39,8 +68,8 @@ pub fn txn(request: &pb::TxnRequest) -> Result<(), Status> {
         let mut written: Vec<&[u8]> = Vec::new();
         for op in branch {
             let written_key = match &op.request {
-                Some(request_op::Request::RequestRange(range)) => {
-                    key(&range.key)?;
+                Some(request_op::Request::RequestRange(r)) => {
+                    range(r)?;
                     continue;
                 }
                 Some(request_op::Request::RequestPut(p)) => {
@@ -110,5 +139,28 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(txn(&empty_compare).unwrap_err().message(), KEY_NOT_PROVIDED);
+    }
+
+    #[test]
+    fn ranges_need_a_key_and_ascending_key_order() {
+        let mut r = pb::RangeRequest::default();
+        assert_eq!(range(&r).unwrap_err().message(), KEY_NOT_PROVIDED);
+        r.key = b"/k".to_vec();
+        assert!(range(&r).is_ok());
+        r.sort_order = pb::range_request::SortOrder::Descend as i32;
+        let refused = range(&r).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().contains("ascending key order"));
+        r.sort_order = pb::range_request::SortOrder::None as i32;
+        r.min_mod_revision = 3;
+        assert!(range(&r).unwrap_err().message().contains("min/max"));
+        // A range read inside a Txn is checked the same way.
+        let in_txn = pb::TxnRequest {
+            success: vec![pb::RequestOp {
+                request: Some(request_op::Request::RequestRange(r)),
+            }],
+            ..Default::default()
+        };
+        assert!(txn(&in_txn).unwrap_err().message().contains("min/max"));
     }
 }

@@ -9,8 +9,8 @@ use ste_core::revision::GlobalRevision;
 use ste_proto::etcd::etcdserverpb as pb;
 use ste_proto::etcd::mvccpb;
 
-use super::Store;
 use super::convert::client_kv;
+use super::{Store, shard_ops};
 use crate::error::{StoreError, StoreResult};
 use crate::shard::Shard;
 
@@ -64,36 +64,13 @@ pub fn merge(parts: Vec<ShardPart>, limit: i64, keys_only: bool, count_only: boo
 }
 
 impl Store {
-    /// Validates a Range request the way etcd does and reads it.
+    /// Serves a Range request (validated by the API layer: see
+    /// `etcd/validate.rs`).
     pub async fn range(
         &self,
         request: &pb::RangeRequest,
     ) -> StoreResult<(GlobalRevision, RangeResult)> {
         self.check_ready()?;
-        if request.key.is_empty() {
-            return Err(StoreError::KeyNotProvided);
-        }
-        let sorted_by_other_than_key = request.sort_target
-            != pb::range_request::SortTarget::Key as i32
-            && request.sort_order != pb::range_request::SortOrder::None as i32;
-        if sorted_by_other_than_key
-            || request.sort_order == pb::range_request::SortOrder::Descend as i32
-        {
-            return Err(StoreError::Unsupported(
-                "ste-router: Range supports only ascending key order (sort_order NONE or ASCEND by KEY), \
-                 as kube-apiserver uses"
-                    .into(),
-            ));
-        }
-        if request.min_mod_revision != 0
-            || request.max_mod_revision != 0
-            || request.min_create_revision != 0
-            || request.max_create_revision != 0
-        {
-            return Err(StoreError::Unsupported(
-                "ste-router: Range does not support min/max mod/create revision filters".into(),
-            ));
-        }
         let revision = self.revisions.resolve_read(request.revision)?;
         let range = KeyRange::from_request(&request.key, &request.range_end);
         let result = match self
@@ -148,14 +125,13 @@ impl Store {
         // One more than asked tells whether there are more keys.
         let shard_limit = if limit > 0 { limit + 1 } else { 0 };
         let reads = shards.iter().map(|shard| {
-            let request = pb::RangeRequest {
-                key: key.clone(),
-                range_end: range_end.clone(),
-                limit: shard_limit,
-                revision: shard.revision_at(revision).0,
+            let request = shard_ops::range(
+                key.clone(),
+                range_end.clone(),
+                shard_limit,
+                shard.revision_at(revision),
                 count_only,
-                ..Default::default()
-            };
+            );
             async move { (shard, shard.range(request).await) }
         });
         let mut parts = Vec::with_capacity(shards.len());

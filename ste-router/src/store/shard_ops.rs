@@ -119,6 +119,31 @@ pub fn got(response: &pb::TxnResponse) -> Vec<Option<mvccpb::KeyValue>> {
         .collect()
 }
 
+/// A read of `key` (to `range_end`, etcd's encoding) at shard revision
+/// `at` (0: now), at most `limit` keys (0: all); `count_only` asks for the
+/// count alone.
+pub fn range(
+    key: Vec<u8>,
+    range_end: Vec<u8>,
+    limit: i64,
+    at: ShardRevision,
+    count_only: bool,
+) -> pb::RangeRequest {
+    pb::RangeRequest {
+        key,
+        range_end,
+        limit,
+        revision: at.0,
+        count_only,
+        ..Default::default()
+    }
+}
+
+/// A read of the single key `key` at shard revision `at` (0: now).
+pub fn get_at(key: &[u8], at: ShardRevision) -> pb::RangeRequest {
+    range(key.to_vec(), Vec::new(), 0, at, false)
+}
+
 /// A page of the scan: up to `limit` keys from `from` to the end of the
 /// keyspace at shard revision `at` (0: now).
 pub fn scan_page(from: Vec<u8>, limit: i64, at: ShardRevision) -> pb::RangeRequest {

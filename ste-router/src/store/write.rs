@@ -303,10 +303,7 @@ impl Store {
     /// The shard's latest value of `key` (payload only), under the write lock.
     async fn read_value_locked(&self, shard: &Shard, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         let response = shard
-            .range(pb::RangeRequest {
-                key: key.to_vec(),
-                ..Default::default()
-            })
+            .range(shard_ops::get_at(key, ShardRevision(0)))
             .await
             .map_err(|e| shard.client_error(e))?;
         match response.kvs.into_iter().next() {
@@ -334,11 +331,7 @@ impl Store {
     ) -> Resolution {
         let bound = self.config.shard_timeouts.request.min(RESOLVE_TIMEOUT);
         let read = |at: i64| {
-            let call = shard.range(pb::RangeRequest {
-                key: key.to_vec(),
-                revision: at,
-                ..Default::default()
-            });
+            let call = shard.range(shard_ops::get_at(key, ShardRevision(at)));
             async move {
                 match tokio::time::timeout(bound, call).await {
                     Ok(Ok(response)) => Some(response),

@@ -4,29 +4,16 @@
 use etcd_client::TxnOpResponse;
 use tonic::Code;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Kv {
-    pub(crate) key: String,
-    pub(crate) value: String,
-    pub(crate) create: i64,
-    pub(crate) modified: i64,
-    pub(crate) version: i64,
-    pub(crate) lease: i64,
+pub(crate) use ste_tests::keys::Kv;
+
+/// Renumbering reaches a key-value's revisions.
+pub(crate) trait Visit {
+    /// Calls `f` on every revision the value holds.
+    fn visit(&mut self, f: &mut dyn FnMut(&mut i64));
 }
 
-impl Kv {
-    pub(crate) fn of(kv: &etcd_client::KeyValue) -> Kv {
-        Kv {
-            key: String::from_utf8_lossy(kv.key()).into_owned(),
-            value: String::from_utf8_lossy(kv.value()).into_owned(),
-            create: kv.create_revision(),
-            modified: kv.mod_revision(),
-            version: kv.version(),
-            lease: kv.lease(),
-        }
-    }
-
-    pub(crate) fn visit(&mut self, f: &mut dyn FnMut(&mut i64)) {
+impl Visit for Kv {
+    fn visit(&mut self, f: &mut dyn FnMut(&mut i64)) {
         f(&mut self.create);
         f(&mut self.modified);
     }

@@ -116,15 +116,7 @@ pub(crate) fn b64(value: &Value) -> String {
 }
 
 /// One key of `get -w json`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Kv {
-    pub(crate) key: String,
-    pub(crate) value: String,
-    pub(crate) create: i64,
-    pub(crate) modified: i64,
-    pub(crate) version: i64,
-    pub(crate) lease: i64,
-}
+pub(crate) use ste_tests::keys::Kv;
 
 pub(crate) fn kvs(response: &Value) -> Vec<Kv> {
     response["kvs"]

@@ -47,6 +47,30 @@ pub enum RevMapError {
     },
 }
 
+/// One record: the writes with global revisions `first..=last` all left
+/// the shard at `shard` (one write: `first == last`; a group commit: the
+/// writes of one shard Txn, which took consecutive global revisions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Record {
+    first: GlobalRevision,
+    last: GlobalRevision,
+    shard: ShardRevision,
+}
+
+/// Where the state as of a global revision is on a shard: see
+/// [`RevisionMap::locate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// The shard revision to read at.
+    pub shard: ShardRevision,
+    /// When the global revision falls inside a group commit: the global
+    /// revisions `(from, through)` of that commit's later writes, which
+    /// the shard revision includes but the state as of the global revision
+    /// must not. Each of those writes changed one key, and its previous
+    /// version is the state to show instead.
+    pub later_in_batch: Option<(GlobalRevision, GlobalRevision)>,
+}
+
 /// Maps global revisions to one shard's revisions (see the module doc).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevisionMap {
@@ -54,10 +78,12 @@ pub struct RevisionMap {
     /// for any global revision below the first record.
     base: ShardRevision,
     /// The highest global revision folded into `base` by compaction;
-    /// `GlobalRevision::ZERO` until the first compaction.
+    /// `GlobalRevision::ZERO` until the first compaction. A group commit
+    /// that compaction split keeps its record, so its `first` may be at or
+    /// below this.
     base_through: GlobalRevision,
-    /// `(global, shard)`, strictly increasing in both.
-    records: VecDeque<(GlobalRevision, ShardRevision)>,
+    /// Strictly increasing in both revisions, ranges not overlapping.
+    records: VecDeque<Record>,
 }
 
 impl RevisionMap {
@@ -78,43 +104,75 @@ impl RevisionMap {
         global: GlobalRevision,
         shard: ShardRevision,
     ) -> Result<(), RevMapError> {
+        self.record_batch(global, global, shard)
+    }
+
+    /// Records that the writes with global revisions `first..=last`, sent
+    /// to the shard in one Txn, left it at `shard`. `first` and `shard`
+    /// must be strictly greater than [`RevisionMap::last`], and `last` at
+    /// least `first`.
+    pub fn record_batch(
+        &mut self,
+        first: GlobalRevision,
+        last: GlobalRevision,
+        shard: ShardRevision,
+    ) -> Result<(), RevMapError> {
         let (last_global, last_shard) = self.last();
-        if global <= last_global || shard <= last_shard {
+        if first <= last_global || shard <= last_shard || last < first {
             return Err(RevMapError::OutOfOrder {
-                global,
+                global: first,
                 shard,
                 last_global,
                 last_shard,
             });
         }
-        self.records.push_back((global, shard));
+        self.records.push_back(Record { first, last, shard });
         Ok(())
     }
 
     /// The shard revision holding the state as of `global`: that of the
-    /// last record with global revision `<= global`, else the base.
-    /// O(log n).
+    /// last record that starts at or below `global`, else the base.
+    /// O(log n). Inside a group commit this revision also holds the
+    /// commit's later writes: readers that must be exact use
+    /// [`RevisionMap::locate`].
     pub fn at(&self, global: GlobalRevision) -> ShardRevision {
-        let after = self.records.partition_point(|&(g, _)| g <= global);
+        self.locate(global).shard
+    }
+
+    /// Where the state as of `global` is: the shard revision of
+    /// [`RevisionMap::at`], and, when `global` falls inside a group commit
+    /// before its last write, the global revisions of the writes to take
+    /// back out. O(log n).
+    pub fn locate(&self, global: GlobalRevision) -> Location {
+        let after = self.records.partition_point(|r| r.first <= global);
         match after.checked_sub(1).and_then(|i| self.records.get(i)) {
-            Some(&(_, shard)) => shard,
-            None => self.base,
+            Some(r) => Location {
+                shard: r.shard,
+                later_in_batch: (global < r.last).then(|| (global.next(), r.last)),
+            },
+            None => Location {
+                shard: self.base,
+                later_in_batch: None,
+            },
         }
     }
 
-    /// Forgets the history below `global`: drops every record at or below
-    /// it, folding the answer of `at(global)` into the base. `at(g)` is
-    /// unchanged for every `g >= global`; below it, `at` now answers the
-    /// base. A `global` at or below [`RevisionMap::base_through`] is a
-    /// no-op, so compaction never moves backwards.
+    /// Forgets the history below `global`: drops every record that ends at
+    /// or below it, folding the last one into the base. `locate(g)` is
+    /// unchanged for every `g >= global` (a group commit that `global`
+    /// falls inside is kept whole); below it, the answer is the base. A
+    /// `global` at or below [`RevisionMap::base_through`] is a no-op, so
+    /// compaction never moves backwards.
     ///
     /// Later records must have a global revision above `global`.
     pub fn compact(&mut self, global: GlobalRevision) {
         if global <= self.base_through {
             return;
         }
-        self.base = self.at(global);
-        let dropped = self.records.partition_point(|&(g, _)| g <= global);
+        let dropped = self.records.partition_point(|r| r.last <= global);
+        if let Some(last_dropped) = dropped.checked_sub(1).and_then(|i| self.records.get(i)) {
+            self.base = last_dropped.shard;
+        }
         self.records.drain(..dropped);
         self.base_through = global;
     }
@@ -129,11 +187,12 @@ impl RevisionMap {
         self.records.is_empty()
     }
 
-    /// The latest mapping: the last record, or `(base_through, base)` when
-    /// none is held. The next record must be strictly above it in both.
+    /// The latest mapping: the last record's last global revision and its
+    /// shard revision, or `(base_through, base)` when none is held. The
+    /// next record must be strictly above it in both.
     pub fn last(&self) -> (GlobalRevision, ShardRevision) {
         match self.records.back() {
-            Some(&last) => last,
+            Some(r) => (r.last.max(self.base_through), r.shard),
             None => (self.base_through, self.base),
         }
     }
@@ -270,6 +329,47 @@ mod tests {
         assert!(map.record(g(999), s(200)).is_err());
     }
 
+    #[test]
+    fn a_group_commit_maps_its_revisions_to_one_shard_revision() {
+        let mut map = RevisionMap::new(s(100));
+        map.record(g(10), s(101)).expect("in order");
+        map.record_batch(g(11), g(14), s(102)).expect("in order");
+        map.record(g(16), s(103)).expect("in order");
+        let loc = |n| map.locate(g(n));
+        assert_eq!(loc(10), Location { shard: s(101), later_in_batch: None });
+        assert_eq!(loc(11), Location { shard: s(102), later_in_batch: Some((g(12), g(14))) });
+        assert_eq!(loc(13), Location { shard: s(102), later_in_batch: Some((g(14), g(14))) });
+        assert_eq!(loc(14), Location { shard: s(102), later_in_batch: None });
+        assert_eq!(loc(15), Location { shard: s(102), later_in_batch: None });
+        assert_eq!(loc(16).shard, s(103));
+        assert_eq!(map.last(), (g(16), s(103)));
+        // Overlapping or backwards batches are refused.
+        assert!(map.record_batch(g(16), g(18), s(104)).is_err());
+        assert!(map.record_batch(g(18), g(17), s(104)).is_err());
+        assert!(map.record_batch(g(17), g(18), s(103)).is_err());
+        assert_eq!(map.record_batch(g(17), g(18), s(104)), Ok(()));
+    }
+
+    #[test]
+    fn compaction_inside_a_group_commit_keeps_it_exact() {
+        let mut map = RevisionMap::new(s(100));
+        map.record(g(10), s(101)).expect("in order");
+        map.record_batch(g(11), g(14), s(102)).expect("in order");
+        map.compact(g(12));
+        assert_eq!(map.len(), 1, "the batch 12 falls inside is kept");
+        assert_eq!(map.base(), s(101));
+        assert_eq!(
+            map.locate(g(12)),
+            Location { shard: s(102), later_in_batch: Some((g(13), g(14))) }
+        );
+        assert_eq!(map.last(), (g(14), s(102)));
+        assert!(map.record(g(14), s(103)).is_err());
+        map.compact(g(14));
+        assert!(map.is_empty());
+        assert_eq!(map.last(), (g(14), s(102)));
+        assert_eq!(map.locate(g(14)), Location { shard: s(102), later_in_batch: None });
+    }
+
     fn records() -> impl Strategy<Value = Vec<(i64, i64)>> {
         // Positive steps keep both sides strictly increasing.
         proptest::collection::vec((1i64..4, 1i64..4), 0..30).prop_map(|steps| {
@@ -315,7 +415,7 @@ mod tests {
                 for probe in highest..110 {
                     prop_assert_eq!(map.at(g(probe)), reference.at(g(probe)), "at({})", probe);
                 }
-                prop_assert!(map.records.iter().all(|&(global, _)| global > g(highest)));
+                prop_assert!(map.records.iter().all(|r| r.last > g(highest)));
             }
         }
     }

@@ -140,6 +140,27 @@ impl Sequencer {
         Ok(next)
     }
 
+    /// Hands out `count` consecutive revisions at once (a shard's group
+    /// commit: the writes of one shard Txn take consecutive revisions, so
+    /// no other write's revision falls between them), returning the first
+    /// and the last; or asks for a reservation through the last first. A
+    /// refusal allocates nothing. `count` 0 is treated as 1.
+    pub fn allocate_many(
+        &mut self,
+        count: usize,
+    ) -> Result<(GlobalRevision, GlobalRevision), NeedsReservation> {
+        let count = count.max(1) as i64;
+        let first = self.last_allocated.next();
+        let last = GlobalRevision(self.last_allocated.0.saturating_add(count));
+        if last > self.reserved_through {
+            return Err(NeedsReservation { through: last });
+        }
+        self.last_allocated = last;
+        self.pending.extend(std::iter::repeat_n(false, count as usize));
+        self.in_flight += count as usize;
+        Ok((first, last))
+    }
+
     /// Raises the persisted mark to `through`, after the router persisted
     /// it. Reserving the current mark again is a no-op.
     pub fn reserve(&mut self, through: GlobalRevision) -> Result<(), SequencerError> {

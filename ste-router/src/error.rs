@@ -31,7 +31,7 @@ pub const DUPLICATE_KEY: &str = "etcdserver: duplicate key given in txn request"
 /// Everything a router operation can fail with. Converted to the gRPC
 /// status etcd would answer with (code and message) by `From<StoreError>
 /// for Status`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// See [`COMPACTED`].
     #[error("{COMPACTED}")]

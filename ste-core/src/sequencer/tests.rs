@@ -226,3 +226,21 @@ proptest! {
         prop_assert_eq!(s.in_flight(), 0);
     }
 }
+
+#[test]
+fn allocate_many_hands_out_consecutive_revisions_or_nothing() {
+    let mut s = seq(0, 5);
+    assert_eq!(s.allocate(), Ok(g(1)));
+    assert_eq!(s.allocate_many(3), Ok((g(2), g(4))));
+    assert_eq!(s.in_flight(), 4);
+    // Two more would cross the mark: nothing is allocated.
+    assert_eq!(s.allocate_many(2), Err(NeedsReservation { through: g(6) }));
+    assert_eq!((s.last_allocated(), s.in_flight()), (g(4), 4));
+    assert_eq!(s.allocate_many(0), Ok((g(5), g(5))), "0 counts as 1");
+    // Completing the batch in any order advances current past it only
+    // once the revision below it is done too.
+    for r in [4, 2, 3] {
+        assert_eq!(s.complete(g(r)), Ok(None));
+    }
+    assert_eq!(s.complete(g(1)), Ok(Some(g(4))));
+}

@@ -19,7 +19,7 @@
 //! alarms are never raised.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ste_proto::etcd::etcdserverpb as pb;
 use ste_proto::etcd::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -50,7 +50,16 @@ pub const ANSWER_LOST: &str = "MemoryShard: the request was applied but its answ
 pub struct MemoryShard {
     member_id: u64,
     state: Mutex<State>,
+    /// Txns wait for a read permit: [`MemoryShard::hold_txns`] takes the
+    /// write side to keep them in flight.
+    gate: Arc<tokio::sync::RwLock<()>>,
+    /// The number of ops of every Txn answered so far, in order.
+    txn_sizes: Mutex<Vec<usize>>,
 }
+
+/// Keeps a [`MemoryShard`]'s Txns waiting (in flight, not applied) until
+/// dropped.
+pub type TxnHold = tokio::sync::OwnedRwLockWriteGuard<()>;
 
 /// What the lock guards: the key space and the faults still to inject.
 #[derive(Debug)]
@@ -92,6 +101,8 @@ impl MemoryShard {
                 store: Mvcc::new(),
                 faults: VecDeque::new(),
             }),
+            gate: Arc::default(),
+            txn_sizes: Mutex::default(),
         }
     }
 
@@ -142,6 +153,22 @@ impl MemoryShard {
         state
             .faults
             .extend(std::iter::repeat_n(Fault::LoseAnswer, calls));
+    }
+
+    /// Keeps every Txn that arrives from now on waiting, neither applied
+    /// nor answered, until the returned guard is dropped: a shard round
+    /// trip that lasts as long as the test wants (writes queue behind it).
+    pub async fn hold_txns(&self) -> TxnHold {
+        self.gate.clone().write_owned().await
+    }
+
+    /// How many ops (success branch) each Txn carried, in the order they
+    /// were applied: shows the router's group commits.
+    pub fn txn_sizes(&self) -> Vec<usize> {
+        self.txn_sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -303,6 +330,11 @@ impl ShardClient for MemoryShard {
     }
 
     async fn txn(&self, request: pb::TxnRequest) -> Result<pb::TxnResponse, Status> {
+        let _permit = self.gate.read().await;
+        self.txn_sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(request.success.len());
         self.call(|store| self.txn_in(store, &request))
     }
 

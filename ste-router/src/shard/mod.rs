@@ -14,16 +14,18 @@ use std::time::{Duration, Instant};
 
 use ste_core::index::ShardId;
 use ste_core::revision::{GlobalRevision, ShardRevision};
-use ste_core::revmap::RevisionMap;
+use ste_core::revmap::{Location, RevisionMap};
 use ste_proto::etcd::etcdserverpb as pb;
 use tonic::Status;
 
 use crate::error::StoreError;
+use crate::store::write::PendingWrite;
 
 mod call_error;
 mod client;
 pub mod grpc;
 pub mod memory;
+pub mod queue;
 #[cfg(test)]
 mod tests;
 
@@ -76,6 +78,8 @@ pub struct Shard {
     client: Arc<dyn ShardClient>,
     /// See [`Shard::write_turn`].
     write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Writes waiting for the next group commit (see `store/write.rs`).
+    writes: queue::WriteQueue<PendingWrite>,
     revisions: Mutex<RevisionMap>,
     health: Mutex<Health>,
     /// The etcd member ID seen at the last scan: a different one later
@@ -123,6 +127,7 @@ impl Shard {
             weight,
             client,
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            writes: queue::WriteQueue::default(),
             revisions: Mutex::new(RevisionMap::new(ShardRevision(0))),
             health: Mutex::new(Health {
                 healthy: true,
@@ -238,6 +243,34 @@ impl Shard {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .at(global)
+    }
+
+    /// Where the state as of `global` is on this shard: the shard revision
+    /// and, inside a group commit, the later writes to take back out (see
+    /// [`Location`]).
+    pub fn locate(&self, global: GlobalRevision) -> Location {
+        self.revisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .locate(global)
+    }
+
+    /// The writes waiting for this shard's next group commit.
+    pub fn writes(&self) -> &queue::WriteQueue<PendingWrite> {
+        &self.writes
+    }
+
+    /// Records that the writes with global revisions `first..=last` (one
+    /// Txn) left the shard at `shard`. Callers hold the shard's write turn.
+    pub fn record_batch(&self, first: GlobalRevision, last: GlobalRevision, shard: ShardRevision) {
+        if let Err(err) = self
+            .revisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record_batch(first, last, shard)
+        {
+            tracing::error!(member = %self.name, %first, %last, %shard, error = %err, "revision map out of order");
+        }
     }
 
     /// Records that the write with global revision `global` is the shard's

@@ -63,6 +63,32 @@ pub fn merge(parts: Vec<ShardPart>, limit: i64, keys_only: bool, count_only: boo
     result
 }
 
+/// Takes a group commit's later writes back out of a shard's answer: each
+/// event's key shows its previous version (`prev_kv`, or nothing) instead
+/// of the one the event wrote. Exact because each key appears at most once
+/// in a batch, so its previous version is the one before the batch, which
+/// is the version as of any revision inside it before the event.
+pub fn take_back(part: &mut ShardPart, events: &[mvccpb::Event]) {
+    if events.is_empty() {
+        return;
+    }
+    for event in events {
+        let Some(written) = &event.kv else { continue };
+        let is_put = event.r#type == mvccpb::event::EventType::Put as i32;
+        if is_put {
+            part.count -= 1;
+        }
+        if event.prev_kv.is_some() {
+            part.count += 1;
+        }
+        part.kvs.retain(|kv| kv.key != written.key);
+        if let Some(prev) = &event.prev_kv {
+            part.kvs.push(prev.clone());
+        }
+    }
+    part.kvs.sort_by(|a, b| a.key.cmp(&b.key));
+}
+
 impl Store {
     /// Serves a Range request (validated by the API layer: see
     /// `etcd/validate.rs`).
@@ -124,30 +150,79 @@ impl Store {
         let (key, range_end) = range.to_request();
         // One more than asked tells whether there are more keys.
         let shard_limit = if limit > 0 { limit + 1 } else { 0 };
-        let reads = shards.iter().map(|shard| {
+        let mut plans = Vec::with_capacity(shards.len());
+        for shard in &shards {
+            let location = shard.locate(revision);
+            let taken_back = match location.later_in_batch {
+                Some((from, through)) => self.taken_back(range, from, through)?,
+                None => Vec::new(),
+            };
+            // Each write taken back may hide one key of the shard's answer.
+            let limit = if shard_limit > 0 {
+                shard_limit + taken_back.len() as i64
+            } else {
+                0
+            };
             let request = shard_ops::range(
                 key.clone(),
                 range_end.clone(),
-                shard_limit,
-                shard.revision_at(revision),
+                limit,
+                location.shard,
                 count_only,
             );
-            async move { (shard, shard.range(request).await) }
-        });
+            plans.push((shard, request, taken_back));
+        }
+        let reads = plans
+            .into_iter()
+            .map(|(shard, request, taken_back)| async move {
+                (shard, shard.range(request).await, taken_back)
+            });
         let mut parts = Vec::with_capacity(shards.len());
-        for (shard, response) in join_all(reads).await {
+        for (shard, response, taken_back) in join_all(reads).await {
             let response = response.map_err(|e| shard.client_error(e))?;
             let kvs = response
                 .kvs
                 .into_iter()
                 .map(|stored| client_kv(stored, &shard.name))
                 .collect::<StoreResult<Vec<_>>>()?;
-            parts.push(ShardPart {
+            let mut part = ShardPart {
                 kvs,
                 count: response.count,
-            });
+            };
+            take_back(&mut part, &taken_back);
+            parts.push(part);
         }
         Ok(merge(parts, limit, keys_only, count_only))
+    }
+
+    /// The events of a group commit's writes `from..=through` whose keys
+    /// are in `range`: a read at `from - 1` on that shard takes them back
+    /// out (see [`take_back`]).
+    ///
+    /// Errors: [`StoreError::Compacted`] when the event log no longer
+    /// holds them (it is bounded by `--event-log-bytes`): the read cannot
+    /// be exact, and the client retries at a newer revision, as after a
+    /// compaction. A read at the current revision never needs them (a
+    /// batch's revisions become current together).
+    fn taken_back(
+        &self,
+        range: &KeyRange,
+        from: GlobalRevision,
+        through: GlobalRevision,
+    ) -> StoreResult<Vec<mvccpb::Event>> {
+        let events = self
+            .revisions
+            .feed()
+            .events(from, through)
+            .map_err(|_| StoreError::Compacted)?;
+        if events.len() as i64 != through.0 - from.0 + 1 {
+            return Err(StoreError::Compacted);
+        }
+        Ok(events
+            .into_iter()
+            .filter(|e| range.contains(e.key()))
+            .map(|e| e.event)
+            .collect())
     }
 
     /// Answers "absent" for `key` at the current revision without its

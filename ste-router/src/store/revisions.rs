@@ -147,17 +147,73 @@ impl Revisions {
                 Ok(revision) => return Ok(revision),
                 Err(needs) => needs.through,
             };
-            let _one_reserver = self.reserving.lock().await;
-            if self.lock().sequencer.reserved_through() >= needed {
-                continue;
-            }
-            let through = GlobalRevision(needed.0 + self.block);
-            self.state.reserve_revisions(through).await?;
-            self.lock()
-                .sequencer
-                .reserve(through)
-                .map_err(|e| StoreError::Internal(format!("revision reservation: {e}")))?;
+            self.reserve_through(needed).await?;
         }
+    }
+
+    /// `count` consecutive revisions for the writes of one shard Txn (a
+    /// group commit), as `(first, last)`; see [`Revisions::allocate`].
+    pub async fn allocate_many(
+        &self,
+        count: usize,
+    ) -> StoreResult<(GlobalRevision, GlobalRevision)> {
+        loop {
+            let needed = match self.lock().sequencer.allocate_many(count) {
+                Ok(revisions) => return Ok(revisions),
+                Err(needs) => needs.through,
+            };
+            self.reserve_through(needed).await?;
+        }
+    }
+
+    /// Persists a reservation a block above `needed` unless one already
+    /// covers it (one reserver at a time).
+    async fn reserve_through(&self, needed: GlobalRevision) -> StoreResult<()> {
+        let _one_reserver = self.reserving.lock().await;
+        if self.lock().sequencer.reserved_through() >= needed {
+            return Ok(());
+        }
+        let through = GlobalRevision(needed.0 + self.block);
+        self.state.reserve_revisions(through).await?;
+        self.lock()
+            .sequencer
+            .reserve(through)
+            .map_err(|e| StoreError::Internal(format!("revision reservation: {e}")))
+    }
+
+    /// Marks several revisions finished at once, each with its events:
+    /// like [`Revisions::complete`] for each, except that no reader can
+    /// see some of them current and not the others. A group commit's
+    /// revisions complete this way, so the current revision never falls
+    /// inside one (a read at the current revision never needs
+    /// [`ste_core::revmap::Location::later_in_batch`]).
+    pub fn complete_many(&self, completed: Vec<(GlobalRevision, Vec<StoredEvent>)>) {
+        let revisions: Vec<GlobalRevision> = completed.iter().map(|(r, _)| *r).collect();
+        for (revision, events) in completed {
+            self.feed.hold(revision, events);
+        }
+        let mut advanced = None;
+        {
+            let mut inner = self.lock();
+            for revision in revisions {
+                match inner.sequencer.complete(revision) {
+                    Ok(Some(current)) => advanced = Some(current),
+                    Ok(None) => {}
+                    Err(err) => {
+                        tracing::error!(%revision, error = %err, "revision completed twice");
+                    }
+                }
+            }
+        }
+        let Some(current) = advanced else { return };
+        self.feed.publish_through(current);
+        self.current.send_if_modified(|announced| {
+            let newer = current > *announced;
+            if newer {
+                *announced = current;
+            }
+            newer
+        });
     }
 
     /// Marks `revision` finished with the events its write produced (none
@@ -170,23 +226,7 @@ impl Revisions {
     /// ≤ G in the log. Two completions racing may announce out of order;
     /// the current revision only ever moves forward.
     pub fn complete(&self, revision: GlobalRevision, events: Vec<StoredEvent>) {
-        self.feed.hold(revision, events);
-        let advanced = match self.lock().sequencer.complete(revision) {
-            Ok(advanced) => advanced,
-            Err(err) => {
-                tracing::error!(%revision, error = %err, "revision completed twice");
-                return;
-            }
-        };
-        let Some(current) = advanced else { return };
-        self.feed.publish_through(current);
-        self.current.send_if_modified(|announced| {
-            let newer = current > *announced;
-            if newer {
-                *announced = current;
-            }
-            newer
-        });
+        self.complete_many(vec![(revision, events)]);
     }
 
     /// Waits until `revision` is current, so a client that was told about

@@ -107,6 +107,21 @@ pub fn prev_kvs(response: &pb::TxnResponse) -> Vec<mvccpb::KeyValue> {
         .collect()
 }
 
+/// The previous version each put or delete of a successful Txn returned,
+/// one per op in op order (`None`: the key was absent, or the op is not a
+/// put or delete).
+pub fn prev_kv_each(response: &pb::TxnResponse) -> Vec<Option<mvccpb::KeyValue>> {
+    response
+        .responses
+        .iter()
+        .map(|r| match &r.response {
+            Some(response_op::Response::ResponsePut(put)) => put.prev_kv.clone(),
+            Some(response_op::Response::ResponseDeleteRange(del)) => del.prev_kvs.first().cloned(),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The key each range read of a Txn found, in op order (`None`: absent).
 pub fn got(response: &pb::TxnResponse) -> Vec<Option<mvccpb::KeyValue>> {
     response

@@ -80,6 +80,21 @@ impl Index {
             .collect()
     }
 
+    /// How many live keys `range` holds.
+    pub fn count(&self, range: &KeyRange) -> usize {
+        self.read().count(range)
+    }
+
+    /// Of the first `n` live keys of `range`, how many each shard holds:
+    /// how a page of a range read is spread over the shards.
+    pub fn first_keys_by_shard(&self, range: &KeyRange, n: usize) -> BTreeMap<ShardId, usize> {
+        let mut by_shard = BTreeMap::new();
+        for (_, entry) in self.read().range(range).take(n) {
+            *by_shard.entry(entry.shard).or_default() += 1;
+        }
+        by_shard
+    }
+
     /// The entries of `keys` that are live, in the order given.
     pub fn entries_of<'a>(
         &self,

@@ -2,6 +2,19 @@
 //! may hold keys of the range at the shard revision that matches it, and
 //! merging. Pagination stays exact because each shard is read at the same
 //! global point in time and counts are summed.
+//!
+//! A page (a read with a limit) is planned from the key index: of the
+//! range's first `limit + 1` keys, the index says how many each shard
+//! holds, and each shard is asked for that many (at least one) instead of
+//! `limit + 1` — the shards read, and the router receives, about one page
+//! of values in total instead of one per shard. The index describes the
+//! latest state, not necessarily the read's revision, so the merge checks
+//! that the answers cover the page (see [`merge`]); when keys were written
+//! or deleted since and they do not, the page is read again the plain way.
+//! A `count_only` read at the current revision with no write in flight is
+//! answered from the index alone.
+
+use std::sync::Arc;
 
 use futures_util::future::join_all;
 use ste_core::keyrange::KeyRange;
@@ -32,6 +45,9 @@ pub struct ShardPart {
     pub kvs: Vec<mvccpb::KeyValue>,
     /// The shard's `count` for the range.
     pub count: i64,
+    /// When the shard's answer was cut by its limit: the last key it
+    /// returned. Its keys after it were not read.
+    pub cut: Option<Vec<u8>>,
 }
 
 /// Merges the shards' answers into one, as one etcd would answer: counts
@@ -39,16 +55,35 @@ pub struct ShardPart {
 /// set when some were left out; values dropped for `keys_only`, keys
 /// dropped for `count_only`.
 ///
-/// Exact because each shard was asked for `limit + 1` keys at the same
-/// global point in time: the first `limit` keys of the union are among
-/// them, and the extra one tells whether there are more.
-pub fn merge(parts: Vec<ShardPart>, limit: i64, keys_only: bool, count_only: bool) -> RangeResult {
+/// The union is exact up to the smallest key at which a shard's answer was
+/// cut (every shard's keys up to there were read); when at least `limit`
+/// keys lie up to there, they are the page, and there are more (the cut
+/// shard has keys after it). `None` when fewer do: the answers do not
+/// cover the page, and the shards must be asked for more. Never `None`
+/// when each shard was asked for `limit + 1` keys.
+pub fn merge(
+    parts: Vec<ShardPart>,
+    limit: i64,
+    keys_only: bool,
+    count_only: bool,
+) -> Option<RangeResult> {
     let mut result = RangeResult::default();
+    let mut exact_through: Option<Vec<u8>> = None;
     for part in parts {
         result.count += part.count;
-        if !count_only {
-            result.kvs.extend(part.kvs);
+        if count_only {
+            continue;
         }
+        if let Some(cut) = part.cut {
+            exact_through = Some(match exact_through {
+                Some(other) if other < cut => other,
+                _ => cut,
+            });
+        }
+        result.kvs.extend(part.kvs);
+    }
+    if let Some(through) = &exact_through {
+        result.kvs.retain(|kv| &kv.key <= through);
     }
     if keys_only {
         for kv in &mut result.kvs {
@@ -56,11 +91,17 @@ pub fn merge(parts: Vec<ShardPart>, limit: i64, keys_only: bool, count_only: boo
         }
     }
     result.kvs.sort_by(|a, b| a.key.cmp(&b.key));
-    if limit > 0 && result.kvs.len() as i64 > limit {
+    if exact_through.is_some() {
+        if limit <= 0 || (result.kvs.len() as i64) < limit {
+            return None;
+        }
+        result.kvs.truncate(limit as usize);
+        result.more = true;
+    } else if limit > 0 && result.kvs.len() as i64 > limit {
         result.kvs.truncate(limit as usize);
         result.more = true;
     }
-    result
+    Some(result)
 }
 
 /// Takes a group commit's later writes back out of a shard's answer: each
@@ -147,19 +188,65 @@ impl Store {
         for shard in &shards {
             shard.check_available()?;
         }
-        let (key, range_end) = range.to_request();
+        if count_only && let Some(count) = self.count_from_index(range, revision, &shards) {
+            return Ok(RangeResult {
+                count,
+                ..RangeResult::default()
+            });
+        }
+        if limit > 0 && !count_only && shards.len() > 1 {
+            let planned = self.index.first_keys_by_shard(range, limit as usize + 1);
+            let limits = shards
+                .iter()
+                .map(|s| planned.get(&s.id).copied().unwrap_or(0).max(1) as i64)
+                .collect::<Vec<_>>();
+            let parts = self
+                .read_parts(range, revision, &shards, &limits, false)
+                .await?;
+            if let Some(result) = merge(parts, limit, keys_only, false) {
+                return Ok(result);
+            }
+            // Keys written or deleted since `revision` made the index's
+            // plan miss: ask every shard for a whole page.
+        }
         // One more than asked tells whether there are more keys.
         let shard_limit = if limit > 0 { limit + 1 } else { 0 };
+        let parts = self
+            .read_parts(
+                range,
+                revision,
+                &shards,
+                &vec![shard_limit; shards.len()],
+                count_only,
+            )
+            .await?;
+        merge(parts, limit, keys_only, count_only).ok_or_else(|| {
+            StoreError::Internal("a range read with limit + 1 per shard did not merge".into())
+        })
+    }
+
+    /// Reads `range` as of global `revision` from each of `shards`, at most
+    /// `limits[i]` keys from shard `i` (0: all), with a group commit's later
+    /// writes taken back out where `revision` falls inside one.
+    async fn read_parts(
+        &self,
+        range: &KeyRange,
+        revision: GlobalRevision,
+        shards: &[Arc<Shard>],
+        limits: &[i64],
+        count_only: bool,
+    ) -> StoreResult<Vec<ShardPart>> {
+        let (key, range_end) = range.to_request();
         let mut plans = Vec::with_capacity(shards.len());
-        for shard in &shards {
+        for (shard, &limit) in shards.iter().zip(limits) {
             let location = shard.locate(revision);
             let taken_back = match location.later_in_batch {
                 Some((from, through)) => self.taken_back(range, from, through)?,
                 None => Vec::new(),
             };
             // Each write taken back may hide one key of the shard's answer.
-            let limit = if shard_limit > 0 {
-                shard_limit + taken_back.len() as i64
+            let limit = if limit > 0 {
+                limit + taken_back.len() as i64
             } else {
                 0
             };
@@ -180,6 +267,11 @@ impl Store {
         let mut parts = Vec::with_capacity(shards.len());
         for (shard, response, taken_back) in join_all(reads).await {
             let response = response.map_err(|e| shard.client_error(e))?;
+            let cut = if response.more && !count_only {
+                response.kvs.last().map(|kv| kv.key.clone())
+            } else {
+                None
+            };
             let kvs = response
                 .kvs
                 .into_iter()
@@ -188,11 +280,33 @@ impl Store {
             let mut part = ShardPart {
                 kvs,
                 count: response.count,
+                cut,
             };
             take_back(&mut part, &taken_back);
             parts.push(part);
         }
-        Ok(merge(parts, limit, keys_only, count_only))
+        Ok(parts)
+    }
+
+    /// The number of keys in `range` at `revision` from the index alone,
+    /// when that is exact: `revision` is current and no write is in flight
+    /// (every write's index change is made before its revision completes,
+    /// and none can start unseen: it would allocate a revision first), and
+    /// no shard of the range is being resynchronised. `None` otherwise.
+    fn count_from_index(
+        &self,
+        range: &KeyRange,
+        revision: GlobalRevision,
+        shards: &[Arc<Shard>],
+    ) -> Option<i64> {
+        let allocated = self.revisions.allocated();
+        if allocated != revision || self.revisions.current() != revision {
+            return None;
+        }
+        let count = self.index.count(range) as i64;
+        let unchanged = self.revisions.allocated() == allocated
+            && shards.iter().all(|s| s.check_available().is_ok());
+        unchanged.then_some(count)
     }
 
     /// The events of a group commit's writes `from..=through` whose keys

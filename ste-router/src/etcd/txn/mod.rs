@@ -160,9 +160,14 @@ pub async fn serve(
 /// of the success branch, guarded by the request's compares.
 async fn conditional_put(
     store: &Arc<Store>,
-    request: pb::TxnRequest,
+    mut request: pb::TxnRequest,
 ) -> Result<pb::TxnResponse, Status> {
-    let Some(request_op::Request::RequestPut(put)) = request.success[0].request.clone() else {
+    // Taken, not cloned: the value is the request's bulk.
+    let put = std::mem::take(&mut request.success)
+        .into_iter()
+        .next()
+        .and_then(|op| op.request);
+    let Some(request_op::Request::RequestPut(put)) = put else {
         return Err(Status::internal("ste-router: a put shape without its put"));
     };
     let want_prev = put.prev_kv;

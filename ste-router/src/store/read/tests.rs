@@ -15,6 +15,7 @@ fn part(keys: &[&str], count: i64) -> ShardPart {
     ShardPart {
         kvs: keys.iter().map(|k| kv(k, "v")).collect(),
         count,
+        cut: None,
     }
 }
 
@@ -33,7 +34,8 @@ fn keys_come_back_sorted_and_counts_add_up() {
         0,
         false,
         false,
-    );
+    )
+    .unwrap();
     assert_eq!(keys(&result), ["/a", "/b", "/c", "/d"]);
     assert_eq!(result.count, 4);
     assert!(!result.more);
@@ -47,20 +49,21 @@ fn a_limit_keeps_the_first_keys_of_the_union_and_says_more() {
         2,
         false,
         false,
-    );
+    )
+    .unwrap();
     assert_eq!(keys(&result), ["/a", "/b"]);
     assert_eq!(result.count, 17);
     assert!(result.more);
-    let exact = merge(vec![part(&["/a"], 1), part(&["/b"], 1)], 2, false, false);
+    let exact = merge(vec![part(&["/a"], 1), part(&["/b"], 1)], 2, false, false).unwrap();
     assert!(!exact.more, "exactly limit keys: nothing more");
 }
 
 #[test]
 fn keys_only_drops_values_and_count_only_drops_keys() {
-    let result = merge(vec![part(&["/a"], 1), part(&["/b"], 1)], 0, true, false);
+    let result = merge(vec![part(&["/a"], 1), part(&["/b"], 1)], 0, true, false).unwrap();
     assert!(result.kvs.iter().all(|kv| kv.value.is_empty()));
     assert_eq!(result.kvs.len(), 2);
-    let counted = merge(vec![part(&[], 5), part(&[], 6)], 0, false, true);
+    let counted = merge(vec![part(&[], 5), part(&[], 6)], 0, false, true).unwrap();
     assert_eq!(
         counted,
         RangeResult {
@@ -73,5 +76,55 @@ fn keys_only_drops_values_and_count_only_drops_keys() {
 
 #[test]
 fn no_shard_answers_an_empty_range() {
-    assert_eq!(merge(Vec::new(), 10, false, false), RangeResult::default());
+    assert_eq!(
+        merge(Vec::new(), 10, false, false).unwrap(),
+        RangeResult::default()
+    );
+}
+
+/// A part cut by its limit after `keys` (the shard has more).
+fn cut_part(keys: &[&str], count: i64) -> ShardPart {
+    ShardPart {
+        cut: keys.last().map(|k| k.as_bytes().to_vec()),
+        ..part(keys, count)
+    }
+}
+
+#[test]
+fn a_planned_page_is_exact_up_to_the_first_cut() {
+    // Shard 1 was asked for 2 keys and had more; shard 2 gave all it has.
+    let result = merge(
+        vec![cut_part(&["/a", "/c"], 5), part(&["/b", "/d", "/e"], 3)],
+        3,
+        false,
+        false,
+    )
+    .unwrap();
+    assert_eq!(keys(&result), ["/a", "/b", "/c"]);
+    assert!(result.more);
+    assert_eq!(result.count, 8);
+    // Exactly `limit` keys up to the cut: still a page, with more after.
+    let result = merge(
+        vec![cut_part(&["/a", "/c"], 5), part(&["/b"], 1)],
+        3,
+        false,
+        false,
+    )
+    .unwrap();
+    assert_eq!(keys(&result), ["/a", "/b", "/c"]);
+    assert!(result.more);
+}
+
+#[test]
+fn answers_that_do_not_cover_the_page_ask_for_more() {
+    // Shard 1 stopped at /b; what shard 2 holds after /b is unknown there.
+    assert_eq!(
+        merge(
+            vec![cut_part(&["/b"], 9), part(&["/a", "/c", "/d"], 3)],
+            3,
+            false,
+            false
+        ),
+        None
+    );
 }

@@ -55,6 +55,8 @@ pub struct MemoryShard {
     gate: Arc<tokio::sync::RwLock<()>>,
     /// The number of ops of every Txn answered so far, in order.
     txn_sizes: Mutex<Vec<usize>>,
+    /// The number of keys every Range answered so far returned, in order.
+    range_sizes: Mutex<Vec<usize>>,
 }
 
 /// Keeps a [`MemoryShard`]'s Txns waiting (in flight, not applied) until
@@ -103,6 +105,7 @@ impl MemoryShard {
             }),
             gate: Arc::default(),
             txn_sizes: Mutex::default(),
+            range_sizes: Mutex::default(),
         }
     }
 
@@ -166,6 +169,15 @@ impl MemoryShard {
     /// were applied: shows the router's group commits.
     pub fn txn_sizes(&self) -> Vec<usize> {
         self.txn_sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// How many keys each Range call returned, in order: shows how much a
+    /// read asked of this shard.
+    pub fn range_sizes(&self) -> Vec<usize> {
+        self.range_sizes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -323,10 +335,15 @@ fn compare_holds(store: &Mvcc, compare: &pb::Compare) -> bool {
 #[tonic::async_trait]
 impl ShardClient for MemoryShard {
     async fn range(&self, request: pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
-        self.call(|store| {
+        let response = self.call(|store| {
             check_range(&request)?;
             self.range_in(store, &request)
-        })
+        })?;
+        self.range_sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(response.kvs.len());
+        Ok(response)
     }
 
     async fn txn(&self, request: pb::TxnRequest) -> Result<pb::TxnResponse, Status> {

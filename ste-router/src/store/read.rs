@@ -5,9 +5,10 @@
 //!
 //! A page (a read with a limit) is planned from the key index: of the
 //! range's first `limit + 1` keys, the index says how many each shard
-//! holds, and each shard is asked for that many (at least one) instead of
-//! `limit + 1` — the shards read, and the router receives, about one page
-//! of values in total instead of one per shard. The index describes the
+//! holds, and each shard is asked for that many plus one (the one past
+//! the page shows the shard's answer covers it) instead of `limit + 1` —
+//! the shards read, and the router receives, about one page of values in
+//! total instead of one per shard. The index describes the
 //! latest state, not necessarily the read's revision, so the merge checks
 //! that the answers cover the page (see [`merge`]); when keys were written
 //! or deleted since and they do not, the page is read again the plain way.
@@ -198,7 +199,7 @@ impl Store {
             let planned = self.index.first_keys_by_shard(range, limit as usize + 1);
             let limits = shards
                 .iter()
-                .map(|s| planned.get(&s.id).copied().unwrap_or(0).max(1) as i64)
+                .map(|s| planned.get(&s.id).copied().unwrap_or(0) as i64 + 1)
                 .collect::<Vec<_>>();
             let parts = self
                 .read_parts(range, revision, &shards, &limits, false)

@@ -96,3 +96,101 @@ async fn a_multi_key_delete_is_one_revision_across_shards() {
         .unwrap();
     assert_eq!(before.count, 12);
 }
+
+/// Keys every shard of `t` returned so far, in total.
+fn keys_read(t: &TestStore) -> usize {
+    ["a", "b", "c"]
+        .iter()
+        .map(|n| t.shard(n).range_sizes().iter().sum::<usize>())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_page_is_planned_from_the_index_so_the_shards_read_about_one_page() {
+    let t = TestStore::new(&["a", "b", "c"]).await;
+    for i in 0..300 {
+        t.put(&format!("/pods/p{i:03}"), "v").await;
+    }
+    let before = keys_read(&t);
+    let (at, page) = t.store.range(&list("/pods/", 50, 0)).await.unwrap();
+    assert_eq!(
+        keys(&page.kvs),
+        (0..50)
+            .map(|i| format!("/pods/p{i:03}"))
+            .collect::<Vec<_>>()
+    );
+    assert!(page.more);
+    assert_eq!(page.count, 300);
+    // 51 keys planned over the three shards, plus one past the page from
+    // each; asking each for 51 would read 153.
+    assert_eq!(keys_read(&t) - before, 54);
+
+    // Churn after the page's revision: the index's plan misses, and the
+    // pinned next page is still exact (read again the plain way).
+    for i in 50..120 {
+        t.write(
+            &format!("/pods/p{i:03}"),
+            crate::store::write::WriteOp::Delete,
+            Vec::new(),
+        )
+        .await;
+    }
+    let mut from = b"/pods/p049\0".to_vec();
+    let end = ste_core::keyrange::prefix_end(b"/pods/");
+    let mut rest = Vec::new();
+    loop {
+        let request = pb::RangeRequest {
+            key: from.clone(),
+            range_end: end.clone(),
+            limit: 50,
+            revision: at.0,
+            ..Default::default()
+        };
+        let (_, page) = t.store.range(&request).await.unwrap();
+        assert_eq!(
+            page.count,
+            300 - 50 - rest.len() as i64,
+            "count at the pinned revision"
+        );
+        rest.extend(keys(&page.kvs));
+        if !page.more {
+            break;
+        }
+        from = page.kvs.last().unwrap().key.clone();
+        from.push(0);
+    }
+    assert_eq!(
+        rest,
+        (50..300)
+            .map(|i| format!("/pods/p{i:03}"))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn count_only_at_the_current_revision_is_answered_by_the_index() {
+    let t = TestStore::new(&["a", "b", "c"]).await;
+    for i in 0..40 {
+        t.put(&format!("/pods/p{i:02}"), "v").await;
+    }
+    let before = keys_read(&t);
+    let calls = |t: &TestStore| {
+        ["a", "b", "c"]
+            .iter()
+            .map(|n| t.shard(n).range_sizes().len())
+            .sum::<usize>()
+    };
+    let calls_before = calls(&t);
+    let mut request = list("/pods/", 0, 0);
+    request.count_only = true;
+    let (_, counted) = t.store.range(&request).await.unwrap();
+    assert_eq!(counted.count, 40);
+    assert!(counted.kvs.is_empty());
+    assert_eq!(calls(&t), calls_before, "no shard was asked");
+    assert_eq!(keys_read(&t), before);
+    // At an older revision the shards count.
+    request.revision = t.store.revisions().current().0 - 5;
+    let (_, counted) = t.store.range(&request).await.unwrap();
+    assert_eq!(counted.count, 35);
+    assert!(calls(&t) > calls_before);
+}

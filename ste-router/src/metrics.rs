@@ -131,6 +131,10 @@ pub struct ShardSnapshot {
     pub up: bool,
     /// Keys the index places on the shard.
     pub keys: u64,
+    /// Write Txns the router's group commits sent to the shard.
+    pub write_txns: u64,
+    /// Client writes those Txns carried (÷ `write_txns`: writes per Txn).
+    pub writes: u64,
 }
 
 /// An `i64` gauge; a count past `i64::MAX` saturates instead of wrapping.
@@ -268,6 +272,9 @@ impl Metrics {
         );
         let up = Family::<MemberLabels, Gauge>::default();
         let keys = Family::<MemberLabels, Gauge>::default();
+        // Built per scrape from the snapshot: each counter is set once.
+        let write_txns = Family::<MemberLabels, Counter>::default();
+        let writes = Family::<MemberLabels, Counter>::default();
         for shard in &s.shards {
             let labels = MemberLabels {
                 member: shard.member.clone(),
@@ -275,12 +282,24 @@ impl Metrics {
             up.get_or_create(&labels).set(i64::from(shard.up));
             keys.get_or_create(&labels)
                 .set(i64::try_from(shard.keys).unwrap_or(i64::MAX));
+            write_txns.get_or_create(&labels).inc_by(shard.write_txns);
+            writes.get_or_create(&labels).inc_by(shard.writes);
         }
         registry.register("ste_router_shard_up", "1 if the shard is usable", up);
         registry.register(
             "ste_router_shard_keys",
             "Keys the index places on the shard",
             keys,
+        );
+        registry.register(
+            "ste_router_shard_write_txns",
+            "Write Txns the group commits sent to the shard",
+            write_txns,
+        );
+        registry.register(
+            "ste_router_shard_writes",
+            "Client writes carried by those Txns (writes per Txn: this / write_txns)",
+            writes,
         );
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -336,10 +355,13 @@ fn snapshot(store: &Store, metrics: &Metrics) -> Snapshot {
         .iter()
         .map(|shard| {
             let health = shard.health();
+            let (write_txns, writes) = shard.commits().totals();
             ShardSnapshot {
                 member: shard.name.clone(),
                 up: health.healthy && !health.needs_resync,
                 keys: counts.get(&shard.id).copied().unwrap_or(0) as u64,
+                write_txns,
+                writes,
             }
         })
         .collect();
@@ -439,11 +461,14 @@ mod tests {
                     member: "node-a".into(),
                     up: true,
                     keys: 6,
+                    write_txns: 10,
+                    writes: 45,
                 },
                 ShardSnapshot {
                     member: "node-b".into(),
                     up: false,
                     keys: 3,
+                    ..ShardSnapshot::default()
                 },
             ],
         };
@@ -463,6 +488,8 @@ mod tests {
             ("ste_router_shard_up{member=\"node-a\"}", "1"),
             ("ste_router_shard_up{member=\"node-b\"}", "0"),
             ("ste_router_shard_keys{member=\"node-a\"}", "6"),
+            ("ste_router_shard_write_txns_total{member=\"node-a\"}", "10"),
+            ("ste_router_shard_writes_total{member=\"node-a\"}", "45"),
             ("ste_router_shard_keys{member=\"node-b\"}", "3"),
             ("ste_router_members_fenced_total", "0"),
         ] {

@@ -60,6 +60,29 @@ pub struct Health {
     pub needs_resync: bool,
 }
 
+/// Counts of a shard's group commits (see `store/write.rs`), for metrics:
+/// their ratio is the mean number of writes per shard Txn.
+#[derive(Debug, Default)]
+pub struct GroupCommits {
+    txns: std::sync::atomic::AtomicU64,
+    writes: std::sync::atomic::AtomicU64,
+}
+
+impl GroupCommits {
+    /// Counts one Txn carrying `writes` writes.
+    pub fn record(&self, writes: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.txns.fetch_add(1, Relaxed);
+        self.writes.fetch_add(writes as u64, Relaxed);
+    }
+
+    /// `(txns, writes)` so far.
+    pub fn totals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.txns.load(Relaxed), self.writes.load(Relaxed))
+    }
+}
+
 /// A shard's turn to write (see [`Shard::write_turn`]); the turn ends when
 /// it is dropped.
 pub type WriteTurn = tokio::sync::OwnedMutexGuard<()>;
@@ -80,6 +103,8 @@ pub struct Shard {
     write_lock: Arc<tokio::sync::Mutex<()>>,
     /// Writes waiting for the next group commit (see `store/write.rs`).
     writes: queue::WriteQueue<PendingWrite>,
+    /// Write Txns sent by group commits, and the writes they carried.
+    commits: GroupCommits,
     revisions: Mutex<RevisionMap>,
     health: Mutex<Health>,
     /// The etcd member ID seen at the last scan: a different one later
@@ -128,6 +153,7 @@ impl Shard {
             client,
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             writes: queue::WriteQueue::default(),
+            commits: GroupCommits::default(),
             revisions: Mutex::new(RevisionMap::new(ShardRevision(0))),
             health: Mutex::new(Health {
                 healthy: true,
@@ -253,6 +279,11 @@ impl Shard {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .locate(global)
+    }
+
+    /// The group commits sent to this shard so far.
+    pub fn commits(&self) -> &GroupCommits {
+        &self.commits
     }
 
     /// The writes waiting for this shard's next group commit.

@@ -412,6 +412,7 @@ impl Store {
                     .collect(),
             );
         };
+        shard.commits().record(writes.len());
         match shard.txn(shard_ops::guarded(guards, ops)).await {
             Ok(response) if response.succeeded => {
                 let shard_revision = shard_ops::revision_of(response.header.as_ref());

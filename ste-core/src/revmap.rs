@@ -336,11 +336,41 @@ mod tests {
         map.record_batch(g(11), g(14), s(102)).expect("in order");
         map.record(g(16), s(103)).expect("in order");
         let loc = |n| map.locate(g(n));
-        assert_eq!(loc(10), Location { shard: s(101), later_in_batch: None });
-        assert_eq!(loc(11), Location { shard: s(102), later_in_batch: Some((g(12), g(14))) });
-        assert_eq!(loc(13), Location { shard: s(102), later_in_batch: Some((g(14), g(14))) });
-        assert_eq!(loc(14), Location { shard: s(102), later_in_batch: None });
-        assert_eq!(loc(15), Location { shard: s(102), later_in_batch: None });
+        assert_eq!(
+            loc(10),
+            Location {
+                shard: s(101),
+                later_in_batch: None
+            }
+        );
+        assert_eq!(
+            loc(11),
+            Location {
+                shard: s(102),
+                later_in_batch: Some((g(12), g(14)))
+            }
+        );
+        assert_eq!(
+            loc(13),
+            Location {
+                shard: s(102),
+                later_in_batch: Some((g(14), g(14)))
+            }
+        );
+        assert_eq!(
+            loc(14),
+            Location {
+                shard: s(102),
+                later_in_batch: None
+            }
+        );
+        assert_eq!(
+            loc(15),
+            Location {
+                shard: s(102),
+                later_in_batch: None
+            }
+        );
         assert_eq!(loc(16).shard, s(103));
         assert_eq!(map.last(), (g(16), s(103)));
         // Overlapping or backwards batches are refused.
@@ -360,14 +390,23 @@ mod tests {
         assert_eq!(map.base(), s(101));
         assert_eq!(
             map.locate(g(12)),
-            Location { shard: s(102), later_in_batch: Some((g(13), g(14))) }
+            Location {
+                shard: s(102),
+                later_in_batch: Some((g(13), g(14)))
+            }
         );
         assert_eq!(map.last(), (g(14), s(102)));
         assert!(map.record(g(14), s(103)).is_err());
         map.compact(g(14));
         assert!(map.is_empty());
         assert_eq!(map.last(), (g(14), s(102)));
-        assert_eq!(map.locate(g(14)), Location { shard: s(102), later_in_batch: None });
+        assert_eq!(
+            map.locate(g(14)),
+            Location {
+                shard: s(102),
+                later_in_batch: None
+            }
+        );
     }
 
     fn records() -> impl Strategy<Value = Vec<(i64, i64)>> {

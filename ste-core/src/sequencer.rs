@@ -156,7 +156,8 @@ impl Sequencer {
             return Err(NeedsReservation { through: last });
         }
         self.last_allocated = last;
-        self.pending.extend(std::iter::repeat_n(false, count as usize));
+        self.pending
+            .extend(std::iter::repeat_n(false, count as usize));
         self.in_flight += count as usize;
         Ok((first, last))
     }

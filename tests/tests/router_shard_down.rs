@@ -6,10 +6,12 @@
 //! the shard is back, everything works again and no key lost its value or
 //! its revisions.
 
-// The two scenarios live in router_shard_down/; this file stays the
+// The scenarios live in router_shard_down/; this file stays the
 // target's root (scripts/test.sh runs every tests/tests/router_*.rs by
 // name) and keeps what both use: the expected keys, the checks, the
 // member health read.
+#[path = "router_shard_down/batch_in_flight.rs"]
+mod batch_in_flight;
 #[path = "router_shard_down/outage.rs"]
 mod outage;
 #[path = "router_shard_down/write_in_flight.rs"]

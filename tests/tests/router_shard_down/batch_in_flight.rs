@@ -14,6 +14,10 @@ use crate::router_alive_without_panic;
 /// Writers running at once: enough for batches to form on one shard.
 const WRITERS: usize = 16;
 
+/// Each write's key and what the router answered: its revision, or the
+/// error.
+type Answers = Arc<Mutex<Vec<(String, Result<i64, String>)>>>;
+
 /// Keys written to the victim shard (some before the kill, some after).
 const KEYS: usize = 150;
 
@@ -41,7 +45,7 @@ async fn a_shard_killed_with_group_commits_in_flight_loses_no_acknowledged_write
         }
     }
     let queue = Arc::new(Mutex::new(keys));
-    let results: Arc<Mutex<Vec<(String, Result<i64, String>)>>> = Arc::default();
+    let results: Answers = Arc::default();
     let mut writers = Vec::new();
     for _ in 0..WRITERS {
         let (queue, results, mut client) = (queue.clone(), results.clone(), client.clone());

@@ -115,9 +115,11 @@ impl Store {
     ///
     /// A write admitted under the old ring may still be on its way to a
     /// shard its key is leaving; its key is not in the index yet, so a plan
-    /// made before it lands would leave it behind. Every write holds its
-    /// shard's write lock from the placement check to the index update:
-    /// taking each lock once waits for those writes.
+    /// made before it lands would leave it behind. Every write is placed
+    /// (again, if it waited in a shard's queue) under its shard's write
+    /// turn and holds the turn until the index update: taking each turn
+    /// once waits for those writes, and writes still queued are placed by
+    /// the new target when their turn comes.
     ///
     /// Errors: the state store's, when the target cannot be persisted.
     pub async fn begin_change(&self, target: &Ring) -> StoreResult<Plan> {

@@ -555,7 +555,7 @@ impl Store {
         }
     }
 
-    /// The shard's latest value of `key` (payload only), under the write lock.
+    /// The shard's latest value of `key` (payload only), under the write turn.
     async fn read_value_locked(&self, shard: &Shard, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         let response = shard
             .range(shard_ops::get_at(key, ShardRevision(0)))

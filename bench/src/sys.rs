@@ -418,36 +418,34 @@ pub fn self_cpu() -> Duration {
     stat("self").map(|(_, cpu)| cpu).unwrap_or_default()
 }
 
-/// CPU time used so far by each of `roots` and all their live descendants
-/// (an agent and its etcd), summed.
-pub fn tree_cpu(roots: &[u32]) -> Duration {
+/// CPU time used so far by the one process `pid` (all its threads, none
+/// of its children); zero once it is gone.
+pub fn proc_cpu(pid: u32) -> Duration {
+    stat(&pid.to_string())
+        .map(|(_, cpu)| cpu)
+        .unwrap_or_default()
+}
+
+/// The live children of `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Duration::ZERO;
+        return Vec::new();
     };
-    let procs: Vec<(u32, u32, Duration)> = entries
+    entries
         .filter_map(|e| {
-            let name = e.ok()?.file_name();
-            let pid: u32 = name.to_str()?.parse().ok()?;
-            let (ppid, cpu) = stat(&pid.to_string())?;
-            Some((pid, ppid, cpu))
+            let child: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let (ppid, _) = stat(&child.to_string())?;
+            (ppid == pid).then_some(child)
         })
-        .collect();
-    let mut members: HashSet<u32> = roots.iter().copied().collect();
-    // Parents can have higher PIDs than children; iterate to a fixed point.
-    loop {
-        let before = members.len();
-        for (pid, ppid, _) in &procs {
-            if members.contains(ppid) {
-                members.insert(*pid);
-            }
-        }
-        if members.len() == before {
-            break;
-        }
-    }
-    procs
-        .iter()
-        .filter(|(pid, _, _)| members.contains(pid))
-        .map(|(_, _, cpu)| *cpu)
-        .sum()
+        .collect()
+}
+
+/// The first line `<bin> <arg>` prints, e.g. kine's version.
+pub fn first_line(bin: &str, arg: &str) -> anyhow::Result<String> {
+    let out = Command::new(bin)
+        .arg(arg)
+        .output()
+        .with_context(|| format!("running `{bin} {arg}`"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().next().unwrap_or_default().trim().to_owned())
 }

@@ -87,7 +87,7 @@ impl CrossCheck {
             .max_by_key(|(c, _)| *c);
         let mut out = String::from("cross-check with etcd's own benchmark, bare tmpfs shard:\n");
         out.push_str(&format!(
-            "  etcdctl check perf --load {}: {} ({} clients, capped at {} writes/s, 60 s of plain Puts)\n",
+            "  etcdctl check perf --load {}: {} ({} clients, capped at {} writes/s, 60 s of Puts, 256-byte keys, 1 KiB values)\n",
             self.load,
             self.throughput
                 .map(|t| format!("{} writes/s", rate(t)))

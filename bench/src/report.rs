@@ -207,6 +207,42 @@ pub fn sweep_tables(results: &[Measurement], disks: &[Disk]) -> String {
     out
 }
 
+/// Where STE's advantage stands on each disk model: its create ops/s over
+/// the 3-member etcd's (and over kine's), per client count.
+pub fn advantage_table(results: &[Measurement], disks: &[Disk]) -> String {
+    let clients = clients_in(results);
+    let mut out = String::from("create ops/s, STE / 3-member etcd (STE / kine) by disk model\n");
+    let mut head = format!("{:<14} |", "disk");
+    for c in &clients {
+        head.push_str(&format!(" {:>17} |", format!("{c} clients")));
+    }
+    out.push_str(&format!("{head}\n{}\n", "-".repeat(head.len())));
+    for &disk in disks {
+        let mut row = format!("{:<14} |", disk.label());
+        for &c in &clients {
+            let ops = |t| {
+                find(results, t, disk, c)
+                    .and_then(|m| m.phase("create"))
+                    .map(|s| s.ops_per_sec())
+            };
+            let cell = match (ops(Target::Ste), ops(Target::Etcd3), ops(Target::Kine)) {
+                (Some(s), Some(e), k) => format!(
+                    "{:.2}x ({})",
+                    s / e.max(1e-9),
+                    k.map(|k| format!("{:.2}x", s / k.max(1e-9)))
+                        .unwrap_or_else(|| "-".into())
+                ),
+                _ => "-".into(),
+            };
+            row.push_str(&format!(" {cell:>17} |"));
+        }
+        out.push_str(&row);
+        out.push('\n');
+    }
+    out.push('\n');
+    out
+}
+
 fn us_per_op(cpu: Duration, ops: usize) -> String {
     format!("{:.0}", cpu.as_secs_f64() * 1e6 / ops.max(1) as f64)
 }

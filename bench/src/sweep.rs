@@ -117,6 +117,7 @@ pub async fn run(
     }
     out.push('\n');
     out.push_str(&report::sweep_tables(&results, &disks(args)));
+    out.push_str(&report::advantage_table(&results, &disks(args)));
     out.push_str(&report::cpu_table(&results, machine.cpus));
     out.push_str(&report::failures(&results));
     if let Some(cross) = &cross {

@@ -163,14 +163,22 @@ pub async fn start(
             let leader = etcd::leader(&running.members).await?;
             running.url = running.members[leader].url.clone();
             let fs = sys::mount_of(dir)?;
-            running.describe = format!(
-                "{} persistent etcd member(s), fsync on, data on {} ({}){}; the client talks to the leader ({})",
-                names.len(),
-                fs.fs_type,
-                fs.source,
-                delay_note(disk),
-                running.members[leader].name
-            );
+            running.describe = if target == Target::Etcd3 {
+                format!(
+                    "3 persistent etcd members, fsync on, data on {} ({}){}; the client talks to the leader only ({})",
+                    fs.fs_type,
+                    fs.source,
+                    delay_note(disk),
+                    running.members[leader].name
+                )
+            } else {
+                format!(
+                    "one persistent etcd, fsync on, data on {} ({}){}",
+                    fs.fs_type,
+                    fs.source,
+                    delay_note(disk)
+                )
+            };
         }
         Target::Shard => {
             let data = dir.join("tmpfs");
@@ -211,7 +219,7 @@ pub async fn start(
             wait_answers(proc, &running.url, ready).await?;
             let fs = sys::mount_of(dir)?;
             running.describe = format!(
-                "kine {} with its default SQLite DSN (WAL, synchronous=NORMAL) in {} on {} ({}){}",
+                "{} with its default SQLite DSN (WAL, synchronous=NORMAL) in {} on {} ({}){}",
                 sys::first_line(&args.kine_bin, "--version").unwrap_or_default(),
                 data.display(),
                 fs.fs_type,

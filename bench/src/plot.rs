@@ -161,3 +161,46 @@ fn throughput_vs_delay(path: &Path, results: &[Measurement], disks: &[Disk]) -> 
     root.present()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::PhaseStats;
+
+    fn measurement(target: Target, disk: Disk, clients: usize, ms: u64) -> Measurement {
+        Measurement {
+            target,
+            disk,
+            clients,
+            parts: Vec::new(),
+            describe: String::new(),
+            phases: vec![PhaseStats::new(
+                "create",
+                vec![Duration::from_millis(ms); 10],
+                Duration::from_millis(10 * ms),
+            )],
+            failure: None,
+        }
+    }
+
+    #[test]
+    fn writes_both_svgs_with_a_line_per_target() {
+        let delayed = Disk::Delayed(Duration::from_millis(2));
+        let results = [
+            measurement(Target::Etcd3, Disk::Plain, 1, 1),
+            measurement(Target::Etcd3, Disk::Plain, 16, 4),
+            measurement(Target::Etcd3, delayed, 16, 8),
+            measurement(Target::Ste, Disk::Plain, 1, 1),
+            measurement(Target::Ste, Disk::Plain, 16, 2),
+        ];
+        let dir = tempfile::tempdir().expect("temp dir");
+        let files = write_all(dir.path(), &results, &[Disk::Plain, delayed]).expect("plots");
+        assert_eq!(files.len(), 2);
+        for file in files {
+            let svg = std::fs::read_to_string(&file).expect("read svg");
+            assert!(svg.starts_with("<svg"), "{}", file.display());
+            assert!(svg.contains("etcd3") && svg.contains("ste"), "{svg}");
+            assert!(svg.contains("<polyline"), "{svg}");
+        }
+    }
+}

@@ -109,12 +109,12 @@ pub const PHASES: [&str; 5] = ["create", "update", "get", "list", "delete"];
 /// The measurement of `target` at `clients` on `disk`; targets on tmpfs
 /// (shard, ste) are measured on the plain disk only and stand for every
 /// disk model.
-pub fn find<'a>(
-    results: &'a [Measurement],
+pub fn find(
+    results: &[Measurement],
     target: Target,
     disk: Disk,
     clients: usize,
-) -> Option<&'a Measurement> {
+) -> Option<&Measurement> {
     let disk = if target.persistent() {
         disk
     } else {

@@ -59,7 +59,7 @@ fn latency_vs_clients(path: &Path, results: &[Measurement]) -> PlotResult {
             .filter(|m| m.target == t && m.disk == Disk::Plain)
             .filter_map(|m| {
                 let s = m.phase("create")?;
-                Some((m.clients as f64, s.p50().as_secs_f64() * 1e3))
+                Some(((m.clients as f64).log2(), s.p50().as_secs_f64() * 1e3))
             })
             .collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -73,6 +73,8 @@ fn latency_vs_clients(path: &Path, results: &[Measurement]) -> PlotResult {
         .iter()
         .flat_map(|(_, p)| p.iter().map(|x| x.1))
         .fold(0.1, f64::max);
+    // x is log2(clients), so the ticks fall on 1, 2, 4, 8, ...
+    let ticks = max_x.ceil() as usize + 1;
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -83,9 +85,11 @@ fn latency_vs_clients(path: &Path, results: &[Measurement]) -> PlotResult {
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d((1.0..max_x * 1.2).log_scale(), 0.0..max_y * 1.15)?;
+        .build_cartesian_2d(-0.2..max_x + 0.3, 0.0..max_y * 1.15)?;
     chart
         .configure_mesh()
+        .x_labels(ticks)
+        .x_label_formatter(&|x| format!("{}", 2f64.powf(*x).round()))
         .x_desc("concurrent clients (log scale)")
         .y_desc("p50 latency (ms)")
         .draw()?;
@@ -144,6 +148,7 @@ fn throughput_vs_delay(path: &Path, results: &[Measurement], disks: &[Disk]) -> 
         .configure_mesh()
         .x_desc("added fsync latency (ms), through the ste-fsync-delay passthrough")
         .y_desc("ops/s")
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
     for (t, points) in series {
         let c = color(t);

@@ -31,6 +31,7 @@ use crate::target::Target;
 
 const BUILD_HINT: &str = "build with cargo build --release -p ste-bench -p ste-router -p ste-agent";
 
+/// The command line (every run of the sweep shares it).
 #[derive(Debug, Parser)]
 #[command(
     name = "ste-bench",

@@ -7,6 +7,7 @@ use crate::target::{Disk, Target};
 /// What one phase measured on one system.
 #[derive(Debug, Clone)]
 pub struct PhaseStats {
+    /// create, update, get, list or delete.
     pub phase: &'static str,
     /// Per-operation latencies, sorted.
     pub latencies: Vec<Duration>,
@@ -19,6 +20,7 @@ pub struct PhaseStats {
 }
 
 impl PhaseStats {
+    /// Stats from unsorted latencies and the phase's wall time.
     pub fn new(phase: &'static str, mut latencies: Vec<Duration>, wall: Duration) -> Self {
         latencies.sort();
         PhaseStats {
@@ -30,18 +32,22 @@ impl PhaseStats {
         }
     }
 
+    /// Operations done.
     pub fn ops(&self) -> usize {
         self.latencies.len()
     }
 
+    /// Operations per second of wall time.
     pub fn ops_per_sec(&self) -> f64 {
         self.ops() as f64 / self.wall.as_secs_f64().max(1e-9)
     }
 
+    /// Median latency.
     pub fn p50(&self) -> Duration {
         percentile(&self.latencies, 50.0)
     }
 
+    /// 99th percentile latency.
     pub fn p99(&self) -> Duration {
         percentile(&self.latencies, 99.0)
     }

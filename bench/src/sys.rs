@@ -21,6 +21,7 @@ use nix::unistd::Pid;
 
 /// A child process with its log file. Drop stops it.
 pub struct Proc {
+    /// Its name in messages.
     pub name: String,
     child: Option<Child>,
     log: PathBuf,
@@ -69,6 +70,7 @@ impl Proc {
         })
     }
 
+    /// Its process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
@@ -213,8 +215,11 @@ fn seed() -> u64 {
 /// One line of /proc/self/mountinfo.
 #[derive(Debug, Clone)]
 pub struct Mount {
+    /// Where it is mounted.
     pub mount_point: PathBuf,
+    /// Its filesystem type (ext4, tmpfs, fuse, ...).
     pub fs_type: String,
+    /// Its source (device or name).
     pub source: String,
 }
 
@@ -313,12 +318,17 @@ pub fn unmount_all_under(dir: &Path) {
 
 /// Facts about the machine the numbers were measured on.
 pub struct Machine {
+    /// CPUs this process may use.
     pub cpus: usize,
+    /// The CPU's model name.
     pub cpu_model: String,
+    /// Total RAM, e.g. "23.5 GiB RAM".
     pub memory: String,
+    /// The kernel release.
     pub kernel: String,
 }
 
+/// The machine's facts, from /proc.
 pub fn machine() -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu_model = cpuinfo

@@ -20,16 +20,25 @@ use tokio::task::JoinSet;
 
 use crate::report::PhaseStats;
 
+/// Where the measured pod keys live.
 pub const PREFIX: &str = "/registry/pods/";
 
+/// One run's parameters (see the flags of the same names).
 #[derive(Debug, Clone)]
 pub struct Workload {
+    /// Operations per phase.
     pub ops: usize,
+    /// Concurrent requests in flight.
     pub concurrency: usize,
+    /// Bytes per value.
     pub value_bytes: usize,
+    /// Namespaces the keys are spread over.
     pub namespaces: usize,
+    /// Full lists in the list phase.
     pub list_repeats: usize,
+    /// Page size of the lists.
     pub page_size: i64,
+    /// Unmeasured create+delete pairs first.
     pub warmup: usize,
 }
 

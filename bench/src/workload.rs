@@ -212,8 +212,8 @@ async fn run_phases(
         run_phase("warmup", w.warmup, c, move |i| {
             let mut kv = kv(&client);
             async move {
-                // The create and delete Txns kube-apiserver sends (kine
-                // serves only those shapes, not a plain Put or DeleteRange).
+                // The create and delete Txns kube-apiserver sends: kine
+                // refuses a plain DeleteRange and any other Txn shape.
                 let k = format!("/registry/bench-warmup/{i}");
                 let create = Txn::new()
                     .when([Compare::mod_revision(k.clone(), CompareOp::Equal, 0)])

@@ -24,19 +24,22 @@ fn color(t: Target) -> RGBColor {
 }
 
 /// Writes every plot the results allow into `dir`; returns the files.
+/// `run` names the run in each caption (e.g. "5000 ops per phase").
 pub fn write_all(
     dir: &Path,
     results: &[Measurement],
     disks: &[Disk],
+    run: &str,
 ) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut files = Vec::new();
     let latency = dir.join("latency-vs-clients.svg");
-    latency_vs_clients(&latency, results).map_err(|e| anyhow::anyhow!("{e}"))?;
+    latency_vs_clients(&latency, results, run).map_err(|e| anyhow::anyhow!("{e}"))?;
     files.push(latency);
     if disks.len() > 1 {
         let throughput = dir.join("throughput-vs-fsync-delay.svg");
-        throughput_vs_delay(&throughput, results, disks).map_err(|e| anyhow::anyhow!("{e}"))?;
+        throughput_vs_delay(&throughput, results, disks, run)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         files.push(throughput);
     }
     Ok(files)
@@ -51,7 +54,7 @@ fn targets(results: &[Measurement]) -> Vec<Target> {
 
 type PlotResult = Result<(), Box<dyn std::error::Error>>;
 
-fn latency_vs_clients(path: &Path, results: &[Measurement]) -> PlotResult {
+fn latency_vs_clients(path: &Path, results: &[Measurement], run: &str) -> PlotResult {
     let mut series = Vec::new();
     for t in targets(results) {
         let mut points: Vec<(f64, f64)> = results
@@ -79,8 +82,8 @@ fn latency_vs_clients(path: &Path, results: &[Measurement]) -> PlotResult {
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "create Txn p50 latency vs clients (plain disk)",
-            ("sans-serif", 20),
+            format!("create Txn p50 latency vs clients (plain disk; {run})"),
+            ("sans-serif", 18),
         )
         .margin(15)
         .x_label_area_size(40)
@@ -110,7 +113,12 @@ fn latency_vs_clients(path: &Path, results: &[Measurement]) -> PlotResult {
     Ok(())
 }
 
-fn throughput_vs_delay(path: &Path, results: &[Measurement], disks: &[Disk]) -> PlotResult {
+fn throughput_vs_delay(
+    path: &Path,
+    results: &[Measurement],
+    disks: &[Disk],
+    run: &str,
+) -> PlotResult {
     let clients = results.iter().map(|m| m.clients).max().unwrap_or(1);
     let delay_ms = |d: Duration| d.as_secs_f64() * 1e3;
     let mut series = Vec::new();
@@ -137,9 +145,10 @@ fn throughput_vs_delay(path: &Path, results: &[Measurement], disks: &[Disk]) -> 
         .fold(1.0, f64::max);
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE)?;
-    let caption = format!("create Txn throughput vs added fsync latency ({clients} clients)");
+    let caption =
+        format!("create Txn throughput vs added fsync latency ({clients} clients; {run})");
     let mut chart = ChartBuilder::on(&root)
-        .caption(caption, ("sans-serif", 20))
+        .caption(caption, ("sans-serif", 18))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -199,7 +208,8 @@ mod tests {
             measurement(Target::Ste, Disk::Plain, 16, 2),
         ];
         let dir = tempfile::tempdir().expect("temp dir");
-        let files = write_all(dir.path(), &results, &[Disk::Plain, delayed]).expect("plots");
+        let files =
+            write_all(dir.path(), &results, &[Disk::Plain, delayed], "10 ops").expect("plots");
         assert_eq!(files.len(), 2);
         for file in files {
             let svg = std::fs::read_to_string(&file).expect("read svg");

@@ -126,7 +126,8 @@ pub async fn run(
     print!("{out}");
 
     if let Some(dir) = &args.plots {
-        for file in crate::plot::write_all(dir, &results, &disks(args))? {
+        let run = format!("{} ops per phase", args.ops);
+        for file in crate::plot::write_all(dir, &results, &disks(args), &run)? {
             eprintln!("plot: wrote {}", file.display());
         }
     }

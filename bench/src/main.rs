@@ -32,7 +32,7 @@ use crate::target::Target;
 const BUILD_HINT: &str = "build with cargo build --release -p ste-bench -p ste-router -p ste-agent";
 
 /// The command line (every run of the sweep shares it).
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(
     name = "ste-bench",
     about = "Benchmark STE (ste-router + 3 tmpfs shards) against a 3-member persistent etcd, \

@@ -61,7 +61,7 @@ pub async fn run(
         None
     } else {
         let dir = root.join("cross-check");
-        Some(crate::crosscheck::run(args, &dir, &bin_dir).await?)
+        Some(crate::crosscheck::run(args, &dir, &bin_dir).await)
     };
 
     let machine = sys::machine();

@@ -1,16 +1,5 @@
-//! ste-fsync-delay: a FUSE passthrough of one directory that adds a fixed
-//! latency to every fsync/fdatasync (and fsync of a directory), a model of
-//! a slower disk for ste-bench's persistent etcds and kine.
-//!
-//! Everything else (lookups, reads, writes, renames, ...) is passed straight
-//! to the backing directory. The delayed fsync runs on its own thread, so a
-//! slow fsync holds up only the caller, as on a real disk; the file is
-//! synced for real after the delay. Mounted with the mount(2) system call
-//! (run as root; no fusermount needed). SIGTERM or SIGINT unmounts it.
-//!
-//! ```text
-//! ste-fsync-delay --backing /var/tmp/x/etcd --mount /var/tmp/x/etcd.fuse --delay 2ms
-//! ```
+//! The passthrough filesystem: every operation goes to the backing
+//! directory; fsync, fdatasync and a directory's fsync wait `delay` first.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -20,30 +9,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::Parser;
 use fuser::{
-    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
-    WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "ste-fsync-delay",
-    about = "FUSE passthrough of a directory that adds a fixed latency to every fsync"
-)]
-struct Args {
-    /// The directory whose contents are shown (it must exist).
-    #[arg(long)]
-    backing: PathBuf,
-    /// Where to mount the passthrough (an existing empty directory).
-    #[arg(long)]
-    mount: PathBuf,
-    /// Added to each fsync/fdatasync before the real one, e.g. 0, 500us, 2ms.
-    #[arg(long, default_value = "0s")]
-    delay: humantime::Duration,
-}
 
 const TTL: Duration = Duration::from_secs(1);
 
@@ -53,7 +23,9 @@ struct Inodes {
     paths: HashMap<u64, PathBuf>,
 }
 
-struct DelayFs {
+/// The filesystem: the backing root, the added latency, and what the
+/// kernel refers to by number (inodes, open files).
+pub struct DelayFs {
     root: PathBuf,
     delay: Duration,
     inodes: Mutex<Inodes>,
@@ -101,6 +73,17 @@ fn attr(ino: u64, m: &std::fs::Metadata) -> FileAttr {
 }
 
 impl DelayFs {
+    /// A passthrough of `root` adding `delay` to each fsync.
+    pub fn new(root: PathBuf, delay: Duration) -> Self {
+        DelayFs {
+            root,
+            delay,
+            inodes: Mutex::default(),
+            files: Mutex::default(),
+            next_fh: Mutex::new(0),
+        }
+    }
+
     fn path(&self, ino: INodeNo) -> Result<PathBuf, Errno> {
         if ino.0 == 1 {
             return Ok(self.root.clone());
@@ -536,44 +519,4 @@ impl Filesystem for DelayFs {
             Err(e) => reply.error(e),
         }
     }
-}
-
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let root = args.backing.canonicalize()?;
-    anyhow::ensure!(root.is_dir(), "{} is not a directory", root.display());
-    let fs = DelayFs {
-        root: root.clone(),
-        delay: args.delay.into(),
-        inodes: Mutex::default(),
-        files: Mutex::default(),
-        next_fh: Mutex::new(0),
-    };
-    // Block the stop signals in every thread before any is spawned, so
-    // only the sigwait below receives them.
-    let mut signals = nix::sys::signal::SigSet::empty();
-    signals.add(nix::sys::signal::Signal::SIGTERM);
-    signals.add(nix::sys::signal::Signal::SIGINT);
-    signals.add(nix::sys::signal::Signal::SIGHUP);
-    signals.thread_block()?;
-    let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::FSName(root.display().to_string()),
-        MountOption::Subtype("ste-fsync-delay".into()),
-        MountOption::DefaultPermissions,
-    ];
-    let session = fuser::spawn_mount(fs, &args.mount, &config)?;
-    eprintln!(
-        "ste-fsync-delay: {} mounted at {} (+{} per fsync)",
-        root.display(),
-        args.mount.display(),
-        humantime::format_duration(args.delay.into())
-    );
-    let signal = signals.wait()?;
-    eprintln!(
-        "ste-fsync-delay: {signal}, unmounting {}",
-        args.mount.display()
-    );
-    session.umount_and_join()?;
-    Ok(())
 }

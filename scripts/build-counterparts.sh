@@ -6,6 +6,7 @@
 #   etcd, etcdctl                                            (go.etcd.io/etcd 3.6)
 #   kwok                                                     (sigs.k8s.io/kwok)
 #   kubectl-krew                                             (sigs.k8s.io/krew)
+#   kine                                                     (github.com/k3s-io/kine)
 # Versions are pinned by the go.mod/go.sum files under e2e/tools/ (see
 # docs/counterparts.md); this script reads them from there.
 #
@@ -30,7 +31,7 @@ usage() {
 }
 
 # The oldest Go that builds every module under e2e/tools/ (their `go` lines).
-readonly GO_MIN=1.26.0
+readonly GO_MIN=1.26.5
 
 TOOLS="${STE_REPO}/e2e/tools"
 BIN="${STE_REPO}/.build/bin"
@@ -47,6 +48,7 @@ readonly TARGETS=(
     "etcdctl|etcd|go.etcd.io/etcd/etcdctl/v3|go.etcd.io/etcd/etcdctl/v3"
     "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|sigs.k8s.io/kwok"
     "kubectl-krew|krew|sigs.k8s.io/krew/cmd/krew|sigs.k8s.io/krew"
+    "kine|kine|github.com/k3s-io/kine|github.com/k3s-io/kine"
 )
 
 check_go() {
@@ -91,6 +93,9 @@ ldflags_for() {
         kubectl-krew)
             flags+=" -X sigs.k8s.io/krew/internal/version.gitTag=${version}"
             ;;
+        kine)
+            flags+=" -X github.com/k3s-io/kine/pkg/version.Version=${version}"
+            ;;
     esac
     printf '%s\n' "${flags}"
 }
@@ -130,7 +135,7 @@ install_kwok_stages() {
 print_version() {
     local name="$1" exe="${BIN}/$1"
     case "${name}" in
-        etcd | kube-* | kwok) "${exe}" --version ;;
+        etcd | kube-* | kwok | kine) "${exe}" --version ;;
         kubectl) "${exe}" version --client ;;
         etcdctl) "${exe}" version ;;
         kubectl-krew)

@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
+use crate::target::{Disk, Target};
+
 /// What one phase measured on one system.
 #[derive(Debug, Clone)]
 pub struct PhaseStats {
+    /// create, update, get, list or delete.
     pub phase: &'static str,
     /// Per-operation latencies, sorted.
     pub latencies: Vec<Duration>,
@@ -17,6 +20,7 @@ pub struct PhaseStats {
 }
 
 impl PhaseStats {
+    /// Stats from unsorted latencies and the phase's wall time.
     pub fn new(phase: &'static str, mut latencies: Vec<Duration>, wall: Duration) -> Self {
         latencies.sort();
         PhaseStats {
@@ -28,18 +32,22 @@ impl PhaseStats {
         }
     }
 
+    /// Operations done.
     pub fn ops(&self) -> usize {
         self.latencies.len()
     }
 
+    /// Operations per second of wall time.
     pub fn ops_per_sec(&self) -> f64 {
         self.ops() as f64 / self.wall.as_secs_f64().max(1e-9)
     }
 
+    /// Median latency.
     pub fn p50(&self) -> Duration {
         percentile(&self.latencies, 50.0)
     }
 
+    /// 99th percentile latency.
     pub fn p99(&self) -> Duration {
         percentile(&self.latencies, 99.0)
     }
@@ -54,6 +62,7 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Milliseconds with as many decimals as are worth reading.
 pub fn ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
     if ms >= 100.0 {
@@ -65,7 +74,8 @@ pub fn ms(d: Duration) -> String {
     }
 }
 
-fn rate(r: f64) -> String {
+/// ops/s with as many decimals as are worth reading.
+pub fn rate(r: f64) -> String {
     if r >= 100.0 {
         format!("{r:.0}")
     } else {
@@ -73,41 +83,169 @@ fn rate(r: f64) -> String {
     }
 }
 
-/// The table: one row per phase, baseline and STE side by side.
-pub fn table(baseline: &[PhaseStats], ste: &[PhaseStats]) -> String {
-    let mut out = String::new();
-    let head1 = format!(
-        "{:<8} {:>5} | {:^29} | {:^29} | {:>7}",
-        "", "", "baseline etcd", "STE", "speedup"
-    );
-    let head2 = format!(
-        "{:<8} {:>5} | {:>8} {:>8} {:>11} | {:>8} {:>8} {:>11} | {:>7}",
-        "phase", "ops", "p50 ms", "p99 ms", "ops/s", "p50 ms", "p99 ms", "ops/s", "(ops/s)"
-    );
-    out.push_str(&head1);
-    out.push('\n');
-    out.push_str(&head2);
-    out.push('\n');
-    out.push_str(&"-".repeat(head2.len()));
-    out.push('\n');
-    for b in baseline {
-        let Some(s) = ste.iter().find(|s| s.phase == b.phase) else {
-            continue;
-        };
-        let unit = if b.phase == "list" { "*" } else { "" };
-        out.push_str(&format!(
-            "{:<8} {:>5} | {:>8} {:>8} {:>11} | {:>8} {:>8} {:>11} | {:>6.2}x\n",
-            format!("{}{unit}", b.phase),
-            b.ops(),
-            ms(b.p50()),
-            ms(b.p99()),
-            rate(b.ops_per_sec()),
-            ms(s.p50()),
-            ms(s.p99()),
-            rate(s.ops_per_sec()),
-            s.ops_per_sec() / b.ops_per_sec().max(1e-9),
-        ));
+/// One target measured at one client count on one disk model.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    /// Which target.
+    pub target: Target,
+    /// The disk model its data was on.
+    pub disk: Disk,
+    /// Concurrent requests in flight.
+    pub clients: usize,
+    /// Names of the processes in each phase's `server_cpu`, in order.
+    pub parts: Vec<String>,
+    /// What ran, in one line.
+    pub describe: String,
+    /// The phases that completed.
+    pub phases: Vec<PhaseStats>,
+    /// Why the run stopped early, if it did.
+    pub failure: Option<String>,
+}
+
+impl Measurement {
+    /// The stats of `phase`, if it completed.
+    pub fn phase(&self, phase: &str) -> Option<&PhaseStats> {
+        self.phases.iter().find(|p| p.phase == phase)
     }
+}
+
+/// The phases, in the order they run.
+pub const PHASES: [&str; 5] = ["create", "update", "get", "list", "delete"];
+
+/// The measurement of `target` at `clients` on `disk`; targets on tmpfs
+/// (shard, ste) are measured on the plain disk only and stand for every
+/// disk model.
+pub fn find(
+    results: &[Measurement],
+    target: Target,
+    disk: Disk,
+    clients: usize,
+) -> Option<&Measurement> {
+    let disk = if target.persistent() {
+        disk
+    } else {
+        Disk::Plain
+    };
+    results
+        .iter()
+        .find(|m| m.target == target && m.disk == disk && m.clients == clients)
+}
+
+fn targets_in(results: &[Measurement]) -> Vec<Target> {
+    Target::ALL
+        .into_iter()
+        .filter(|t| results.iter().any(|m| m.target == *t))
+        .collect()
+}
+
+fn clients_in(results: &[Measurement]) -> Vec<usize> {
+    let mut c: Vec<usize> = results.iter().map(|m| m.clients).collect();
+    c.sort_unstable();
+    c.dedup();
+    c
+}
+
+/// Per disk model and phase: one row per client count, p50, p99 and ops/s
+/// of every target side by side, and STE's ops/s over the 3-member etcd's.
+pub fn sweep_tables(results: &[Measurement], disks: &[Disk]) -> String {
+    let targets = targets_in(results);
+    let clients = clients_in(results);
+    let mut out = String::new();
+    for &disk in disks {
+        if disk != Disk::Plain && !targets.iter().any(|t| t.persistent()) {
+            continue;
+        }
+        for phase in PHASES {
+            let unit = if phase == "list" {
+                " (one op = one full paginated list)"
+            } else {
+                ""
+            };
+            out.push_str(&format!("{phase}{unit}, disk: {}", disk.label()));
+            if disk != Disk::Plain {
+                out.push_str(" (shard and ste: tmpfs, from the plain run)");
+            }
+            out.push('\n');
+            let mut head1 = format!("{:>7} |", "");
+            let mut head2 = format!("{:>7} |", "clients");
+            for t in &targets {
+                head1.push_str(&format!(" {:^26} |", t.name()));
+                head2.push_str(&format!(
+                    " {:>7} {:>7} {:>10} |",
+                    "p50 ms", "p99 ms", "ops/s"
+                ));
+            }
+            head2.push_str(" ste/etcd3");
+            out.push_str(&format!("{head1}\n{head2}\n{}\n", "-".repeat(head2.len())));
+            for &c in &clients {
+                let mut row = format!("{c:>7} |");
+                for &t in &targets {
+                    match find(results, t, disk, c).and_then(|m| m.phase(phase)) {
+                        Some(s) => row.push_str(&format!(
+                            " {:>7} {:>7} {:>10} |",
+                            ms(s.p50()),
+                            ms(s.p99()),
+                            rate(s.ops_per_sec())
+                        )),
+                        None => {
+                            let why = match find(results, t, disk, c) {
+                                Some(m) if m.failure.is_some() => "refused/failed",
+                                _ => "-",
+                            };
+                            row.push_str(&format!(" {why:^26} |"));
+                        }
+                    }
+                }
+                let ratio = |t| find(results, t, disk, c).and_then(|m| m.phase(phase));
+                match (ratio(Target::Ste), ratio(Target::Etcd3)) {
+                    (Some(s), Some(e)) => row.push_str(&format!(
+                        " {:>8.2}x",
+                        s.ops_per_sec() / e.ops_per_sec().max(1e-9)
+                    )),
+                    _ => row.push_str(&format!(" {:>9}", "-")),
+                }
+                out.push_str(&row);
+                out.push('\n');
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Where STE's advantage stands on each disk model: its create ops/s over
+/// the 3-member etcd's (and over kine's), per client count.
+pub fn advantage_table(results: &[Measurement], disks: &[Disk]) -> String {
+    let clients = clients_in(results);
+    let mut out = String::from("create ops/s, STE / 3-member etcd (STE / kine) by disk model\n");
+    let mut head = format!("{:<14} |", "disk");
+    for c in &clients {
+        head.push_str(&format!(" {:>17} |", format!("{c} clients")));
+    }
+    out.push_str(&format!("{head}\n{}\n", "-".repeat(head.len())));
+    for &disk in disks {
+        let mut row = format!("{:<14} |", disk.label());
+        for &c in &clients {
+            let ops = |t| {
+                find(results, t, disk, c)
+                    .and_then(|m| m.phase("create"))
+                    .map(|s| s.ops_per_sec())
+            };
+            let cell = match (ops(Target::Ste), ops(Target::Etcd3), ops(Target::Kine)) {
+                (Some(s), Some(e), k) => format!(
+                    "{:.2}x ({})",
+                    s / e.max(1e-9),
+                    k.map(|k| format!("{:.2}x", s / k.max(1e-9)))
+                        .unwrap_or_else(|| "-".into())
+                ),
+                _ => "-".into(),
+            };
+            row.push_str(&format!(" {cell:>17} |"));
+        }
+        out.push_str(&row);
+        out.push('\n');
+    }
+    out.push('\n');
     out
 }
 
@@ -124,54 +262,67 @@ fn busy(s: &PhaseStats, cpus: usize) -> String {
     )
 }
 
-/// CPU per operation of each server part and of the load generator, and
-/// how busy the machine was, per phase: on a small machine this says
-/// whether a system was limited by the CPU it shares with the others.
-pub fn cpu_table(
-    baseline: &[PhaseStats],
-    baseline_parts: &[&str],
-    ste: &[PhaseStats],
-    ste_parts: &[&str],
-    cpus: usize,
-) -> String {
-    let mut left = String::new();
-    for p in baseline_parts.iter().chain(&["client"]) {
-        left.push_str(&format!(" {p:>8}"));
-    }
-    left.push_str(&format!(" {:>6}", "busy"));
-    let mut right = String::new();
-    for p in ste_parts.iter().chain(&["client"]) {
-        right.push_str(&format!(" {p:>8}"));
-    }
-    right.push_str(&format!(" {:>6}", "busy"));
+/// CPU per write (create, update, delete) of each process of each run, of
+/// the load generator, and how busy the machine was: on a small machine
+/// this says whether a target was limited by the CPU it shares.
+pub fn cpu_table(results: &[Measurement], cpus: usize) -> String {
     let mut out = format!(
-        "CPU per op in microseconds (client = ste-bench, the load generator); busy = CPU used / ({cpus} CPUs x wall time)
-"
+        "CPU per write in microseconds, per process (client = ste-bench, the load generator; \
+         fuseN = ste-fsync-delay); busy = CPU used / ({cpus} CPUs x wall time)\n"
     );
-    let head1 = format!(
-        "{:<8} |{:^w1$} |{:^w2$}",
-        "",
-        "baseline etcd",
-        "STE",
-        w1 = left.len(),
-        w2 = right.len()
+    let head = format!(
+        "{:<7} {:>7} {:<12} {:<7} | {}",
+        "target", "clients", "disk", "phase", "process=us/op ..."
     );
-    let head2 = format!("{:<8} |{left} |{right}", "phase");
-    out.push_str(&format!("{head1}\n{head2}\n{}\n", "-".repeat(head2.len())));
-    for b in baseline {
-        let Some(s) = ste.iter().find(|s| s.phase == b.phase) else {
-            continue;
-        };
-        let mut row = format!("{:<8} |", b.phase);
-        for cpu in b.server_cpu.iter().chain([&b.client_cpu]) {
-            row.push_str(&format!(" {:>8}", us_per_op(*cpu, b.ops())));
+    out.push_str(&format!("{head}\n{}\n", "-".repeat(head.len() + 40)));
+    for m in results {
+        for s in m
+            .phases
+            .iter()
+            .filter(|s| matches!(s.phase, "create" | "update" | "delete"))
+        {
+            let mut row = format!(
+                "{:<7} {:>7} {:<12} {:<7} |",
+                m.target.name(),
+                m.clients,
+                m.disk.label(),
+                s.phase
+            );
+            let mut total = Duration::ZERO;
+            for (name, cpu) in m.parts.iter().zip(&s.server_cpu) {
+                row.push_str(&format!(" {name}={}", us_per_op(*cpu, s.ops())));
+                total += *cpu;
+            }
+            row.push_str(&format!(
+                " | server={} client={} busy={}",
+                us_per_op(total, s.ops()),
+                us_per_op(s.client_cpu, s.ops()),
+                busy(s, cpus)
+            ));
+            out.push_str(&row);
+            out.push('\n');
         }
-        row.push_str(&format!(" {:>6} |", busy(b, cpus)));
-        for cpu in s.server_cpu.iter().chain([&s.client_cpu]) {
-            row.push_str(&format!(" {:>8}", us_per_op(*cpu, s.ops())));
+    }
+    out.push('\n');
+    out
+}
+
+/// The runs that stopped early, and why (kine refuses some request shapes).
+pub fn failures(results: &[Measurement]) -> String {
+    let mut out = String::new();
+    for m in results {
+        if let Some(why) = &m.failure {
+            out.push_str(&format!(
+                "{} clients={} disk={}: stopped after {} phase(s): {why}\n",
+                m.target.name(),
+                m.clients,
+                m.disk.label(),
+                m.phases.len()
+            ));
         }
-        row.push_str(&format!(" {:>6}", busy(s, cpus)));
-        out.push_str(&row);
+    }
+    if !out.is_empty() {
+        out.insert_str(0, "runs that did not complete:\n");
         out.push('\n');
     }
     out
@@ -191,42 +342,55 @@ mod tests {
         assert_eq!(percentile(&[], 50.0), Duration::ZERO);
     }
 
-    #[test]
-    fn table_has_one_row_per_phase() {
-        let b = PhaseStats::new(
+    fn measurement(target: Target, clients: usize, ops_per_sec: u64) -> Measurement {
+        let mut s = PhaseStats::new(
             "create",
-            vec![Duration::from_millis(2); 10],
+            vec![Duration::from_millis(1); ops_per_sec as usize],
             Duration::from_secs(1),
         );
-        let s = PhaseStats::new(
-            "create",
-            vec![Duration::from_millis(1); 10],
-            Duration::from_millis(500),
-        );
-        let t = table(&[b], &[s]);
-        assert!(t.contains("create"), "{t}");
-        assert!(t.contains("2.00x"), "{t}");
+        s.server_cpu = vec![Duration::from_millis(ops_per_sec / 2)];
+        s.client_cpu = Duration::from_millis(300);
+        Measurement {
+            target,
+            disk: Disk::Plain,
+            clients,
+            parts: vec!["etcd".into()],
+            describe: String::new(),
+            phases: vec![s],
+            failure: None,
+        }
     }
 
     #[test]
-    fn cpu_table_per_op_and_busy() {
-        let mut b = PhaseStats::new(
-            "get",
-            vec![Duration::from_millis(1); 1000],
-            Duration::from_secs(1),
-        );
-        b.server_cpu = vec![Duration::from_millis(500)];
-        b.client_cpu = Duration::from_millis(300);
-        let mut s = b.clone();
-        s.server_cpu = vec![Duration::from_millis(200), Duration::from_millis(900)];
-        let t = cpu_table(&[b], &["etcd"], &[s], &["router", "shards"], 2);
-        let row = t.lines().find(|l| l.starts_with("get")).expect(&t);
-        let cells: Vec<&str> = row.split_whitespace().filter(|c| *c != "|").collect();
-        // etcd 500 us/op, client 300, busy 40%; router 200, shards 900, client 300, busy 70%.
-        assert_eq!(
-            cells,
-            ["get", "500", "300", "40%", "200", "900", "300", "70%"],
+    fn sweep_table_has_a_row_per_client_count_and_the_ratio() {
+        let results = [
+            measurement(Target::Etcd3, 1, 100),
+            measurement(Target::Ste, 1, 200),
+            measurement(Target::Etcd3, 16, 400),
+            measurement(Target::Ste, 16, 200),
+        ];
+        let t = sweep_tables(&results, &[Disk::Plain]);
+        let rows: Vec<&str> = t
+            .lines()
+            .filter(|l| l.trim_start().starts_with("16 |"))
+            .collect();
+        assert_eq!(rows.len(), 5, "one per phase table: {t}");
+        assert!(rows[0].ends_with("0.50x"), "{t}");
+        assert!(
+            t.lines()
+                .any(|l| l.trim_start().starts_with("1 |") && l.ends_with("2.00x")),
             "{t}"
+        );
+    }
+
+    #[test]
+    fn cpu_table_per_write_and_busy() {
+        let t = cpu_table(&[measurement(Target::Etcd1, 4, 1000)], 2);
+        let row = t.lines().find(|l| l.starts_with("etcd1")).expect(&t);
+        // 500 ms of etcd over 1000 ops = 500 us; client 300 us; 800 ms of 2 CPUs in 1 s = 40%.
+        assert!(
+            row.contains("etcd=500 | server=500 client=300 busy=40%"),
+            "{row}"
         );
     }
 }

@@ -21,6 +21,7 @@ use nix::unistd::Pid;
 
 /// A child process with its log file. Drop stops it.
 pub struct Proc {
+    /// Its name in messages.
     pub name: String,
     child: Option<Child>,
     log: PathBuf,
@@ -69,6 +70,7 @@ impl Proc {
         })
     }
 
+    /// Its process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
@@ -213,8 +215,11 @@ fn seed() -> u64 {
 /// One line of /proc/self/mountinfo.
 #[derive(Debug, Clone)]
 pub struct Mount {
+    /// Where it is mounted.
     pub mount_point: PathBuf,
+    /// Its filesystem type (ext4, tmpfs, fuse, ...).
     pub fs_type: String,
+    /// Its source (device or name).
     pub source: String,
 }
 
@@ -313,12 +318,17 @@ pub fn unmount_all_under(dir: &Path) {
 
 /// Facts about the machine the numbers were measured on.
 pub struct Machine {
+    /// CPUs this process may use.
     pub cpus: usize,
+    /// The CPU's model name.
     pub cpu_model: String,
+    /// Total RAM, e.g. "23.5 GiB RAM".
     pub memory: String,
+    /// The kernel release.
     pub kernel: String,
 }
 
+/// The machine's facts, from /proc.
 pub fn machine() -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu_model = cpuinfo
@@ -418,36 +428,34 @@ pub fn self_cpu() -> Duration {
     stat("self").map(|(_, cpu)| cpu).unwrap_or_default()
 }
 
-/// CPU time used so far by each of `roots` and all their live descendants
-/// (an agent and its etcd), summed.
-pub fn tree_cpu(roots: &[u32]) -> Duration {
+/// CPU time used so far by the one process `pid` (all its threads, none
+/// of its children); zero once it is gone.
+pub fn proc_cpu(pid: u32) -> Duration {
+    stat(&pid.to_string())
+        .map(|(_, cpu)| cpu)
+        .unwrap_or_default()
+}
+
+/// The live children of `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Duration::ZERO;
+        return Vec::new();
     };
-    let procs: Vec<(u32, u32, Duration)> = entries
+    entries
         .filter_map(|e| {
-            let name = e.ok()?.file_name();
-            let pid: u32 = name.to_str()?.parse().ok()?;
-            let (ppid, cpu) = stat(&pid.to_string())?;
-            Some((pid, ppid, cpu))
+            let child: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let (ppid, _) = stat(&child.to_string())?;
+            (ppid == pid).then_some(child)
         })
-        .collect();
-    let mut members: HashSet<u32> = roots.iter().copied().collect();
-    // Parents can have higher PIDs than children; iterate to a fixed point.
-    loop {
-        let before = members.len();
-        for (pid, ppid, _) in &procs {
-            if members.contains(ppid) {
-                members.insert(*pid);
-            }
-        }
-        if members.len() == before {
-            break;
-        }
-    }
-    procs
-        .iter()
-        .filter(|(pid, _, _)| members.contains(pid))
-        .map(|(_, _, cpu)| *cpu)
-        .sum()
+        .collect()
+}
+
+/// The first line `<bin> <arg>` prints, e.g. kine's version.
+pub fn first_line(bin: &str, arg: &str) -> anyhow::Result<String> {
+    let out = Command::new(bin)
+        .arg(arg)
+        .output()
+        .with_context(|| format!("running `{bin} {arg}`"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().next().unwrap_or_default().trim().to_owned())
 }

@@ -20,16 +20,25 @@ use tokio::task::JoinSet;
 
 use crate::report::PhaseStats;
 
+/// Where the measured pod keys live.
 pub const PREFIX: &str = "/registry/pods/";
 
+/// One run's parameters (see the flags of the same names).
 #[derive(Debug, Clone)]
 pub struct Workload {
+    /// Operations per phase.
     pub ops: usize,
+    /// Concurrent requests in flight.
     pub concurrency: usize,
+    /// Bytes per value.
     pub value_bytes: usize,
+    /// Namespaces the keys are spread over.
     pub namespaces: usize,
+    /// Full lists in the list phase.
     pub list_repeats: usize,
+    /// Page size of the lists.
     pub page_size: i64,
+    /// Unmeasured create+delete pairs first.
     pub warmup: usize,
 }
 
@@ -148,15 +157,40 @@ async fn measure(
     Ok(stats)
 }
 
+/// What one run of the workload against one system gave: the phases that
+/// completed, and the error that ended the run early, if one did (a wrong
+/// answer, or a request shape the system refuses).
+pub struct Outcome {
+    /// The phases that completed, in order.
+    pub phases: Vec<PhaseStats>,
+    /// Why the run stopped before the last phase, if it did.
+    pub failure: Option<anyhow::Error>,
+}
+
 /// Runs every phase against `client`; `progress` prints one line per phase.
 /// `cpu` samples the cumulative CPU time of the server's processes (one
 /// entry per part, e.g. router and shards); each phase records the deltas.
+/// The first failing phase ends the run; the phases before it are kept.
 pub async fn run(
     client: &Client,
     w: &Workload,
     cpu: impl Fn() -> Vec<Duration>,
     progress: impl Fn(&PhaseStats),
-) -> anyhow::Result<Vec<PhaseStats>> {
+) -> Outcome {
+    let mut phases = Vec::new();
+    let failure = run_phases(client, w, &cpu, &progress, &mut phases)
+        .await
+        .err();
+    Outcome { phases, failure }
+}
+
+async fn run_phases(
+    client: &Client,
+    w: &Workload,
+    cpu: &impl Fn() -> Vec<Duration>,
+    progress: &impl Fn(&PhaseStats),
+    results: &mut Vec<PhaseStats>,
+) -> anyhow::Result<()> {
     let n = w.ops;
     let c = w.concurrency;
     let size = w.value_bytes;
@@ -178,9 +212,23 @@ pub async fn run(
         run_phase("warmup", w.warmup, c, move |i| {
             let mut kv = kv(&client);
             async move {
+                // The create and delete Txns kube-apiserver sends: kine
+                // refuses a plain DeleteRange and any other Txn shape.
                 let k = format!("/registry/bench-warmup/{i}");
-                kv.put(k.clone(), value(i, 0, size), None).await?;
-                kv.delete(k, None).await?;
+                let create = Txn::new()
+                    .when([Compare::mod_revision(k.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(k.clone(), value(i, 0, size), None)]);
+                let resp = kv.txn(create).await?;
+                ensure!(resp.succeeded(), "warm-up create of {k} failed");
+                let r = write_revision(&resp)?;
+                let delete = Txn::new()
+                    .when([Compare::mod_revision(k.clone(), CompareOp::Equal, r)])
+                    .and_then([TxnOp::delete(k.clone(), None)])
+                    .or_else([TxnOp::get(k.clone(), None)]);
+                ensure!(
+                    kv.txn(delete).await?.succeeded(),
+                    "warm-up delete of {k} failed"
+                );
                 Ok(())
             }
         })
@@ -188,12 +236,11 @@ pub async fn run(
     }
 
     let revisions: Arc<Vec<AtomicI64>> = Arc::new((0..n).map(|_| AtomicI64::new(0)).collect());
-    let mut results = Vec::new();
 
     // create: Txn(If(mod_revision(K) == 0) Then(Put(K, V)))
     let (cl, revs) = (client.clone(), revisions.clone());
     let stats = measure(
-        &cpu,
+        cpu,
         run_phase("create", n, c, move |i| {
             let (mut kv, revs) = (kv(&cl), revs.clone());
             async move {
@@ -215,7 +262,7 @@ pub async fn run(
     // update: Txn(If(mod_revision(K) == R) Then(Put(K, V')) Else(Get(K)))
     let (cl, revs) = (client.clone(), revisions.clone());
     let stats = measure(
-        &cpu,
+        cpu,
         run_phase("update", n, c, move |i| {
             let (mut kv, revs) = (kv(&cl), revs.clone());
             async move {
@@ -242,7 +289,7 @@ pub async fn run(
     // get: Range(K)
     let (cl, revs) = (client.clone(), revisions.clone());
     let stats = measure(
-        &cpu,
+        cpu,
         run_phase("get", n, c, move |i| {
             let (mut kv, revs) = (kv(&cl), revs.clone());
             async move {
@@ -271,7 +318,7 @@ pub async fn run(
     let cl = client.clone();
     let page = w.page_size;
     let stats = measure(
-        &cpu,
+        cpu,
         run_phase("list", w.list_repeats, c, move |_| {
             let mut kv = kv(&cl);
             async move {
@@ -309,7 +356,7 @@ pub async fn run(
     // delete: Txn(If(mod_revision(K) == R) Then(Delete(K)) Else(Get(K)))
     let (cl, revs) = (client.clone(), revisions.clone());
     let stats = measure(
-        &cpu,
+        cpu,
         run_phase("delete", n, c, move |i| {
             let (mut kv, revs) = (kv(&cl), revs.clone());
             async move {
@@ -343,7 +390,7 @@ pub async fn run(
         left == 0,
         "{left} keys left under {PREFIX} after the delete phase"
     );
-    Ok(results)
+    Ok(())
 }
 
 /// The end of the range of keys starting with `prefix`.

@@ -25,6 +25,9 @@
 #                                       a plain etcd 3.6 and against the router
 #  12. STE_BENCH_QUICK=1 cargo bench -p ste-core --bench key_index
 #                                       the key-index benchmarks, quick mode (a smoke run)
+#  13. ste-bench, smoke run (debug build: it works end to end, every answer
+#      checked; its numbers mean nothing): 3-member etcd through the FUSE
+#      fsync model, a bare shard and STE, 1 and 8 clients
 #
 # Usage: scripts/test.sh [ARGS for cargo test...]
 #   e.g. scripts/test.sh -p ste-core
@@ -48,7 +51,15 @@ cd "${STE_REPO}"
 ste_find_cargo || true # install-deps.sh explains what to do if it is missing
 trap ste_restore_ownership EXIT
 
-STEPS=12
+STEPS=13
+
+# ste-bench end to end on a small workload, from the debug build of step 6
+# (it runs the ste-agent, ste-router and ste-fsync-delay next to it).
+bench_smoke() {
+    PATH="${STE_REPO}/.build/bin:${PATH}" "$(ste_target_dir)/debug/ste-bench" \
+        --targets etcd3,shard,ste --concurrency 1,8 --fsync-delay 1ms \
+        --ops 200 --warmup 20 --list-repeats 2 --cross-check none
+}
 STEP=0
 step() {
     local name="$1"
@@ -192,5 +203,6 @@ step "end-to-end tests against a real control plane (3 passes)" end_to_end_tests
 step "local cluster: up, status, down" local_cluster_check
 step "kube-apiserver's storage suite (etcd 3.6 and the router)" scripts/conformance.sh
 step "key index benchmarks (quick)" env STE_BENCH_QUICK=1 cargo bench -p ste-core --bench key_index
+step "ste-bench smoke run" bench_smoke
 
 printf '\n==> all %d steps passed\n' "${STEP}" >&2

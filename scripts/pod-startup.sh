@@ -24,12 +24,19 @@
 #   --runs LIST         rates in Pods/s and/or 'max', comma-separated
 #                       (10,50,100,max)
 #   --concurrency N     creators of a 'max' run (16)
-#   --backends LIST     ste, etcd3 or both, in this order (ste,etcd3)
-#   --fsync-delay D     add D (e.g. 2ms) to every fsync of the 3-member
-#                       etcd: its data dirs go on ste-fsync-delay (a FUSE
-#                       passthrough from the bench crate; found in
-#                       STE_FSYNC_DELAY_BIN, <CARGO_TARGET_DIR>/release or
-#                       PATH). Without it: the plain disk.
+#   --backends LIST     comma-separated, run in this order (ste,etcd3):
+#                         ste          Pods in STE
+#                         etcd3        Pods in the 3-member etcd, plain disk
+#                         etcd3+D      the same with D (e.g. 2ms) added to
+#                                      every fsync: the data dirs go on
+#                                      ste-fsync-delay (a FUSE passthrough
+#                                      from the bench crate; found in
+#                                      STE_FSYNC_DELAY_BIN,
+#                                      <CARGO_TARGET_DIR>/release or PATH)
+#   --fsync-delay D     shorthand: etcd3 in --backends means etcd3+D
+#   --repeat N          run the backends N times (1), every other time in
+#                       the reverse order; the table shows the median of
+#                       each figure over the repetitions
 #   --scheduler-qps N   kube-scheduler's --kube-api-qps (burst 2N); 5000 by
 #                       default (as kwokctl's --disable-qps-limits), so that
 #                       its client limit (default 50) does not cap the
@@ -40,10 +47,11 @@
 # Needs root (the agents mount tmpfs) and the counterparts built
 # (scripts/build-counterparts.sh, which local-cluster.sh runs).
 #
-# Results: <results>/<backend>.json (per run: throughput, latency
+# Results: <results>/rep<k>/<backend>.json (per run: throughput, latency
 # percentiles, CPU seconds per process), <backend>-<run>.csv (one row per
-# Pod), summary.md (the table printed at the end), summary.csv, and the
-# logs of each 'up'.
+# Pod), the logs of each 'up'; <results>/summary.md (the tables printed at
+# the end) and summary.csv. The table alone again:
+#   scripts/pod-startup-summary.py <results>
 #
 # Environment:
 #   STE_POD_STARTUP_DIR  data of the 3-member etcd and the results
@@ -79,6 +87,7 @@ RUNS=10,50,100,max
 CONCURRENCY=16
 BACKENDS=ste,etcd3
 FSYNC_DELAY=""
+REPEAT=1
 SCHEDULER_QPS=5000
 ROUTER_PROFILE=release
 RESULTS=""
@@ -187,11 +196,13 @@ pods_etcd_servers() {
 }
 
 # Starts the 3-member etcd with empty data dirs on disk (on ste-fsync-delay
-# mounts with --fsync-delay) and waits until it is healthy.
+# mounts adding $1 to each fsync, if $1 is not empty) and waits until it is
+# healthy.
 start_pods_etcd() {
-    local name cluster="" delay_bin=""
-    if [[ -n ${FSYNC_DELAY} ]]; then
+    local delay="$1" name cluster="" delay_bin=""
+    if [[ -n ${delay} ]]; then
         delay_bin="$(fsync_delay_bin)"
+        [[ -n ${delay_bin} ]] || ste_die "ste-fsync-delay is not available (not in STE_FSYNC_DELAY_BIN, ${TARGET_DIR}/release or PATH; the bench crate builds it: cargo build --release -p ste-bench)"
     fi
     for name in "${PODS_ETCD_NAMES[@]}"; do
         cluster+="${cluster:+,}${name}=$(pods_etcd_url "${name}" "${PODS_ETCD_PEER_PORT}")"
@@ -208,7 +219,7 @@ start_pods_etcd() {
         data="${dir}/backing"
         if [[ -n ${delay_bin} ]]; then
             mkdir -p "${dir}/fuse"
-            setsid "${delay_bin}" --backing "${dir}/backing" --mount "${dir}/fuse" --delay "${FSYNC_DELAY}" \
+            setsid "${delay_bin}" --backing "${dir}/backing" --mount "${dir}/fuse" --delay "${delay}" \
                 </dev/null >"${dir}/fsync-delay.log" 2>&1 &
             echo "$!" >"${dir}/fsync-delay.pid"
             local i
@@ -240,7 +251,7 @@ start_pods_etcd() {
         ((SECONDS < deadline)) || ste_die "the 3-member etcd was not healthy within ${PODS_ETCD_WAIT}s; logs in ${PODS_ETCD_DIR}/*/etcd.log"
         sleep 0.5
     done
-    ste_say "3-member etcd healthy: ${endpoints} (data ${PODS_ETCD_DIR}, ${fs}${delay_bin:+, +${FSYNC_DELAY} per fsync through ste-fsync-delay})"
+    ste_say "3-member etcd healthy: ${endpoints} (data ${PODS_ETCD_DIR}, ${fs}${delay_bin:+, +${delay} per fsync through ste-fsync-delay})"
 }
 
 # Stops the 3-member etcd and its ste-fsync-delay mounts, if any.
@@ -291,24 +302,25 @@ cpu_processes() {
     )
 }
 
-# Runs podstart against the running cluster, as backend $1.
+# Runs podstart against the running cluster, as backend $1, results into
+# directory $2.
 run_podstart() {
-    local backend="$1"
+    local backend="$1" out="$2"
     # In the background and waited for, so that a signal to this script
     # runs its trap at once; $! is podstart's PID (not tee's).
     "${PODSTART_BIN}" --kubeconfig "${LOCAL_DIR}/control-plane/admin.kubeconfig" \
         --backend "${backend}" --pods "${PODS}" --runs "${RUNS}" --concurrency "${CONCURRENCY}" \
-        --out-dir "${RESULTS}" --cpu "$(cpu_processes)" > >(tee -a "${RESULTS}/podstart.out") &
+        --out-dir "${out}" --cpu "$(cpu_processes)" > >(tee -a "${out}/podstart.out") &
     PODSTART_PID=$!
     wait "${PODSTART_PID}"
     PODSTART_PID=""
 }
 
 cluster_up() {
-    local backend="$1" log="${RESULTS}/${1}-up.log"
+    local backend="$1" log="$2/${1}-up.log"
     local -a vars=(STE_ROUTER_BIN="$(router_bin)")
     [[ ${SCHEDULER_QPS} == default ]] || vars+=(STE_SCHEDULER_QPS="${SCHEDULER_QPS}")
-    if [[ ${backend} == etcd3 ]]; then
+    if [[ ${backend} == etcd3* ]]; then
         vars+=(STE_PODS_ETCD_SERVERS="$(pods_etcd_servers)")
     fi
     ste_say "${backend}: scripts/local-cluster.sh up (log ${log}; the first run builds, later ones take about a minute)"
@@ -339,83 +351,25 @@ cleanup() {
     exit "${rc}"
 }
 
+# Runs backend $1, results into directory $2.
 run_backend() {
-    local backend="$1"
+    local backend="$1" out="$2"
     case "${backend}" in
         ste) ;;
-        etcd3) start_pods_etcd ;;
-        *) ste_die "unknown backend '${backend}' (ste or etcd3)" ;;
+        etcd3) start_pods_etcd "" ;;
+        etcd3+*) start_pods_etcd "${backend#etcd3+}" ;;
     esac
-    cluster_up "${backend}"
+    cluster_up "${backend}" "${out}"
     ste_say "${backend}: ${PODS} Pods per run, runs ${RUNS}"
-    run_podstart "${backend}"
+    run_podstart "${backend}" "${out}"
     cluster_down
     stop_pods_etcd
 }
 
-# Prints the side-by-side table of the backends' JSON files (markdown) and
-# writes it to summary.md, the figures to summary.csv.
+# Prints the side-by-side tables and writes them to summary.md, the
+# figures to summary.csv.
 summarize() {
-    python3 - "${RESULTS}" "${BACKENDS}" <<'EOF'
-import csv, json, os, sys
-
-results, backends = sys.argv[1], sys.argv[2].split(",")
-data = {}
-for b in backends:
-    path = os.path.join(results, b + ".json")
-    if os.path.exists(path):
-        with open(path) as f:
-            data[b] = {r["run"]: r for r in json.load(f)["runs"]}
-runs = []
-for b in data:
-    runs += [r for r in data[b] if r not in runs]
-
-def row(b, r):
-    s = data[b][r]
-    c, u = s["create_latency_ms"], s["create_to_running_ms"]
-    return [r, b, "%d/%d" % (s["running"], s["pods"]), "%.1f" % s["create_throughput_pods_per_s"],
-            "%.1f" % c["p50"], "%.1f" % c["p99"], "%.0f" % s["create_to_scheduled_ms"]["p50"],
-            "%.0f" % u["p50"], "%.0f" % u["p90"], "%.0f" % u["p99"],
-            "%.0f" % (100 * s["cpu"]["machine_busy_fraction"])]
-
-head = ["run", "Pods in", "Running", "create Pods/s", "create p50 ms", "create p99 ms",
-        "scheduled p50 ms", "Running p50 ms", "p90 ms", "p99 ms", "machine busy %"]
-lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-rows = []
-for r in runs:
-    for b in data:
-        if r in data[b]:
-            rows.append(row(b, r))
-            lines.append("| " + " | ".join(rows[-1]) + " |")
-    if "ste" in data and "etcd3" in data and r in data["ste"] and r in data["etcd3"]:
-        s, e = data["ste"][r], data["etcd3"][r]
-        def ratio(key, sub=None):
-            a, b = (s[key][sub], e[key][sub]) if sub else (s[key], e[key])
-            return "%.2fx" % (a / b) if b else "-"
-        lines.append("| " + " | ".join([r, "**STE / etcd3**", "", ratio("create_throughput_pods_per_s"),
-            ratio("create_latency_ms", "p50"), ratio("create_latency_ms", "p99"),
-            ratio("create_to_scheduled_ms", "p50"), ratio("create_to_running_ms", "p50"),
-            ratio("create_to_running_ms", "p90"), ratio("create_to_running_ms", "p99"), ""]) + " |")
-text = "\n".join(lines) + "\n"
-with open(os.path.join(results, "summary.md"), "w") as f:
-    f.write(text)
-with open(os.path.join(results, "summary.csv"), "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(head)
-    w.writerows(rows)
-print(text, end="")
-
-# CPU seconds per process and run, to see where the time went.
-names = sorted({n for b in data for r in data[b] for n in data[b][r]["cpu"].get("cpu_seconds", {})})
-print("\nCPU seconds per run (from the run's start to all Pods Running):")
-print("| run | Pods in | " + " | ".join(names) + " |")
-print("|" + "---|" * (len(names) + 2))
-for r in runs:
-    for b in data:
-        if r in data[b]:
-            cs = data[b][r]["cpu"].get("cpu_seconds", {})
-            print("| %s | %s | " % (r, b) + " | ".join("%.2f" % cs[n] if n in cs else "-" for n in names) + " |")
-EOF
+    python3 "${STE_REPO}/scripts/pod-startup-summary.py" "${RESULTS}" | tee "${RESULTS}/summary.md"
 }
 
 main() {
@@ -426,6 +380,7 @@ main() {
             --concurrency) CONCURRENCY="$2"; shift ;;
             --backends) BACKENDS="$2"; shift ;;
             --fsync-delay) FSYNC_DELAY="$2"; shift ;;
+            --repeat) REPEAT="$2"; shift ;;
             --scheduler-qps) SCHEDULER_QPS="$2"; shift ;;
             --router-profile) ROUTER_PROFILE="$2"; shift ;;
             --results) RESULTS="$2"; shift ;;
@@ -437,9 +392,22 @@ main() {
     done
     [[ ${ROUTER_PROFILE} == release || ${ROUTER_PROFILE} == debug ]] || ste_die "--router-profile is release or debug"
     [[ ${SCHEDULER_QPS} == default || ${SCHEDULER_QPS} =~ ^[1-9][0-9]*$ ]] || ste_die "--scheduler-qps is a number or 'default'"
-    if [[ -n ${FSYNC_DELAY} && -z $(fsync_delay_bin) ]]; then
-        ste_die "--fsync-delay: ste-fsync-delay is not available (not in STE_FSYNC_DELAY_BIN, ${TARGET_DIR}/release or PATH; the bench crate builds it: cargo build --release -p ste-bench)"
-    fi
+    [[ ${REPEAT} =~ ^[1-9][0-9]*$ ]] || ste_die "--repeat is a number > 0"
+    local backend backend_list=()
+    IFS=, read -r -a backend_list <<<"${BACKENDS}"
+    for backend in "${!backend_list[@]}"; do
+        if [[ -n ${FSYNC_DELAY} && ${backend_list[backend]} == etcd3 ]]; then
+            backend_list[backend]="etcd3+${FSYNC_DELAY}"
+        fi
+        case "${backend_list[backend]}" in
+            ste | etcd3) ;;
+            etcd3+*)
+                [[ -n $(fsync_delay_bin) ]] ||
+                    ste_die "${backend_list[backend]}: ste-fsync-delay is not available (not in STE_FSYNC_DELAY_BIN, ${TARGET_DIR}/release or PATH; the bench crate builds it: cargo build --release -p ste-bench)"
+                ;;
+            *) ste_die "unknown backend '${backend_list[backend]}' (ste, etcd3 or etcd3+<fsync delay>)" ;;
+        esac
+    done
     build_podstart
     build_router
     [[ -z ${BUILD_ONLY} ]] || return 0
@@ -449,17 +417,29 @@ main() {
     RESULTS="$(realpath -- "${RESULTS}")"
     {
         printf 'date: %s\nhost: %s, %s CPUs, load average %s\n' "$(date -u +%FT%TZ)" "$(uname -n)" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
-        printf 'pods per run: %s, runs: %s, concurrency of max: %s, backends: %s\n' "${PODS}" "${RUNS}" "${CONCURRENCY}" "${BACKENDS}"
-        printf 'router: %s, scheduler qps: %s, etcd3 fsync delay: %s\n' "$(router_bin)" "${SCHEDULER_QPS}" "${FSYNC_DELAY:-none}"
+        printf 'pods per run: %s, runs: %s, concurrency of max: %s, backends: %s, repetitions: %s\n' \
+            "${PODS}" "${RUNS}" "${CONCURRENCY}" "${backend_list[*]}" "${REPEAT}"
+        printf 'router: %s, scheduler qps: %s\n' "$(router_bin)" "${SCHEDULER_QPS}"
         printf 'git: %s\n' "$(git -C "${STE_REPO}" describe --always --dirty 2>/dev/null || echo unknown)"
     } >"${RESULTS}/setup.txt"
     trap cleanup EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
-    local backend backend_list
-    IFS=, read -r -a backend_list <<<"${BACKENDS}"
-    for backend in "${backend_list[@]}"; do
-        run_backend "${backend}"
+    local k order=()
+    for ((k = 1; k <= REPEAT; k++)); do
+        mkdir -p "${RESULTS}/rep${k}"
+        order=("${backend_list[@]}")
+        if ((k % 2 == 0)); then
+            local i
+            order=()
+            for ((i = ${#backend_list[@]} - 1; i >= 0; i--)); do
+                order+=("${backend_list[i]}")
+            done
+        fi
+        for backend in "${order[@]}"; do
+            ste_say "repetition ${k} of ${REPEAT}: ${backend}"
+            run_backend "${backend}" "${RESULTS}/rep${k}"
+        done
     done
     printf '\nPod startup, %s Pods per run (%s); results in %s\n\n' "${PODS}" "$(head -n 2 "${RESULTS}/setup.txt" | tail -n 1)" "${RESULTS}"
     summarize

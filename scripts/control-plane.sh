@@ -16,6 +16,13 @@
 #
 # Needs from the caller: DIR, NODES, IPS, ROUTER_LISTEN, STE_REPO, the
 # helpers of lib.sh, is_process_of and await_exit of local-cluster.sh.
+#
+# Environment (for experiments; unset, the control plane is as above):
+#   STE_PODS_ETCD_SERVERS  the etcd servers of /pods instead of the router:
+#                          URLs separated by ';' (kube-apiserver's syntax),
+#                          e.g. a 3-member etcd (scripts/pod-startup.sh)
+#   STE_SCHEDULER_QPS      kube-scheduler's --kube-api-qps (--kube-api-burst
+#                          twice that); unset: its defaults (50, burst 100)
 
 CP_DIR="${DIR}/control-plane"
 CP_PKI="${CP_DIR}/pki"
@@ -38,6 +45,11 @@ CP_DEMO_DEPLOYMENT=web
 CP_DEMO_REPLICAS=3
 # kwok never pulls it; any image name works. This is the one kubeadm uses.
 CP_DEMO_IMAGE=registry.k8s.io/pause:3.10
+# Where kube-apiserver keeps Pods: the router, unless an experiment says
+# otherwise.
+CP_PODS_ETCD_SERVERS="${STE_PODS_ETCD_SERVERS:-http://${ROUTER_LISTEN}}"
+# kube-scheduler's client QPS limit, empty for its defaults.
+CP_SCHEDULER_QPS="${STE_SCHEDULER_QPS:-}"
 
 # The binaries the control plane needs, by the names build-counterparts.sh
 # knows them.
@@ -273,10 +285,12 @@ cp_up() {
         --listen-peer-urls "http://${CP_ETCD_PEER}" --initial-advertise-peer-urls "http://${CP_ETCD_PEER}" \
         --initial-cluster "control-plane=http://${CP_ETCD_PEER}" --log-level warn
 
-    ste_say "starting kube-apiserver on ${KUBE_SERVER} (Pods in STE: --etcd-servers-overrides=/pods#http://${ROUTER_LISTEN})"
+    local pods_in="STE"
+    [[ ${CP_PODS_ETCD_SERVERS} == "http://${ROUTER_LISTEN}" ]] || pods_in="etcd ${CP_PODS_ETCD_SERVERS}, not STE"
+    ste_say "starting kube-apiserver on ${KUBE_SERVER} (Pods in ${pods_in}: --etcd-servers-overrides=/pods#${CP_PODS_ETCD_SERVERS})"
     cp_start kube-apiserver \
         --etcd-servers "http://${CP_ETCD_CLIENT}" \
-        --etcd-servers-overrides "/pods#http://${ROUTER_LISTEN}" \
+        --etcd-servers-overrides "/pods#${CP_PODS_ETCD_SERVERS}" \
         --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "${CP_KUBE_PORT}" \
         --endpoint-reconciler-type none \
         --client-ca-file "${CP_PKI}/ca.crt" \
@@ -296,8 +310,12 @@ cp_up() {
         --use-service-account-credentials \
         --service-account-private-key-file "${CP_PKI}/sa.key" \
         --root-ca-file "${CP_PKI}/ca.crt"
+    local scheduler_qps=()
+    if [[ -n ${CP_SCHEDULER_QPS} ]]; then
+        scheduler_qps=(--kube-api-qps "${CP_SCHEDULER_QPS}" --kube-api-burst "$((CP_SCHEDULER_QPS * 2))")
+    fi
     cp_start kube-scheduler --kubeconfig "${CP_DIR}/scheduler.kubeconfig" \
-        --leader-elect=false --bind-address 127.0.0.1 --secure-port 0
+        --leader-elect=false --bind-address 127.0.0.1 --secure-port 0 "${scheduler_qps[@]}"
     local stages=() f
     for f in "${CP_KWOK_STAGES}"/*.yaml; do
         stages+=(--config "${f}")

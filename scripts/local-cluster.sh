@@ -57,6 +57,11 @@
 #                     the sudo user when run through sudo)
 #   KREW_ROOT         where 'up' installs the plugin (default ~/.krew of the
 #                     invoking user)
+#   STE_ROUTER_BIN    the router binary to run (default: the debug build,
+#                     <CARGO_TARGET_DIR>/debug/ste-router)
+#   STE_PODS_ETCD_SERVERS, STE_SCHEDULER_QPS: experiments only, see
+#                     scripts/control-plane.sh (scripts/pod-startup.sh sets
+#                     them)
 # Example: STE_TMPFS_SIZE=512Mi scripts/local-cluster.sh up
 # (through sudo, which resets the environment, put them after sudo:
 # sudo STE_TMPFS_SIZE=512Mi scripts/local-cluster.sh up)
@@ -86,7 +91,7 @@ DEMO_WAIT=10   # seconds until the demo watch must have seen its events
 TARGET_DIR="$(ste_target_dir)"
 AGENT_BIN="${TARGET_DIR}/debug/ste-agent"
 STATUS_BIN="${TARGET_DIR}/debug/ste-agent-status"
-ROUTER_BIN="${TARGET_DIR}/debug/ste-router"
+ROUTER_BIN="${STE_ROUTER_BIN:-${TARGET_DIR}/debug/ste-router}"
 PLUGIN_BIN="${TARGET_DIR}/debug/kubectl-ste"
 # etcd 3.6 for the shards and etcdctl 3.6 for the demo, built from their Go
 # modules by scripts/build-counterparts.sh.
@@ -833,6 +838,10 @@ cluster_up() {
     kubectl get pods -o wide
     printf '\n$ kubectl ste status\n'
     kubectl ste status
+    if [[ ${CP_PODS_ETCD_SERVERS} != "http://${ROUTER_LISTEN}" ]]; then
+        ste_say "Pods are in ${CP_PODS_ETCD_SERVERS} (STE_PODS_ETCD_SERVERS), not in STE: no 'kubectl ste where'"
+        return
+    fi
     printf '\n$ kubectl ste where pod/%s\n' "${pod}"
     kubectl ste where "pod/${pod}"
     print_next_steps "${pod}"

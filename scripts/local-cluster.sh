@@ -88,7 +88,15 @@ ROUTER_WAIT=30 # seconds until 'etcdctl endpoint health' must pass
 KUBE_CONTEXT=ste-local
 DEMO_WAIT=10   # seconds until the demo watch must have seen its events
 
-TARGET_DIR="$(ste_target_dir)"
+# 'up' records the target dir it built in, so that 'status' and 'down' in
+# another shell (without its CARGO_TARGET_DIR) use the same binaries; 'up'
+# itself always builds where CARGO_TARGET_DIR (or the default) says.
+TARGET_DIR_RECORD="${DIR}/target-dir"
+if [[ ${1:-up} != up && -z ${CARGO_TARGET_DIR:-} && -s ${TARGET_DIR_RECORD} ]]; then
+    TARGET_DIR="$(<"${TARGET_DIR_RECORD}")"
+else
+    TARGET_DIR="$(ste_target_dir)"
+fi
 AGENT_BIN="${TARGET_DIR}/debug/ste-agent"
 STATUS_BIN="${TARGET_DIR}/debug/ste-agent-status"
 ROUTER_BIN="${STE_ROUTER_BIN:-${TARGET_DIR}/debug/ste-router}"
@@ -325,7 +333,7 @@ cluster_status_agents() {
 }
 
 cluster_status() {
-    [[ -x ${STATUS_BIN} ]] || ste_die "${STATUS_BIN} not found: run '$0 up' first (or set CARGO_TARGET_DIR)"
+    [[ -x ${STATUS_BIN} ]] || ste_die "${STATUS_BIN} not found: run '$0 up' first (or set CARGO_TARGET_DIR to the target dir 'up' built in)"
     local rc=0
     cluster_status_agents || rc=$?
     echo
@@ -735,7 +743,12 @@ cluster_up() {
     trap - EXIT
     [[ -x ${AGENT_BIN} && -x ${STATUS_BIN} && -x ${ROUTER_BIN} && -x ${PLUGIN_BIN} ]] ||
         ste_die "the build did not produce ${AGENT_BIN}, ${STATUS_BIN}, ${ROUTER_BIN} and ${PLUGIN_BIN}"
+    mkdir -p "${DIR}"
+    printf '%s\n' "${TARGET_DIR}" >"${TARGET_DIR_RECORD}"
 
+    if [[ -n $(router_pid) ]] || cp_running; then
+        ste_say "a local cluster is already running: 'up' starts a fresh one, so it is stopped first (its Pods and data go)"
+    fi
     cp_stop
     stop_router
     stop_agents

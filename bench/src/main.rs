@@ -29,6 +29,10 @@ use clap::Parser;
 
 use crate::target::Target;
 
+/// How to get the counterparts the documented runs use.
+const COUNTERPARTS_HINT: &str = "scripts/build-counterparts.sh etcd etcdctl kine && \
+     export PATH=$PWD/.build/bin:$PATH";
+
 const BUILD_HINT: &str = "build with cargo build --release -p ste-bench -p ste-router -p ste-agent";
 
 /// The command line (every run of the sweep shares it).
@@ -159,9 +163,33 @@ async fn real_main(args: Args) -> anyhow::Result<()> {
         );
     }
     let etcd_version = sys::etcd_version(&args.etcd_bin)?;
-
-    std::fs::create_dir_all(&args.work_dir)
-        .with_context(|| format!("creating {}", args.work_dir.display()))?;
+    if !etcd_version.starts_with("3.6") {
+        eprintln!(
+            "ste-bench: note: {} is etcd {etcd_version}; the documented runs use etcd 3.6 from \
+             .build/bin ({COUNTERPARTS_HINT})",
+            args.etcd_bin
+        );
+    }
+    // Every binary a target needs is checked before anything runs, not
+    // when its turn comes.
+    if args.targets.contains(&Target::Kine) {
+        sys::runs(&args.kine_bin, "--version").with_context(|| {
+            format!("the kine target needs kine: {COUNTERPARTS_HINT}, or pass --kine-bin")
+        })?;
+    }
+    if args.cross_check != "none" {
+        sys::runs(&args.etcdctl_bin, "version").with_context(|| {
+            format!(
+                "the cross-check needs etcdctl: {COUNTERPARTS_HINT}, or pass --etcdctl-bin \
+                 (--cross-check none skips it)"
+            )
+        })?;
+    }
+    ensure!(
+        args.work_dir.is_dir(),
+        "--work-dir {} is not a directory",
+        args.work_dir.display()
+    );
     let root = tempfile::Builder::new()
         .prefix("ste-bench-")
         .tempdir_in(&args.work_dir)

@@ -402,6 +402,24 @@ pub fn etcd_version(bin: &str) -> anyhow::Result<String> {
     Ok(version)
 }
 
+/// Runs `bin arg` (a version query) and checks it exits 0: the binary is
+/// there and runs.
+///
+/// Errors: naming `bin` when it cannot be started or fails.
+pub fn runs(bin: &str, arg: &str) -> anyhow::Result<()> {
+    let out = Command::new(bin)
+        .arg(arg)
+        .output()
+        .with_context(|| format!("cannot run `{bin} {arg}`"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "`{bin} {arg}` failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
 /// Clock ticks per second of /proc/<pid>/stat's times.
 fn clock_ticks() -> u64 {
     // SAFETY: sysconf only reads a configuration value.

@@ -271,13 +271,22 @@ async fn confirm(session: &mut Session, question: &str) -> CliResult<bool> {
 pub async fn leave(session: &mut Session, args: &LeaveArgs) -> CliResult<()> {
     wait_limit(&args.wait)?;
     let node = &args.node;
+    let router = session.router().await?;
     if !args.wait.dry_run && !args.yes && !session.term.in_tty {
+        // A request the router would refuse anyway (not a member, the last
+        // one) says so first, rather than ask for a confirmation.
+        let mut preview = router
+            .leave(LeaveRequest {
+                name: node.clone(),
+                dry_run: true,
+            })
+            .await?;
+        plan(&router, &mut preview, &Kind::Leave, node).await?;
         return Err(CliError::msg(format!(
             "refusing to remove {node} from the ring without confirmation: stdin is not a \
              terminal; pass --yes to confirm (or --dry-run to see the plan)"
         )));
     }
-    let router = session.router().await?;
     if args.wait.dry_run || args.yes {
         let mut stream = router
             .leave(LeaveRequest {

@@ -111,6 +111,16 @@ async fn ring_join_and_leave_a_fourth_shard() {
         .failed();
     assert!(refused.stderr.contains("pass --yes"), "{refused:#?}");
     assert_eq!(ring_size(&plugin, &admin).await, 4);
+    // A node that is not a member is named as such, not asked about.
+    let stranger = plugin
+        .run(&[&["ring", "leave", "no-such-node"][..], &r].concat())
+        .await
+        .unwrap()
+        .failed();
+    assert!(
+        stranger.stderr.contains("not a ring member") && !stranger.stderr.contains("--yes"),
+        "{stranger:#?}"
+    );
 
     // Leave for real, as json.
     let leave = plugin

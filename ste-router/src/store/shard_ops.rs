@@ -96,15 +96,7 @@ pub fn revision_of(header: Option<&pb::ResponseHeader>) -> ShardRevision {
 /// The previous versions a shard returned for the puts and deletes of a
 /// successful Txn, in op order (ops without one are skipped).
 pub fn prev_kvs(response: &pb::TxnResponse) -> Vec<mvccpb::KeyValue> {
-    response
-        .responses
-        .iter()
-        .filter_map(|r| match &r.response {
-            Some(response_op::Response::ResponsePut(put)) => put.prev_kv.clone(),
-            Some(response_op::Response::ResponseDeleteRange(del)) => del.prev_kvs.first().cloned(),
-            _ => None,
-        })
-        .collect()
+    prev_kv_each(response).into_iter().flatten().collect()
 }
 
 /// The previous version each put or delete of a successful Txn returned,

@@ -177,6 +177,14 @@ local_cluster_check() {
         }
     ) || rc=1
     STE_LOCAL_DIR="${dir}/cluster" KUBECONFIG="${dir}/kubeconfig" scripts/local-cluster.sh down || rc=1
+    # 'up' links the plugin's completion helper into /usr/local/bin from
+    # this run's krew root, which is removed below: no dangling link stays.
+    local link
+    for link in /usr/local/bin/kubectl-ste /usr/local/bin/kubectl_complete-ste; do
+        if [[ -L ${link} && $(readlink "${link}") == "${dir}"/* ]]; then
+            rm -f "${link}"
+        fi
+    done
     for port in 2379 2479 2490 6443; do
         if port_in_use "${port}"; then
             ste_say "port ${port} is still in use after down"

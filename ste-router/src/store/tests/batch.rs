@@ -40,6 +40,17 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// What each write task answered, in task order.
+async fn answers(
+    tasks: Vec<JoinHandle<StoreResult<WriteOutcome>>>,
+) -> Vec<StoreResult<WriteOutcome>> {
+    let mut answers = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        answers.push(task.await.expect("write task"));
+    }
+    answers
+}
+
 /// The revision an applied write got.
 fn applied(outcome: StoreResult<WriteOutcome>) -> GlobalRevision {
     match outcome {
@@ -95,10 +106,7 @@ async fn writes_that_queue_behind_a_txn_in_flight_go_out_together() {
     )
     .await;
     drop(hold);
-    let mut revisions = Vec::new();
-    for task in tasks {
-        revisions.push(applied(task.await.unwrap()));
-    }
+    let revisions: Vec<_> = answers(tasks).await.into_iter().map(applied).collect();
     // --shard-max-txn-ops is 4 in the test store: 1, then 4, then 2.
     assert_eq!(t.shard("a").txn_sizes(), vec![1, 4, 2]);
     let mut sorted = revisions.clone();
@@ -253,10 +261,7 @@ async fn a_guard_failure_inside_a_batch_fails_only_the_changed_key() {
     )
     .await;
     drop(hold);
-    let mut outcomes = Vec::new();
-    for task in tasks {
-        outcomes.push(task.await.unwrap());
-    }
+    let outcomes = answers(tasks).await;
     let [first, k1, k2, k3]: [_; 4] = outcomes.try_into().unwrap();
     applied(first);
     let k1 = applied(k1);
@@ -309,10 +314,7 @@ async fn a_batch_whose_answer_was_lost_is_resolved_by_reading_back() {
     let hold = memory.hold_txns().await;
     memory.lose_next_answers(1);
     drop(hold);
-    let mut outcomes = Vec::new();
-    for task in tasks {
-        outcomes.push(task.await.unwrap());
-    }
+    let outcomes = answers(tasks).await;
     assert!(matches!(outcomes[3], Ok(WriteOutcome::NothingDeleted)));
     let prev = match &outcomes[1] {
         Ok(WriteOutcome::Applied { prev, .. }) => prev.clone(),
@@ -345,10 +347,7 @@ async fn a_batch_the_shard_did_not_apply_fails_every_write_and_leaves_gaps() {
     let hold = memory.hold_txns().await;
     memory.fail_next(1, Status::unavailable("connection reset"));
     drop(hold);
-    let mut outcomes = Vec::new();
-    for task in tasks {
-        outcomes.push(task.await.unwrap());
-    }
+    let mut outcomes = answers(tasks).await;
     let first = applied(outcomes.remove(0));
     for outcome in outcomes {
         assert!(

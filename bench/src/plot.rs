@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::report::{Measurement, find};
@@ -96,19 +97,7 @@ fn latency_vs_clients(path: &Path, results: &[Measurement], run: &str) -> PlotRe
         .x_desc("concurrent clients (log scale)")
         .y_desc("p50 latency (ms)")
         .draw()?;
-    for (t, points) in series {
-        let c = color(t);
-        chart
-            .draw_series(LineSeries::new(points, c.stroke_width(2)))?
-            .label(t.name())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()?;
+    draw_lines(&mut chart, series, SeriesLabelPosition::UpperLeft)?;
     root.present()?;
     Ok(())
 }
@@ -159,6 +148,17 @@ fn throughput_vs_delay(
         .y_desc("ops/s")
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
+    draw_lines(&mut chart, series, SeriesLabelPosition::UpperRight)?;
+    root.present()?;
+    Ok(())
+}
+
+/// Draws one line per target in its color, and the legend at `legend`.
+fn draw_lines<'a, 'b: 'a>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    series: Vec<(Target, Vec<(f64, f64)>)>,
+    legend: SeriesLabelPosition,
+) -> PlotResult {
     for (t, points) in series {
         let c = color(t);
         chart
@@ -170,9 +170,8 @@ fn throughput_vs_delay(
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend)
         .draw()?;
-    root.present()?;
     Ok(())
 }
 

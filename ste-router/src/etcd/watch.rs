@@ -38,6 +38,14 @@ const NO_WATCH: i64 = -1;
 /// Split event batches so no response nears gRPC's default 4 MiB limit.
 const MAX_BATCH_EVENTS: usize = 1_000;
 const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Responses a watch stream holds for a client that is not reading. With
+/// responses of at most [`MAX_BATCH_BYTES`] of keys and values, a stalled
+/// client costs the router at most about `OUTBOX * MAX_BATCH_BYTES` (4 MiB)
+/// here, plus what HTTP/2 flow control lets through (the client's stream
+/// window). Past that the stream's task waits, reading nothing more from the
+/// shared event log: if the log drops events it has not sent, the watcher is
+/// canceled as compacted, as etcd cancels a watcher that fell too far behind.
+const OUTBOX: usize = 4;
 
 /// Tunables of the Watch service.
 #[derive(Debug, Clone, Copy)]
@@ -102,7 +110,7 @@ impl watch_server::Watch for Watch {
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         self.store.check_ready()?;
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(OUTBOX);
         let stream = WatchStream {
             store: self.store.clone(),
             metrics: self.metrics.clone(),
@@ -273,54 +281,60 @@ impl WatchStream {
         true
     }
 
-    /// Sends watcher `id` every event in (its position, `through`].
+    /// Sends watcher `id` every event in (its position, `through`], reading
+    /// the log a page of about [`MAX_BATCH_BYTES`] at a time: with the
+    /// outbox, a watcher that is far behind or whose client does not read
+    /// holds a bounded copy of the log, not all of it.
     async fn deliver(&mut self, id: i64, through: GlobalRevision) -> bool {
-        let Some(watcher) = self.watchers.get(&id) else {
-            return true;
-        };
-        if watcher.next > through {
-            return true;
-        }
-        let events = match self.store.revisions().feed().events(watcher.next, through) {
-            Ok(events) => events,
-            Err(compacted) => {
-                self.watchers.remove(&id);
-                self.metrics.watchers_changed(-1);
-                return self
-                    .send(self.compacted(id, compacted.compact_revision))
-                    .await;
+        loop {
+            let Some(watcher) = self.watchers.get(&id) else {
+                return true;
+            };
+            if watcher.next > through {
+                return true;
             }
-        };
-        // etcd reads an event's prev_kv at the revision before the event;
-        // for an event at the compaction revision that read is compacted and
-        // etcd sends the event without prev_kv (kube-apiserver then ends the
-        // watch with an error and its client relists). The log still has the
-        // prior value: answer as etcd does all the same.
-        let compaction = self.store.revisions().feed().compact_requested();
-        let batch: Vec<mvccpb::Event> = events
-            .into_iter()
-            .filter(|e| watcher.wants(e))
-            .map(|e| {
-                let revision = e.revision;
-                let mut event = e.event;
-                if !watcher.prev_kv || revision <= compaction {
-                    event.prev_kv = None;
+            let feed = self.store.revisions().feed();
+            let (events, covered) = match feed.events_page(watcher.next, through, MAX_BATCH_BYTES) {
+                Ok(page) => page,
+                Err(compacted) => {
+                    self.watchers.remove(&id);
+                    self.metrics.watchers_changed(-1);
+                    return self
+                        .send(self.compacted(id, compacted.compact_revision))
+                        .await;
                 }
-                event
-            })
-            .collect();
-        if let Some(watcher) = self.watchers.get_mut(&id) {
-            watcher.next = through.next();
-            watcher.active |= !batch.is_empty();
-        }
-        for chunk in chunks(batch) {
-            let mut response = self.response(id, through);
-            response.events = chunk;
-            if !self.send(response).await {
-                return false;
+            };
+            // etcd reads an event's prev_kv at the revision before the
+            // event; for an event at the compaction revision that read is
+            // compacted and etcd sends the event without prev_kv
+            // (kube-apiserver then ends the watch with an error and its
+            // client relists). The log still has the prior value: answer as
+            // etcd does all the same.
+            let compaction = feed.compact_requested();
+            let batch: Vec<mvccpb::Event> = events
+                .into_iter()
+                .filter(|e| watcher.wants(e))
+                .map(|e| {
+                    let revision = e.revision;
+                    let mut event = e.event;
+                    if !watcher.prev_kv || revision <= compaction {
+                        event.prev_kv = None;
+                    }
+                    event
+                })
+                .collect();
+            if let Some(watcher) = self.watchers.get_mut(&id) {
+                watcher.next = covered.next();
+                watcher.active |= !batch.is_empty();
+            }
+            for chunk in chunks(batch) {
+                let mut response = self.response(id, through);
+                response.events = chunk;
+                if !self.send(response).await {
+                    return false;
+                }
             }
         }
-        true
     }
 
     async fn periodic_progress(&mut self) -> bool {

@@ -150,6 +150,36 @@ impl EventFeed {
             .collect())
     }
 
+    /// The first events with revision in `[from, through]`, about
+    /// `max_bytes` of them ([`LogEvent::size_bytes`]) and never part of a
+    /// revision, and the last revision they cover: `through` when every
+    /// event up to it fits, else the revision of the last event returned.
+    /// A watcher catching up reads its backlog this way, a page at a time,
+    /// so it never holds a copy of the whole log. Errors as
+    /// [`EventFeed::events`].
+    pub fn events_page(
+        &self,
+        from: GlobalRevision,
+        through: GlobalRevision,
+        max_bytes: usize,
+    ) -> Result<(Vec<StoredEvent>, GlobalRevision), Compacted> {
+        let inner = self.lock();
+        let mut page: Vec<StoredEvent> = Vec::new();
+        let mut bytes = 0;
+        for event in inner.log.since(from)? {
+            if event.revision > through {
+                break;
+            }
+            let last = page.last().map(|e| e.revision);
+            if bytes >= max_bytes && last != Some(event.revision) {
+                return Ok((page, last.unwrap_or(through)));
+            }
+            bytes += event.size_bytes();
+            page.push(event.clone());
+        }
+        Ok((page, through))
+    }
+
     /// Drops events below `revision` for a Compact request.
     pub fn compact(&self, revision: GlobalRevision) {
         let mut inner = self.lock();
@@ -270,5 +300,35 @@ mod tests {
             vec![3]
         );
         assert!(feed.events(GlobalRevision(2), GlobalRevision(3)).is_err());
+    }
+
+    #[test]
+    fn pages_are_bounded_and_never_split_a_revision() {
+        let feed = EventFeed::new(1 << 20);
+        feed.restart(GlobalRevision(2));
+        // Revision 3 deletes two keys (one multi-key delete), the others one.
+        feed.hold(GlobalRevision(2), vec![put(2, "a")]);
+        feed.hold(GlobalRevision(3), vec![put(3, "b"), put(3, "c")]);
+        feed.hold(GlobalRevision(4), vec![put(4, "d")]);
+        feed.hold(GlobalRevision(5), vec![put(5, "e")]);
+        feed.publish_through(GlobalRevision(5));
+        let one = put(2, "a").size_bytes();
+        let page = |from: i64, max_bytes: usize| {
+            let (events, covered) = feed
+                .events_page(GlobalRevision(from), GlobalRevision(4), max_bytes)
+                .unwrap();
+            (revisions(&events), covered.0)
+        };
+        // Full once the budget is reached, but a revision goes out whole.
+        assert_eq!(page(2, one), (vec![2], 2));
+        assert_eq!(page(2, one + 1), (vec![2, 3, 3], 3));
+        assert_eq!(page(3, 1), (vec![3, 3], 3));
+        // The last page covers `through`, not just its last event.
+        assert_eq!(page(4, one * 10), (vec![4], 4));
+        assert_eq!(page(5, one), (vec![], 4));
+        assert!(
+            feed.events_page(GlobalRevision(1), GlobalRevision(4), one)
+                .is_err()
+        );
     }
 }

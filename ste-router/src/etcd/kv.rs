@@ -22,6 +22,22 @@ fn check_size<T: prost::Message>(store: &Store, request: &Request<T>) -> Result<
     Ok(())
 }
 
+/// Refuses an answer over [`super::MAX_RESPONSE_BYTES`] with a message that
+/// says what to do, rather than the transport's bare "encoded message length
+/// too large" (both OUT_OF_RANGE).
+fn check_response_size(response: &pb::RangeResponse) -> Result<(), Status> {
+    let size = prost::Message::encoded_len(response);
+    if size > super::MAX_RESPONSE_BYTES {
+        return Err(Status::out_of_range(format!(
+            "ste-router: the answer is {} bytes, over the router's limit of {} bytes for one \
+             response; ask for fewer keys at a time (a Range with limit)",
+            size,
+            super::MAX_RESPONSE_BYTES
+        )));
+    }
+    Ok(())
+}
+
 /// The KV service.
 pub struct Kv {
     store: Arc<Store>,
@@ -47,8 +63,13 @@ impl kv_server::Kv for Kv {
         } else {
             "Range.list"
         };
+        let answer = async {
+            let response = super::range::range(store, request.into_inner()).await?;
+            check_response_size(&response)?;
+            Ok(response)
+        };
         self.metrics
-            .observe(method, super::range::range(store, request.into_inner()))
+            .observe(method, answer)
             .await
             .map(Response::new)
     }

@@ -29,6 +29,14 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
+/// The largest answer the etcd API sends, in encoded bytes (64 MiB). etcd
+/// itself sends up to 2 GiB (`math.MaxInt32`), but the router assembles an
+/// answer in memory from its shards' answers, so it bounds one answer; a
+/// larger Range is refused with OUT_OF_RANGE saying to page it.
+/// kube-apiserver pages its lists (500 keys for clients, 10,000 for its watch
+/// cache), far below this.
+pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
 pub use txn::TxnShape;
 pub use watch::WatchSettings;
 
@@ -62,14 +70,14 @@ pub fn routes(
 ) -> Routes {
     let kv = KvServer::new(kv::Kv::new(store.clone(), metrics.clone()))
         .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(64 << 20);
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let watch = WatchServer::new(watch::Watch::new(
         store.clone(),
         metrics,
         watch,
         shutdown.clone(),
     ))
-    .max_encoding_message_size(64 << 20);
+    .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let lease = LeaseServer::new(lease::Lease::new(store.clone(), shutdown));
     let maintenance = MaintenanceServer::new(maintenance::Maintenance::new(store.clone()));
     let cluster = ClusterServer::new(cluster::Cluster::new(store));

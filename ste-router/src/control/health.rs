@@ -20,7 +20,12 @@ use crate::store::Store;
 /// the lost pods.
 pub async fn check_shards(store: Arc<Store>, interval: Duration, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(interval);
-    let timeout = interval.max(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A probe gets what any request to a shard gets (`--shard-timeout`): a
+    // shard that is merely slow to answer while the router is busy (a burst
+    // of clients) must not be marked unavailable, which refuses every
+    // request for its keys.
+    let timeout = store.config().shard_timeouts.request;
     loop {
         tokio::select! {
             _ = tick.tick() => {}

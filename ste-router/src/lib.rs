@@ -40,8 +40,27 @@ fn member_id(name: &str) -> u64 {
     xxhash_rust::xxh64::xxh64(name.as_bytes(), 0x5e7e)
 }
 
+/// Pending connections the kernel queues for a listener before it refuses
+/// more: Go's listeners (etcd's, kube-apiserver's) ask for the kernel's
+/// `net.core.somaxconn`, 4096 by default since Linux 5.4. tokio's default
+/// of 1024 overflows under a burst of connects (clients restarting at once)
+/// and the kernel then resets them.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(flag: &str, addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std's and tokio's own bind: a restarted router can listen at
+        // once although connections of its predecessor are in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             anyhow::anyhow!("{flag} {addr} is already in use: stop whatever listens there or choose another {flag}")
         } else {

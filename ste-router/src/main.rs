@@ -141,9 +141,27 @@ struct Cli {
 /// (`grpcOverheadBytes` in etcd's server).
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
+/// Raises the soft limit on open files to the hard limit, as Go's runtime
+/// does for etcd and kube-apiserver (Go 1.19 and later): each client
+/// connection and each shard channel holds a descriptor, and the soft limit a
+/// shell or service manager often leaves (1024) would refuse clients long
+/// before the router runs out of anything else. Returns the limit in force.
+fn raise_open_files_limit() -> nix::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     ste_main::init_logging(&cli.log);
+    match raise_open_files_limit() {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
+    }
     let config = Config {
         advertise_client_url: cli
             .advertise_client_url

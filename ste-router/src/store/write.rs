@@ -160,6 +160,16 @@ struct Prepared {
 }
 
 impl Prepared {
+    /// The key's create revision and version once a put applies at
+    /// `revision`, by etcd's mvcc rules: a new key is created there at
+    /// version 1; an existing one keeps its create revision and counts one
+    /// more version.
+    fn created_and_version(&self, revision: GlobalRevision) -> (GlobalRevision, i64) {
+        self.entry
+            .as_ref()
+            .map_or((revision, 1), |e| (e.create, e.version + 1))
+    }
+
     fn answer(self, result: StoreResult<WriteOutcome>) {
         let _ = self.reply.send(Reply::Done(result));
     }
@@ -395,10 +405,11 @@ impl Store {
             ops.push(match &write.change {
                 Change::Put { payload, lease } => {
                     let revision = revision_of(i);
+                    let (create, version) = write.created_and_version(revision);
                     let envelope = Envelope {
-                        create: write.entry.as_ref().map_or(revision, |e| e.create),
+                        create,
                         modified: revision,
-                        version: write.entry.as_ref().map_or(1, |e| e.version + 1),
+                        version,
                         lease: *lease,
                         payload,
                     }
@@ -501,6 +512,7 @@ impl Store {
                 .next()
                 .flatten()
                 .and_then(|stored| client_kv(stored, &shard.name).ok());
+            let (create, version) = write.created_and_version(revision);
             let Prepared {
                 key,
                 reply,
@@ -510,8 +522,6 @@ impl Store {
             let old_lease = entry.as_ref().map_or(0, |e| e.lease);
             let event = match change {
                 Change::Put { payload, lease } => {
-                    let create = entry.as_ref().map_or(revision, |e| e.create);
-                    let version = entry.as_ref().map_or(1, |e| e.version + 1);
                     changes.push(IndexChange::Insert(
                         key.clone(),
                         IndexEntry {

@@ -148,6 +148,21 @@ async fn sample_rss(pid: Arc<AtomicU32>, max: Arc<AtomicU64>, stop: Arc<AtomicBo
     }
 }
 
+/// Copies the router's and the agents' logs out of their temp dirs
+/// (removed on drop) to `$TMPDIR/ste-fault-loop-<seed>/` for a failed run.
+fn keep_logs(seed: u64, router: &TestRouter, agents: &[TestAgent]) {
+    let dir = std::env::temp_dir().join(format!("ste-fault-loop-{seed:#x}"));
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("router.log"), router.log());
+    for agent in agents {
+        let _ = std::fs::write(
+            dir.join(format!("{}.log", agent.options.node_name)),
+            agent.log(),
+        );
+    }
+    eprintln!("logs kept in {}", dir.display());
+}
+
 /// One run of the loop with `seed` for `seconds`; returns its report, or
 /// fails with the report and every violation.
 async fn run(seed: u64, seconds: u64) -> anyhow::Result<String> {
@@ -209,6 +224,9 @@ async fn run(seed: u64, seconds: u64) -> anyhow::Result<String> {
     let faults = nemesis
         .run(&mut router, &mut agents, Duration::from_secs(seconds))
         .await;
+    if faults.is_err() {
+        keep_logs(seed, &router, &agents);
+    }
 
     stop_writers.store(true, Ordering::Relaxed);
     for task in writer_tasks {
@@ -251,6 +269,7 @@ async fn run(seed: u64, seconds: u64) -> anyhow::Result<String> {
     );
     let violations = history.violations();
     if !violations.is_empty() {
+        keep_logs(seed, &router, &agents);
         anyhow::bail!(
             "{report}\n{} violation(s):\n{}\nrouter log (last 60 lines):\n{}",
             violations.len(),

@@ -112,6 +112,12 @@ impl Nemesis {
             let victim = self.rng.below(agents.len() as u64) as usize;
             let at = self.history.started.elapsed();
             let injected = Instant::now();
+            eprintln!(
+                "  {:>6.1}s {} {}",
+                at.as_secs_f64(),
+                kind.name(),
+                agents[victim].options.node_name
+            );
             self.inject(kind, router, &mut agents[victim]).await?;
             settle(router, agents).await?;
             let lost = self.losses(router, &owners, &mut log_offset).await?;

@@ -120,7 +120,12 @@ impl Nemesis {
             );
             self.inject(kind, router, &mut agents[victim]).await?;
             settle(router, agents).await?;
-            let lost = self.losses(router, &owners, &mut log_offset).await?;
+            // The placement now, before the log is read: a fence logged
+            // from here on was placed by `owners` or by `now`.
+            let now = self.owners(router).await?;
+            let lost = self
+                .losses(router, [&owners, &now], &mut log_offset)
+                .await?;
             faults.push(Fault {
                 kind,
                 victim: match kind {
@@ -131,18 +136,19 @@ impl Nemesis {
                 healed_after: injected.elapsed(),
                 lost,
             });
-            owners = self.owners(router).await?;
+            owners = now;
         }
         Ok(faults)
     }
 
     /// Reads the router's log since `offset` for a member it fenced or
-    /// whose shard came back empty, and records the keys `owners` placed
-    /// on it as lost up to the current revision.
+    /// whose shard came back empty, and records the keys either placement
+    /// of `owners` (before the fault, after it) put on it as lost up to
+    /// the current revision.
     async fn losses(
         &self,
         router: &TestRouter,
-        owners: &BTreeMap<String, String>,
+        owners: [&BTreeMap<String, String>; 2],
         offset: &mut usize,
     ) -> anyhow::Result<BTreeSet<String>> {
         let log = router.log();
@@ -153,6 +159,7 @@ impl Nemesis {
             for member in &lost {
                 let keys = owners
                     .iter()
+                    .flat_map(|o| o.iter())
                     .filter(|(_, m)| *m == member)
                     .map(|(k, _)| k.clone())
                     .collect();
@@ -289,55 +296,35 @@ pub fn lost_members(log: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// How long the settled state must hold: a few of the router's health
+/// and membership ticks (200 ms), so that a fence it is about to make
+/// (its status does not show the epoch a member joined with) comes first.
+const SETTLED_FOR: Duration = Duration::from_secs(1);
+
 /// Waits until every agent serves, the router serves with all of them as
 /// healthy members, knows each one's current shard epoch, and no ring
-/// change runs.
+/// change runs, and that has held for [`SETTLED_FOR`].
 pub async fn settle(router: &TestRouter, agents: &[TestAgent]) -> anyhow::Result<()> {
     for agent in agents {
         agent.wait_serving().await?;
     }
-    let result = eventually("the cluster to settle", Duration::from_secs(180), || async {
-        // Each agent's epoch now: the router must have seen it (an etcd
-        // that died moments ago shows up as a new epoch here first).
-        let mut epochs = BTreeMap::new();
-        for agent in agents {
-            let status = agent.status().await.map_err(|e| e.to_string())?;
-            if status.state() != AgentState::Serving {
-                return Err(format!("{} is {:?}", agent.options.node_name, status.state()));
+    let since = std::sync::Mutex::new(None::<Instant>);
+    let result = eventually(
+        "the cluster to settle",
+        Duration::from_secs(180),
+        || async {
+            let settled = settled(router, agents).await;
+            let mut since = since.lock().unwrap();
+            match settled {
+                Ok(()) if since.get_or_insert_with(Instant::now).elapsed() >= SETTLED_FOR => Ok(()),
+                Ok(()) => Err("settled, holding".into()),
+                Err(e) => {
+                    *since = None;
+                    Err(e)
+                }
             }
-            epochs.insert(agent.options.node_name.clone(), status.epoch);
-        }
-        let status = router.status().await.map_err(|e| e.to_string())?;
-        let members: BTreeMap<&str, bool> = status
-            .members
-            .iter()
-            .map(|m| (m.name.as_str(), m.health() == MemberHealth::Healthy))
-            .collect();
-        let current = status.agents.iter().all(|a| {
-            a.member
-                && epochs.get(&a.name) == Some(&a.epoch)
-                && members.get(a.name.as_str()) == Some(&true)
-        });
-        if status.serving
-            && status.migration.is_none()
-            && members.len() == agents.len()
-            && status.agents.len() == agents.len()
-            && current
-        {
-            Ok(())
-        } else {
-            Err(format!(
-                "serving {}, migration {:?}, members {members:?}, agents {:?}, epochs {epochs:?}",
-                status.serving,
-                status.migration.map(|m| m.phase),
-                status
-                    .agents
-                    .iter()
-                    .map(|a| (&a.name, a.member, a.epoch))
-                    .collect::<Vec<_>>()
-            ))
-        }
-    })
+        },
+    )
     .await;
     result.map_err(|e| {
         e.context(format!(
@@ -345,6 +332,54 @@ pub async fn settle(router: &TestRouter, agents: &[TestAgent]) -> anyhow::Result
             ste_tests::control_plane::process::tail(&router.log(), 60)
         ))
     })
+}
+
+/// One look at whether the cluster is settled (see [`settle`]).
+async fn settled(router: &TestRouter, agents: &[TestAgent]) -> Result<(), String> {
+    // Each agent's epoch now: the router must have seen it (an etcd
+    // that died moments ago shows up as a new epoch here first).
+    let mut epochs = BTreeMap::new();
+    for agent in agents {
+        let status = agent.status().await.map_err(|e| e.to_string())?;
+        if status.state() != AgentState::Serving {
+            return Err(format!(
+                "{} is {:?}",
+                agent.options.node_name,
+                status.state()
+            ));
+        }
+        epochs.insert(agent.options.node_name.clone(), status.epoch);
+    }
+    let status = router.status().await.map_err(|e| e.to_string())?;
+    let members: BTreeMap<&str, bool> = status
+        .members
+        .iter()
+        .map(|m| (m.name.as_str(), m.health() == MemberHealth::Healthy))
+        .collect();
+    let current = status.agents.iter().all(|a| {
+        a.member
+            && epochs.get(&a.name) == Some(&a.epoch)
+            && members.get(a.name.as_str()) == Some(&true)
+    });
+    if status.serving
+        && status.migration.is_none()
+        && members.len() == agents.len()
+        && status.agents.len() == agents.len()
+        && current
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "serving {}, migration {:?}, members {members:?}, agents {:?}, epochs {epochs:?}",
+            status.serving,
+            status.migration.map(|m| m.phase),
+            status
+                .agents
+                .iter()
+                .map(|a| (&a.name, a.member, a.epoch))
+                .collect::<Vec<_>>()
+        ))
+    }
 }
 
 /// The router's current revision, from the header of a read through its

@@ -135,6 +135,29 @@ pub async fn check(
                     .collect::<Vec<_>>()
             ));
         }
+        // Each key has one writer, which reads it again after every
+        // unknown outcome: its guard is the key's revision unless the
+        // key changed behind its back — a lost write, or one of its own
+        // unknown writes applied late (a shard that was stopped with the
+        // request in its socket). Such a late write can only be one sent
+        // after the writer's last answered write of the key.
+        for (i, write) in ops.iter().enumerate() {
+            let answered = ops[..i]
+                .iter()
+                .rposition(|w| !w.outcome.unknown())
+                .map_or(0, |j| j + 1);
+            if let Outcome::Conflict(current) = write.outcome
+                && write.guard > bound
+                && !ops[answered..i].iter().any(|w| w.outcome.unknown())
+            {
+                checked.lost += 1;
+                history.violation(format!(
+                    "{key}: write {} of writer {} found the key at {current}, not at {} as \
+                     its only writer last saw it (lost up to revision {bound})",
+                    write.seq, write.writer, write.guard
+                ));
+            }
+        }
         for write in ops.iter() {
             let Outcome::Acked(r) = write.outcome else {
                 continue;

@@ -37,6 +37,8 @@ pub struct Write {
     pub key: String,
     /// The value put; `None` for a delete.
     pub value: Option<Vec<u8>>,
+    /// The mod revision the Txn's guard compared with (0: create).
+    pub guard: i64,
     pub outcome: Outcome,
 }
 

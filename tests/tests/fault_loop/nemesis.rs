@@ -426,6 +426,7 @@ pub async fn sentinel(router: &TestRouter, history: &History) -> anyhow::Result<
         seq: 0,
         key: key.into(),
         value: Some(b"end".to_vec()),
+        guard: 0,
         outcome: Outcome::Acked(revision),
     });
     Ok(revision)

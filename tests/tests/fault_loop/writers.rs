@@ -105,6 +105,7 @@ pub async fn writer(
             seq,
             key,
             value: (!delete).then_some(value),
+            guard: revision,
             outcome,
         });
     }

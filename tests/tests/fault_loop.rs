@@ -232,6 +232,9 @@ async fn run(seed: u64, seconds: u64) -> anyhow::Result<String> {
     for task in writer_tasks {
         task.await??;
     }
+    if faults.is_ok() {
+        nemesis.finish(&router).await?;
+    }
     let sentinel = nemesis::sentinel(&router, &history).await?;
     stop_at.store(sentinel, Ordering::Relaxed);
     let mut watch_logs = Vec::new();

@@ -75,6 +75,9 @@ pub struct Fault {
 
 pub struct Nemesis {
     rng: Rng,
+    /// The placement after the last fault settled, and how much of the
+    /// router's log had been read then.
+    last: Option<(BTreeMap<String, String>, usize)>,
     history: Arc<History>,
     router_pid: Arc<AtomicU32>,
     keys: Vec<String>,
@@ -84,6 +87,7 @@ impl Nemesis {
     pub fn new(seed: u64, history: Arc<History>, router_pid: Arc<AtomicU32>) -> Self {
         Nemesis {
             rng: Rng::new(seed),
+            last: None,
             history,
             router_pid,
             keys: all_keys(),
@@ -138,7 +142,18 @@ impl Nemesis {
             });
             owners = now;
         }
+        self.last = Some((owners, log_offset));
         Ok(faults)
+    }
+
+    /// Reads the router's log once more after the run, for a member fenced
+    /// after the last fault settled.
+    pub async fn finish(&mut self, router: &TestRouter) -> anyhow::Result<()> {
+        if let Some((owners, mut offset)) = self.last.take() {
+            let now = self.owners(router).await?;
+            self.losses(router, [&owners, &now], &mut offset).await?;
+        }
+        Ok(())
     }
 
     /// Reads the router's log since `offset` for a member it fenced or

@@ -146,14 +146,19 @@ pub async fn check(
                 .iter()
                 .rposition(|w| !w.outcome.unknown())
                 .map_or(0, |j| j + 1);
+            // A loss explains it if it took the key after the writer
+            // learned `guard` and before this answer.
+            let fenced = losses.iter().any(|l| {
+                l.keys.contains(*key) && l.up_to >= write.guard && l.since <= write.answered
+            });
             if let Outcome::Conflict(current) = write.outcome
-                && write.guard > bound
+                && !fenced
                 && !ops[answered..i].iter().any(|w| w.outcome.unknown())
             {
                 checked.lost += 1;
                 history.violation(format!(
                     "{key}: write {} of writer {} found the key at {current}, not at {} as \
-                     its only writer last saw it (lost up to revision {bound})",
+                     its only writer last saw it (no loss of the key since)",
                     write.seq, write.writer, write.guard
                 ));
             }

@@ -39,15 +39,19 @@ pub struct Write {
     pub value: Option<Vec<u8>>,
     /// The mod revision the Txn's guard compared with (0: create).
     pub guard: i64,
+    /// When its answer (or error) came.
+    pub answered: Instant,
     pub outcome: Outcome,
 }
 
 /// Keys a lost member took with it: acknowledged writes of these keys at
 /// or below `up_to` may be gone (docs/faults.md, "Fencing a lost member").
+/// The loss happened after `since` and before `up_to` was read.
 #[derive(Debug, Clone)]
 pub struct Loss {
     pub member: String,
     pub keys: BTreeSet<String>,
+    pub since: Instant,
     pub up_to: i64,
 }
 

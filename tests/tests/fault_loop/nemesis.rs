@@ -77,7 +77,7 @@ pub struct Nemesis {
     rng: Rng,
     /// The placement after the last fault settled, and how much of the
     /// router's log had been read then.
-    last: Option<(BTreeMap<String, String>, usize)>,
+    last: Option<(BTreeMap<String, String>, usize, Instant)>,
     history: Arc<History>,
     router_pid: Arc<AtomicU32>,
     keys: Vec<String>,
@@ -104,6 +104,9 @@ impl Nemesis {
     ) -> anyhow::Result<Vec<Fault>> {
         let end = Instant::now() + duration;
         let mut faults = Vec::new();
+        // Each fault's window: from before the placement `owners` was
+        // read (the last settle) until its own settle.
+        let mut since = Instant::now();
         let mut owners = self.owners(router).await?;
         let mut log_offset = router.log().len();
         while Instant::now() < end {
@@ -126,9 +129,10 @@ impl Nemesis {
             settle(router, agents).await?;
             // The placement now, before the log is read: a fence logged
             // from here on was placed by `owners` or by `now`.
+            let next_since = Instant::now();
             let now = self.owners(router).await?;
             let lost = self
-                .losses(router, [&owners, &now], &mut log_offset)
+                .losses(router, [&owners, &now], since, &mut log_offset)
                 .await?;
             faults.push(Fault {
                 kind,
@@ -141,17 +145,19 @@ impl Nemesis {
                 lost,
             });
             owners = now;
+            since = next_since;
         }
-        self.last = Some((owners, log_offset));
+        self.last = Some((owners, log_offset, since));
         Ok(faults)
     }
 
     /// Reads the router's log once more after the run, for a member fenced
     /// after the last fault settled.
     pub async fn finish(&mut self, router: &TestRouter) -> anyhow::Result<()> {
-        if let Some((owners, mut offset)) = self.last.take() {
+        if let Some((owners, mut offset, since)) = self.last.take() {
             let now = self.owners(router).await?;
-            self.losses(router, [&owners, &now], &mut offset).await?;
+            self.losses(router, [&owners, &now], since, &mut offset)
+                .await?;
         }
         Ok(())
     }
@@ -164,6 +170,7 @@ impl Nemesis {
         &self,
         router: &TestRouter,
         owners: [&BTreeMap<String, String>; 2],
+        since: Instant,
         offset: &mut usize,
     ) -> anyhow::Result<BTreeSet<String>> {
         let log = router.log();
@@ -181,6 +188,7 @@ impl Nemesis {
                 self.history.loss(Loss {
                     member: member.clone(),
                     keys,
+                    since,
                     up_to,
                 });
             }
@@ -442,6 +450,7 @@ pub async fn sentinel(router: &TestRouter, history: &History) -> anyhow::Result<
         key: key.into(),
         value: Some(b"end".to_vec()),
         guard: 0,
+        answered: Instant::now(),
         outcome: Outcome::Acked(revision),
     });
     Ok(revision)

@@ -106,6 +106,7 @@ pub async fn writer(
             key,
             value: (!delete).then_some(value),
             guard: revision,
+            answered: Instant::now(),
             outcome,
         });
     }

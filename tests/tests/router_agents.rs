@@ -213,3 +213,60 @@ async fn a_killed_agent_is_fenced_and_rejoins_empty() -> anyhow::Result<()> {
     assert!(held > 0, "the rejoined member receives keys again");
     Ok(())
 }
+
+/// Found by the fault loop (`tests/tests/fault_loop.rs`, seed 0x2): a
+/// member fenced while its shard still held keys — here a shard that only
+/// stopped answering for longer than `--member-dead-after`; in the loop, a
+/// shard that came back empty and took writes before the fence — could
+/// never join again ("only an empty shard can join", retried forever), and
+/// the ring stayed a member short. Its keys were dropped and their loss
+/// announced by the fence, so the router clears them before it joins the
+/// agent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_fenced_with_keys_on_its_shard_rejoins_empty() -> anyhow::Result<()> {
+    let router = TestRouter::spawn_new(&[], &["--member-dead-after", "2s"])?;
+    let agents = spawn_three(&router)?;
+    wait_members(&router, &["node-a", "node-b", "node-c"]).await?;
+    put_keys(&router, 200).await?;
+    let victim = &agents[2];
+    let etcd = victim.etcd_pids();
+    assert!(!etcd.is_empty());
+    for pid in &etcd {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), Signal::SIGSTOP)?;
+    }
+    let fenced = wait_members(&router, &["node-a", "node-b"]).await;
+    for pid in &etcd {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), Signal::SIGCONT)?;
+    }
+    fenced?;
+    let left = keys::count_under(&mut victim.etcd().await?, PODS).await?;
+    assert!(left > 0, "the fenced shard still holds its keys");
+
+    let status = router
+        .wait_members(&["node-a", "node-b", "node-c"], Duration::from_secs(60))
+        .await?;
+    assert!(
+        status.agents.iter().all(|a| a.member),
+        "{:?}",
+        status.agents
+    );
+    assert!(
+        router
+            .log()
+            .contains("cleared the keys a fenced member left"),
+        "{}",
+        router.log()
+    );
+    // What the shard holds now is exactly what the router placed on it.
+    let mut admin = router.admin().await?;
+    let held = ste_tests::agent::keys_held(agents.iter(), PODS).await?;
+    for (key, holders) in &held {
+        let owner = ring::member_of(&mut admin, key).await?;
+        assert_eq!(
+            holders,
+            &vec![owner.clone()],
+            "{key} should be on {owner} only"
+        );
+    }
+    Ok(())
+}

@@ -33,6 +33,10 @@ pub struct AgentInfo {
     /// The agent left the ring (it is draining to stop): never joined again
     /// automatically until it registers anew.
     pub left: bool,
+    /// The router fenced its member and has not joined it since: whatever
+    /// its shard still holds was dropped from the index and its loss
+    /// announced, and is cleared before the agent joins again.
+    pub fenced: bool,
 }
 
 /// The agents heard from, by name.
@@ -51,6 +55,7 @@ impl Agents {
     pub fn register(&self, request: &pb::RegisterRequest) {
         let mut agents = self.lock();
         let joined_epoch = agents.get(&request.name).and_then(|a| a.joined_epoch);
+        let fenced = agents.get(&request.name).is_some_and(|a| a.fenced);
         agents.insert(
             request.name.clone(),
             AgentInfo {
@@ -65,6 +70,7 @@ impl Agents {
                 last_seen: Instant::now(),
                 joined_epoch,
                 left: false,
+                fenced,
             },
         );
     }
@@ -97,6 +103,14 @@ impl Agents {
     pub fn set_joined(&self, name: &str, epoch: Option<u64>) {
         if let Some(agent) = self.lock().get_mut(name) {
             agent.joined_epoch = epoch;
+        }
+    }
+
+    /// Records that the router fenced (`true`) or joined again (`false`)
+    /// the member of agent `name`.
+    pub fn set_fenced(&self, name: &str, fenced: bool) {
+        if let Some(agent) = self.lock().get_mut(name) {
+            agent.fenced = fenced;
         }
     }
 

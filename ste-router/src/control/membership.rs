@@ -72,6 +72,7 @@ pub async fn manage(
                 .collect();
             run(&control, ChangeKind::Fence, &member, members).await;
             control.agents().set_joined(&member, None);
+            control.agents().set_fenced(&member, true);
             continue;
         }
         if let Some(target) = store.placement().target() {
@@ -83,12 +84,31 @@ pub async fn manage(
             && let Some(agent) = joinable(&control, policy.member_dead_after)
         {
             tracing::info!(agent = %agent.name, epoch = agent.epoch, "joining a registered agent");
+            let joining =
+                Member::new(agent.name.clone(), agent.endpoint.clone()).with_weight(agent.weight);
+            // Only an empty shard can join. A fenced member's shard may
+            // still hold keys (written after it came back empty and before
+            // the fence, or kept by a shard that was only unreachable);
+            // the fence dropped them and announced their loss, so they go.
+            if agent.fenced {
+                match store.clear_fenced_shard(&joining).await {
+                    Ok(0) => {}
+                    Ok(keys) => tracing::warn!(
+                        agent = %agent.name,
+                        keys,
+                        "cleared the keys a fenced member left on its shard"
+                    ),
+                    Err(error) => {
+                        tracing::warn!(agent = %agent.name, %error, "clearing a fenced member's shard failed; will retry");
+                        continue;
+                    }
+                }
+            }
             let mut members: Vec<Member> = store.placement().ring().members().cloned().collect();
-            members.push(
-                Member::new(agent.name.clone(), agent.endpoint.clone()).with_weight(agent.weight),
-            );
+            members.push(joining);
             if run(&control, ChangeKind::Join, &agent.name, members).await {
                 control.agents().set_joined(&agent.name, Some(agent.epoch));
+                control.agents().set_fenced(&agent.name, false);
             }
         }
     }

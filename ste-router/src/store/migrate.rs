@@ -110,6 +110,41 @@ impl Store {
         checked
     }
 
+    /// Deletes every key on the shard of `member`, a member this router
+    /// fenced and that is about to join again: the fence dropped its keys
+    /// from the index and announced their loss (a revision of its own,
+    /// every watch cut), so nothing the shard still holds can be served
+    /// again, and it would keep the member out (only an empty shard can
+    /// join). A member the placement knows is left alone. Returns how many
+    /// keys were deleted.
+    ///
+    /// Errors: `ShardUnavailable` for a shard that does not answer, or an
+    /// error of the shard's delete.
+    pub async fn clear_fenced_shard(&self, member: &Member) -> StoreResult<usize> {
+        if self.placement.knows(member) {
+            return Ok(0);
+        }
+        let (shard, _) = self.placement.shard_for(member)?;
+        let cleared = async {
+            let scan = self
+                .scan_shard(&shard)
+                .await
+                .map_err(|e| shard.unavailable(e))?;
+            let keys = scan.entries.len() + scan.foreign.len();
+            if keys > 0 {
+                shard
+                    .txn(shard_ops::delete_everything())
+                    .await
+                    .map_err(|e| shard.client_error(e))?;
+            }
+            Ok(keys)
+        }
+        .await;
+        // The join admits the shard afresh (and checks it is empty).
+        self.placement.forget(&shard);
+        cleared
+    }
+
     /// Starts moving to `target`: persists it (a restarted router resumes),
     /// places new keys by it, and returns the plan.
     ///

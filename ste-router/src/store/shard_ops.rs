@@ -54,6 +54,22 @@ pub fn delete(key: Vec<u8>, prev_kv: bool) -> pb::RequestOp {
     }
 }
 
+/// A Txn deleting every key of the shard (range `\0` to `\0`: all keys).
+pub fn delete_everything() -> pb::TxnRequest {
+    pb::TxnRequest {
+        success: vec![pb::RequestOp {
+            request: Some(request_op::Request::RequestDeleteRange(
+                pb::DeleteRangeRequest {
+                    key: vec![0],
+                    range_end: vec![0],
+                    ..Default::default()
+                },
+            )),
+        }],
+        ..Default::default()
+    }
+}
+
 /// A read of the single key `key` at the shard's current revision.
 pub fn get(key: Vec<u8>) -> pb::RequestOp {
     pb::RequestOp {

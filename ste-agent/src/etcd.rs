@@ -57,8 +57,12 @@ pub struct EtcdSpec {
     pub name: String,
     /// etcd's `--data-dir`, inside the tmpfs; emptied before every start.
     pub data_dir: PathBuf,
-    /// `--listen-client-urls` and `--advertise-client-urls`.
+    /// `--listen-client-urls` and `--advertise-client-urls`: `https://`
+    /// with `tls`, else `http://`.
     pub client_url: String,
+    /// TLS and client-certificate authentication on `client_url`; `None`
+    /// serves plain HTTP (`--insecure`).
+    pub tls: Option<crate::tls::ShardTls>,
     /// `--listen-peer-urls` and `--initial-advertise-peer-urls` (loopback).
     pub peer_url: String,
     /// `--quota-backend-bytes`, in bytes: the backend database may grow to this
@@ -67,8 +71,17 @@ pub struct EtcdSpec {
 }
 
 impl EtcdSpec {
-    /// The flags of a single-member, no-fsync, in-memory shard.
+    /// The flags of a single-member, no-fsync, in-memory shard, with its
+    /// TLS flags when it has TLS.
     pub fn args(&self) -> Vec<String> {
+        let mut args = self.base_args();
+        if let Some(tls) = &self.tls {
+            args.extend(tls.etcd_args(&self.name));
+        }
+        args
+    }
+
+    fn base_args(&self) -> Vec<String> {
         vec![
             format!("--name={}", self.name),
             format!("--data-dir={}", self.data_dir.display()),

@@ -69,6 +69,9 @@ impl TestRouter {
             .arg(self.state_file())
             .arg("--health-interval")
             .arg("200ms")
+            // The test agents' shards serve https:// with certificates of
+            // the test PKI and let in only this client certificate.
+            .args(crate::pki::ste().router_flags(self.dir.path())?)
             .args(&self.extra_args)
             .env("STE_LOG", "info")
             .stdin(Stdio::null())

@@ -1,6 +1,7 @@
 //! TLS on both sides of the router: etcdctl ⇄ router with mutual TLS, and
-//! router ⇄ shard over https with a client certificate. Certificates are
-//! made by the real openssl CLI.
+//! router ⇄ shard over https with the router's shard client certificate
+//! (the test PKI of `ste_tests::pki`, which TestRouter passes as
+//! `--shard-ca/--shard-cert/--shard-key`).
 
 use std::path::Path;
 use std::process::Command;
@@ -8,79 +9,23 @@ use std::time::Duration;
 
 use ste_tests::{TestEtcd, TestRouter};
 
-fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
-}
-
-/// A CA and, signed by it, a certificate for 127.0.0.1 usable both as a
-/// server and as a client certificate.
+/// The test PKI's CA, a certificate for 127.0.0.1 serving both the router
+/// and the shard (SAN `DNS:ste-router`, so the shard lets it in), and a
+/// client certificate for etcdctl, written into `dir`.
 fn make_pki(dir: &Path) -> anyhow::Result<()> {
-    openssl(
-        dir,
+    let ste = ste_tests::pki::ste();
+    ste.ca.write(&dir.join("ca.pem"))?;
+    let node = ste.ca.issue(
+        &["127.0.0.1", "localhost", ste_tests::pki::ROUTER_CLIENT],
+        ste_tests::pki::dn("ste-test", None),
         &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ste-test-ca",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
         ],
     )?;
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
-    )?;
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=ste-test",
-            "-keyout",
-            "node.key",
-            "-out",
-            "node.csr",
-        ],
-    )?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "node.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "node.pem",
-        ],
-    )?;
+    let (cert, key) = node.write(dir, "node")?;
+    std::fs::rename(cert, dir.join("node.pem"))?;
+    std::fs::rename(key, dir.join("node.key"))?;
     Ok(())
 }
 
@@ -106,6 +51,10 @@ async fn etcdctl_reaches_a_tls_shard_through_a_mutual_tls_router() -> anyhow::Re
             format!("--key-file={}", path("node.key")),
             format!("--trusted-ca-file={}", path("ca.pem")),
             "--client-cert-auth".into(),
+            format!(
+                "--client-cert-allowed-hostname={}",
+                ste_tests::pki::ROUTER_CLIENT
+            ),
         ],
     )?;
     let client_tls = vec![
@@ -137,12 +86,6 @@ async fn etcdctl_reaches_a_tls_shard_through_a_mutual_tls_router() -> anyhow::Re
             &path("node.key"),
             "--client-ca",
             &path("ca.pem"),
-            "--shard-ca",
-            &path("ca.pem"),
-            "--shard-cert",
-            &path("node.pem"),
-            "--shard-key",
-            &path("node.key"),
         ],
     )
     .await?;

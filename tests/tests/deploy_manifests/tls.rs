@@ -1,6 +1,7 @@
 //! The manifests' arguments run: ste-router and ste-agent started as the
-//! kubelet would start them, with deploy/pki.sh's certificates, and
-//! etcdctl presenting kube-apiserver's client certificate.
+//! kubelet would start them, with deploy/pki.sh's certificates (the
+//! router reaches the agent's TLS shard with its shard client
+//! certificate), and etcdctl presenting kube-apiserver's client certificate.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpStream};
@@ -211,10 +212,13 @@ fn manifest_arguments_run_router_and_agent_with_kube_apiservers_tls() {
         ],
     );
     let pki = dir.join("pki");
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 61));
     let made = Command::new(deploy("pki.sh"))
         .arg(&pki)
         .arg("--etcd-ca")
         .arg(dir.join("etcd-ca.crt"))
+        .arg("--shard")
+        .arg(format!("deploy-test-node={ip}"))
         .output()
         .unwrap();
     assert!(
@@ -255,21 +259,33 @@ fn manifest_arguments_run_router_and_agent_with_kube_apiservers_tls() {
     );
 
     // One agent, as the managed DaemonSet runs it on a node whose IP is
-    // 127.0.0.61; only the ports are moved off the defaults.
-    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 61));
+    // 127.0.0.61; only the ports are moved off the defaults. Its
+    // /etc/ste/pki holds what docs/install.md copies there from pki.sh.
+    let node_pki = dir.join("node-pki");
+    std::fs::create_dir(&node_pki).unwrap();
+    for (from, to) in [
+        ("shard-deploy-test-node.crt", "shard.crt"),
+        ("shard-deploy-test-node.key", "shard.key"),
+        ("ca.crt", "ca.crt"),
+    ] {
+        std::fs::copy(pki.join(from), node_pki.join(to)).unwrap();
+    }
     let agent_docs = documents("agent-daemonset.yaml");
     let agent_container = &pod_spec(find(&agent_docs, "DaemonSet"))["containers"][0];
     let shard = dir.join("shard");
     let mut agent = start(
         agent_container,
-        &[("/var/lib/ste/shard", shard.display().to_string())],
+        &[
+            ("/var/lib/ste/shard", shard.display().to_string()),
+            ("/etc/ste/pki", node_pki.display().to_string()),
+        ],
         &[
             ("NODE_NAME", "deploy-test-node".into()),
             ("NODE_IP", ip.to_string()),
             ("STE_ROUTER", format!("127.0.0.1:{admin_port}")),
         ],
         &[
-            format!("--etcd-client-url=http://{ip}:{}", free_port(ip)),
+            format!("--etcd-client-url=https://{ip}:{}", free_port(ip)),
             format!("--etcd-peer-url=http://{ip}:{}", free_port(ip)),
             format!("--grpc-listen={ip}:{}", free_port(ip)),
             format!("--metrics-listen={ip}:{}", free_port(ip)),

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use ste_tests::pki::{Ca, dn};
 use ste_tests::procs::{free_port, pids_with_cmdline, sigkill, workspace_bin};
 
 use crate::{deploy, documents, find, pod_spec, strs};
@@ -111,19 +112,6 @@ fn start(
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn http_status(addr: &str, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -157,60 +145,17 @@ fn manifest_arguments_run_router_and_agent_with_kube_apiservers_tls() {
     let dir = tmp.path();
     // Stand-ins for kubeadm's etcd CA and kube-apiserver's etcd client
     // certificate (--etcd-certfile), then deploy/pki.sh as docs/install.md runs it.
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=etcd-ca",
-            "-keyout",
-            "etcd-ca.key",
-            "-out",
-            "etcd-ca.crt",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=kube-apiserver-etcd-client",
-            "-keyout",
-            "apiserver-etcd-client.key",
-            "-out",
-            "client.csr",
-        ],
-    );
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "etcd-ca.crt",
-            "-CAkey",
-            "etcd-ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-            "-out",
-            "apiserver-etcd-client.crt",
-        ],
-    );
+    let etcd_ca = Ca::new("etcd-ca").unwrap();
+    etcd_ca.write(&dir.join("etcd-ca.crt")).unwrap();
+    etcd_ca
+        .issue(
+            &[],
+            dn("kube-apiserver-etcd-client", None),
+            &[rcgen::ExtendedKeyUsagePurpose::ClientAuth],
+        )
+        .unwrap()
+        .write(dir, "apiserver-etcd-client")
+        .unwrap();
     let pki = dir.join("pki");
     let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 61));
     let made = Command::new(deploy("pki.sh"))

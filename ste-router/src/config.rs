@@ -151,13 +151,19 @@ impl TlsFiles {
         }
     }
 
-    /// TLS settings towards the shards, if any. Read once: a rotated
-    /// `--shard-cert` takes effect when the router restarts.
-    pub fn shard_client(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
-        client_tls(
-            ["--shard-ca", "--shard-cert", "--shard-key"],
-            [&self.shard_ca, &self.shard_cert, &self.shard_key],
-        )
+    /// TLS settings towards the shards, if any. `--shard-cert` and
+    /// `--shard-key` are read again when they change (see
+    /// [`crate::shard::tls`]).
+    pub fn shard_client(&self) -> anyhow::Result<Option<crate::shard::tls::ShardTls>> {
+        if self.shard_ca.is_none() && self.shard_cert.is_none() && self.shard_key.is_none() {
+            return Ok(None);
+        }
+        let identity = match (&self.shard_cert, &self.shard_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            _ => anyhow::bail!("--shard-cert and --shard-key go together: give both or neither"),
+        };
+        crate::shard::tls::ShardTls::new(self.shard_ca.as_deref(), identity).map(Some)
     }
 
     /// TLS settings towards `--state-etcd`, if any.

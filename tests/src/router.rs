@@ -84,6 +84,16 @@ impl TestRouter {
         Ok(())
     }
 
+    /// The router's `--shard-cert` and `--shard-key` files (the test PKI's
+    /// router client certificate unless a test replaced them).
+    pub fn shard_client_files(&self) -> (PathBuf, PathBuf) {
+        let dir = self.dir.path();
+        (
+            dir.join("router-shard-client.crt"),
+            dir.join("router-shard-client.key"),
+        )
+    }
+
     pub fn state_file(&self) -> PathBuf {
         self.dir.path().join("router.state")
     }

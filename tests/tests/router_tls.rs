@@ -176,3 +176,116 @@ fn tls_flags_that_need_each_other_are_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--cert /nonexistent/c.pem"), "{stderr}");
 }
+
+/// The router reads its shard client certificate again when the files
+/// change: a new connection after the change presents the new one. Shown
+/// both ways against a shard that lets only `ste-router` in: an identity
+/// it refuses makes the router lose the shard after a reconnect, and the
+/// right one brings it back, without restarting the router.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_presents_a_rotated_shard_client_certificate_on_new_connections()
+-> anyhow::Result<()> {
+    let pki = tempfile::tempdir()?;
+    make_pki(pki.path())?;
+    let path = |name: &str| pki.path().join(name).display().to_string();
+    let mut shard = TestEtcd::spawn_tls(
+        "rotating-shard",
+        vec![
+            format!("--cert-file={}", path("node.pem")),
+            format!("--key-file={}", path("node.key")),
+            format!("--trusted-ca-file={}", path("ca.pem")),
+            "--client-cert-auth".into(),
+            format!(
+                "--client-cert-allowed-hostname={}",
+                ste_tests::pki::ROUTER_CLIENT
+            ),
+        ],
+    )?;
+    let router = ste_tests::eventually(
+        "the router to serve the TLS shard",
+        Duration::from_secs(60),
+        || async {
+            TestRouter::start(&[("rotating-shard", shard.url.as_str())], &[])
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await?;
+    let mut client = router.client().await?;
+    client.put("/registry/pods/default/rot", "v1", None).await?;
+
+    let (cert, key) = router.shard_client_files();
+    let replace = |identity: &ste_tests::pki::Identity| -> anyhow::Result<()> {
+        let (new_cert, new_key) = identity.write(pki.path(), "replacement")?;
+        std::fs::rename(new_key, &key)?;
+        std::fs::rename(new_cert, &cert)?;
+        Ok(())
+    };
+    let ste = ste_tests::pki::ste();
+    replace(&ste.ca.client("not-the-router")?)?;
+    // A new connection: the shard restarts on its data. Once it answers
+    // the router's identity again, the router must still be refused, for
+    // its certificate (a restart alone would only refuse the connection).
+    shard.restart_process()?;
+    let direct = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5))
+        .with_tls(ste.router_tls());
+    ste_tests::eventually(
+        "the restarted shard to answer the router's certificate",
+        Duration::from_secs(60),
+        || async {
+            let status = async {
+                let mut c =
+                    etcd_client::Client::connect([&shard.url], Some(direct.clone())).await?;
+                c.status().await
+            };
+            match tokio::time::timeout(Duration::from_secs(10), status).await {
+                Ok(Ok(_)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await?;
+    ste_tests::eventually(
+        "the router to be refused with the new identity",
+        Duration::from_secs(60),
+        || async {
+            let status = router.status().await.map_err(|e| e.to_string())?;
+            let member = &status.members[0];
+            let error = member.last_error.to_lowercase();
+            let tls_refusal = ["certificate", "handshake", "tls"]
+                .iter()
+                .any(|w| error.contains(w));
+            if tls_refusal {
+                Ok(())
+            } else {
+                Err(format!("{member:?}"))
+            }
+        },
+    )
+    .await
+    .map_err(|e| e.context(router.log()))?;
+
+    replace(&ste.router_client)?;
+    ste_tests::eventually(
+        "the router to be served again with the router's identity",
+        Duration::from_secs(60),
+        || {
+            let mut client = client.clone();
+            async move {
+                let got = client
+                    .get("/registry/pods/default/rot", None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match got.kvs().first().map(|kv| kv.value().to_vec()) {
+                    Some(v) if v == b"v1" => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await
+    .map_err(|e| e.context(router.log()))?;
+    Ok(())
+}

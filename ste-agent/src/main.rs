@@ -166,8 +166,8 @@ impl Cli {
                 trusted_ca_file,
                 allowed_hostnames: self.etcd_client_cert_allowed_hostname,
             }),
-            // clap has refused a partial set; none of them is --insecure
-            // or the error Config::validate reports.
+            // clap refuses a partial set, so here none was given: plain
+            // HTTP with --insecure, else Config::validate's NoShardTls.
             _ => None,
         };
         let scheme = if shard_tls.is_some() { "https" } else { "http" };

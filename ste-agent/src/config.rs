@@ -113,6 +113,20 @@ pub enum ConfigError {
         sudo = root_prefix()
     )]
     EtcdNotFound(PathBuf),
+    /// The shard has TLS but the etcd binary is older than
+    /// [`etcd::MIN_TLS_VERSION`].
+    #[error(
+        "{} is etcd {}.{}.{}: a TLS shard needs etcd 3.6 or newer, whose \
+         --client-cert-allowed-hostname takes a list (the router and this node's own probe); \
+         use etcd 3.6 (--etcd-bin), or --insecure to serve plain HTTP without authentication",
+        bin.display(), version.0, version.1, version.2
+    )]
+    EtcdTooOldForTls {
+        /// The etcd binary found.
+        bin: PathBuf,
+        /// Its release, (major, minor, patch).
+        version: (u32, u32, u32),
+    },
     /// Managed mode needs root (CAP_SYS_ADMIN) to mount the tmpfs.
     #[error(
         "--mount managed mounts a tmpfs and needs root (CAP_SYS_ADMIN): run the agent as root, \
@@ -247,6 +261,12 @@ impl Config {
         }
         let bin = etcd::resolve_binary(&self.etcd_bin)
             .ok_or_else(|| ConfigError::EtcdNotFound(self.etcd_bin.clone()))?;
+        if self.shard_tls.is_some()
+            && let Some(version @ (major, minor, _)) = etcd::binary_version(&bin)
+            && (major, minor) < etcd::MIN_TLS_VERSION
+        {
+            return Err(ConfigError::EtcdTooOldForTls { bin, version });
+        }
         if self.mount == MountMode::Managed && !nix::unistd::geteuid().is_root() {
             return Err(ConfigError::NotRoot);
         }

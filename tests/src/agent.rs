@@ -27,7 +27,9 @@ pub struct AgentOptions {
     /// agent with `--mount external`.
     pub external: bool,
     /// Run the shard over plain HTTP (`--insecure`) instead of TLS with a
-    /// certificate of the test PKI ([`crate::pki::ste`]).
+    /// certificate of the test PKI ([`crate::pki::ste`]). TLS by default,
+    /// where the etcd under test can serve it
+    /// ([`crate::procs::etcd_serves_tls_shards`]).
     pub insecure: bool,
     pub extra_args: Vec<String>,
 }
@@ -39,7 +41,7 @@ impl AgentOptions {
             ip,
             tmpfs_size: "256Mi".into(),
             external: false,
-            insecure: false,
+            insecure: !crate::procs::etcd_serves_tls_shards(),
             extra_args: Vec::new(),
         }
     }

@@ -253,6 +253,51 @@ fn tls_files_must_be_readable_and_the_url_https() {
     );
 }
 
+/// etcd before 3.6 takes one `--client-cert-allowed-hostname`, and a TLS
+/// shard must admit the router and the agent's own probe: the agent refuses
+/// such an etcd up front, naming its version, instead of starting a shard
+/// nobody can reach. Debian's etcd 3.4 (installed for the router tests) is
+/// the old etcd at hand; the check is skipped where it is missing.
+#[test]
+fn tls_with_an_etcd_older_than_3_6_is_refused() {
+    let old = std::path::Path::new("/usr/bin/etcd");
+    let Some(version) = ste_agent::etcd::binary_version(old) else {
+        eprintln!(
+            "skipped: no /usr/bin/etcd (scripts/install-deps.sh installs Debian's etcd-server)"
+        );
+        return;
+    };
+    assert!(
+        version < (3, 6, 0),
+        "/usr/bin/etcd is {version:?}, not an old etcd"
+    );
+    let pki = tempfile::tempdir().unwrap();
+    let files = ste_tests::pki::ste()
+        .write_shard(pki.path(), "err", Ipv4Addr::LOCALHOST.into())
+        .unwrap();
+    let [cert, key, ca] = [&files.cert, &files.key, &files.ca].map(|p| p.display().to_string());
+    let https = format!(
+        "https://127.0.0.1:{}",
+        free_port(Ipv4Addr::LOCALHOST.into())
+    );
+    let run = run_agent(
+        &[
+            "--etcd-cert-file",
+            &cert,
+            "--etcd-key-file",
+            &key,
+            "--etcd-trusted-ca-file",
+            &ca,
+            "--etcd-client-url",
+            &https,
+            "--etcd-bin",
+            "/usr/bin/etcd",
+        ],
+        |_| {},
+    );
+    run.assert_failed_with(&["/usr/bin/etcd", "is etcd 3.", "3.6 or newer", "--insecure"]);
+}
+
 /// Zero where zero makes no sense is refused before anything starts (a
 /// zero interval used to panic the router's health and membership loops,
 /// leaving a process that served without them; a zero shard timeout left

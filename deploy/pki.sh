@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
 # Makes the certificates the ste-router static pod (router-static-pod.yaml)
-# reads from /etc/kubernetes/pki/ste/, with the openssl CLI (1.1.1 or newer).
-# See docs/install.md, "1. Certificates".
+# reads from /etc/kubernetes/pki/ste/ and those each node's ste-agent reads
+# from /etc/ste/pki/ (agent-daemonset*.yaml), with the openssl CLI (1.1.1 or
+# newer). See docs/install.md, "1. Certificates".
 #
-# Usage: deploy/pki.sh OUT_DIR --etcd-ca FILE [--router-san SAN]... [--shard NODE=IP]... [--days N]
+# Usage: deploy/pki.sh OUT_DIR [--etcd-ca FILE] [--router-san SAN]... [--shard NODE=IP]... [--days N]
 #
 #   OUT_DIR            where the files go (created, mode 0700); on the router's
 #                      node that is /etc/kubernetes/pki/ste
 #   --etcd-ca FILE     the CA that signed kube-apiserver's etcd client
 #                      certificate (--etcd-certfile) and that its --etcd-cafile
-#                      holds: on kubeadm clusters /etc/kubernetes/pki/etcd/ca.crt
+#                      holds: on kubeadm clusters /etc/kubernetes/pki/etcd/ca.crt.
+#                      Without it, the router's etcd API files (router-server.*,
+#                      apiserver-etcd-*) are not made: only the STE CA and the
+#                      shard door's files (a router whose --listen is plain,
+#                      as in scripts/local-cluster.sh)
 #   --router-san SAN   another name of the router's etcd listener besides
 #                      IP:127.0.0.1 and DNS:localhost, e.g. IP:10.0.0.10 when
 #                      kube-apiservers on other nodes reach it (repeatable)
-#   --shard NODE=IP    also make a serving certificate for NODE's shard at IP
-#                      (repeatable). ste-agent's shards serve plain HTTP today,
-#                      so nothing uses these yet.
+#   --shard NODE=IP    also make the certificate of NODE's shard at IP
+#                      (repeatable): the serving certificate of the shard's
+#                      etcd (SAN IP:IP) and the agent's client certificate
+#                      towards its own shard (SAN DNS:NODE); NODE is the
+#                      Kubernetes node name. Copy it to the node as
+#                      /etc/ste/pki/shard.crt and shard.key, with ca.crt.
 #   --days N           validity of the certificates it signs (default 365);
 #                      the STE CA is valid for 10 years
 #
@@ -31,8 +39,12 @@
 #                              it trusts both its etcd and the router
 #   router-shard-client.crt/.key  the router's client certificate towards the
 #                              shards (--shard-cert, --shard-key; --shard-ca is
-#                              ca.crt)
-#   shard-NODE.crt/.key        with --shard
+#                              ca.crt), SAN DNS:ste-router: the one client
+#                              identity the shards let in (ste-agent's
+#                              --etcd-client-cert-allowed-hostname)
+#   shard-NODE.crt/.key        with --shard: ste-agent's --etcd-cert-file and
+#                              --etcd-key-file on NODE (--etcd-trusted-ca-file
+#                              is ca.crt)
 set -euo pipefail
 
 die() {
@@ -86,8 +98,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ -n ${OUT} ]] || die "missing OUT_DIR (see --help)"
-[[ -n ${ETCD_CA} ]] || die "missing --etcd-ca (kubeadm: /etc/kubernetes/pki/etcd/ca.crt)"
-[[ -f ${ETCD_CA} ]] || die "--etcd-ca ${ETCD_CA}: no such file"
+[[ -z ${ETCD_CA} || -f ${ETCD_CA} ]] || die "--etcd-ca ${ETCD_CA}: no such file"
 command -v openssl >/dev/null 2>&1 || die "openssl is not installed"
 
 umask 077
@@ -118,20 +129,28 @@ sign() {
     echo "made ${OUT}/${name}.crt" >&2
 }
 
-sans="$(IFS=,; echo "${ROUTER_SANS[*]}")"
-sign router-server ste-router "subjectAltName=${sans}
+if [[ -n ${ETCD_CA} ]]; then
+    sans="$(IFS=,; echo "${ROUTER_SANS[*]}")"
+    sign router-server ste-router "subjectAltName=${sans}
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth"
-sign router-shard-client ste-router "keyUsage=critical,digitalSignature,keyEncipherment
+fi
+# The shards check the SAN (etcd's --client-cert-allowed-hostname), not the CN.
+sign router-shard-client ste-router "subjectAltName=DNS:ste-router
+keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
-for shard in "${SHARDS[@]}"; do
+for shard in "${SHARDS[@]+"${SHARDS[@]}"}"; do
     node="${shard%%=*}" ip="${shard#*=}"
-    sign "shard-${node}" "${node}" "subjectAltName=IP:${ip}
+    sign "shard-${node}" "${node}" "subjectAltName=DNS:${node},IP:${ip}
 keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=serverAuth"
+extendedKeyUsage=serverAuth,clientAuth"
 done
 
-cp "${ETCD_CA}" "${OUT}/apiserver-etcd-client-ca.crt"
-cat "${ETCD_CA}" "${OUT}/ca.crt" >"${OUT}/apiserver-etcd-ca-bundle.crt"
+if [[ -n ${ETCD_CA} ]]; then
+    cp "${ETCD_CA}" "${OUT}/apiserver-etcd-client-ca.crt"
+    cat "${ETCD_CA}" "${OUT}/ca.crt" >"${OUT}/apiserver-etcd-ca-bundle.crt"
+    echo "made ${OUT}/apiserver-etcd-client-ca.crt and ${OUT}/apiserver-etcd-ca-bundle.crt" >&2
+else
+    echo "no --etcd-ca: made no router-server.* or apiserver-etcd-* files (the router's etcd API stays plain)" >&2
+fi
 chmod 0644 "${OUT}"/*.crt
-echo "made ${OUT}/apiserver-etcd-client-ca.crt and ${OUT}/apiserver-etcd-ca-bundle.crt" >&2

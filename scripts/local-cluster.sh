@@ -8,7 +8,7 @@
 # --etcd-servers-overrides=/pods#http://127.0.0.1:2479 and everything else in
 # a control-plane etcd on disk (see scripts/control-plane.sh).
 #
-#   node-a  127.0.0.2   etcd client :2279, peer :2280, gRPC :2290, metrics :2291
+#   node-a  127.0.0.2   etcd client :2279 (https, client certificates), peer :2280, gRPC :2290, metrics :2291
 #   node-b  127.0.0.3   (same ports)
 #   node-c  127.0.0.4   (same ports)
 #   router  127.0.0.1   etcd API :2479, admin gRPC (ste.v1.Ring) :2490, metrics :2491
@@ -17,7 +17,10 @@
 # Usage: scripts/local-cluster.sh [up [--no-kubernetes]|down|status]
 #   up      (default) install deps, build (the Go counterparts too: the
 #           first build of Kubernetes takes about 35 minutes on 2 cores),
-#           stop what an earlier 'up' left, start the three agents and wait
+#           stop what an earlier 'up' left, make the shards' certificates
+#           (deploy/pki.sh into <dir>/pki: the STE CA, each node's shard
+#           certificate, the router's shard client certificate — the only
+#           client the shards let in), start the three agents and wait
 #           until all are SERVING, start the router with a fresh state file
 #           and wait until all three agents joined its ring; start the
 #           control plane (fresh: new certificates, empty etcd) and wait
@@ -49,6 +52,7 @@
 #   STE_LOCAL_DIR     base dir for data, logs and pid files (/tmp/ste-local);
 #                     <dir>/<node>/agent.log (previous run: agent.log.1), agent.pid;
 #                     <dir>/router/router.log (router.log.1), router.pid, router.state;
+#                     <dir>/pki/ (deploy/pki.sh's files, made afresh by 'up');
 #                     <dir>/control-plane/<component>.log, .pid, pki/, etcd/
 #   STE_TMPFS_SIZE    tmpfs size of each agent (256Mi)
 #   CARGO_TARGET_DIR  where cargo builds (<repo>/target)
@@ -81,6 +85,7 @@ WAIT_SERVING=60s
 STOP_DEADLINE=30
 
 ROUTER_DIR="${DIR}/router"
+PKI_DIR="${DIR}/pki"
 ROUTER_LISTEN=127.0.0.1:2479
 ROUTER_ADMIN_LISTEN=127.0.0.1:2490
 ROUTER_METRICS_LISTEN=127.0.0.1:2491
@@ -370,6 +375,21 @@ print_router_log() {
     tail -n 30 "${ROUTER_DIR}/router.log" >&2 2>/dev/null || printf '(no log)\n' >&2
 }
 
+# Makes the shards' TLS files afresh with deploy/pki.sh, as an operator
+# does (docs/install.md, "1. Certificates"): the STE CA, a certificate per
+# node's shard and the router's shard client certificate. The router's own
+# etcd API stays plain on loopback here, so no --etcd-ca.
+make_pki() {
+    rm -rf "${PKI_DIR}"
+    local shards=() node
+    for node in "${NODES[@]}"; do
+        shards+=(--shard "${node}=${IPS[${node}]}")
+    done
+    ste_say "making the shards' certificates in ${PKI_DIR} (deploy/pki.sh)"
+    "${STE_REPO}/deploy/pki.sh" "${PKI_DIR}" --days 30 "${shards[@]}" 2>/dev/null ||
+        ste_die "deploy/pki.sh ${PKI_DIR} failed; run it by hand to see why"
+}
+
 # Starts the router with no members and a fresh state file: the agents
 # register with it and it joins them (auto-join), as in a real deployment.
 start_router() {
@@ -386,6 +406,9 @@ start_router() {
         --admin-listen "${ROUTER_ADMIN_LISTEN}" \
         --metrics-listen "${ROUTER_METRICS_LISTEN}" \
         --state-file "${ROUTER_DIR}/router.state" \
+        --shard-ca "${PKI_DIR}/ca.crt" \
+        --shard-cert "${PKI_DIR}/router-shard-client.crt" \
+        --shard-key "${PKI_DIR}/router-shard-client.key" \
         </dev/null >"${ROUTER_DIR}/router.log" 2>&1 &
     local pid=$!
     echo "${pid}" >"${ROUTER_DIR}/router.pid"
@@ -498,14 +521,16 @@ router_demo() {
     demo put /registry/pods/kube-system/demo-2 world
     demo get --prefix /registry/pods/
 
-    printf '\nOn the shards (etcdctl --endpoints http://<node-ip>:%s get --prefix /registry/pods/ --keys-only):\n' "${ETCD_CLIENT_PORT}"
+    printf '\nOn the shards, with the router'"'"'s client certificate, the only one they accept\n(etcdctl --endpoints https://<node-ip>:%s --cacert %s/ca.crt --cert %s/router-shard-client.crt --key ... get --prefix /registry/pods/ --keys-only):\n' "${ETCD_CLIENT_PORT}" "${PKI_DIR}" "${PKI_DIR}"
     local node keys
     for node in "${NODES[@]}"; do
-        keys="$("${ETCDCTL_BIN}" --endpoints "http://${IPS[${node}]}:${ETCD_CLIENT_PORT}" \
+        keys="$("${ETCDCTL_BIN}" --endpoints "https://${IPS[${node}]}:${ETCD_CLIENT_PORT}" \
+            --cacert "${PKI_DIR}/ca.crt" --cert "${PKI_DIR}/router-shard-client.crt" \
+            --key "${PKI_DIR}/router-shard-client.key" \
             get --prefix /registry/pods/ --keys-only)" ||
             demo_fail "cannot read the shard of ${node} directly"
         keys="$(sed '/^$/d' <<<"${keys}" | paste -sd ' ' -)"
-        printf '  %-7s %-22s %s\n' "${node}" "http://${IPS[${node}]}:${ETCD_CLIENT_PORT}" "${keys:-(none)}"
+        printf '  %-7s %-23s %s\n' "${node}" "https://${IPS[${node}]}:${ETCD_CLIENT_PORT}" "${keys:-(none)}"
     done
     echo
 
@@ -753,6 +778,7 @@ cluster_up() {
     stop_router
     stop_agents
 
+    make_pki
     start_router
     for node in "${NODES[@]}"; do
         local ip="${IPS[${node}]}"
@@ -773,6 +799,9 @@ cluster_up() {
             --grpc-listen "${ip}:${GRPC_PORT}" \
             --metrics-listen "${ip}:${METRICS_PORT}" \
             --router "${ROUTER_ADMIN_LISTEN}" \
+            --etcd-cert-file "${PKI_DIR}/shard-${node}.crt" \
+            --etcd-key-file "${PKI_DIR}/shard-${node}.key" \
+            --etcd-trusted-ca-file "${PKI_DIR}/ca.crt" \
             </dev/null >"${node_dir}/agent.log" 2>&1 &
         echo "$!" >"${node_dir}/agent.pid"
     done

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::etcd::{self, MIN_TMPFS_BYTES};
 use crate::size::ByteSize;
 use crate::supervisor::Backoff;
+use crate::tls::ShardTls;
 
 /// `sudo ` unless the agent runs as root: commands in messages run as
 /// written.
@@ -45,8 +46,15 @@ pub struct Config {
     pub mount: MountMode,
     /// The etcd binary: a path, or a name looked up on `PATH`.
     pub etcd_bin: PathBuf,
-    /// URL etcd serves clients on (`http://HOST:PORT`): what the router dials.
+    /// URL etcd serves clients on (`https://HOST:PORT`, `http://` with
+    /// `insecure`): what the router dials.
     pub etcd_client_url: String,
+    /// TLS and client-certificate authentication on the client URL; `None`
+    /// only together with `insecure`.
+    pub shard_tls: Option<ShardTls>,
+    /// `--insecure`: the shard serves plain HTTP without authentication.
+    /// Without it, `shard_tls` is required.
+    pub insecure: bool,
     /// etcd's peer URL (`http://HOST:PORT`); on loopback, a shard has no peers.
     pub etcd_peer_url: String,
     /// Address of the agent's gRPC API (`ste.v1.Agent`, health, reflection).
@@ -105,6 +113,20 @@ pub enum ConfigError {
         sudo = root_prefix()
     )]
     EtcdNotFound(PathBuf),
+    /// The shard has TLS but the etcd binary is older than
+    /// [`etcd::MIN_TLS_VERSION`].
+    #[error(
+        "{} is etcd {}.{}.{}: a TLS shard needs etcd 3.6 or newer, whose \
+         --client-cert-allowed-hostname takes a list (the router and this node's own probe); \
+         use etcd 3.6 (--etcd-bin), or --insecure to serve plain HTTP without authentication",
+        bin.display(), version.0, version.1, version.2
+    )]
+    EtcdTooOldForTls {
+        /// The etcd binary found.
+        bin: PathBuf,
+        /// Its release, (major, minor, patch).
+        version: (u32, u32, u32),
+    },
     /// Managed mode needs root (CAP_SYS_ADMIN) to mount the tmpfs.
     #[error(
         "--mount managed mounts a tmpfs and needs root (CAP_SYS_ADMIN): run the agent as root, \
@@ -141,9 +163,11 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// An etcd URL flag is not `http://HOST:PORT` with a resolvable host.
+    /// An etcd URL flag is not `SCHEME://HOST:PORT` with a resolvable host
+    /// and the scheme the shard's security asks for (`https` with TLS,
+    /// `http` with `--insecure` and for the loopback peer URL).
     #[error(
-        "{flag} {url:?} is not a usable URL: write http://HOST:PORT with a literal IP address \
+        "{flag} {url:?} is not a usable URL: write {scheme}://HOST:PORT with a literal IP address \
          or a resolvable host name"
     )]
     BadUrl {
@@ -151,7 +175,34 @@ pub enum ConfigError {
         flag: &'static str,
         /// The URL as given.
         url: String,
+        /// The scheme expected.
+        scheme: &'static str,
     },
+    /// Neither the shard's TLS files nor `--insecure` were given.
+    #[error(
+        "the shard's etcd needs TLS with client-certificate authentication: give \
+         --etcd-cert-file, --etcd-key-file and --etcd-trusted-ca-file (deploy/pki.sh \
+         --shard NODE=IP makes them), or --insecure to serve plain HTTP without authentication"
+    )]
+    NoShardTls,
+    /// A file of the shard's TLS cannot be read.
+    #[error("{flag} {}: cannot read it", path.display())]
+    TlsFile {
+        /// The flag that gave the file.
+        flag: &'static str,
+        /// The file as given.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--etcd-client-cert-allowed-hostname` is empty or has an empty or
+    /// blank name.
+    #[error(
+        "--etcd-client-cert-allowed-hostname {0:?} must list SAN host names separated by commas, \
+         e.g. ste-router"
+    )]
+    BadAllowedClient(String),
     /// `--key-prefix` does not start with `/`.
     #[error("--key-prefix {0:?} must start with '/'")]
     BadPrefix(String),
@@ -194,13 +245,28 @@ impl Config {
         if !self.key_prefix.starts_with('/') {
             return Err(ConfigError::BadPrefix(self.key_prefix.clone()));
         }
-        url_socket_addr("--etcd-client-url", &self.etcd_client_url)?;
-        url_socket_addr("--etcd-peer-url", &self.etcd_peer_url)?;
+        match (&self.shard_tls, self.insecure) {
+            (Some(tls), _) => tls.validate()?,
+            (None, true) => {}
+            (None, false) => return Err(ConfigError::NoShardTls),
+        }
+        url_socket_addr(
+            "--etcd-client-url",
+            &self.etcd_client_url,
+            self.client_scheme(),
+        )?;
+        url_socket_addr("--etcd-peer-url", &self.etcd_peer_url, "http")?;
         if let Some(router) = &self.router {
             router.validate()?;
         }
         let bin = etcd::resolve_binary(&self.etcd_bin)
             .ok_or_else(|| ConfigError::EtcdNotFound(self.etcd_bin.clone()))?;
+        if self.shard_tls.is_some()
+            && let Some(version @ (major, minor, _)) = etcd::binary_version(&bin)
+            && (major, minor) < etcd::MIN_TLS_VERSION
+        {
+            return Err(ConfigError::EtcdTooOldForTls { bin, version });
+        }
         if self.mount == MountMode::Managed && !nix::unistd::geteuid().is_root() {
             return Err(ConfigError::NotRoot);
         }
@@ -210,14 +276,27 @@ impl Config {
     /// Fails early when etcd's own ports are taken: etcd would only log it
     /// and exit, and the supervisor would restart it forever.
     pub fn check_etcd_ports(&self) -> Result<(), ConfigError> {
-        for (flag, url) in [
-            ("--etcd-client-url", &self.etcd_client_url),
-            ("--etcd-peer-url", &self.etcd_peer_url),
+        for (flag, url, scheme) in [
+            (
+                "--etcd-client-url",
+                &self.etcd_client_url,
+                self.client_scheme(),
+            ),
+            ("--etcd-peer-url", &self.etcd_peer_url, "http"),
         ] {
-            let addr = url_socket_addr(flag, url)?;
+            let addr = url_socket_addr(flag, url, scheme)?;
             bind_check(flag, addr)?;
         }
         Ok(())
+    }
+
+    /// The client URL's scheme: `https`, or `http` when the shard has no TLS.
+    pub fn client_scheme(&self) -> &'static str {
+        if self.shard_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 }
 
@@ -320,13 +399,26 @@ pub fn listen_error(flag: &'static str, addr: SocketAddr, source: std::io::Error
     }
 }
 
-/// `http://HOST:PORT[/]` → a socket address.
-pub fn url_socket_addr(flag: &'static str, url: &str) -> Result<SocketAddr, ConfigError> {
+/// `SCHEME://HOST:PORT[/]` → a socket address.
+///
+/// # Errors
+///
+/// [`ConfigError::BadUrl`] when the scheme is not `scheme`, there is a
+/// path, or the host does not resolve.
+pub fn url_socket_addr(
+    flag: &'static str,
+    url: &str,
+    scheme: &'static str,
+) -> Result<SocketAddr, ConfigError> {
     let bad = || ConfigError::BadUrl {
         flag,
         url: url.to_owned(),
+        scheme,
     };
-    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+    let rest = url
+        .strip_prefix(scheme)
+        .and_then(|r| r.strip_prefix("://"))
+        .ok_or_else(bad)?;
     let host_port = rest.trim_end_matches('/');
     if host_port.contains('/') {
         return Err(bad());

@@ -57,8 +57,12 @@ pub struct EtcdSpec {
     pub name: String,
     /// etcd's `--data-dir`, inside the tmpfs; emptied before every start.
     pub data_dir: PathBuf,
-    /// `--listen-client-urls` and `--advertise-client-urls`.
+    /// `--listen-client-urls` and `--advertise-client-urls`: `https://`
+    /// with `tls`, else `http://`.
     pub client_url: String,
+    /// TLS and client-certificate authentication on `client_url`; `None`
+    /// serves plain HTTP (`--insecure`).
+    pub tls: Option<crate::tls::ShardTls>,
     /// `--listen-peer-urls` and `--initial-advertise-peer-urls` (loopback).
     pub peer_url: String,
     /// `--quota-backend-bytes`, in bytes: the backend database may grow to this
@@ -67,8 +71,17 @@ pub struct EtcdSpec {
 }
 
 impl EtcdSpec {
-    /// The flags of a single-member, no-fsync, in-memory shard.
+    /// The flags of a single-member, no-fsync, in-memory shard, with its
+    /// TLS flags when it has TLS.
     pub fn args(&self) -> Vec<String> {
+        let mut args = self.base_args();
+        if let Some(tls) = &self.tls {
+            args.extend(tls.etcd_args(&self.name));
+        }
+        args
+    }
+
+    fn base_args(&self) -> Vec<String> {
         vec![
             format!("--name={}", self.name),
             format!("--data-dir={}", self.data_dir.display()),
@@ -239,9 +252,57 @@ pub fn resolve_binary(bin: &Path) -> Option<PathBuf> {
         .find(|candidate| is_executable(candidate))
 }
 
+/// The etcd release that first takes a list in
+/// `--client-cert-allowed-hostname` (etcd PR 18015): a TLS shard must admit
+/// both the router's certificate and the agent's own probe, and etcd 3.4 and
+/// 3.5 compare against one host name only.
+pub const MIN_TLS_VERSION: (u32, u32) = (3, 6);
+
+/// The release of the etcd binary `bin`, from the `etcd Version: X.Y.Z` line
+/// of `etcd --version`, as (major, minor, patch); `None` if it cannot be run
+/// or says something else.
+pub fn binary_version(bin: &Path) -> Option<(u32, u32, u32)> {
+    let output = std::process::Command::new(bin)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    parse_version(&String::from_utf8_lossy(&output.stdout))
+}
+
+fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    let version = text
+        .lines()
+        .find_map(|line| line.strip_prefix("etcd Version:"))?
+        .trim();
+    let mut parts = version.split('.').map(|p| {
+        p.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .ok()
+    });
+    Some((parts.next()??, parts.next()??, parts.next()??))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etcd_versions_are_read_from_its_version_output() {
+        let text = "etcd Version: 3.6.16\nGit SHA: 1f0f8a0\nGo Version: go1.26.8\n";
+        assert_eq!(parse_version(text), Some((3, 6, 16)));
+        assert_eq!(
+            parse_version("etcd Version: 3.4.23\nGit SHA: Not provided"),
+            Some((3, 4, 23))
+        );
+        assert_eq!(
+            parse_version("etcd Version: 3.7.0-alpha.0\n"),
+            Some((3, 7, 0))
+        );
+        assert_eq!(parse_version("something else"), None);
+    }
 
     #[test]
     fn quota_leaves_room_for_the_wal() {

@@ -24,6 +24,7 @@ pub mod size;
 pub mod status;
 pub mod supervisor;
 pub mod table;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,6 +48,14 @@ use crate::supervisor::{Control, Supervisor};
 /// during the drain stops waiting for it, as a teardown.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let etcd_bin = config.validate()?;
+    if config.shard_tls.is_none() {
+        tracing::warn!(
+            url = %config.etcd_client_url,
+            "plain HTTP, unauthenticated: --insecure serves the shard's etcd without TLS; \
+             anyone who reaches {} can read and rewrite its keys",
+            config.etcd_client_url
+        );
+    }
     // Signals are hooked before anything is mounted so that a SIGTERM during
     // start-up still unmounts.
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -111,6 +120,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 name: config.node_name.clone(),
                 data_dir: tmpfs.path().join("etcd"),
                 client_url: config.etcd_client_url.clone(),
+                tls: config.shard_tls.clone(),
                 peer_url: config.etcd_peer_url.clone(),
                 quota_backend_bytes: quota,
             },
@@ -128,6 +138,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             control,
             health,
             key_prefix: config.key_prefix.clone(),
+            tls: config.shard_tls.clone(),
             interval: config.probe_interval,
             hang_timeout: config.hang_timeout,
         }

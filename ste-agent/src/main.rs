@@ -11,6 +11,7 @@ use clap::Parser;
 use ste_agent::config::{self, Config, MountMode, RouterConfig};
 use ste_agent::size::ByteSize;
 use ste_agent::supervisor::Backoff;
+use ste_agent::tls::ShardTls;
 use ste_core::units::{parse_duration, parse_nonzero_duration};
 
 /// STE node agent: mounts a tmpfs, runs an in-memory etcd shard on it,
@@ -46,9 +47,35 @@ struct Cli {
     /// etcd binary: a path, or a name looked up on PATH.
     #[arg(long, env = "STE_ETCD_BIN", default_value = "etcd")]
     etcd_bin: PathBuf,
-    /// URL etcd serves clients (the router) on. Default: http://<node-ip>:2279.
+    /// URL etcd serves clients (the router) on. Default: https://<node-ip>:2279
+    /// (http:// with --insecure).
     #[arg(long, env = "STE_ETCD_CLIENT_URL")]
     etcd_client_url: Option<String>,
+    /// The shard's certificate (PEM), etcd's --cert-file: serving certificate
+    /// for the node's IP and, with SAN DNS:<node-name> and clientAuth, the
+    /// agent's own client certificate towards its shard (deploy/pki.sh
+    /// --shard NODE=IP makes one). etcd rereads it at every handshake.
+    #[arg(long, env = "STE_ETCD_CERT_FILE", conflicts_with = "insecure",
+          requires_all = ["etcd_key_file", "etcd_trusted_ca_file"])]
+    etcd_cert_file: Option<PathBuf>,
+    /// The private key of --etcd-cert-file (PEM), etcd's --key-file.
+    #[arg(long, env = "STE_ETCD_KEY_FILE", requires = "etcd_cert_file")]
+    etcd_key_file: Option<PathBuf>,
+    /// CA (PEM) that client certificates must be signed by, etcd's
+    /// --trusted-ca-file (--client-cert-auth is always on with TLS).
+    #[arg(long, env = "STE_ETCD_TRUSTED_CA_FILE", requires = "etcd_cert_file")]
+    etcd_trusted_ca_file: Option<PathBuf>,
+    /// SAN host names of the client certificates the shard accepts (etcd's
+    /// --client-cert-allowed-hostname, comma-separated): the router's
+    /// --shard-cert. The node name is always added (the agent's own probe).
+    #[arg(long, env = "STE_ETCD_CLIENT_CERT_ALLOWED_HOSTNAME", value_delimiter = ',',
+          default_value = ste_agent::tls::DEFAULT_ALLOWED_CLIENT)]
+    etcd_client_cert_allowed_hostname: Vec<String>,
+    /// Serve the shard's etcd over plain HTTP without authentication (logs
+    /// a warning): anyone who reaches the port can read and rewrite Pods.
+    /// For a throw-away cluster only.
+    #[arg(long, env = "STE_INSECURE", value_parser = clap::builder::FalseyValueParser::new())]
+    insecure: bool,
     /// etcd's peer URL, on loopback. Default: http://127.0.0.1:2280
     /// (http://<node-ip>:2280 when the node IP is a loopback address).
     #[arg(long, env = "STE_ETCD_PEER_URL")]
@@ -128,6 +155,22 @@ impl Cli {
             heartbeat_interval: self.heartbeat_interval,
             drain_timeout: self.drain_timeout,
         });
+        let shard_tls = match (
+            self.etcd_cert_file,
+            self.etcd_key_file,
+            self.etcd_trusted_ca_file,
+        ) {
+            (Some(cert_file), Some(key_file), Some(trusted_ca_file)) => Some(ShardTls {
+                cert_file,
+                key_file,
+                trusted_ca_file,
+                allowed_hostnames: self.etcd_client_cert_allowed_hostname,
+            }),
+            // clap refuses a partial set, so here none was given: plain
+            // HTTP with --insecure, else Config::validate's NoShardTls.
+            _ => None,
+        };
+        let scheme = if shard_tls.is_some() { "https" } else { "http" };
         Config {
             node_name,
             data_dir: self.data_dir,
@@ -136,7 +179,9 @@ impl Cli {
             etcd_bin: self.etcd_bin,
             etcd_client_url: self
                 .etcd_client_url
-                .unwrap_or_else(|| format!("http://{}", SocketAddr::new(node_ip, 2279))),
+                .unwrap_or_else(|| format!("{scheme}://{}", SocketAddr::new(node_ip, 2279))),
+            shard_tls,
+            insecure: self.insecure,
             etcd_peer_url: self
                 .etcd_peer_url
                 .unwrap_or_else(|| config::default_peer_url(node_ip)),

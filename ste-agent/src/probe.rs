@@ -30,6 +30,9 @@ pub struct Probe {
     pub health: HealthReporter,
     /// Keys under this prefix are counted.
     pub key_prefix: String,
+    /// The shard's TLS: the probe presents the shard's own certificate
+    /// (see [`crate::tls`]); `None` with `--insecure`.
+    pub tls: Option<crate::tls::ShardTls>,
     /// Pause between probes; also the timeout of one probe (at least 500 ms).
     pub interval: Duration,
     /// Kill etcd if it runs but has not answered for this long.
@@ -133,18 +136,45 @@ impl Probe {
         self.health.set_service_status(HEALTH_SERVICE, status).await;
     }
 
-    /// One round trip set to the shard. The client is reused within an epoch
-    /// and rebuilt after a restart.
+    /// One round trip set to the shard, bounded as a whole by three probe
+    /// timeouts (one per request). The per-request timeout alone does not
+    /// bound it: the client connects lazily, and a request waits for the
+    /// connection first — forever when a stopped etcd accepted the TCP
+    /// connection (in the kernel) but never answers the TLS handshake.
     async fn probe_shard(
         &self,
         epoch: u64,
         client: &mut Option<(u64, Client)>,
     ) -> Result<ShardProbe, String> {
         let timeout = self.interval.max(Duration::from_millis(500));
+        match tokio::time::timeout(timeout * 3, self.round_trips(epoch, client, timeout)).await {
+            Ok(result) => result,
+            Err(_) => {
+                *client = None;
+                Err(format!(
+                    "etcd health probe failed: no answer within {:?}",
+                    timeout * 3
+                ))
+            }
+        }
+    }
+
+    /// The requests of one probe. The client is reused within an epoch and
+    /// rebuilt after a restart or a failure.
+    async fn round_trips(
+        &self,
+        epoch: u64,
+        client: &mut Option<(u64, Client)>,
+        timeout: Duration,
+    ) -> Result<ShardProbe, String> {
         if client.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            let options = ConnectOptions::new()
+            let mut options = ConnectOptions::new()
                 .with_connect_timeout(timeout)
                 .with_timeout(timeout);
+            if let Some(tls) = &self.tls {
+                // Read at every connect: rotated files count from the next one.
+                options = options.with_tls(tls.client_options().map_err(|e| e.to_string())?);
+            }
             let endpoint = self.status.identity.endpoint.clone();
             let connected = Client::connect([endpoint], Some(options))
                 .await

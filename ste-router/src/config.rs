@@ -111,6 +111,14 @@ pub struct TlsFiles {
     pub shard_cert: Option<PathBuf>,
     /// The private key of `shard_cert`.
     pub shard_key: Option<PathBuf>,
+    /// Verify the `--state-etcd` servers with this CA (kube-apiserver's
+    /// `--etcd-cafile`).
+    pub state_etcd_ca: Option<PathBuf>,
+    /// Present this client certificate to `--state-etcd` (kube-apiserver's
+    /// `--etcd-certfile`).
+    pub state_etcd_cert: Option<PathBuf>,
+    /// The private key of `state_etcd_cert` (kube-apiserver's `--etcd-keyfile`).
+    pub state_etcd_key: Option<PathBuf>,
 }
 
 fn read(flag: &str, path: &PathBuf) -> anyhow::Result<Vec<u8>> {
@@ -143,26 +151,63 @@ impl TlsFiles {
         }
     }
 
-    /// TLS settings towards the shards, if any.
-    pub fn shard_client(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
-        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    /// TLS settings towards the shards, if any. `--shard-cert` and
+    /// `--shard-key` are read again when they change (see
+    /// [`crate::shard::tls`]).
+    pub fn shard_client(&self) -> anyhow::Result<Option<crate::shard::tls::ShardTls>> {
         if self.shard_ca.is_none() && self.shard_cert.is_none() && self.shard_key.is_none() {
             return Ok(None);
         }
-        let mut config = ClientTlsConfig::new();
-        if let Some(ca) = &self.shard_ca {
-            config = config.ca_certificate(Certificate::from_pem(read("--shard-ca", ca)?));
-        }
-        match (&self.shard_cert, &self.shard_key) {
-            (Some(cert), Some(key)) => {
-                config = config.identity(Identity::from_pem(
-                    read("--shard-cert", cert)?,
-                    read("--shard-key", key)?,
-                ));
-            }
-            (None, None) => {}
+        let identity = match (&self.shard_cert, &self.shard_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
             _ => anyhow::bail!("--shard-cert and --shard-key go together: give both or neither"),
-        }
-        Ok(Some(config))
+        };
+        crate::shard::tls::ShardTls::new(self.shard_ca.as_deref(), identity).map(Some)
     }
+
+    /// TLS settings towards `--state-etcd`, if any.
+    pub fn state_etcd_client(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+        client_tls(
+            [
+                "--state-etcd-cafile",
+                "--state-etcd-certfile",
+                "--state-etcd-keyfile",
+            ],
+            [
+                &self.state_etcd_ca,
+                &self.state_etcd_cert,
+                &self.state_etcd_key,
+            ],
+        )
+    }
+}
+
+/// A client's TLS settings from its CA, certificate and key files (named
+/// by `flags` in messages): `None` when none is given; the certificate and
+/// key go together.
+fn client_tls(
+    flags: [&str; 3],
+    [ca, cert, key]: [&Option<PathBuf>; 3],
+) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let [ca_flag, cert_flag, key_flag] = flags;
+    if ca.is_none() && cert.is_none() && key.is_none() {
+        return Ok(None);
+    }
+    let mut config = ClientTlsConfig::new();
+    if let Some(ca) = ca {
+        config = config.ca_certificate(Certificate::from_pem(read(ca_flag, ca)?));
+    }
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            config = config.identity(Identity::from_pem(
+                read(cert_flag, cert)?,
+                read(key_flag, key)?,
+            ));
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("{cert_flag} and {key_flag} go together: give both or neither"),
+    }
+    Ok(Some(config))
 }

@@ -109,7 +109,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state = Arc::new(if config.state_etcd.is_empty() {
         StateStore::open(StateFile::new(config.state_file.clone()))?
     } else {
-        let etcd = state::EtcdState::new(&config.state_etcd, &config.state_etcd_key)?;
+        let etcd = state::EtcdState::new(
+            &config.state_etcd,
+            &config.state_etcd_key,
+            config.tls.state_etcd_client()?,
+        )?;
         StateStore::open_etcd(etcd)
             .await
             .context("reading the router state from --state-etcd")?

@@ -125,6 +125,19 @@ struct Cli {
     /// router can move between control-plane nodes.
     #[arg(long, env = "STE_STATE_ETCD", value_delimiter = ',')]
     state_etcd: Vec<String>,
+    /// CA (PEM) that signed the --state-etcd servers' certificates (https://
+    /// URLs), as kube-apiserver's --etcd-cafile (kubeadm:
+    /// /etc/kubernetes/pki/etcd/ca.crt).
+    #[arg(long, env = "STE_STATE_ETCD_CAFILE")]
+    state_etcd_cafile: Option<PathBuf>,
+    /// Client certificate (PEM) presented to --state-etcd, as kube-apiserver's
+    /// --etcd-certfile (kubeadm: /etc/kubernetes/pki/apiserver-etcd-client.crt).
+    #[arg(long, env = "STE_STATE_ETCD_CERTFILE", requires = "state_etcd_keyfile")]
+    state_etcd_certfile: Option<PathBuf>,
+    /// The private key of --state-etcd-certfile (PEM), as kube-apiserver's
+    /// --etcd-keyfile.
+    #[arg(long, env = "STE_STATE_ETCD_KEYFILE", requires = "state_etcd_certfile")]
+    state_etcd_keyfile: Option<PathBuf>,
     /// The key that holds the state in --state-etcd.
     #[arg(long, env = "STE_STATE_ETCD_KEY", default_value = "/ste/router/state")]
     state_etcd_key: String,
@@ -198,6 +211,9 @@ fn main() -> ExitCode {
             shard_ca: cli.shard_ca,
             shard_cert: cli.shard_cert,
             shard_key: cli.shard_key,
+            state_etcd_ca: cli.state_etcd_cafile,
+            state_etcd_cert: cli.state_etcd_certfile,
+            state_etcd_key: cli.state_etcd_keyfile,
         },
     };
     ste_main::block_on(ste_main::Workers::Cores, ste_router::run(config))

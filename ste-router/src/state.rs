@@ -283,8 +283,20 @@ pub struct EtcdState {
 }
 
 impl EtcdState {
-    /// Connects (lazily) to the first reachable of `endpoints`.
-    pub fn new(endpoints: &[String], key: &str) -> Result<Self, StateError> {
+    /// Connects (lazily) to the first reachable of `endpoints`. `https://`
+    /// endpoints use `tls` (the `--state-etcd-cafile/-certfile/-keyfile`
+    /// settings, plus the system roots); `tls` with an `http://` endpoint is
+    /// refused rather than silently unused.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Parse`] naming the endpoint that is not a valid URL,
+    /// is `http://` while `tls` is given, or whose TLS settings are refused.
+    pub fn new(
+        endpoints: &[String],
+        key: &str,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Result<Self, StateError> {
         let error = |reason: String| StateError::Parse {
             path: PathBuf::from(endpoints.join(",")),
             line: 0,
@@ -293,12 +305,23 @@ impl EtcdState {
         let channels = endpoints
             .iter()
             .map(|url| {
-                tonic::transport::Endpoint::from_shared(url.clone())
-                    .map(|e| {
-                        e.connect_timeout(std::time::Duration::from_secs(2))
-                            .timeout(std::time::Duration::from_secs(10))
-                    })
-                    .map_err(|e| error(format!("bad --state-etcd URL {url:?}: {e}")))
+                let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+                    .map_err(|e| error(format!("bad --state-etcd URL {url:?}: {e}")))?
+                    .connect_timeout(std::time::Duration::from_secs(2))
+                    .timeout(std::time::Duration::from_secs(10));
+                if url.starts_with("https://") {
+                    let tls = tls.clone().unwrap_or_default().with_enabled_roots();
+                    endpoint
+                        .tls_config(tls)
+                        .map_err(|e| error(format!("TLS towards --state-etcd {url:?}: {e}")))
+                } else if tls.is_some() {
+                    Err(error(format!(
+                        "--state-etcd {url:?} is plain http:// but --state-etcd-cafile, \
+                         --state-etcd-certfile or --state-etcd-keyfile is given: write https://"
+                    )))
+                } else {
+                    Ok(endpoint)
+                }
             })
             .collect::<Result<Vec<_>, _>>()?;
         let channel = tonic::transport::Channel::balance_list(channels.into_iter());

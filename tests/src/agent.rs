@@ -13,6 +13,7 @@ use ste_proto::v1::agent_client::AgentClient;
 use ste_proto::v1::{AgentState, AgentStatus, GetStatusRequest};
 use tempfile::TempDir;
 
+use crate::pki::ShardFiles;
 use crate::poll::{SLOW, eventually};
 use crate::procs::{alive, free_port, pids_with_cmdline, sigkill, workspace_bin};
 
@@ -25,6 +26,11 @@ pub struct AgentOptions {
     /// Mount the tmpfs in the fixture (as a kubelet would) and run the
     /// agent with `--mount external`.
     pub external: bool,
+    /// Run the shard over plain HTTP (`--insecure`) instead of TLS with a
+    /// certificate of the test PKI ([`crate::pki::ste`]). TLS by default,
+    /// where the etcd under test can serve it
+    /// ([`crate::procs::etcd_serves_tls_shards`]).
+    pub insecure: bool,
     pub extra_args: Vec<String>,
 }
 
@@ -35,6 +41,7 @@ impl AgentOptions {
             ip,
             tmpfs_size: "256Mi".into(),
             external: false,
+            insecure: !crate::procs::etcd_serves_tls_shards(),
             extra_args: Vec::new(),
         }
     }
@@ -45,8 +52,11 @@ impl AgentOptions {
 pub struct AgentAddrs {
     pub grpc: SocketAddr,
     pub metrics: SocketAddr,
+    /// `https://IP:PORT`, or `http://` for an `insecure` agent.
     pub client_url: String,
     pub peer_url: String,
+    /// The shard's TLS files; `None` for an `insecure` agent.
+    pub tls: Option<ShardFiles>,
 }
 
 /// A running (or stopped) ste-agent with its own temp dir and tmpfs.
@@ -70,15 +80,23 @@ impl TestAgent {
     /// Starts an agent process without waiting for it.
     pub fn spawn_new(options: AgentOptions) -> anyhow::Result<Self> {
         let ip = IpAddr::V4(options.ip);
-        let addrs = AgentAddrs {
-            grpc: SocketAddr::new(ip, free_port(ip)),
-            metrics: SocketAddr::new(ip, free_port(ip)),
-            client_url: format!("http://{ip}:{}", free_port(ip)),
-            peer_url: format!("http://{ip}:{}", free_port(ip)),
-        };
         let root = tempfile::Builder::new()
             .prefix("ste-agent-test-")
             .tempdir()?;
+        let tls = if options.insecure {
+            None
+        } else {
+            let dir = root.path().join("pki");
+            Some(crate::pki::ste().write_shard(&dir, &options.node_name, ip)?)
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let addrs = AgentAddrs {
+            grpc: SocketAddr::new(ip, free_port(ip)),
+            metrics: SocketAddr::new(ip, free_port(ip)),
+            client_url: format!("{scheme}://{ip}:{}", free_port(ip)),
+            peer_url: format!("http://{ip}:{}", free_port(ip)),
+            tls,
+        };
         let shard = root.path().join("shard");
         std::fs::create_dir(&shard)?;
         if options.external {
@@ -143,7 +161,18 @@ impl TestAgent {
             .arg("--probe-interval")
             .arg("200ms")
             .arg("--stop-grace")
-            .arg("5s")
+            .arg("5s");
+        match &a.tls {
+            Some(tls) => command
+                .arg("--etcd-cert-file")
+                .arg(&tls.cert)
+                .arg("--etcd-key-file")
+                .arg(&tls.key)
+                .arg("--etcd-trusted-ca-file")
+                .arg(&tls.ca),
+            None => command.arg("--insecure"),
+        };
+        command
             .args(&self.options.extra_args)
             .env("STE_LOG", "info,etcd=warn")
             .stdin(Stdio::null())
@@ -199,11 +228,15 @@ impl TestAgent {
             .await
     }
 
-    /// A client of this agent's etcd shard.
+    /// A client of this agent's etcd shard, presenting the router's shard
+    /// client certificate (the identity the shard lets in).
     pub async fn etcd(&self) -> anyhow::Result<etcd_client::Client> {
-        let options = etcd_client::ConnectOptions::new()
+        let mut options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(10));
+        if self.addrs.tls.is_some() {
+            options = options.with_tls(crate::pki::ste().router_tls());
+        }
         Ok(etcd_client::Client::connect([&self.addrs.client_url], Some(options)).await?)
     }
 

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod krew;
 pub mod kube;
 pub mod metrics;
+pub mod pki;
 pub mod plugin;
 pub mod poll;
 pub mod procs;

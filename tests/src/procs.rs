@@ -59,6 +59,19 @@ pub fn etcd_bin() -> PathBuf {
     counterpart_bin("etcd", "STE_ETCD_BIN")
 }
 
+/// Whether the etcd the tests run can be a TLS shard: from 3.6 its
+/// `--client-cert-allowed-hostname` takes the list the agent passes
+/// ([`ste_agent::etcd::MIN_TLS_VERSION`]). Debian's etcd 3.4, which
+/// scripts/test.sh also runs the router tests on, cannot (the agent refuses
+/// it): agents there serve plain HTTP (`--insecure`).
+pub fn etcd_serves_tls_shards() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        ste_agent::etcd::binary_version(&etcd_bin())
+            .is_none_or(|(major, minor, _)| (major, minor) >= ste_agent::etcd::MIN_TLS_VERSION)
+    })
+}
+
 /// The etcdctl the tests run: 3.6 from `.build/bin`, or `$STE_ETCDCTL_BIN`.
 pub fn etcdctl_bin() -> PathBuf {
     counterpart_bin("etcdctl", "STE_ETCDCTL_BIN")

@@ -69,6 +69,9 @@ impl TestRouter {
             .arg(self.state_file())
             .arg("--health-interval")
             .arg("200ms")
+            // The test agents' shards serve https:// with certificates of
+            // the test PKI and let in only this client certificate.
+            .args(crate::pki::ste().router_flags(self.dir.path())?)
             .args(&self.extra_args)
             .env("STE_LOG", "info")
             .stdin(Stdio::null())
@@ -79,6 +82,16 @@ impl TestRouter {
         }
         self.child = Some(command.spawn()?);
         Ok(())
+    }
+
+    /// The router's `--shard-cert` and `--shard-key` files (the test PKI's
+    /// router client certificate unless a test replaced them).
+    pub fn shard_client_files(&self) -> (PathBuf, PathBuf) {
+        let dir = self.dir.path();
+        (
+            dir.join("router-shard-client.crt"),
+            dir.join("router-shard-client.key"),
+        )
     }
 
     pub fn state_file(&self) -> PathBuf {

@@ -1,6 +1,7 @@
 //! TLS on both sides of the router: etcdctl ⇄ router with mutual TLS, and
-//! router ⇄ shard over https with a client certificate. Certificates are
-//! made by the real openssl CLI.
+//! router ⇄ shard over https with the router's shard client certificate
+//! (the test PKI of `ste_tests::pki`, which TestRouter passes as
+//! `--shard-ca/--shard-cert/--shard-key`).
 
 use std::path::Path;
 use std::process::Command;
@@ -8,79 +9,23 @@ use std::time::Duration;
 
 use ste_tests::{TestEtcd, TestRouter};
 
-fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
-}
-
-/// A CA and, signed by it, a certificate for 127.0.0.1 usable both as a
-/// server and as a client certificate.
+/// The test PKI's CA, a certificate for 127.0.0.1 serving both the router
+/// and the shard (SAN `DNS:ste-router`, so the shard lets it in), and a
+/// client certificate for etcdctl, written into `dir`.
 fn make_pki(dir: &Path) -> anyhow::Result<()> {
-    openssl(
-        dir,
+    let ste = ste_tests::pki::ste();
+    ste.ca.write(&dir.join("ca.pem"))?;
+    let node = ste.ca.issue(
+        &["127.0.0.1", "localhost", ste_tests::pki::ROUTER_CLIENT],
+        ste_tests::pki::dn("ste-test", None),
         &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ste-test-ca",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
         ],
     )?;
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
-    )?;
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=ste-test",
-            "-keyout",
-            "node.key",
-            "-out",
-            "node.csr",
-        ],
-    )?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "node.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "node.pem",
-        ],
-    )?;
+    let (cert, key) = node.write(dir, "node")?;
+    std::fs::rename(cert, dir.join("node.pem"))?;
+    std::fs::rename(key, dir.join("node.key"))?;
     Ok(())
 }
 
@@ -106,6 +51,10 @@ async fn etcdctl_reaches_a_tls_shard_through_a_mutual_tls_router() -> anyhow::Re
             format!("--key-file={}", path("node.key")),
             format!("--trusted-ca-file={}", path("ca.pem")),
             "--client-cert-auth".into(),
+            format!(
+                "--client-cert-allowed-hostname={}",
+                ste_tests::pki::ROUTER_CLIENT
+            ),
         ],
     )?;
     let client_tls = vec![
@@ -137,12 +86,6 @@ async fn etcdctl_reaches_a_tls_shard_through_a_mutual_tls_router() -> anyhow::Re
             &path("node.key"),
             "--client-ca",
             &path("ca.pem"),
-            "--shard-ca",
-            &path("ca.pem"),
-            "--shard-cert",
-            &path("node.pem"),
-            "--shard-key",
-            &path("node.key"),
         ],
     )
     .await?;
@@ -232,4 +175,117 @@ fn tls_flags_that_need_each_other_are_refused() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--cert /nonexistent/c.pem"), "{stderr}");
+}
+
+/// The router reads its shard client certificate again when the files
+/// change: a new connection after the change presents the new one. Shown
+/// both ways against a shard that lets only `ste-router` in: an identity
+/// it refuses makes the router lose the shard after a reconnect, and the
+/// right one brings it back, without restarting the router.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_presents_a_rotated_shard_client_certificate_on_new_connections()
+-> anyhow::Result<()> {
+    let pki = tempfile::tempdir()?;
+    make_pki(pki.path())?;
+    let path = |name: &str| pki.path().join(name).display().to_string();
+    let mut shard = TestEtcd::spawn_tls(
+        "rotating-shard",
+        vec![
+            format!("--cert-file={}", path("node.pem")),
+            format!("--key-file={}", path("node.key")),
+            format!("--trusted-ca-file={}", path("ca.pem")),
+            "--client-cert-auth".into(),
+            format!(
+                "--client-cert-allowed-hostname={}",
+                ste_tests::pki::ROUTER_CLIENT
+            ),
+        ],
+    )?;
+    let router = ste_tests::eventually(
+        "the router to serve the TLS shard",
+        Duration::from_secs(60),
+        || async {
+            TestRouter::start(&[("rotating-shard", shard.url.as_str())], &[])
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await?;
+    let mut client = router.client().await?;
+    client.put("/registry/pods/default/rot", "v1", None).await?;
+
+    let (cert, key) = router.shard_client_files();
+    let replace = |identity: &ste_tests::pki::Identity| -> anyhow::Result<()> {
+        let (new_cert, new_key) = identity.write(pki.path(), "replacement")?;
+        std::fs::rename(new_key, &key)?;
+        std::fs::rename(new_cert, &cert)?;
+        Ok(())
+    };
+    let ste = ste_tests::pki::ste();
+    replace(&ste.ca.client("not-the-router")?)?;
+    // A new connection: the shard restarts on its data. Once it answers
+    // the router's identity again, the router must still be refused, for
+    // its certificate (a restart alone would only refuse the connection).
+    shard.restart_process()?;
+    let direct = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5))
+        .with_tls(ste.router_tls());
+    ste_tests::eventually(
+        "the restarted shard to answer the router's certificate",
+        Duration::from_secs(60),
+        || async {
+            let status = async {
+                let mut c =
+                    etcd_client::Client::connect([&shard.url], Some(direct.clone())).await?;
+                c.status().await
+            };
+            match tokio::time::timeout(Duration::from_secs(10), status).await {
+                Ok(Ok(_)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await?;
+    ste_tests::eventually(
+        "the router to be refused with the new identity",
+        Duration::from_secs(60),
+        || async {
+            let status = router.status().await.map_err(|e| e.to_string())?;
+            let member = &status.members[0];
+            let error = member.last_error.to_lowercase();
+            let tls_refusal = ["certificate", "handshake", "tls"]
+                .iter()
+                .any(|w| error.contains(w));
+            if tls_refusal {
+                Ok(())
+            } else {
+                Err(format!("{member:?}"))
+            }
+        },
+    )
+    .await
+    .map_err(|e| e.context(router.log()))?;
+
+    replace(&ste.router_client)?;
+    ste_tests::eventually(
+        "the router to be served again with the router's identity",
+        Duration::from_secs(60),
+        || {
+            let mut client = client.clone();
+            async move {
+                let got = client
+                    .get("/registry/pods/default/rot", None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match got.kvs().first().map(|kv| kv.value().to_vec()) {
+                    Some(v) if v == b"v1" => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await
+    .map_err(|e| e.context(router.log()))?;
+    Ok(())
 }

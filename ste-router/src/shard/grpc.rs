@@ -44,13 +44,17 @@ impl GrpcShardClient {
         let bad = |e: &dyn std::fmt::Display| {
             StoreError::InvalidArgument(format!("bad shard endpoint {endpoint:?}: {e}"))
         };
-        let mut channel = Endpoint::from_shared(endpoint.to_owned()).map_err(|e| bad(&e))?;
-        if endpoint.starts_with("https://") {
-            let tls = timeouts
-                .tls
-                .clone()
-                .unwrap_or_default()
-                .with_enabled_roots();
+        let https = endpoint.strip_prefix("https://");
+        let own_tls = https.zip(timeouts.tls.clone());
+        // With the router's own TLS connector tonic must not add its TLS:
+        // it sees the plain form of the URL, the connector does the TLS.
+        let uri = match own_tls {
+            Some((rest, _)) => format!("http://{rest}"),
+            None => endpoint.to_owned(),
+        };
+        let mut channel = Endpoint::from_shared(uri).map_err(|e| bad(&e))?;
+        if https.is_some() && own_tls.is_none() {
+            let tls = tonic::transport::ClientTlsConfig::new().with_enabled_roots();
             channel = channel.tls_config(tls).map_err(|e| bad(&e))?;
         }
         let channel = channel
@@ -58,8 +62,21 @@ impl GrpcShardClient {
             .timeout(timeouts.request)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .connect_lazy();
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+        let channel = match own_tls {
+            Some((_, tls)) => {
+                channel.connect_with_connector_lazy(tower::service_fn(move |uri: http::Uri| {
+                    let tls = tls.clone();
+                    async move {
+                        let host = uri.host().unwrap_or_default().to_owned();
+                        let port = uri.port_u16().unwrap_or(443);
+                        let stream = tls.connect(&host, port).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+            }
+            None => channel.connect_lazy(),
+        };
         Ok(GrpcShardClient {
             kv: KvClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE)

@@ -28,6 +28,7 @@ pub mod memory;
 pub mod queue;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 pub use call_error::{ShardCallError, describe};
 pub use client::ShardClient;
@@ -40,8 +41,10 @@ pub struct ShardTimeouts {
     /// Longest wait for the answer to one call; past it the call fails with
     /// DEADLINE_EXCEEDED and its outcome is uncertain.
     pub request: Duration,
-    /// TLS towards shards with https:// URLs.
-    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// TLS towards shards with https:// URLs (`--shard-ca`,
+    /// `--shard-cert`, `--shard-key`); `None`: tonic's TLS with the roots
+    /// its features enable and no client certificate.
+    pub tls: Option<tls::ShardTls>,
 }
 
 /// The router's view of a shard's health.

@@ -246,14 +246,25 @@ impl Drop for Served {
     }
 }
 
+/// Whether the shard at `endpoint` answers a status call, asked as the
+/// router asks: with its shard client certificate for an https:// shard.
 pub(crate) async fn shard_answers(endpoint: &str) -> bool {
-    let options = etcd_client::ConnectOptions::new()
+    let mut options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(5))
         .with_timeout(Duration::from_secs(5));
-    match etcd_client::Client::connect([endpoint], Some(options)).await {
-        Ok(mut client) => client.status().await.is_ok(),
-        Err(_) => false,
+    if endpoint.starts_with("https://") {
+        options = options.with_tls(ste_tests::pki::ste().router_tls());
     }
+    let status = async {
+        let mut client = etcd_client::Client::connect([endpoint], Some(options)).await?;
+        client.status().await
+    };
+    // Bounded as a whole: a lazily connecting client waits for its
+    // connection without the request timeout.
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), status).await,
+        Ok(Ok(_))
+    )
 }
 
 pub(crate) async fn fake_router(leave_mode: LeaveMode) -> anyhow::Result<Served> {

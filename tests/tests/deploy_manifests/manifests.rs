@@ -180,6 +180,35 @@ fn agent_daemonsets_use_real_flags_and_outlast_the_drain() {
                 "{file}: the emptyDir is the data dir"
             );
         }
+        // The shard's TLS files come from the node's /etc/ste/pki, read-only.
+        let pki_mount = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == "/etc/ste/pki")
+            .unwrap_or_else(|| panic!("{file}: no volume at /etc/ste/pki"));
+        assert_eq!(pki_mount["readOnly"], true);
+        let pki_volume = spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == pki_mount["name"])
+            .unwrap();
+        assert_eq!(pki_volume["hostPath"]["path"], "/etc/ste/pki");
+        for name in [
+            "--etcd-cert-file",
+            "--etcd-key-file",
+            "--etcd-trusted-ca-file",
+        ] {
+            assert!(
+                flag(&flags, name).starts_with("/etc/ste/pki/"),
+                "{file}: {name} is not in /etc/ste/pki"
+            );
+        }
+        assert!(
+            !flags.iter().any(|(f, _)| f == "--insecure"),
+            "{file}: the manifest serves the shard without TLS"
+        );
         let config = find(&docs, "ConfigMap");
         let key = &env.iter().find(|e| e["name"] == "STE_ROUTER").unwrap()["valueFrom"]["configMapKeyRef"];
         assert_eq!(key["name"], config["metadata"]["name"]);

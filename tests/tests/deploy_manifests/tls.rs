@@ -1,6 +1,7 @@
 //! The manifests' arguments run: ste-router and ste-agent started as the
-//! kubelet would start them, with deploy/pki.sh's certificates, and
-//! etcdctl presenting kube-apiserver's client certificate.
+//! kubelet would start them, with deploy/pki.sh's certificates (the
+//! router reaches the agent's TLS shard with its shard client
+//! certificate), and etcdctl presenting kube-apiserver's client certificate.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpStream};
@@ -9,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use ste_tests::pki::{Ca, dn};
 use ste_tests::procs::{free_port, pids_with_cmdline, sigkill, workspace_bin};
 
 use crate::{deploy, documents, find, pod_spec, strs};
@@ -110,19 +112,6 @@ fn start(
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn http_status(addr: &str, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -156,65 +145,25 @@ fn manifest_arguments_run_router_and_agent_with_kube_apiservers_tls() {
     let dir = tmp.path();
     // Stand-ins for kubeadm's etcd CA and kube-apiserver's etcd client
     // certificate (--etcd-certfile), then deploy/pki.sh as docs/install.md runs it.
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=etcd-ca",
-            "-keyout",
-            "etcd-ca.key",
-            "-out",
-            "etcd-ca.crt",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=kube-apiserver-etcd-client",
-            "-keyout",
-            "apiserver-etcd-client.key",
-            "-out",
-            "client.csr",
-        ],
-    );
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "etcd-ca.crt",
-            "-CAkey",
-            "etcd-ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-            "-out",
-            "apiserver-etcd-client.crt",
-        ],
-    );
+    let etcd_ca = Ca::new("etcd-ca").unwrap();
+    etcd_ca.write(&dir.join("etcd-ca.crt")).unwrap();
+    etcd_ca
+        .issue(
+            &[],
+            dn("kube-apiserver-etcd-client", None),
+            &[rcgen::ExtendedKeyUsagePurpose::ClientAuth],
+        )
+        .unwrap()
+        .write(dir, "apiserver-etcd-client")
+        .unwrap();
     let pki = dir.join("pki");
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 61));
     let made = Command::new(deploy("pki.sh"))
         .arg(&pki)
         .arg("--etcd-ca")
         .arg(dir.join("etcd-ca.crt"))
+        .arg("--shard")
+        .arg(format!("deploy-test-node={ip}"))
         .output()
         .unwrap();
     assert!(
@@ -255,21 +204,33 @@ fn manifest_arguments_run_router_and_agent_with_kube_apiservers_tls() {
     );
 
     // One agent, as the managed DaemonSet runs it on a node whose IP is
-    // 127.0.0.61; only the ports are moved off the defaults.
-    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 61));
+    // 127.0.0.61; only the ports are moved off the defaults. Its
+    // /etc/ste/pki holds what docs/install.md copies there from pki.sh.
+    let node_pki = dir.join("node-pki");
+    std::fs::create_dir(&node_pki).unwrap();
+    for (from, to) in [
+        ("shard-deploy-test-node.crt", "shard.crt"),
+        ("shard-deploy-test-node.key", "shard.key"),
+        ("ca.crt", "ca.crt"),
+    ] {
+        std::fs::copy(pki.join(from), node_pki.join(to)).unwrap();
+    }
     let agent_docs = documents("agent-daemonset.yaml");
     let agent_container = &pod_spec(find(&agent_docs, "DaemonSet"))["containers"][0];
     let shard = dir.join("shard");
     let mut agent = start(
         agent_container,
-        &[("/var/lib/ste/shard", shard.display().to_string())],
+        &[
+            ("/var/lib/ste/shard", shard.display().to_string()),
+            ("/etc/ste/pki", node_pki.display().to_string()),
+        ],
         &[
             ("NODE_NAME", "deploy-test-node".into()),
             ("NODE_IP", ip.to_string()),
             ("STE_ROUTER", format!("127.0.0.1:{admin_port}")),
         ],
         &[
-            format!("--etcd-client-url=http://{ip}:{}", free_port(ip)),
+            format!("--etcd-client-url=https://{ip}:{}", free_port(ip)),
             format!("--etcd-peer-url=http://{ip}:{}", free_port(ip)),
             format!("--grpc-listen={ip}:{}", free_port(ip)),
             format!("--metrics-listen={ip}:{}", free_port(ip)),

@@ -11,21 +11,25 @@
 #   5. cargo clippy --workspace --all-targets -- -D warnings
 #   6. cargo build --workspace --bins   (the integration tests spawn these)
 #   7. cargo test --workspace [ARGS...] with etcd 3.6 shards and references,
-#      except the end-to-end tests (step 9)
+#      except the end-to-end tests (step 10) and the fault loop (step 9)
 #   8. the router's integration tests again, on Debian's etcd 3.4.23 (the
-#      agent's --etcd-bin fallback) and with the router's other key index,
-#      --key-index betree (STE_KEY_INDEX; step 7 runs the default, btree)
-#   9. tests/tests/kube_e2e.rs three times in a row: the product's job end
+#      agent's --etcd-bin fallback, its shards plain HTTP: TLS shards need
+#      etcd 3.6) and with the router's other key index, --key-index betree
+#      (STE_KEY_INDEX; step 7 runs the default, btree)
+#   9. tests/tests/fault_loop.rs: 60 s of faults (kill -9 of the router, an
+#      agent, a shard's etcd; SIGSTOP; drain and rejoin; a full tmpfs) under
+#      kube-shaped writers and watchers, checked, its report printed
+#  10. tests/tests/kube_e2e.rs three times in a row: the product's job end
 #      to end against a real control plane (kube-apiserver with Pods in STE,
 #      kube-controller-manager, kube-scheduler, kwok): scaling, watches,
 #      paging, ring changes, kill -9 of an agent and of the router
-#  10. scripts/local-cluster.sh up, status, down: the README's first command,
+#  11. scripts/local-cluster.sh up, status, down: the README's first command,
 #      isolated (its own STE_LOCAL_DIR, KUBECONFIG and KREW_ROOT)
-#  11. scripts/conformance.sh           kube-apiserver's own storage test suite against
+#  12. scripts/conformance.sh           kube-apiserver's own storage test suite against
 #                                       a plain etcd 3.6 and against the router
-#  12. STE_BENCH_QUICK=1 cargo bench -p ste-core --bench key_index
+#  13. STE_BENCH_QUICK=1 cargo bench -p ste-core --bench key_index
 #                                       the key-index benchmarks, quick mode (a smoke run)
-#  13. ste-bench, smoke run (debug build: it works end to end, every answer
+#  14. ste-bench, smoke run (debug build: it works end to end, every answer
 #      checked; its numbers mean nothing): 3-member etcd through the FUSE
 #      fsync model, a bare shard and STE, 1 and 8 clients
 #
@@ -105,7 +109,8 @@ router_tests_on_etcd34_betree() {
 }
 
 # cargo test over the workspace with ARGS, the end-to-end tests left out
-# (test names starting with e2e_; step 9 runs them).
+# (test names starting with e2e_; step 10 runs them) and the fault loop
+# (step 9).
 workspace_tests() {
     local args=("$@") has_separator="" arg
     for arg in "${args[@]}"; do
@@ -114,7 +119,13 @@ workspace_tests() {
     if [[ -z ${has_separator} ]]; then
         args+=(--)
     fi
-    cargo test --workspace "${args[@]}" --skip e2e_
+    cargo test --workspace "${args[@]}" --skip e2e_ --skip acknowledged_writes_survive_a_nemesis
+}
+
+# The fault loop (docs/fault-loop.md): 60 s of faults against a router and
+# three agents, its report printed.
+fault_loop() {
+    STE_FAULT_SECONDS=60 cargo test -p ste-tests --test fault_loop -- --nocapture
 }
 
 # The end-to-end tests against a real control plane, three passes in a row
@@ -207,6 +218,7 @@ step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "build binaries" cargo build --workspace --bins
 step "tests (etcd 3.6)" workspace_tests "$@"
 step "router tests on Debian's etcd 3.4.23, --key-index betree" router_tests_on_etcd34_betree
+step "fault loop (60 s of faults)" fault_loop
 step "end-to-end tests against a real control plane (3 passes)" end_to_end_tests
 step "local cluster: up, status, down" local_cluster_check
 step "kube-apiserver's storage suite (etcd 3.6 and the router)" scripts/conformance.sh

@@ -85,7 +85,8 @@ impl Revisions {
     ///
     /// Nothing was ever written when `start` is revision 1 (etcd's empty
     /// store; the first write is revision 2): then, as on a fresh etcd,
-    /// revision 1 is current and a watch from it sees every event.
+    /// revision 1 is current, a watch from it sees every event, and nothing
+    /// is compacted (Compact(1) is accepted).
     pub fn restart_at(&self, start: GlobalRevision, reserved: GlobalRevision) -> StoreResult<()> {
         let cannot = |e: &dyn std::fmt::Display| {
             StoreError::Internal(format!("cannot start revisions after {start}: {e}"))
@@ -104,7 +105,9 @@ impl Revisions {
             let mut inner = self.lock();
             inner.sequencer = sequencer;
             inner.compacted = if start <= GlobalRevision(1) {
-                start
+                // Nothing to compact yet: Compact(1) is accepted, as on a
+                // fresh etcd (whose compaction point is none).
+                GlobalRevision::ZERO
             } else {
                 first
             };

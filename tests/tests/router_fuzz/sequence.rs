@@ -23,6 +23,20 @@ pub(crate) struct Counts {
     pub(crate) requests: usize,
     pub(crate) by_kind: BTreeMap<&'static str, usize>,
     pub(crate) normalised: BTreeMap<&'static str, usize>,
+    /// What etcd answered, coarsely: errors by message, Txns by branch,
+    /// watch events: to see that the generator reaches the cases.
+    pub(crate) outcomes: BTreeMap<String, usize>,
+}
+
+fn outcome(answer: &Answer) -> Option<String> {
+    match answer {
+        Answer::Error { message, .. } => Some(format!("error: {message}")),
+        Answer::Txn(t) if t.succeeded => Some("Txn succeeded".into()),
+        Answer::Txn(_) => Some("Txn failed".into()),
+        Answer::Delete { deleted, .. } if *deleted > 1 => Some("DeleteRange of >1 keys".into()),
+        Answer::Range(r) if r.more => Some("Range with more".into()),
+        _ => None,
+    }
 }
 
 fn kind(req: &Req) -> &'static str {
@@ -148,6 +162,20 @@ impl Sequence {
         at_compaction: Option<i64>,
     ) -> Result<(), Divergence> {
         let raw = router.clone();
+        if let Some(outcome) = outcome(&etcd) {
+            *self.counts.outcomes.entry(outcome).or_default() += 1;
+        }
+        if let Answer::Watch(items) = &etcd {
+            let events = items
+                .iter()
+                .filter(|i| i.event_revision().is_some())
+                .count();
+            *self
+                .counts
+                .outcomes
+                .entry("watch events".into())
+                .or_default() += events;
+        }
         let learned = self.numbers.learn(&etcd, &router);
         let mut mapped = self.numbers.to_etcd(&router);
         self.model.apply(req, &etcd);

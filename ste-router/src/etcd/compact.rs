@@ -61,7 +61,7 @@ mod tests {
             revision: 1,
             physical: false,
         };
-        compact(&t.store, request.clone())
+        compact(&t.store, request)
             .await
             .expect("a fresh store accepts Compact(1)");
         let again = compact(&t.store, request).await.unwrap_err();

@@ -12,7 +12,8 @@
 //! - `STE_DIFF_REQUESTS`: requests per sequence (default 1000);
 //! - `STE_DIFF_SEED`: the first sequence's seed (default: random, printed);
 //! - `STE_DIFF_SEQUENCES`: sequences to run, with seeds seed, seed + 1, ...
-//!   (default 1), each against a fresh etcd and router.
+//!   (default 1), each against a fresh etcd and router;
+//! - `STE_DIFF_TRACE`: set to print every request with its step number.
 //!
 //! A divergence fails with the seed, the step, the request and both
 //! answers, and the variables that replay it. The long run:

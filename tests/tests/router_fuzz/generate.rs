@@ -162,6 +162,10 @@ impl Generator {
     }
 
     fn key(&mut self) -> String {
+        // Rarely the empty key, which etcd refuses ("key is not provided").
+        if self.rng.u32(0..200) == 0 {
+            return String::new();
+        }
         self.pick(KEYS).to_owned()
     }
 
@@ -384,9 +388,16 @@ impl Generator {
         }
     }
 
-    /// The next request. `open` lists the watches open now; a new one gets
+    /// The next request. `open` lists the watches that may be canceled,
+    /// `progressable` those that may be asked for progress; a new one gets
     /// number `next_watch`.
-    pub(crate) fn next(&mut self, model: &Model, open: &[usize], next_watch: usize) -> Req {
+    pub(crate) fn next(
+        &mut self,
+        model: &Model,
+        open: &[usize],
+        progressable: &[usize],
+        next_watch: usize,
+    ) -> Req {
         let roll = self.rng.u32(0..1000);
         match roll {
             0..=149 => Req::Put {
@@ -429,9 +440,15 @@ impl Generator {
             },
             780..=849 => {
                 if open.len() < MAX_WATCHES && (open.is_empty() || self.chance(50)) {
+                    // Mostly prefixes, as kube-apiserver watches.
+                    let keys = if self.chance(50) {
+                        Keys::Prefix(self.pick(PREFIXES).to_owned())
+                    } else {
+                        self.keys()
+                    };
                     Req::WatchCreate {
                         watch: next_watch,
-                        keys: self.keys(),
+                        keys,
                         start: if self.chance(40) {
                             0
                         } else {
@@ -441,13 +458,13 @@ impl Generator {
                         no_put: self.chance(10),
                         no_delete: self.chance(10),
                     }
-                } else if self.chance(50) {
+                } else if progressable.is_empty() || self.chance(50) {
                     Req::WatchCancel {
                         watch: self.pick(open),
                     }
                 } else {
                     Req::WatchProgress {
-                        watch: self.pick(open),
+                        watch: self.pick(progressable),
                     }
                 }
             }

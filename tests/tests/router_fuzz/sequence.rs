@@ -99,11 +99,18 @@ pub(crate) async fn run(
     };
     s.numbers.start(e0, r0);
     let mut generator = Generator::new(seed);
+    let trace = std::env::var_os("STE_DIFF_TRACE").is_some();
     for step in 0..requests {
         let open: Vec<usize> = (0..s.watches.len())
-            .filter(|&i| !s.watches[i].canceled)
+            .filter(|&i| s.watches[i].open())
             .collect();
-        let req = generator.next(&s.model, &open, s.watches.len());
+        let progressable: Vec<usize> = (0..s.watches.len())
+            .filter(|&i| s.watches[i].progressable())
+            .collect();
+        let req = generator.next(&s.model, &open, &progressable, s.watches.len());
+        if trace {
+            println!("step {step}: {req:?}");
+        }
         s.step(step, &req).await?;
     }
     for w in 0..s.watches.len() {
@@ -252,9 +259,13 @@ impl Sequence {
                     from,
                     at_compaction: (start != 0 && compacted > 0 && start == compacted)
                         .then_some(start),
+                    compacted: start != 0 && start < compacted,
                     etcd,
                     router,
                     canceled: false,
+                    closed: false,
+                    from_past: start != 0 && start <= self.model.current,
+                    etcd_events: 0,
                 });
                 self.sync(watch).await
             }
@@ -278,6 +289,7 @@ impl Sequence {
                 );
                 a.and(b)?;
                 w.canceled = true;
+                w.closed = true;
                 Ok((
                     Answer::Watch(w.etcd.take_new()),
                     Answer::Watch(w.router.take_new()),
@@ -358,18 +370,25 @@ impl Sequence {
             None => last,
         };
         let last_router = last.map(|l| self.numbers.revision(l));
+        // A watch from below the compaction revision owes only the
+        // compacted error.
+        let compacted = watch.compacted;
+        let owed = |i: &[WatchItem], last: Option<i64>| {
+            watches::created(i)
+                && (watches::canceled(i)
+                    || !compacted && last.is_none_or(|l| watches::reached(i, l)))
+        };
         let (a, b) = tokio::join!(
-            watch.etcd.wait("etcd's events", deadline, |i| {
-                watches::created(i)
-                    && (watches::canceled(i) || last_etcd.is_none_or(|l| watches::reached(i, l)))
-            }),
-            watch.router.wait("the router's events", deadline, |i| {
-                watches::created(i)
-                    && (watches::canceled(i) || last_router.is_none_or(|l| watches::reached(i, l)))
-            })
+            watch
+                .etcd
+                .wait("etcd's events", deadline, |i| owed(i, last_etcd)),
+            watch
+                .router
+                .wait("the router's events", deadline, |i| owed(i, last_router))
         );
         a.and(b)?;
         let (etcd, router) = (watch.etcd.take_new(), watch.router.take_new());
+        watch.etcd_events += etcd.iter().filter(|i| i.event_revision().is_some()).count();
         let router_mapped = match self.numbers.to_etcd(&Answer::Watch(router.clone())) {
             Answer::Watch(items) => items,
             _ => unreachable!("a watch answer maps to one"),

@@ -191,13 +191,37 @@ pub(crate) struct Watch {
     /// Set when it starts at the compaction revision (etcd's), see
     /// `differences::WATCH_AT_COMPACTION`.
     pub(crate) at_compaction: Option<i64>,
+    /// It starts below the compaction revision: both must cancel it with
+    /// the compacted error (etcd may do so up to 100 ms later).
+    pub(crate) compacted: bool,
     pub(crate) etcd: Stream,
     pub(crate) router: Stream,
     /// Canceled (by the fuzzer or by compaction): nothing more may come.
     pub(crate) canceled: bool,
+    /// Canceled by the fuzzer: the generator leaves it alone.
+    pub(crate) closed: bool,
+    /// Started at a revision etcd already had: etcd serves it "unsynced"
+    /// until its 100 ms loop has sent it the history.
+    pub(crate) from_past: bool,
+    /// Events etcd has sent it.
+    pub(crate) etcd_events: usize,
 }
 
 impl Watch {
+    /// Whether the generator may cancel it.
+    pub(crate) fn open(&self) -> bool {
+        !self.closed && !self.compacted
+    }
+
+    /// Whether the generator may ask it for progress. etcd 3.5+ defers a
+    /// progress request while a watcher of the stream is unsynced and
+    /// answers it only with the next event sent, maybe never; a watch from
+    /// the past is known synced once etcd has sent it an event (history is
+    /// sent only by the loop that syncs it).
+    pub(crate) fn progressable(&self) -> bool {
+        self.open() && (!self.from_past || self.etcd_events > 0)
+    }
+
     /// Whether an event of `key` (a PUT if `put`) is one for this watch.
     pub(crate) fn wants(&self, key: &str, put: bool) -> bool {
         self.keys.contains(key) && if put { !self.no_put } else { !self.no_delete }

@@ -26,6 +26,8 @@ mod answer;
 mod differences;
 #[path = "router_fuzz/generate.rs"]
 mod generate;
+#[path = "router_fuzz/model.rs"]
+mod model;
 #[path = "router_fuzz/renumber.rs"]
 mod renumber;
 #[path = "router_fuzz/request.rs"]

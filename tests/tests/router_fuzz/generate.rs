@@ -10,11 +10,9 @@
 //! revision filters, Txns writing two keys or in the failure branch,
 //! nested Txns), and those are left out here rather than normalised.
 
-use std::collections::BTreeMap;
-
 use etcd_client::CompareOp;
 
-use crate::answer::{Answer, OpOut};
+use crate::model::Model;
 use crate::request::{Cmp, Keys, Op, RangeOpts, Req, Target};
 
 pub(crate) const COMPACT_KEY: &str = "compact_rev_key";
@@ -56,88 +54,6 @@ const LEASE_IDS: &[i64] = &[100, 101, 102, 103];
 pub(crate) const LEASE_TTL: i64 = 3600;
 /// At most this many watches open at once.
 const MAX_WATCHES: usize = 6;
-
-#[derive(Debug, Clone, Default)]
-pub(crate) struct KeyState {
-    /// Mod revisions since the key was created, oldest first.
-    mods: Vec<i64>,
-    lease: i64,
-}
-
-/// What the generator knows of the reference etcd.
-#[derive(Debug, Default)]
-pub(crate) struct Model {
-    pub(crate) current: i64,
-    pub(crate) compacted: i64,
-    pub(crate) keys: BTreeMap<String, KeyState>,
-    pub(crate) leases: Vec<i64>,
-    /// kube-apiserver's compactor state: compact_rev_key's version.
-    pub(crate) compact_version: i64,
-}
-
-impl Model {
-    /// Learns from one request and the reference etcd's answer to it.
-    pub(crate) fn apply(&mut self, req: &Req, answer: &Answer) {
-        if let Some(header) = answer.header() {
-            self.current = self.current.max(header);
-        }
-        match (req, answer) {
-            (
-                Req::Put {
-                    key,
-                    lease,
-                    ignore_lease,
-                    ..
-                },
-                Answer::Put { header, .. },
-            ) => {
-                let state = self.keys.entry(key.clone()).or_default();
-                state.mods.push(*header);
-                if !ignore_lease {
-                    state.lease = *lease;
-                }
-            }
-            (Req::Delete { keys, .. }, Answer::Delete { deleted, .. }) if *deleted > 0 => {
-                self.keys.retain(|k, _| !keys.contains(k));
-            }
-            (Req::Txn { success, .. }, Answer::Txn(t)) if t.succeeded => {
-                for (op, out) in success.iter().zip(&t.responses) {
-                    match (op, out) {
-                        (Op::Put { key, .. }, OpOut::Put { header, .. }) => {
-                            let state = self.keys.entry(key.clone()).or_default();
-                            state.mods.push(*header);
-                            state.lease = 0;
-                        }
-                        (Op::Delete { key, .. }, _) => {
-                            self.keys.remove(key);
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            (Req::Compact { revision, .. }, Answer::Compact { .. }) => {
-                self.compacted = *revision;
-            }
-            (Req::LeaseGrant { .. }, Answer::LeaseGrant { id, .. }) => self.leases.push(*id),
-            (Req::LeaseRevoke { lease }, Answer::LeaseRevoke { .. }) => {
-                self.leases.retain(|l| l != lease);
-                self.keys.retain(|_, s| s.lease != *lease);
-            }
-            _ => {}
-        }
-        self.compact_version = self
-            .keys
-            .get(COMPACT_KEY)
-            .map_or(0, |s| s.mods.len() as i64);
-    }
-
-    fn mod_of(&self, key: &str) -> i64 {
-        self.keys
-            .get(key)
-            .and_then(|s| s.mods.last().copied())
-            .unwrap_or(0)
-    }
-}
 
 /// The seeded generator.
 pub(crate) struct Generator {
@@ -216,11 +132,7 @@ impl Generator {
     fn expected_mod(&mut self, model: &Model, key: &str) -> i64 {
         match self.rng.u32(0..10) {
             0..=5 => model.mod_of(key),
-            6 => model
-                .keys
-                .get(key)
-                .and_then(|s| (s.mods.len() >= 2).then(|| s.mods[s.mods.len() - 2]))
-                .unwrap_or(1),
+            6 => model.stale_mod_of(key).unwrap_or(1),
             7 => 0,
             _ => self.rng.i64(1..=model.current.max(1)),
         }
@@ -333,7 +245,7 @@ impl Generator {
                     key: COMPACT_KEY.into(),
                     op: CompareOp::Equal,
                     target: Target::Version(if self.chance(80) {
-                        model.compact_version
+                        model.compact_version()
                     } else {
                         self.rng.i64(0..3)
                     }),

@@ -9,7 +9,8 @@ use tokio::time::Instant;
 
 use crate::answer::{Answer, WatchItem};
 use crate::differences::{self, normalise};
-use crate::generate::{Generator, Model};
+use crate::generate::Generator;
+use crate::model::Model;
 use crate::renumber::Numbers;
 use crate::request::{Ids, Keys, RangeOpts, Req, Same};
 use crate::watches::{self, History, Stream, WATCH_DEADLINE, Watch};
@@ -88,10 +89,7 @@ pub(crate) async fn run(
         seed,
         etcd,
         router,
-        model: Model {
-            current: e0,
-            ..Model::default()
-        },
+        model: Model::starting_at(e0),
         numbers: Numbers::default(),
         history,
         watches: Vec::new(),

@@ -391,7 +391,11 @@ impl Sequence {
             Answer::Watch(items) => items,
             _ => unreachable!("a watch answer maps to one"),
         };
-        if differences::etcd_unsynced_watch_compacted(&etcd, &router_mapped, watch.from) {
+        // Only a watch created above the compaction revision: one created
+        // below it must be canceled by both.
+        if !watch.compacted
+            && differences::etcd_unsynced_watch_compacted(&etcd, &router_mapped, watch.from)
+        {
             *self
                 .counts
                 .normalised

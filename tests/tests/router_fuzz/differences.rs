@@ -13,8 +13,8 @@
 //!   both; they are renumbered like revisions (`renumber.rs`).
 //! - Requests the router refuses on purpose (docs/router.md, "Range",
 //!   "Txn") are never generated (`generate.rs`).
-//! - [`LEASE_REMAINING`], [`LEASE_ORDER`], [`WATCH_AT_COMPACTION`] and
-//!   [`ETCD_UNSYNCED_WATCH_COMPACTED`] below.
+//! - [`LEASE_REMAINING`], [`LEASE_ORDER`], [`WATCH_AT_COMPACTION`],
+//!   [`ETCD_UNSYNCED_WATCH_COMPACTED`] and [`ETCD_PROGRESS_DEFERRED`] below.
 
 use crate::answer::{Answer, WatchItem};
 
@@ -112,3 +112,20 @@ pub(crate) fn etcd_unsynced_watch_compacted(
     let sent = &etcd[..etcd.len() - 1];
     *compact_revision > from && !router_canceled && router.starts_with(sent)
 }
+
+/// etcd 3.5+ answers a progress request only when every watcher of the
+/// stream is synced, and otherwise defers it until it next sends that
+/// stream an event (`deferredProgress` in etcd's v3rpc/watch.go), which
+/// may be never. The fuzzer asks only watches it knows synced
+/// (`Watch::progressable`), yet in about one of 10⁴ requests etcd still
+/// does not answer; the router, which has no unsynced state, always
+/// answers. When etcd has not answered within [`ETCD_PROGRESS_PATIENCE`]
+/// and the router has, the watch's comparison ends there (a late answer
+/// from etcd would arrive among later events). The router not answering
+/// is a divergence.
+pub(crate) const ETCD_PROGRESS_DEFERRED: &str =
+    "etcd did not answer a progress request (deferred), the router did";
+
+/// How long etcd gets to answer a progress request before
+/// [`ETCD_PROGRESS_DEFERRED`] applies.
+pub(crate) const ETCD_PROGRESS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);

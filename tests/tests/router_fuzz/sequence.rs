@@ -311,14 +311,30 @@ impl Sequence {
                 a.and(b)
                     .map_err(|e| format!("sending the progress request: {e}"))?;
                 let deadline = Instant::now() + WATCH_DEADLINE;
+                let etcd_deadline = Instant::now() + differences::ETCD_PROGRESS_PATIENCE;
                 let (a, b) = tokio::join!(
                     w.etcd
-                        .wait("etcd's progress answer", deadline, |i| progress(i) > e0),
+                        .wait("etcd's progress answer", etcd_deadline, |i| progress(i)
+                            > e0),
                     w.router
                         .wait("the router's progress answer", deadline, |i| progress(i)
                             > r0)
                 );
-                a.and(b)?;
+                b?;
+                if a.is_err() {
+                    // differences::ETCD_PROGRESS_DEFERRED: the router
+                    // answered, etcd may answer with its next event.
+                    *self
+                        .counts
+                        .normalised
+                        .entry(differences::ETCD_PROGRESS_DEFERRED)
+                        .or_default() += 1;
+                    w.canceled = true;
+                    w.closed = true;
+                    w.etcd.ended();
+                    w.router.ended();
+                    return Ok((Answer::Watch(Vec::new()), Answer::Watch(Vec::new()), None));
+                }
                 Ok((
                     Answer::Watch(w.etcd.take_new()),
                     Answer::Watch(w.router.take_new()),

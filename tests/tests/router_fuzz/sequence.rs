@@ -376,13 +376,12 @@ impl Sequence {
         let deadline = Instant::now() + WATCH_DEADLINE;
         self.history.reach(self.model.current, deadline).await?;
         let watch = &mut self.watches[w];
-        let last = self.history.last_for(watch, watch.from);
+        let last = self.history.last_for(watch, watch.from, None);
         // etcd may have dropped the DELETE events at the compaction
         // revision (differences::WATCH_AT_COMPACTION).
-        let last_etcd = match watch.at_compaction {
-            Some(c) => self.history.last_for(watch, c + 1),
-            None => last,
-        };
+        let last_etcd = self
+            .history
+            .last_for(watch, watch.from, watch.at_compaction);
         let last_router = last.map(|l| self.numbers.revision(l));
         // A watch from below the compaction revision owes only the
         // compacted error.

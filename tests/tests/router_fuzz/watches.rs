@@ -258,8 +258,13 @@ impl History {
     }
 
     /// The last revision (etcd's) at or after `after` with an event for
-    /// `watch`.
-    pub(crate) fn last_for(&self, watch: &Watch, after: i64) -> Option<i64> {
+    /// `watch`, leaving out DELETE events at `deletes_not_owed_at`.
+    pub(crate) fn last_for(
+        &self,
+        watch: &Watch,
+        after: i64,
+        deletes_not_owed_at: Option<i64>,
+    ) -> Option<i64> {
         self.stream
             .items
             .lock()
@@ -267,7 +272,9 @@ impl History {
             .iter()
             .filter_map(|i| match i {
                 WatchItem::Event { put, kv, .. }
-                    if kv.modified >= after && watch.wants(&kv.key, *put) =>
+                    if kv.modified >= after
+                        && watch.wants(&kv.key, *put)
+                        && (*put || deletes_not_owed_at != Some(kv.modified)) =>
                 {
                     Some(kv.modified)
                 }

@@ -16,9 +16,12 @@
 //! - `STE_DIFF_TRACE`: set to print every request with its step number.
 //!
 //! A divergence fails with the seed, the step, the request and both
-//! answers, and the variables that replay it. The long run:
-//! `STE_DIFF_REQUESTS=25000 STE_DIFF_SEQUENCES=4 cargo test --release -p
-//! ste-tests --test router_fuzz -- --nocapture`.
+//! answers, and the variables that replay it. Replay is exact unless one of
+//! etcd's timing artefacts (differences.rs) changed which watches stay
+//! open. The long run (10⁵ requests; the release router first, the test
+//! starts the binary next to it): `cargo build --release -p ste-router
+//! --bins && STE_DIFF_REQUESTS=25000 STE_DIFF_SEQUENCES=4 cargo test
+//! --release -p ste-tests --test router_fuzz -- --nocapture`.
 
 #[path = "router_fuzz/answer.rs"]
 mod answer;

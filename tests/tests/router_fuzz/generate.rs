@@ -193,11 +193,13 @@ impl Generator {
                 self.lease(model)
             }),
         };
-        Cmp {
-            key,
-            op: self.op(),
-            target,
-        }
+        let op = match target {
+            // A server-chosen lease ID is random on both systems: only
+            // (in)equality survives renumbering, not order.
+            Target::Lease(_) => self.pick(&[CompareOp::Equal, CompareOp::NotEqual]),
+            _ => self.op(),
+        };
+        Cmp { key, op, target }
     }
 
     fn txn(&mut self, model: &Model) -> Req {

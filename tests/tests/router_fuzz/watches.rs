@@ -208,9 +208,10 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
-    /// Whether the generator may cancel it.
+    /// Whether the generator may cancel it: not canceled by anyone, and
+    /// not ended by one of etcd's timing artefacts.
     pub(crate) fn open(&self) -> bool {
-        !self.closed && !self.compacted
+        !self.canceled && !self.closed && !self.compacted
     }
 
     /// Whether the generator may ask it for progress. etcd 3.5+ defers a

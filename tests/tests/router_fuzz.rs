@@ -9,7 +9,7 @@
 //! are allowed are listed in one place: `router_fuzz/differences.rs`.
 //!
 //! Environment:
-//! - `STE_DIFF_REQUESTS`: requests per sequence (default 1000);
+//! - `STE_DIFF_REQUESTS`: requests per sequence (default 2000);
 //! - `STE_DIFF_SEED`: the first sequence's seed (default: random, printed);
 //! - `STE_DIFF_SEQUENCES`: sequences to run, with seeds seed, seed + 1, ...
 //!   (default 1), each against a fresh etcd and router;
@@ -55,7 +55,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn router_answers_random_request_sequences_like_etcd() -> anyhow::Result<()> {
-    let requests = env_number("STE_DIFF_REQUESTS", 1000) as usize;
+    let requests = env_number("STE_DIFF_REQUESTS", 2000) as usize;
     let sequences = env_number("STE_DIFF_SEQUENCES", 1);
     let first_seed = env_number("STE_DIFF_SEED", fastrand::u64(..));
     let started = Instant::now();

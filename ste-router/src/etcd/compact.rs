@@ -44,3 +44,49 @@ pub async fn compact(
         header: header(store, store.revisions().current()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::TestStore;
+
+    fn at(revision: i64) -> pb::CompactionRequest {
+        pb::CompactionRequest {
+            revision,
+            physical: false,
+        }
+    }
+
+    /// Found by the differential fuzzer (tests/tests/router_fuzz.rs): a
+    /// fresh router refused Compact(1) as compacted. A fresh etcd has no
+    /// compaction point, accepts it, and refuses only the second one.
+    #[tokio::test]
+    async fn compact_at_revision_1_of_a_fresh_store_is_accepted_once() {
+        let t = TestStore::new(&["a", "b"]).await;
+        assert_eq!(t.store.revisions().current(), GlobalRevision(1));
+        compact(&t.store, at(1))
+            .await
+            .expect("a fresh store accepts Compact(1)");
+        let again = compact(&t.store, at(1)).await.unwrap_err();
+        assert_eq!(again.message(), COMPACTED);
+    }
+
+    /// Found by the differential fuzzer too: etcd's compaction point
+    /// starts at -1, so a fresh etcd accepts Compact(0) once (and then
+    /// Compact(1)); the router refused it.
+    #[tokio::test]
+    async fn compact_at_revision_0_of_a_fresh_store_is_accepted_once() {
+        let t = TestStore::new(&["a"]).await;
+        compact(&t.store, at(0))
+            .await
+            .expect("a fresh store accepts Compact(0)");
+        let again = compact(&t.store, at(0)).await.unwrap_err();
+        assert_eq!(again.message(), COMPACTED);
+        compact(&t.store, at(1)).await.expect("then Compact(1)");
+        assert_eq!(
+            t.store.revisions().stats().compacted,
+            GlobalRevision(1),
+            "status shows the compaction point"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ste_core::revision::GlobalRevision;
 
 use super::Store;
-use super::leases::MAX_TTL;
+use super::leases::{MAX_TTL, MIN_TTL};
 use super::multi_delete::Victims;
 use crate::error::StoreError;
 use crate::shutdown::Shutdown;
@@ -16,7 +16,8 @@ use crate::state::LeaseRecord;
 
 impl Store {
     /// Grants lease `id` (0: pick a fresh ID) of `ttl` seconds and persists
-    /// it, so it survives a router restart. Returns the ID and TTL.
+    /// it, so it survives a router restart. Returns the ID and TTL, which
+    /// is at least [`MIN_TTL`] as etcd's is.
     ///
     /// Errors: etcd's `LeaseTtlTooLarge` above [`MAX_TTL`], `LeaseExists`
     /// for an ID in use, or the state store's.
@@ -24,6 +25,7 @@ impl Store {
         if ttl > MAX_TTL {
             return Err(StoreError::LeaseTtlTooLarge);
         }
+        let ttl = ttl.max(MIN_TTL);
         let id = if id == 0 { self.leases.new_id() } else { id };
         if !self.leases.insert(id, ttl) {
             return Err(StoreError::LeaseExists);
@@ -73,5 +75,28 @@ impl Store {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::TestStore;
+
+    /// Found by checking the fuzzer's lease grants against etcd: the router
+    /// granted a 1 s lease as 1 s (and 0 s as 0, expiring at once), etcd
+    /// raises every TTL below its minimum to 2 s.
+    #[tokio::test]
+    async fn a_ttl_below_etcds_minimum_is_granted_as_the_minimum() {
+        let t = TestStore::new(&["a"]).await;
+        for (id, asked) in [(7, 1), (8, 0), (9, -5)] {
+            assert_eq!(
+                t.store.lease_grant(id, asked).await.unwrap(),
+                (id, MIN_TTL),
+                "TTL {asked}"
+            );
+            assert_eq!(t.store.leases().info(id).unwrap().granted, MIN_TTL);
+        }
+        assert_eq!(t.store.lease_grant(10, 3).await.unwrap(), (10, 3));
     }
 }

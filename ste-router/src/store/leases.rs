@@ -9,6 +9,12 @@ use std::time::{Duration, Instant};
 /// etcd's largest lease TTL (9,000,000,000 s).
 pub const MAX_TTL: i64 = 9_000_000_000;
 
+/// etcd's smallest lease TTL with its default `--election-timeout` (1000
+/// ms) and `--heartbeat-interval` (100 ms): ⌈3/2 × 10 election ticks × 100
+/// ms⌉ = 2 s. etcd's lessor grants any shorter TTL (0 and negative ones
+/// included) as this, so a lease outlives a leader election.
+pub const MIN_TTL: i64 = 2;
+
 #[derive(Debug)]
 struct Lease {
     granted_ttl: i64,

@@ -17,9 +17,16 @@ use crate::state::StateStore;
 
 struct Inner {
     sequencer: Sequencer,
-    /// Reads below this revision are refused as compacted.
+    /// Reads below this revision are refused as compacted, and so is a
+    /// Compact at or below it. [`NEVER_COMPACTED`] until the first
+    /// compaction of a fresh revision space.
     compacted: GlobalRevision,
 }
+
+/// The compaction point of a revision space never compacted: etcd's
+/// `compactMainRev` starts at -1, so its first Compact may name any
+/// revision from 0 to the current one (Compact(0) included, once).
+const NEVER_COMPACTED: GlobalRevision = GlobalRevision(-1);
 
 /// Revision bookkeeping shared by every request.
 pub struct Revisions {
@@ -60,7 +67,7 @@ impl Revisions {
             inner: Mutex::new(Inner {
                 sequencer: Sequencer::new(GlobalRevision::ZERO, GlobalRevision::ZERO)
                     .expect("zero start and reservation are valid"),
-                compacted: GlobalRevision::ZERO,
+                compacted: NEVER_COMPACTED,
             }),
             current,
             feed: EventFeed::new(log_bytes),
@@ -85,7 +92,8 @@ impl Revisions {
     ///
     /// Nothing was ever written when `start` is revision 1 (etcd's empty
     /// store; the first write is revision 2): then, as on a fresh etcd,
-    /// revision 1 is current and a watch from it sees every event.
+    /// revision 1 is current, a watch from it sees every event, and nothing
+    /// is compacted (Compact(0) and Compact(1) are accepted).
     pub fn restart_at(&self, start: GlobalRevision, reserved: GlobalRevision) -> StoreResult<()> {
         let cannot = |e: &dyn std::fmt::Display| {
             StoreError::Internal(format!("cannot start revisions after {start}: {e}"))
@@ -104,7 +112,7 @@ impl Revisions {
             let mut inner = self.lock();
             inner.sequencer = sequencer;
             inner.compacted = if start <= GlobalRevision(1) {
-                start
+                NEVER_COMPACTED
             } else {
                 first
             };
@@ -321,7 +329,7 @@ impl Revisions {
         let inner = self.lock();
         RevisionStats {
             current: self.current(),
-            compacted: inner.compacted,
+            compacted: inner.compacted.max(GlobalRevision::ZERO),
             in_flight: inner.sequencer.in_flight(),
             reserved: inner.sequencer.reserved_through(),
             log_events: log.events,

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 use ste_core::keyrange::KeyRange;
+use ste_core::revision::GlobalRevision;
 use ste_proto::etcd::etcdserverpb::{self as pb, request_op, response_op};
 use tonic::Status;
 
@@ -175,11 +176,13 @@ pub(super) async fn serve(
 }
 
 /// Builds the Txn response: the write's answer at its position, and every
-/// range read served at the write's revision (`at`, so the reads see the
-/// write and nothing later, as within one etcd transaction) or at the
-/// current revision when nothing was written. kube-apiserver takes the
-/// object's new resourceVersion from these headers, so with a write they
-/// carry exactly its revision.
+/// range read served as within one etcd transaction: a read after the
+/// write at the write's revision (`at`: it sees the write and nothing
+/// later), a read before it at the revision before (the transaction's
+/// start: it does not see the write), and every read at the current
+/// revision when nothing was written. The nested headers carry the
+/// revision each read was served at, as etcd's do (kube-apiserver takes
+/// the object's new resourceVersion from the write's).
 pub(super) async fn respond(
     store: &Arc<Store>,
     branch: &[pb::RequestOp],
@@ -188,17 +191,24 @@ pub(super) async fn respond(
     at: Option<ste_core::revision::GlobalRevision>,
 ) -> Result<pb::TxnResponse, Status> {
     let mut written = written;
+    let write_position = written.as_ref().map(|(position, _)| *position);
     let mut responses = Vec::with_capacity(branch.len());
     for (position, op) in branch.iter().enumerate() {
         let response = match &op.request {
             Some(request_op::Request::RequestRange(range)) => {
                 let mut range = range.clone();
-                if let (Some(at), 0) = (at, range.revision) {
-                    range.revision = at.0;
+                // etcd's storeTxnWrite.Range reads at the transaction's
+                // start revision until the transaction has changed a key.
+                let read_at = at.map(|at| match write_position {
+                    Some(write) if position < write => GlobalRevision(at.0 - 1),
+                    _ => at,
+                });
+                if let (Some(read_at), 0) = (read_at, range.revision) {
+                    range.revision = read_at.0;
                 }
                 let (current, result) = store.range(&range).await?;
                 response_op::Response::ResponseRange(pb::RangeResponse {
-                    header: nested_header(at.unwrap_or(current)),
+                    header: nested_header(read_at.unwrap_or(current)),
                     kvs: result.kvs,
                     more: result.more,
                     count: result.count,

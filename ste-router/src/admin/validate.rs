@@ -30,8 +30,8 @@ pub fn node_name(name: &str) -> Result<(), Status> {
     ste_core::ring::validate_name(name).map_err(|e| invalid(e.to_string()))
 }
 
-/// A shard's etcd client URL: `http://HOST[:PORT]` or `https://...`, as
-/// given to etcd's `--advertise-client-urls`. A path other than `/`, a
+/// A shard's etcd client URL: `http://HOST[:PORT]` or `https://...` (the
+/// scheme in lower case), as given to etcd's `--advertise-client-urls`. A path other than `/`, a
 /// query or user info are refused: the router dials the authority only.
 ///
 /// Errors: INVALID_ARGUMENT naming the endpoint and what is wrong.
@@ -41,11 +41,13 @@ pub fn shard_endpoint(endpoint: &str) -> Result<(), Status> {
             "bad shard endpoint {endpoint:?}: {why} (want http://HOST:PORT or https://HOST:PORT)"
         ))
     };
-    let uri: axum::http::Uri = endpoint.parse().map_err(|_| bad("not a URL"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return Err(bad("the scheme is not http or https")),
+    // The scheme as written, not as parsed: `Uri` accepts `HTTPS://` and
+    // reports it as `https`, but the shard client decides on TLS by the
+    // literal prefix `https://` (shard/grpc.rs), as etcd's flags spell it.
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err(bad("the scheme is not http:// or https:// (in lower case)"));
     }
+    let uri: axum::http::Uri = endpoint.parse().map_err(|_| bad("not a URL"))?;
     let Some(authority) = uri.authority() else {
         return Err(bad("no host"));
     };
@@ -163,6 +165,32 @@ mod tests {
             let refused = shard_endpoint(bad).expect_err(bad);
             assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{bad:?}");
             assert!(refused.message().contains("bad shard endpoint"), "{bad:?}");
+        }
+    }
+
+    /// Found by fuzzing the admin requests: a RegisterRequest (libFuzzer's
+    /// `admin` target: node-a, endpoint "httP://10.0.0.1:2279") and a
+    /// JoinRequest (a mutation run over the same checks: shard-d, endpoint
+    /// "Http://127.0.0.1:32379") were accepted, because `Uri` parses the
+    /// scheme case-insensitively, although the shard client picks TLS by
+    /// the literal `https://` prefix (`HTTPS://` was dialled without TLS).
+    #[test]
+    fn fuzz_regression_endpoint_scheme_not_in_lower_case() {
+        use prost::Message as _;
+        let register_bytes: &[u8] =
+            b"\x0a\x06node-a\x12\x0d10.0.0.122:90\x1a\x14httP://10.0.0.1:2279\x20\x03\x28\x01";
+        let request = RegisterRequest::decode(register_bytes).expect("a RegisterRequest");
+        assert_eq!(request.endpoint, "httP://10.0.0.1:2279");
+        let refused = register(&request).expect_err("mixed-case scheme");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().contains("in lower case"), "{refused:?}");
+
+        let join_bytes: &[u8] = b"\x0a\x07shard-d\x10\x02\x18\x01\x22\x16Http://127.0.0.1:32379";
+        let request = JoinRequest::decode(join_bytes).expect("a JoinRequest");
+        assert_eq!(request.endpoint, "Http://127.0.0.1:32379");
+        assert!(join(&request).is_err());
+        for bad in ["HTTPS://10.0.0.1:2379", "hTtp://h:1"] {
+            assert!(shard_endpoint(bad).is_err(), "{bad:?}");
         }
     }
 

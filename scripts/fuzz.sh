@@ -5,7 +5,7 @@
 # target's executions (libFuzzer's stat::number_of_executed_units) and fails
 # if any target crashed: a panic, a failed assertion, a timeout of one
 # input, or memory over --rss-limit-mb. The crashing input is kept in
-# fuzz/artifacts/TARGET/ with the run's log (fuzz.log); docs/fuzzing.md
+# fuzz/artifacts/TARGET/, the run's log in fuzz/logs/TARGET.log; docs/fuzzing.md
 # says how to turn it into a regression test.
 #
 # Needs the nightly toolchain and cargo-fuzz (scripts/install-deps.sh
@@ -77,8 +77,8 @@ failed=()
 summary=()
 for target in "${targets[@]}"; do
     corpus="fuzz/corpus/${target}"
-    mkdir -p "${corpus}" "fuzz/artifacts/${target}"
-    log="fuzz/artifacts/${target}/fuzz.log"
+    mkdir -p "${corpus}" "fuzz/artifacts/${target}" fuzz/logs
+    log="fuzz/logs/${target}.log"
     ste_say "fuzzing ${target} for ${seconds}s (corpus ${corpus}, seeds fuzz/seeds/${target})"
     status=0
     cargo +nightly fuzz run "${target}" "${corpus}" "fuzz/seeds/${target}" -- \

@@ -9,6 +9,8 @@
 #   iproute2                  ip/ss (network namespaces in tests, port checks)
 #   git                       krew's plugin index (an empty local one in tests)
 #   pip: grpcio grpcio-reflection  a generic gRPC client for one test
+#   rustup: nightly toolchain  cargo fuzz builds with it (scripts/fuzz.sh)
+#   cargo: cargo-fuzz (pinned)  the libFuzzer driver (scripts/fuzz.sh)
 # Only missing packages are installed; `apt-get update` runs only if one is
 # missing. Uses sudo only when not root. Also makes sure the etcd packaged as
 # a system service is not running, and that a Rust toolchain is present.
@@ -190,4 +192,26 @@ for component in fmt clippy; do
         ste_say "warning: 'cargo ${component}' is not available (scripts/test.sh needs it): rustup component add ${component/fmt/rustfmt}"
     fi
 done
+# --- fuzzing: the nightly toolchain and cargo-fuzz ----------------------------
+# scripts/fuzz.sh builds the targets in fuzz/ with `cargo +nightly fuzz`
+# (libFuzzer needs nightly's -Zsanitizer and coverage flags). The stable
+# toolchain stays the default; nightly is used only there.
+CARGO_FUZZ_VERSION=0.13.2
+if cargo +nightly --version >/dev/null 2>&1; then
+    ste_say "nightly toolchain: $(cargo +nightly --version)"
+elif command -v rustup >/dev/null 2>&1; then
+    ste_say "running: rustup toolchain install nightly --profile minimal (for cargo fuzz)"
+    if ! rustup toolchain install nightly --profile minimal || ! cargo +nightly --version >/dev/null 2>&1; then
+        ste_die "FUZZING WILL NOT WORK: the nightly Rust toolchain is missing and 'rustup toolchain install nightly --profile minimal' failed (see above); scripts/fuzz.sh needs it"
+    fi
+else
+    ste_die "FUZZING WILL NOT WORK: the nightly Rust toolchain is missing and rustup is not installed to fetch it; scripts/fuzz.sh needs 'cargo +nightly' (install rustup, then: rustup toolchain install nightly --profile minimal)"
+fi
+if [[ "$(cargo fuzz --version 2>/dev/null)" == "cargo-fuzz ${CARGO_FUZZ_VERSION}" ]]; then
+    ste_say "cargo-fuzz ${CARGO_FUZZ_VERSION} already installed"
+else
+    ste_say "running: cargo install cargo-fuzz --locked --version ${CARGO_FUZZ_VERSION} (a few minutes)"
+    cargo install cargo-fuzz --locked --version "${CARGO_FUZZ_VERSION}" ||
+        ste_die "installing cargo-fuzz ${CARGO_FUZZ_VERSION} failed (see above): scripts/fuzz.sh needs it"
+fi
 ste_say "dependencies are in place"

@@ -55,7 +55,7 @@ use std::fmt;
 pub use error::RingError;
 use hash::PointHasher;
 pub use hash::{key_hash, point_hash};
-pub use member::{Generation, Member};
+pub use member::{Generation, Member, validate_name};
 
 /// Points per unit of weight used by STE.
 ///

@@ -42,13 +42,17 @@ impl Member {
     }
 }
 
-/// Checks that `name` can label points unambiguously.
+/// Checks that `name` can label points unambiguously: the rule every
+/// ring member name obeys, which the router's admin API also applies to
+/// node names in Join and Register before acting on them.
+///
+/// Errors: [`RingError::InvalidName`] saying which rule `name` breaks.
 ///
 /// `#` is the separator in `"{name}#{i}"`: allowing it would let
 /// `("a#1", 0)` and `("a", 10)` collide on the label `a#10`. Whitespace and
 /// control characters are refused because names travel through logs, CLI
 /// flags and config files where they would be mangled or invisible.
-pub(crate) fn validate_name(name: &str) -> Result<(), RingError> {
+pub fn validate_name(name: &str) -> Result<(), RingError> {
     let reason = if name.is_empty() {
         Some("must not be empty")
     } else if name.contains('#') {

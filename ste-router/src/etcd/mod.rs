@@ -5,6 +5,8 @@
 mod cluster;
 mod compact;
 mod delete;
+#[doc(hidden)]
+pub mod fuzzing;
 mod kv;
 mod lease;
 mod maintenance;

@@ -34,7 +34,7 @@ pub(super) fn plan_for_tests(
 }
 
 /// The one write of the success branch, if any, checked against the rules.
-fn plan(request: &pb::TxnRequest) -> Result<Option<(usize, KeyWrite)>, Status> {
+pub(super) fn plan(request: &pb::TxnRequest) -> Result<Option<(usize, KeyWrite)>, Status> {
     if request.compare.iter().any(|c| !c.range_end.is_empty()) {
         return Err(invalid("a compare has a range_end"));
     }

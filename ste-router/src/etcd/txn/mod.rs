@@ -124,6 +124,12 @@ impl TxnShape {
     }
 }
 
+/// The generic planner's verdict on `request` (see `generic.rs`), for
+/// [`super::fuzzing`].
+pub(super) fn plan_generic(request: &pb::TxnRequest) -> Result<Option<(usize, KeyWrite)>, Status> {
+    generic::plan(request)
+}
+
 /// True when `failure` is at most one read of `key` alone.
 fn failure_reads_only(failure: &[pb::RequestOp], key: &[u8]) -> bool {
     match failure {

@@ -1,4 +1,7 @@
-//! ste.v1.Ring, the admin API for `kubectl ste` and operators.
+//! ste.v1.Ring, the admin API for `kubectl ste` and operators. Every
+//! request is checked by [`validate`] before the handler acts on it.
+
+pub mod validate;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -228,10 +231,9 @@ impl Ring for RingService {
     }
 
     async fn locate(&self, request: Request<LocateRequest>) -> Result<Response<Location>, Status> {
-        let key = request.into_inner().key;
-        if key.is_empty() {
-            return Err(StoreError::KeyNotProvided.into());
-        }
+        let request = request.into_inner();
+        validate::locate(&request)?;
+        let key = request.key;
         let store = self.control.store();
         let owner = store.placement().owner(&key)?;
         let generation = u64::from(store.placement().generation());
@@ -296,6 +298,7 @@ impl Ring for RingService {
         request: Request<JoinRequest>,
     ) -> Result<Response<Self::JoinStream>, Status> {
         let request = request.into_inner();
+        validate::join(&request)?;
         let agent = self.control.agents().get(&request.name);
         let endpoint = if !request.endpoint.is_empty() {
             request.endpoint.clone()
@@ -340,6 +343,7 @@ impl Ring for RingService {
         request: Request<LeaveRequest>,
     ) -> Result<Response<Self::LeaveStream>, Status> {
         let request = request.into_inner();
+        validate::leave(&request)?;
         let ring = self.control.store().placement().placing_ring();
         if ring.member(&request.name).is_none() {
             return Err(Status::not_found(format!(
@@ -379,11 +383,7 @@ impl Ring for RingService {
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         let request = request.into_inner();
-        if request.name.is_empty() || request.endpoint.is_empty() {
-            return Err(Status::invalid_argument(
-                "register needs the node name and the shard endpoint",
-            ));
-        }
+        validate::register(&request)?;
         let agents = self.control.agents();
         let previous = agents.get(&request.name);
         agents.register(&request);
@@ -404,6 +404,7 @@ impl Ring for RingService {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let request = request.into_inner();
+        validate::heartbeat(&request)?;
         let registered = self.control.agents().heartbeat(&request);
         Ok(Response::new(HeartbeatResponse {
             generation: self.generation().0,

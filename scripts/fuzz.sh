@@ -16,6 +16,8 @@
 #                      is --seconds 600)
 #   --rss-limit-mb M   libFuzzer's -rss_limit_mb (default 2048)
 #   TARGET...          some of: envelope txn key_range admin (default: all)
+# STE_FUZZ_TARGET_DIR: where the targets are built (default
+# ~/.cache/ste/fuzz-target, kept between runs and checkouts).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -67,10 +69,15 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 cd "${STE_REPO}"
+# The sanitizer build of the dependencies takes ten minutes and more: it is
+# kept outside the checkout, as Go keeps its build cache, so a fresh clone
+# (CI) rebuilds only STE's own crates.
+target_dir="${STE_FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-${HOME}/.cache}/ste/fuzz-target}"
+mkdir -p "${target_dir}"
 # cargo fuzz build takes one target or none (all of them).
-build_args=()
-[[ ${#targets[@]} -eq 1 ]] && build_args=("${targets[0]}")
-ste_say "building the fuzz targets (cargo +nightly fuzz build: release with debug assertions, AddressSanitizer)"
+build_args=(--target-dir "${target_dir}")
+[[ ${#targets[@]} -eq 1 ]] && build_args+=("${targets[0]}")
+ste_say "building the fuzz targets in ${target_dir} (cargo +nightly fuzz build: release with debug assertions, AddressSanitizer)"
 cargo +nightly fuzz build "${build_args[@]}" || ste_die "cargo fuzz build failed"
 
 failed=()
@@ -81,7 +88,7 @@ for target in "${targets[@]}"; do
     log="fuzz/logs/${target}.log"
     ste_say "fuzzing ${target} for ${seconds}s (corpus ${corpus}, seeds fuzz/seeds/${target})"
     status=0
-    cargo +nightly fuzz run "${target}" "${corpus}" "fuzz/seeds/${target}" -- \
+    cargo +nightly fuzz run --target-dir "${target_dir}" "${target}" "${corpus}" "fuzz/seeds/${target}" -- \
         -max_total_time="${seconds}" -rss_limit_mb="${rss_limit_mb}" -malloc_limit_mb="${rss_limit_mb}" \
         -timeout=10 -print_final_stats=1 >"${log}" 2>&1 || status=$?
     # (named number_of_executed_runs by older libFuzzers)

@@ -10,26 +10,29 @@
 #   4. cargo fmt --all -- --check
 #   5. cargo clippy --workspace --all-targets -- -D warnings
 #   6. cargo build --workspace --bins   (the integration tests spawn these)
-#   7. cargo test --workspace [ARGS...] with etcd 3.6 shards and references,
-#      except the end-to-end tests (step 10) and the fault loop (step 9)
-#   8. the router's integration tests again, on Debian's etcd 3.4.23 (the
+#   7. scripts/fuzz.sh --seconds 20     the cargo-fuzz targets (envelope, txn, key_range,
+#                                       admin), 20 s each, from the committed seeds
+#   8. cargo test --workspace [ARGS...] with etcd 3.6 shards and references,
+#      except the end-to-end tests (step 11) and the fault loop (step 10);
+#      the differential fuzzer runs seed 1000 (STE_DIFF_SEED)
+#   9. the router's integration tests again, on Debian's etcd 3.4.23 (the
 #      agent's --etcd-bin fallback, its shards plain HTTP: TLS shards need
 #      etcd 3.6) and with the router's other key index, --key-index betree
-#      (STE_KEY_INDEX; step 7 runs the default, btree)
-#   9. tests/tests/fault_loop.rs: 60 s of faults (kill -9 of the router, an
+#      (STE_KEY_INDEX; step 8 runs the default, btree)
+#  10. tests/tests/fault_loop.rs: 60 s of faults (kill -9 of the router, an
 #      agent, a shard's etcd; SIGSTOP; drain and rejoin; a full tmpfs) under
 #      kube-shaped writers and watchers, checked, its report printed
-#  10. tests/tests/kube_e2e.rs three times in a row: the product's job end
+#  11. tests/tests/kube_e2e.rs three times in a row: the product's job end
 #      to end against a real control plane (kube-apiserver with Pods in STE,
 #      kube-controller-manager, kube-scheduler, kwok): scaling, watches,
 #      paging, ring changes, kill -9 of an agent and of the router
-#  11. scripts/local-cluster.sh up, status, down: the README's first command,
+#  12. scripts/local-cluster.sh up, status, down: the README's first command,
 #      isolated (its own STE_LOCAL_DIR, KUBECONFIG and KREW_ROOT)
-#  12. scripts/conformance.sh           kube-apiserver's own storage test suite against
+#  13. scripts/conformance.sh           kube-apiserver's own storage test suite against
 #                                       a plain etcd 3.6 and against the router
-#  13. STE_BENCH_QUICK=1 cargo bench -p ste-core --bench key_index
+#  14. STE_BENCH_QUICK=1 cargo bench -p ste-core --bench key_index
 #                                       the key-index benchmarks, quick mode (a smoke run)
-#  14. ste-bench, smoke run (debug build: it works end to end, every answer
+#  15. ste-bench, smoke run (debug build: it works end to end, every answer
 #      checked; its numbers mean nothing): 3-member etcd through the FUSE
 #      fsync model, a bare shard and STE, 1 and 8 clients
 #
@@ -105,12 +108,12 @@ router_tests_on_etcd34_betree() {
         tests+=(--test "$(basename "${file}" .rs)")
     done
     STE_ETCD_BIN=/usr/bin/etcd STE_ETCDCTL_BIN=/usr/bin/etcdctl STE_KEY_INDEX=betree \
-        cargo test -p ste-tests "${tests[@]}"
+        STE_DIFF_SEED="${STE_DIFF_SEED:-41}" cargo test -p ste-tests "${tests[@]}"
 }
 
 # cargo test over the workspace with ARGS, the end-to-end tests left out
-# (test names starting with e2e_; step 10 runs them) and the fault loop
-# (step 9).
+# (test names starting with e2e_; step 11 runs them) and the fault loop
+# (step 10).
 workspace_tests() {
     local args=("$@") has_separator="" arg
     for arg in "${args[@]}"; do
@@ -119,7 +122,10 @@ workspace_tests() {
     if [[ -z ${has_separator} ]]; then
         args+=(--)
     fi
-    cargo test --workspace "${args[@]}" --skip e2e_ --skip acknowledged_writes_survive_a_nemesis
+    # The differential fuzzer (router_fuzz) runs a fixed sequence here, so
+    # a run is repeatable; long runs pick random seeds (README).
+    STE_DIFF_SEED="${STE_DIFF_SEED:-1000}" \
+        cargo test --workspace "${args[@]}" --skip e2e_ --skip acknowledged_writes_survive_a_nemesis
 }
 
 # The fault loop (docs/fault-loop.md): 60 s of faults against a router and
@@ -216,6 +222,7 @@ step "gofmt and go vet" go_checks
 step "format check" cargo fmt --all -- --check
 step "clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "build binaries" cargo build --workspace --bins
+step "fuzz: every cargo-fuzz target, 20 s each" scripts/fuzz.sh --seconds 20
 step "tests (etcd 3.6)" workspace_tests "$@"
 step "router tests on Debian's etcd 3.4.23, --key-index betree" router_tests_on_etcd34_betree
 step "fault loop (60 s of faults)" fault_loop

@@ -58,7 +58,7 @@ cd "${STE_REPO}"
 ste_find_cargo || true # install-deps.sh explains what to do if it is missing
 trap ste_restore_ownership EXIT
 
-STEPS=13
+STEPS=15
 
 # ste-bench end to end on a small workload, from the debug build of step 6
 # (it runs the ste-agent, ste-router and ste-fsync-delay next to it).

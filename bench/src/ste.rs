@@ -1,6 +1,7 @@
 //! The `ste` target: three ste-agents in managed mode (each mounts its own
 //! tmpfs and runs a one-member etcd with `--unsafe-no-fsync` on it) and
-//! ste-router in front of them.
+//! ste-router in front of them. The shards serve plain HTTP (`--insecure`),
+//! as every other target does: TLS would be measured on one side only.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -91,7 +92,11 @@ impl Ste {
                 .arg("--grpc-listen")
                 .arg(grpc.to_string())
                 .arg("--metrics-listen")
-                .arg(metrics.to_string());
+                .arg(metrics.to_string())
+                // Plain HTTP between router and shards, as between the
+                // bench's client and every other target (the 3-member etcd,
+                // kine, the bare shard): like is measured against like.
+                .arg("--insecure");
             clear_ste_env(&mut command);
             // If the bench dies, the agent gets SIGTERM: it stops etcd and
             // unmounts its tmpfs by itself.

@@ -45,6 +45,19 @@ impl AgentOptions {
             extra_args: Vec::new(),
         }
     }
+
+    /// An agent at `127.0.0.{ip}` that registers with `router` and
+    /// heartbeats every 200 ms (so the router notices changes quickly).
+    pub fn registering_with(name: &str, ip: u8, router: &crate::TestRouter) -> Self {
+        let mut options = AgentOptions::new(name, Ipv4Addr::new(127, 0, 0, ip));
+        options.extra_args = vec![
+            "--router".into(),
+            router.admin.to_string(),
+            "--heartbeat-interval".into(),
+            "200ms".into(),
+        ];
+        options
+    }
 }
 
 /// Addresses and paths of one agent; kept across restarts of its process.

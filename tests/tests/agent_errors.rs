@@ -210,17 +210,25 @@ fn no_tls_without_insecure_is_refused() {
     ]);
 }
 
-#[test]
-fn tls_files_must_be_readable_and_the_url_https() {
+/// A shard certificate, key and CA of the test PKI for node "err" in a temp
+/// dir (kept while the dir lives), and an `https://` client URL on a free
+/// port: the TLS half of an agent's command line.
+fn shard_tls() -> (tempfile::TempDir, [String; 4]) {
     let pki = tempfile::tempdir().unwrap();
     let files = ste_tests::pki::ste()
         .write_shard(pki.path(), "err", Ipv4Addr::LOCALHOST.into())
         .unwrap();
-    let [cert, key, ca] = [&files.cert, &files.key, &files.ca].map(|p| p.display().to_string());
     let https = format!(
         "https://127.0.0.1:{}",
         free_port(Ipv4Addr::LOCALHOST.into())
     );
+    let [cert, key, ca] = [&files.cert, &files.key, &files.ca].map(|p| p.display().to_string());
+    (pki, [cert, key, ca, https])
+}
+
+#[test]
+fn tls_files_must_be_readable_and_the_url_https() {
+    let (_pki, [cert, key, ca, https]) = shard_tls();
     let tls = |cert: &str, url: &str| {
         run_agent(
             &[
@@ -271,15 +279,7 @@ fn tls_with_an_etcd_older_than_3_6_is_refused() {
         version < (3, 6, 0),
         "/usr/bin/etcd is {version:?}, not an old etcd"
     );
-    let pki = tempfile::tempdir().unwrap();
-    let files = ste_tests::pki::ste()
-        .write_shard(pki.path(), "err", Ipv4Addr::LOCALHOST.into())
-        .unwrap();
-    let [cert, key, ca] = [&files.cert, &files.key, &files.ca].map(|p| p.display().to_string());
-    let https = format!(
-        "https://127.0.0.1:{}",
-        free_port(Ipv4Addr::LOCALHOST.into())
-    );
+    let (_pki, [cert, key, ca, https]) = shard_tls();
     let run = run_agent(
         &[
             "--etcd-cert-file",

@@ -32,7 +32,6 @@ mod watchers;
 #[path = "fault_loop/writers.rs"]
 mod writers;
 
-use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -120,17 +119,6 @@ fn env_u64(name: &str) -> Option<u64> {
     Some(parsed.unwrap_or_else(|_| panic!("{name}={value} is not a number")))
 }
 
-fn agent_options(name: &str, ip: u8, router: &TestRouter) -> AgentOptions {
-    let mut options = AgentOptions::new(name, Ipv4Addr::new(127, 0, 0, ip));
-    options.extra_args = vec![
-        "--router".into(),
-        router.admin.to_string(),
-        "--heartbeat-interval".into(),
-        "200ms".into(),
-    ];
-    options
-}
-
 /// Samples the router's VmRSS every 200 ms while `stop` is false; the
 /// router's pid is read from `pid` (the nemesis updates it on a restart).
 async fn sample_rss(pid: Arc<AtomicU32>, max: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
@@ -180,7 +168,9 @@ async fn run(seed: u64, seconds: u64) -> anyhow::Result<String> {
     let mut agents: Vec<TestAgent> = ["node-a", "node-b", "node-c"]
         .iter()
         .enumerate()
-        .map(|(i, name)| TestAgent::spawn_new(agent_options(name, 2 + i as u8, &router)))
+        .map(|(i, name)| {
+            TestAgent::spawn_new(AgentOptions::registering_with(name, 2 + i as u8, &router))
+        })
         .collect::<anyhow::Result<_>>()?;
     nemesis::settle(&router, &agents).await?;
 

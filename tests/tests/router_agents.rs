@@ -3,7 +3,6 @@
 //! fenced and later rejoins empty.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use etcd_client::{GetOptions, WatchOptions};
@@ -12,23 +11,14 @@ use ste_proto::v1::RouterStatus;
 use ste_tests::keys::{self, PODS};
 use ste_tests::{AgentOptions, TestAgent, TestRouter, ring};
 
-fn agent_options(name: &str, ip: u8, router: &TestRouter) -> AgentOptions {
-    let mut options = AgentOptions::new(name, Ipv4Addr::new(127, 0, 0, ip));
-    options.extra_args = vec![
-        "--router".into(),
-        router.admin.to_string(),
-        "--heartbeat-interval".into(),
-        "200ms".into(),
-    ];
-    options
-}
-
 /// Agents node-a, node-b, node-c on 127.0.0.2-4, registering with `router`.
 fn spawn_three(router: &TestRouter) -> anyhow::Result<Vec<TestAgent>> {
     ["node-a", "node-b", "node-c"]
         .iter()
         .enumerate()
-        .map(|(i, name)| TestAgent::spawn_new(agent_options(name, 2 + i as u8, router)))
+        .map(|(i, name)| {
+            TestAgent::spawn_new(AgentOptions::registering_with(name, 2 + i as u8, router))
+        })
         .collect()
 }
 
@@ -88,7 +78,7 @@ async fn agents_register_and_join_and_a_fourth_joins_with_data() -> anyhow::Resu
     wait_members(&router, &["node-a", "node-b", "node-c"]).await?;
     let written = put_keys(&router, 600).await?;
 
-    let fourth = TestAgent::start(agent_options("node-d", 5, &router)).await?;
+    let fourth = TestAgent::start(AgentOptions::registering_with("node-d", 5, &router)).await?;
     let status = wait_members(&router, &["node-a", "node-b", "node-c", "node-d"]).await?;
     let d = status
         .members

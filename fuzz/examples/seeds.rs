@@ -167,6 +167,7 @@ fn admin() -> Vec<(&'static str, Vec<u8>)> {
                 epoch: 3,
                 weight: 1,
                 no_join: false,
+                user_address: "10.0.0.1:2292".into(),
             }
             .encode_to_vec(),
         ),

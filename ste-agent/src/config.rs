@@ -84,6 +84,9 @@ pub struct RouterConfig {
     pub address: String,
     /// The agent's gRPC address as the router should dial it (`HOST:PORT`).
     pub advertise_address: String,
+    /// The agent's user-facing gRPC address (`--user-listen`) as users dial
+    /// it (`HOST:PORT`); empty when the agent has none.
+    pub user_address: String,
     /// Placement weight asked for.
     pub weight: u32,
     /// Register, but ask not to be joined to the ring automatically.
@@ -467,6 +470,7 @@ mod tests {
         RouterConfig {
             address: address.into(),
             advertise_address: advertise.into(),
+            user_address: String::new(),
             weight: 1,
             no_join: false,
             heartbeat_interval: Duration::from_secs(1),

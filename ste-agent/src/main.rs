@@ -150,6 +150,7 @@ impl Cli {
             address,
             advertise_address: given(self.advertise_address)
                 .unwrap_or_else(|| config::default_advertise_address(self.grpc_listen, node_ip)),
+            user_address: String::new(),
             weight: self.weight,
             no_join: self.no_join,
             heartbeat_interval: self.heartbeat_interval,

@@ -225,6 +225,7 @@ impl Registration {
             epoch,
             weight: self.config.weight,
             no_join: self.config.no_join,
+            user_address: self.config.user_address.clone(),
         }
     }
 

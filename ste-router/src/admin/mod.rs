@@ -172,6 +172,7 @@ impl RingService {
                 member: ring.member(&a.name).is_some(),
                 name: a.name,
                 agent_address: a.agent_address,
+                user_address: a.user_address,
                 endpoint: a.endpoint,
                 epoch: a.epoch,
                 weight: a.weight,

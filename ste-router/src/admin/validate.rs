@@ -104,7 +104,7 @@ pub fn leave(request: &LeaveRequest) -> Result<(), Status> {
 }
 
 /// Ring.Register: a valid node name, the shard's endpoint (required) and
-/// the agent's address (empty or `HOST:PORT`).
+/// the agent's addresses (each empty or `HOST:PORT`).
 ///
 /// Errors: INVALID_ARGUMENT.
 pub fn register(request: &RegisterRequest) -> Result<(), Status> {
@@ -115,7 +115,8 @@ pub fn register(request: &RegisterRequest) -> Result<(), Status> {
     }
     node_name(&request.name)?;
     shard_endpoint(&request.endpoint)?;
-    agent_address(&request.agent_address)
+    agent_address(&request.agent_address)?;
+    agent_address(&request.user_address)
 }
 
 /// Ring.Heartbeat: a valid node name (an unknown one is answered with
@@ -244,6 +245,11 @@ mod tests {
             ..Default::default()
         };
         assert!(register(&request).is_ok());
+        request.user_address = "10.0.0.1:2292".into();
+        assert!(register(&request).is_ok());
+        request.user_address = "10.0.0.1".into();
+        assert!(register(&request).is_err());
+        request.user_address.clear();
         request.agent_address = "10.0.0.1".into();
         assert!(register(&request).is_err());
         request.agent_address.clear();

@@ -13,6 +13,8 @@ pub struct AgentInfo {
     pub name: String,
     /// The agent's own gRPC address (`ste.v1.Agent`).
     pub agent_address: String,
+    /// Its user-facing gRPC address (`--user-listen`), empty if none.
+    pub user_address: String,
     /// Its shard's etcd client URL.
     pub endpoint: String,
     /// The shard's epoch: +1 for every fresh etcd start (empty shard).
@@ -61,6 +63,7 @@ impl Agents {
             AgentInfo {
                 name: request.name.clone(),
                 agent_address: request.agent_address.clone(),
+                user_address: request.user_address.clone(),
                 endpoint: request.endpoint.clone(),
                 epoch: request.epoch,
                 weight: request.weight.max(1),

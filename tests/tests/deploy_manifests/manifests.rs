@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::{FILES, deploy, documents, find, flag, flags, help, pod_spec, seconds, strs};
+use crate::{FILES, deploy, documents, find, flag, flags, help, named, pod_spec, seconds, strs};
 
 /// Every flag and environment variable the container sets exists in the
 /// binary's --help, and every $(VAR) in the arguments is defined in env.
@@ -43,7 +43,14 @@ fn check_against_help(file: &str, container: &Value, binary: &str) {
 
 #[test]
 fn every_manifest_is_kubernetes_yaml_that_kubectl_reads() {
-    let namespaced = ["ConfigMap", "DaemonSet", "Pod", "Role", "RoleBinding"];
+    let namespaced = [
+        "ConfigMap",
+        "DaemonSet",
+        "Pod",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    ];
     for file in FILES {
         let docs = documents(file);
         assert!(!docs.is_empty(), "{file}: no documents");
@@ -157,11 +164,24 @@ fn agent_daemonsets_use_real_flags_and_outlast_the_drain() {
             grace > drain + 10,
             "{file}: grace period {grace}s must outlast the drain {drain}s + stop grace"
         );
+        // The kubelet's gRPC probe cannot speak TLS, which 2290 now does:
+        // the agent's /healthz on its plain metrics port says the same.
+        let port = |name: &str| {
+            container["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{file}: no port {name}"))["containerPort"]
+                .as_i64()
+                .unwrap()
+        };
+        assert_eq!(port("metrics"), 2291, "--metrics-listen's default port");
         for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
-            assert_eq!(
-                container[probe]["grpc"]["port"], 2290,
-                "{file}: {probe} on --grpc-listen's port"
-            );
+            let get = &container[probe]["httpGet"];
+            assert_eq!(get["path"], "/healthz", "{file}: {probe}");
+            assert_eq!(get["port"], 2291, "{file}: {probe} on the metrics port");
+            assert!(container[probe]["grpc"].is_null(), "{file}: {probe}");
         }
         let data_dir = flag(&flags, "--data-dir");
         let mount = &container["volumeMounts"][0];
@@ -199,12 +219,55 @@ fn agent_daemonsets_use_real_flags_and_outlast_the_drain() {
             "--etcd-cert-file",
             "--etcd-key-file",
             "--etcd-trusted-ca-file",
+            "--tls-cert-file",
+            "--tls-private-key-file",
+            "--client-ca-file",
+            "--router-ca-file",
         ] {
             assert!(
                 flag(&flags, name).starts_with("/etc/ste/pki/"),
                 "{file}: {name} is not in /etc/ste/pki"
             );
         }
+        // One certificate per node: the shard's and the node's identity.
+        assert_eq!(
+            flag(&flags, "--tls-cert-file"),
+            flag(&flags, "--etcd-cert-file")
+        );
+        assert_eq!(
+            flag(&flags, "--tls-private-key-file"),
+            flag(&flags, "--etcd-key-file")
+        );
+        assert_eq!(
+            flag(&flags, "--router-ca-file"),
+            flag(&flags, "--etcd-trusted-ca-file"),
+            "{file}: the router's certificate is of the STE CA"
+        );
+        assert_eq!(
+            flag(&flags, "--client-ca-file"),
+            "/etc/ste/pki/client-ca-bundle.crt"
+        );
+        let (_, user_port) = flag(&flags, "--user-listen").rsplit_once(':').unwrap();
+        assert_eq!(port("user").to_string(), user_port);
+        // TokenReview and SubjectAccessReview in-cluster, as a
+        // ServiceAccount that rbac.yaml defines and makes an auth delegator.
+        for name in ["--authentication-kubeconfig", "--authorization-kubeconfig"] {
+            assert!(
+                !flags.iter().any(|(f, _)| f == name),
+                "{file}: {name}: the agent uses its ServiceAccount"
+            );
+        }
+        assert_eq!(spec["automountServiceAccountToken"], true, "{file}");
+        let account = spec["serviceAccountName"].as_str().unwrap();
+        let rbac = documents("rbac.yaml");
+        assert_eq!(
+            named(&rbac, "ServiceAccount", account)["metadata"]["namespace"],
+            ds["metadata"]["namespace"]
+        );
+        assert!(
+            auth_delegators(&rbac).contains(&format!("ServiceAccount kube-system/{account}")),
+            "{file}: {account} cannot call TokenReview and SubjectAccessReview"
+        );
         assert!(
             !flags.iter().any(|(f, _)| f == "--insecure"),
             "{file}: the manifest serves the shard without TLS"
@@ -230,6 +293,30 @@ fn router_static_pod_uses_real_flags_and_probes_its_metrics_port() {
     check_against_help("router-static-pod.yaml", container, "ste-router");
     let flags = flags(container);
     assert_eq!(flag(&flags, "--listen"), "127.0.0.1:2479");
+    let ports: Vec<String> = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["containerPort"].as_i64().unwrap().to_string())
+        .collect();
+    for listen in ["--admin-listen", "--user-listen"] {
+        let (_, port) = flag(&flags, listen).rsplit_once(':').unwrap();
+        assert!(ports.contains(&port.to_owned()), "{listen}'s port {port}");
+    }
+    assert!(
+        !flags.iter().any(|(f, _)| f == "--insecure"),
+        "the admin and user ports serve TLS"
+    );
+    // A static pod has no ServiceAccount: a kubeconfig on the node, whose
+    // user rbac.yaml makes an auth delegator.
+    assert_eq!(
+        flag(&flags, "--authentication-kubeconfig"),
+        flag(&flags, "--authorization-kubeconfig")
+    );
+    assert!(
+        auth_delegators(&documents("rbac.yaml")).contains(&"User ste-router".to_owned()),
+        "the router's kubeconfig user cannot call TokenReview and SubjectAccessReview"
+    );
     let (metrics_host, metrics_port) = flag(&flags, "--metrics-listen").rsplit_once(':').unwrap();
     for probe in ["startupProbe", "livenessProbe"] {
         let get = &container[probe]["httpGet"];
@@ -240,7 +327,8 @@ fn router_static_pod_uses_real_flags_and_probes_its_metrics_port() {
             "a hostNetwork probe goes to the node IP unless told"
         );
     }
-    // Every file flag points into a mounted host directory.
+    // Every file flag points into (or is) a mounted host path, read-only
+    // but for the state.
     let mounts: Vec<(String, String)> = container["volumeMounts"]
         .as_array()
         .unwrap()
@@ -252,8 +340,14 @@ fn router_static_pod_uses_real_flags_and_probes_its_metrics_port() {
                 .iter()
                 .find(|v| v["name"] == m["name"])
                 .unwrap();
+            let path = m["mountPath"].as_str().unwrap().to_owned();
+            assert_eq!(
+                m["readOnly"] == true,
+                path != "/var/lib/ste-router",
+                "{path}: read-only"
+            );
             (
-                m["mountPath"].as_str().unwrap().to_owned(),
+                path,
                 volume["hostPath"]["path"].as_str().unwrap().to_owned(),
             )
         })
@@ -270,35 +364,94 @@ fn router_static_pod_uses_real_flags_and_probes_its_metrics_port() {
         "--shard-cert",
         "--shard-key",
         "--state-file",
+        "--tls-cert-file",
+        "--tls-private-key-file",
+        "--client-ca-file",
+        "--authentication-kubeconfig",
+        "--authorization-kubeconfig",
     ] {
         let path = flag(&flags, name);
         assert!(
             mounts
                 .iter()
-                .any(|(m, _)| path.starts_with(&format!("{m}/"))),
+                .any(|(m, _)| path == m || path.starts_with(&format!("{m}/"))),
             "{name} {path} is not in a mounted volume"
         );
     }
 }
 
+/// The subjects bound to system:auth-delegator: `ServiceAccount NS/NAME`,
+/// `User NAME` or `Group NAME`.
+fn auth_delegators(rbac: &[Value]) -> Vec<String> {
+    rbac.iter()
+        .filter(|d| d["kind"] == "ClusterRoleBinding")
+        .filter(|b| b["roleRef"]["kind"] == "ClusterRole")
+        .filter(|b| b["roleRef"]["name"] == "system:auth-delegator")
+        .flat_map(|b| b["subjects"].as_array().unwrap().iter())
+        .map(|s| match s["kind"].as_str().unwrap() {
+            "ServiceAccount" => format!(
+                "ServiceAccount {}/{}",
+                s["namespace"].as_str().unwrap(),
+                s["name"].as_str().unwrap()
+            ),
+            kind => format!("{kind} {}", s["name"].as_str().unwrap()),
+        })
+        .collect()
+}
+
 #[test]
 fn rbac_grants_what_the_plugin_uses() {
     let docs = documents("rbac.yaml");
-    let rules = |kind: &str| -> Vec<(String, String)> {
-        find(&docs, kind)["rules"]
+    // (resource, verb) pairs; resources of the core API group bare,
+    // others as RESOURCE.GROUP (as kubectl auth can-i names them).
+    let rules = |kind: &str, name: &str| -> Vec<(String, String)> {
+        named(&docs, kind, name)["rules"]
             .as_array()
             .unwrap()
             .iter()
             .flat_map(|r| {
                 let verbs = strs(&r["verbs"]);
-                strs(&r["resources"])
-                    .into_iter()
-                    .flat_map(move |res| verbs.clone().into_iter().map(move |v| (res.clone(), v)))
+                let groups = strs(&r["apiGroups"]);
+                assert_eq!(groups.len(), 1, "{name}: one API group per rule");
+                let group = groups[0].clone();
+                strs(&r["resources"]).into_iter().flat_map(move |res| {
+                    let res = if group.is_empty() {
+                        res
+                    } else {
+                        format!("{res}.{group}")
+                    };
+                    verbs.clone().into_iter().map(move |v| (res.clone(), v))
+                })
             })
             .collect()
     };
-    let cluster = rules("ClusterRole");
-    let in_kube_system = rules("Role");
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(r, v)| ((*r).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    // What the router and the agents ask in their SubjectAccessReviews:
+    // get for reading, update for Join/Leave, and nothing more.
+    assert_eq!(
+        rules("ClusterRole", "ste-viewer"),
+        pairs(&[("rings.ste.io", "get")])
+    );
+    assert_eq!(
+        rules("ClusterRole", "ste-operator"),
+        pairs(&[("rings.ste.io", "get"), ("rings.ste.io", "update")])
+    );
+    // The STE CA the plugin reads, for every authenticated user, and no
+    // other ConfigMap.
+    let reader = named(&docs, "Role", "ste-ca-reader");
+    assert_eq!(strs(&reader["rules"][0]["resourceNames"]), ["ste-ca"]);
+    assert_eq!(
+        rules("Role", "ste-ca-reader"),
+        pairs(&[("configmaps", "get")])
+    );
+    let binding = named(&docs, "RoleBinding", "ste-ca-reader");
+    assert_eq!(binding["subjects"][0]["name"], "system:authenticated");
+    let cluster = rules("ClusterRole", "ste-plugin-nodes");
+    let in_kube_system = rules("Role", "ste-plugin-router");
     for (resource, verb) in [("nodes", "get"), ("nodes", "list")] {
         assert!(
             cluster.contains(&(resource.into(), verb.into())),
@@ -316,10 +469,24 @@ fn rbac_grants_what_the_plugin_uses() {
             "{resource} {verb}"
         );
     }
-    for binding in ["ClusterRoleBinding", "RoleBinding"] {
-        let b = find(&docs, binding);
-        let role = binding.trim_end_matches("Binding");
-        assert_eq!(b["roleRef"]["kind"], role);
-        assert_eq!(b["roleRef"]["name"], find(&docs, role)["metadata"]["name"]);
+    // Every binding refers to a role of this file, or to Kubernetes' own
+    // system:auth-delegator.
+    for binding in docs
+        .iter()
+        .filter(|d| d["kind"].as_str().unwrap().ends_with("Binding"))
+    {
+        let role = &binding["roleRef"];
+        let name = role["name"].as_str().unwrap();
+        assert_eq!(
+            binding["kind"].as_str().unwrap(),
+            format!("{}Binding", role["kind"].as_str().unwrap()),
+        );
+        if name != "system:auth-delegator" {
+            named(&docs, role["kind"].as_str().unwrap(), name);
+        }
     }
+    assert_eq!(
+        auth_delegators(&docs),
+        ["ServiceAccount kube-system/ste-agent", "User ste-router"]
+    );
 }

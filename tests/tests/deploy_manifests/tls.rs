@@ -1,7 +1,9 @@
 //! The manifests' arguments run: ste-router and ste-agent started as the
 //! kubelet would start them, with deploy/pki.sh's certificates (the
 //! router reaches the agent's TLS shard with its shard client
-//! certificate), and etcdctl presenting kube-apiserver's client certificate.
+//! certificate; the agent registers on the router's TLS admin port as its
+//! node, with the same certificate), and etcdctl presenting
+//! kube-apiserver's client certificate.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpStream};
@@ -10,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use ste_proto::v1::GetRingRequest;
+use ste_proto::v1::ring_client::RingClient;
 use ste_tests::pki::{Ca, dn};
 use ste_tests::procs::{free_port, pids_with_cmdline, sigkill, workspace_bin};
 
@@ -156,12 +160,44 @@ fn manifest_arguments_run_router_and_agent_with_kube_apiservers_tls() {
         .unwrap()
         .write(dir, "apiserver-etcd-client")
         .unwrap();
+    // Kubernetes' client CA (kube-apiserver's --client-ca-file), which
+    // signed the router's kubeconfig user; nothing answers at its server:
+    // the agent's registration needs no TokenReview or SubjectAccessReview.
+    let kube_ca = Ca::new("kubernetes").unwrap();
+    kube_ca.write(&dir.join("kube-ca.crt")).unwrap();
+    let (user_cert, user_key) = kube_ca
+        .issue(
+            &[],
+            dn("ste-router", None),
+            &[rcgen::ExtendedKeyUsagePurpose::ClientAuth],
+        )
+        .unwrap()
+        .write(dir, "ste-router")
+        .unwrap();
+    let kubeconfig = dir.join("ste-router.conf");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters:\n- name: kubernetes\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority: {}\n\
+             users:\n- name: ste-router\n  user:\n    client-certificate: {}\n    client-key: {}\n\
+             contexts:\n- name: ste-router\n  context:\n    cluster: kubernetes\n    user: ste-router\n\
+             current-context: ste-router\n",
+            free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            dir.join("kube-ca.crt").display(),
+            user_cert.display(),
+            user_key.display(),
+        ),
+    )
+    .unwrap();
     let pki = dir.join("pki");
     let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 61));
     let made = Command::new(deploy("pki.sh"))
         .arg(&pki)
         .arg("--etcd-ca")
         .arg(dir.join("etcd-ca.crt"))
+        .arg("--kube-ca")
+        .arg(dir.join("kube-ca.crt"))
         .arg("--shard")
         .arg(format!("deploy-test-node={ip}"))
         .output()
@@ -174,7 +210,7 @@ fn manifest_arguments_run_router_and_agent_with_kube_apiservers_tls() {
 
     // The router, as the static pod runs it.
     let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let [etcd_port, admin_port, metrics_port] = [(); 3].map(|_| free_port(local));
+    let [etcd_port, admin_port, user_port, metrics_port] = [(); 4].map(|_| free_port(local));
     let router_docs = documents("router-static-pod.yaml");
     let router_container = &pod_spec(find(&router_docs, "Pod"))["containers"][0];
     let state = dir.join("router-state");
@@ -186,6 +222,11 @@ fn manifest_arguments_run_router_and_agent_with_kube_apiservers_tls() {
             ("/var/lib/ste-router", state.display().to_string()),
             ("127.0.0.1:2479", format!("127.0.0.1:{etcd_port}")),
             ("0.0.0.0:2490", format!("127.0.0.1:{admin_port}")),
+            ("0.0.0.0:2492", format!("127.0.0.1:{user_port}")),
+            (
+                "/etc/kubernetes/ste-router.conf",
+                kubeconfig.display().to_string(),
+            ),
             ("127.0.0.1:2491", format!("127.0.0.1:{metrics_port}")),
         ],
         &[],
@@ -212,6 +253,7 @@ fn manifest_arguments_run_router_and_agent_with_kube_apiservers_tls() {
         ("shard-deploy-test-node.crt", "shard.crt"),
         ("shard-deploy-test-node.key", "shard.key"),
         ("ca.crt", "ca.crt"),
+        ("client-ca-bundle.crt", "client-ca-bundle.crt"),
     ] {
         std::fs::copy(pki.join(from), node_pki.join(to)).unwrap();
     }
@@ -223,6 +265,7 @@ fn manifest_arguments_run_router_and_agent_with_kube_apiservers_tls() {
         &[
             ("/var/lib/ste/shard", shard.display().to_string()),
             ("/etc/ste/pki", node_pki.display().to_string()),
+            ("0.0.0.0:2292", format!("{ip}:{}", free_port(ip))),
         ],
         &[
             ("NODE_NAME", "deploy-test-node".into()),
@@ -281,6 +324,38 @@ fn manifest_arguments_run_router_and_agent_with_kube_apiservers_tls() {
     ]);
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "hello");
 
+    // The router's doors with pki.sh's files: its admin port serves
+    // router-admin.crt for 127.0.0.1 (verified with ca.crt, as the agent
+    // and kubectl ste do) and lets the node read the ring with its node
+    // certificate; without a client certificate it lets nobody in, and
+    // its user port wants a certificate or a token.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let node_identity = (
+        pki.join("shard-deploy-test-node.crt"),
+        pki.join("shard-deploy-test-node.key"),
+    );
+    let ring = runtime
+        .block_on(get_ring(
+            admin_port,
+            &pki.join("ca.crt"),
+            Some(&node_identity),
+        ))
+        .unwrap_or_else(|e| panic!("GetRing as the node: {e}\nrouter:\n{}", router.log()));
+    let members: Vec<&str> = ring.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(members, ["deploy-test-node"]);
+    let anonymous = runtime.block_on(get_ring(admin_port, &pki.join("ca.crt"), None));
+    assert!(
+        anonymous.is_err(),
+        "the admin port answered without a client certificate: {anonymous:?}"
+    );
+    match runtime.block_on(get_ring(user_port, &pki.join("ca.crt"), None)) {
+        Err(Call::Status(status)) => {
+            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+            assert_eq!(status.message(), "Unauthorized");
+        }
+        other => panic!("the user port without credentials: {other:?}"),
+    }
+
     // SIGTERM, as the kubelet sends: the agent stops within the pod's grace
     // period and leaves no tmpfs behind; the router exits cleanly.
     let grace = pod_spec(find(&agent_docs, "DaemonSet"))["terminationGracePeriodSeconds"]
@@ -303,4 +378,49 @@ fn manifest_arguments_run_router_and_agent_with_kube_apiservers_tls() {
         "router exit {status}; log:\n{}",
         router.log()
     );
+}
+
+/// Why a Ring/GetRing call failed: the connection (TLS) or the router.
+#[derive(Debug)]
+enum Call {
+    Connect(String),
+    Status(tonic::Status),
+}
+
+impl std::fmt::Display for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Call::Connect(e) => write!(f, "connect: {e}"),
+            Call::Status(s) => write!(f, "{}: {}", s.code(), s.message()),
+        }
+    }
+}
+
+/// Ring/GetRing over TLS to 127.0.0.1:`port`, trusting `ca`, with the
+/// client certificate and key `identity` if given.
+async fn get_ring(
+    port: u16,
+    ca: &Path,
+    identity: Option<&(PathBuf, PathBuf)>,
+) -> Result<ste_proto::v1::RingInfo, Call> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let read = |path: &Path| std::fs::read(path).unwrap();
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(read(cert), read(key)));
+    }
+    let channel = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .map_err(|e| Call::Connect(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| Call::Connect(format!("{e}: {:?}", std::error::Error::source(&e))))?;
+    RingClient::new(channel)
+        .get_ring(GetRingRequest {})
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(Call::Status)
 }

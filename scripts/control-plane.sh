@@ -6,7 +6,9 @@
 # kube-scheduler and kwok simulating the Nodes node-a, node-b, node-c (the
 # agents' node names). All binaries come from <repo>/.build/bin
 # (scripts/build-counterparts.sh); certificates and keys are made with
-# openssl at every 'up'.
+# openssl at every 'up' (cp_make_files), before the STE router and agents
+# start: they accept the client certificates of this CA and ask this
+# kube-apiserver about tokens and permissions, and read both at start only.
 #
 #   etcd                     127.0.0.1:2379 (peer :2380), data on disk
 #   kube-apiserver           https://127.0.0.1:6443
@@ -263,21 +265,29 @@ status:
         ste_die "could not create the Nodes ${NODES[*]}"
 }
 
-# Starts the control plane and waits until kube-apiserver is ready and kwok
-# reports the Nodes Ready. The router must already serve on ROUTER_LISTEN.
-cp_up() {
-    local name
-    for name in $(cp_binaries); do
-        [[ -x ${CP_BIN}/${name} ]] || ste_die "${CP_BIN}/${name} is missing: run scripts/build-counterparts.sh"
-    done
-    cp_stop
-    rm -rf "${CP_DIR}/etcd"
+# Makes the control plane's PKI and its users' kubeconfigs afresh
+# (CP_PKI, CP_DIR/<user>.kubeconfig). The control plane must not run.
+cp_make_files() {
     mkdir -p "${CP_DIR}"
     cp_make_pki
     local user
     for user in admin controller-manager scheduler kwok; do
         cp_write_kubeconfig "${CP_DIR}/${user}.kubeconfig" "${user}"
     done
+}
+
+# Starts the control plane with the files of cp_make_files and waits until
+# kube-apiserver is ready and kwok reports the Nodes Ready. The router must
+# already serve on ROUTER_LISTEN.
+cp_up() {
+    local name
+    for name in $(cp_binaries); do
+        [[ -x ${CP_BIN}/${name} ]] || ste_die "${CP_BIN}/${name} is missing: run scripts/build-counterparts.sh"
+    done
+    [[ -s ${CP_PKI}/ca.crt && -s ${CP_DIR}/admin.kubeconfig ]] ||
+        ste_die "no control-plane PKI in ${CP_PKI}: cp_make_files comes first"
+    cp_stop
+    rm -rf "${CP_DIR}/etcd"
 
     ste_say "starting the control-plane etcd on ${CP_ETCD_CLIENT} (on disk with fsync: ${CP_DIR}/etcd)"
     cp_start etcd --name control-plane --data-dir "${CP_DIR}/etcd" \

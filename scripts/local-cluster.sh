@@ -8,43 +8,66 @@
 # --etcd-servers-overrides=/pods#http://127.0.0.1:2479 and everything else in
 # a control-plane etcd on disk (see scripts/control-plane.sh).
 #
-#   node-a  127.0.0.2   etcd client :2279 (https, client certificates), peer :2280, gRPC :2290, metrics :2291
+#   node-a  127.0.0.2   etcd client :2279 (https, client certificates),
+#                       peer :2280 (loopback), gRPC ste.v1.Agent :2290
+#                       (https, client certificates), user gRPC :2292 (https,
+#                       client certificate or bearer token), metrics and
+#                       /healthz :2291 (http)
 #   node-b  127.0.0.3   (same ports)
 #   node-c  127.0.0.4   (same ports)
-#   router  127.0.0.1   etcd API :2479, admin gRPC (ste.v1.Ring) :2490, metrics :2491
+#   router  127.0.0.1   etcd API :2479 (http, loopback), admin gRPC
+#                       ste.v1.Ring :2490 (https, client certificates),
+#                       user gRPC :2492 (https, client certificate or bearer
+#                       token), metrics :2491 (http)
 #   control-plane etcd 127.0.0.1:2379 (peer :2380), kube-apiserver https://127.0.0.1:6443
+#
+# Every STE door but the router's etcd API (loopback, kube-apiserver's) is
+# locked as docs/install.md describes for a real cluster: the agents
+# present their node certificates (CN=system:node:<node>) to the router;
+# users present the control plane's client certificates (the ste-local
+# context's admin, in system:masters) or tokens, and the router and agents
+# ask kube-apiserver (TokenReview, SubjectAccessReview) with the control
+# plane's admin kubeconfig. They only need create on tokenreviews and
+# subjectaccessreviews (system:auth-delegator, as deploy/rbac.yaml binds
+# it); an admin kubeconfig will do for a demo on one machine. With
+# --no-kubernetes there is no API to ask: "certificates only", the
+# ste-local context's user has a client certificate of the STE CA
+# (CN=ste-local-admin), which may do everything.
 #
 # Usage: scripts/local-cluster.sh [up [--no-kubernetes]|down|status]
 #   up      (default) install deps, build (the Go counterparts too: the
 #           first build of Kubernetes takes about 35 minutes on 2 cores),
-#           stop what an earlier 'up' left, make the shards' certificates
-#           (deploy/pki.sh into <dir>/pki: the STE CA, each node's shard
-#           certificate, the router's shard client certificate — the only
-#           client the shards let in), start the three agents and wait
-#           until all are SERVING, start the router with a fresh state file
-#           and wait until all three agents joined its ring; start the
-#           control plane (fresh: new certificates, empty etcd) and wait
-#           until kube-apiserver is ready and the Nodes are Ready. Then it
+#           stop what an earlier 'up' left, make the control plane's
+#           certificates and kubeconfigs (fresh), then STE's (deploy/pki.sh
+#           into <dir>/pki: the STE CA, each node's certificate, the
+#           router's shard client certificate — the only client the shards
+#           let in —, the router's admin/user serving certificate and the
+#           client CA bundle: the STE CA and the control plane's CA), start
+#           the router with a fresh state file and the three agents, wait
+#           until all are SERVING and joined the router's ring; start the
+#           control plane (empty etcd) and wait until kube-apiserver is
+#           ready and the Nodes are Ready. Then it
 #           makes `kubectl` and `kubectl ste` work as typed: installs the
 #           plugin krew's way into KREW_ROOT (linked from /usr/local/bin
 #           when KREW_ROOT/bin is not on PATH), writes the kubeconfig
 #           context `ste-local` (made current: the cluster's CA and an admin
 #           client certificate, and the extension `ste.io/router` naming the
-#           router's admin address) and, if no kubectl is on PATH, links the
+#           router's user address and the STE CA) and, if no kubectl is on PATH, links the
 #           one it built into /usr/local/bin. It ends by creating the
 #           Deployment `web` (3 replicas), waiting until it is Available,
 #           and showing `kubectl get pods -o wide`, `kubectl ste status` and
 #           `kubectl ste where pod/<one of its Pods>`. Needs root.
 #           --no-kubernetes: agents and router only (the quick demo): no
 #           control plane; a short etcdctl demo through the router (watch,
-#           put, get, del; where each key landed) and `kubectl ste status`.
+#           put, get, del; where each key landed) and `kubectl ste status`,
+#           as the STE CA's ste-local-admin (certificates only).
 #   down    stop the control plane, the router, then the agents (SIGQUIT:
 #           stop without draining, the cluster goes away as a whole; SIGKILL
 #           after 30 s), check that no tmpfs is left mounted, and remove the
 #           `ste-local` context, cluster and user from the kubeconfig (the
 #           context that was current before 'up' is current again). The
 #           plugin stays installed. Needs root.
-#   status  print the agents' status table and, if the router runs,
+#   status  print whether the agents serve (their /healthz) and, if the router runs,
 #           'etcdctl endpoint status' through it, the Nodes and Pods if the
 #           control plane runs, and `kubectl ste status`.
 #
@@ -80,8 +103,9 @@ NODES=(node-a node-b node-c)
 declare -A IPS=([node-a]=127.0.0.2 [node-b]=127.0.0.3 [node-c]=127.0.0.4)
 GRPC_PORT=2290
 METRICS_PORT=2291
+USER_PORT=2292
 ETCD_CLIENT_PORT=2279
-WAIT_SERVING=60s
+WAIT_SERVING=60 # seconds until every agent's /healthz must say ok
 STOP_DEADLINE=30
 
 ROUTER_DIR="${DIR}/router"
@@ -89,6 +113,7 @@ PKI_DIR="${DIR}/pki"
 ROUTER_LISTEN=127.0.0.1:2479
 ROUTER_ADMIN_LISTEN=127.0.0.1:2490
 ROUTER_METRICS_LISTEN=127.0.0.1:2491
+ROUTER_USER_LISTEN=127.0.0.1:2492
 ROUTER_WAIT=30 # seconds until 'etcdctl endpoint health' must pass
 KUBE_CONTEXT=ste-local
 DEMO_WAIT=10   # seconds until the demo watch must have seen its events
@@ -103,7 +128,6 @@ else
     TARGET_DIR="$(ste_target_dir)"
 fi
 AGENT_BIN="${TARGET_DIR}/debug/ste-agent"
-STATUS_BIN="${TARGET_DIR}/debug/ste-agent-status"
 ROUTER_BIN="${STE_ROUTER_BIN:-${TARGET_DIR}/debug/ste-router}"
 PLUGIN_BIN="${TARGET_DIR}/debug/kubectl-ste"
 # etcd 3.6 for the shards and etcdctl 3.6 for the demo, built from their Go
@@ -128,11 +152,15 @@ require_root() {
     fi
 }
 
-addresses() {
-    local node
-    for node in "${NODES[@]}"; do
-        printf '%s:%s\n' "${IPS[${node}]}" "${GRPC_PORT}"
-    done
+# What node $1's agent says on /healthz (its plain metrics port; the gRPC
+# ports want a client certificate): ok, not serving, or unreachable.
+agent_health() {
+    local answer
+    if answer="$(curl -sS --max-time 2 "http://${IPS[$1]}:${METRICS_PORT}/healthz" 2>/dev/null)"; then
+        printf '%s\n' "${answer}"
+    else
+        printf '%s\n' "${answer:-unreachable}"
+    fi
 }
 
 # True if $1 is the PID of a running process of the binary named $2 (not
@@ -330,15 +358,21 @@ cluster_down() {
     remove_kube_context
 }
 
-# Prints the agents' status table.
+# Prints one line per agent: node, pid, /healthz's answer. Fails if one
+# does not answer ok.
 cluster_status_agents() {
-    local addrs
-    mapfile -t addrs < <(addresses)
-    "${STATUS_BIN}" "${addrs[@]}"
+    local node pid health rc=0
+    printf '%-7s %-8s %-24s %s\n' NODE PID GRPC HEALTHZ
+    for node in "${NODES[@]}"; do
+        pid="$(agent_pid "${node}")"
+        health="$(agent_health "${node}")"
+        [[ ${health} == ok ]] || rc=1
+        printf '%-7s %-8s %-24s %s\n' "${node}" "${pid:--}" "${IPS[${node}]}:${GRPC_PORT}" "${health}"
+    done
+    return "${rc}"
 }
 
 cluster_status() {
-    [[ -x ${STATUS_BIN} ]] || ste_die "${STATUS_BIN} not found: run '$0 up' first (or set CARGO_TARGET_DIR to the target dir 'up' built in)"
     local rc=0
     cluster_status_agents || rc=$?
     echo
@@ -375,19 +409,41 @@ print_router_log() {
     tail -n 30 "${ROUTER_DIR}/router.log" >&2 2>/dev/null || printf '(no log)\n' >&2
 }
 
-# Makes the shards' TLS files afresh with deploy/pki.sh, as an operator
-# does (docs/install.md, "1. Certificates"): the STE CA, a certificate per
-# node's shard and the router's shard client certificate. The router's own
-# etcd API stays plain on loopback here, so no --etcd-ca.
+# Makes STE's TLS files afresh with deploy/pki.sh, as an operator does
+# (docs/install.md, "1. Certificates"): the STE CA, each node's certificate
+# (its shard's and its identity towards the router), the router's shard
+# client certificate and its admin/user serving certificate, and the
+# client CA bundle, which holds the control plane's CA too (--kube-ca: its
+# users' certificates are accepted), so the control plane's PKI comes
+# first. The router's own etcd API stays plain on loopback here, so no
+# --etcd-ca. Without Kubernetes, a user certificate of the STE CA,
+# user-ste-local-admin.crt, for the ste-local context.
 make_pki() {
     rm -rf "${PKI_DIR}"
-    local shards=() node
+    local args=() node
     for node in "${NODES[@]}"; do
-        shards+=(--shard "${node}=${IPS[${node}]}")
+        args+=(--shard "${node}=${IPS[${node}]}")
     done
-    ste_say "making the shards' certificates in ${PKI_DIR} (deploy/pki.sh)"
-    "${STE_REPO}/deploy/pki.sh" "${PKI_DIR}" --days 30 "${shards[@]}" 2>/dev/null ||
+    if [[ -n ${NO_KUBERNETES} ]]; then
+        args+=(--user ste-local-admin)
+    else
+        args+=(--kube-ca "${CP_PKI}/ca.crt")
+    fi
+    ste_say "making STE's certificates in ${PKI_DIR} (deploy/pki.sh)"
+    "${STE_REPO}/deploy/pki.sh" "${PKI_DIR}" --days 30 "${args[@]}" 2>/dev/null ||
         ste_die "deploy/pki.sh ${PKI_DIR} failed; run it by hand to see why"
+}
+
+# The flags that tell the router and the agents which Kubernetes API
+# answers TokenReviews and SubjectAccessReviews: the control plane's, as
+# its admin (none without Kubernetes: certificates only). kube-apiserver
+# is not up yet when they start; they ask it at the first request that
+# needs it.
+kube_auth_flags() {
+    if [[ -z ${NO_KUBERNETES} ]]; then
+        printf '%s\n' --authentication-kubeconfig "${CP_DIR}/admin.kubeconfig" \
+            --authorization-kubeconfig "${CP_DIR}/admin.kubeconfig"
+    fi
 }
 
 # Starts the router with no members and a fresh state file: the agents
@@ -400,11 +456,18 @@ start_router() {
     # The shards were just started empty (new epochs); start the revision
     # space afresh too instead of continuing above an old high-water mark.
     rm -f "${ROUTER_DIR}/router.state" "${ROUTER_DIR}/router.tmp"
-    ste_say "starting the router on ${ROUTER_LISTEN} (admin ${ROUTER_ADMIN_LISTEN}, metrics ${ROUTER_METRICS_LISTEN}, log ${ROUTER_DIR}/router.log)"
+    ste_say "starting the router on ${ROUTER_LISTEN} (admin ${ROUTER_ADMIN_LISTEN}, user ${ROUTER_USER_LISTEN}, metrics ${ROUTER_METRICS_LISTEN}, log ${ROUTER_DIR}/router.log)"
+    local kube_auth
+    mapfile -t kube_auth < <(kube_auth_flags)
     setsid "${ROUTER_BIN}" \
         --listen "${ROUTER_LISTEN}" \
         --admin-listen "${ROUTER_ADMIN_LISTEN}" \
+        --user-listen "${ROUTER_USER_LISTEN}" \
         --metrics-listen "${ROUTER_METRICS_LISTEN}" \
+        --tls-cert-file "${PKI_DIR}/router-admin.crt" \
+        --tls-private-key-file "${PKI_DIR}/router-admin.key" \
+        --client-ca-file "${PKI_DIR}/client-ca-bundle.crt" \
+        "${kube_auth[@]}" \
         --state-file "${ROUTER_DIR}/router.state" \
         --shard-ca "${PKI_DIR}/ca.crt" \
         --shard-cert "${PKI_DIR}/router-shard-client.crt" \
@@ -420,9 +483,13 @@ wait_router_members() {
     local pid
     pid="$(<"${ROUTER_DIR}/router.pid")"
     ste_say "waiting up to ${ROUTER_WAIT}s for the agents to register and join the ring"
+    # Read as node-a: kube-apiserver, which decides for users, is not up
+    # yet; nodes may read the ring without asking it.
+    local kubeconfig="${ROUTER_DIR}/node-a.kubeconfig"
+    write_plugin_kubeconfig "${kubeconfig}" "${PKI_DIR}/shard-node-a"
     local deadline=$((SECONDS + ROUTER_WAIT)) members=0
     while :; do
-        members="$("${PLUGIN_BIN}" --router "${ROUTER_ADMIN_LISTEN}" --request-timeout 2s ring show -o json 2>/dev/null |
+        members="$("${PLUGIN_BIN}" --kubeconfig "${kubeconfig}" --request-timeout 2s ring show -o json 2>/dev/null |
             python3 -c 'import json,sys; r=json.load(sys.stdin); print(0 if r.get("migration") else len(r.get("members", [])))' 2>/dev/null || echo 0)"
         ((members == ${#NODES[@]})) && break
         if ! is_router "${pid}"; then
@@ -458,6 +525,39 @@ wait_router_members() {
         fi
         sleep 0.2
     done
+}
+
+# Writes a kubeconfig $1 for kubectl ste alone: the router's user port
+# and the STE CA in the ste.io/router extension, the client certificate
+# $2.crt and key $2.key; its cluster is the control plane's address, which
+# kubectl ste does not need for the ring.
+write_plugin_kubeconfig() {
+    local file="$1" identity="$2"
+    cat >"${file}" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: ${KUBE_CONTEXT}
+  cluster:
+    server: ${KUBE_SERVER}
+contexts:
+- name: ${KUBE_CONTEXT}
+  context:
+    cluster: ${KUBE_CONTEXT}
+    user: ${KUBE_CONTEXT}
+    extensions:
+    - name: ste.io/router
+      extension:
+        address: ${ROUTER_USER_LISTEN}
+        certificate-authority: ${PKI_DIR}/ca.crt
+users:
+- name: ${KUBE_CONTEXT}
+  user:
+    client-certificate: ${identity}.crt
+    client-key: ${identity}.key
+current-context: ${KUBE_CONTEXT}
+EOF
+    chmod 600 "${file}"
 }
 
 # The demo's background watcher and its output file, global so that the
@@ -601,18 +701,20 @@ write_kube_context() {
     fragment="$(mktemp "${DIR}/kubeconfig.fragment.XXXXXX")"
     merged="$(mktemp "${DIR}/kubeconfig.merged.XXXXXX")"
     # With the control plane: its CA and the admin's client certificate,
-    # embedded (as kind does). Without it: no credentials, nothing serves.
-    # Without it, a token nothing accepts: with no credentials at all,
-    # kubectl would ask for a username instead of saying the server is down.
-    local ca="" credentials="
-    token: no-kubernetes-api-server-runs-in-this-mode"
+    # embedded (as kind does); the router and the agents accept it (their
+    # client CA bundle holds the control plane's CA) and kube-apiserver's
+    # SubjectAccessReview allows system:masters everything. Without it: a
+    # client certificate of the STE CA, which the router and agents accept
+    # (certificates only), and no Kubernetes API.
+    local ca="" identity="${PKI_DIR}/user-ste-local-admin" credentials
     if [[ -z ${NO_KUBERNETES} ]]; then
         ca="
     certificate-authority-data: $(base64 -w0 "${CP_PKI}/ca.crt")"
-        credentials="
-    client-certificate-data: $(base64 -w0 "${CP_PKI}/admin.crt")
-    client-key-data: $(base64 -w0 "${CP_PKI}/admin.key")"
+        identity="${CP_PKI}/admin"
     fi
+    credentials="
+    client-certificate-data: $(base64 -w0 "${identity}.crt")
+    client-key-data: $(base64 -w0 "${identity}.key")"
     cat >"${fragment}" <<EOF
 apiVersion: v1
 kind: Config
@@ -628,7 +730,8 @@ contexts:
     extensions:
     - name: ste.io/router
       extension:
-        address: ${ROUTER_ADMIN_LISTEN}
+        address: ${ROUTER_USER_LISTEN}
+        certificate-authority: ${PKI_DIR}/ca.crt
 users:
 - name: ${KUBE_CONTEXT}
   user: ${credentials}
@@ -652,7 +755,7 @@ EOF
         mv -f "${merged}" "${file}"
     fi
     ste_give_to_invoking_user "$(dirname "${file}")"
-    ste_say "kubeconfig ${file}: context ${KUBE_CONTEXT} (router ${ROUTER_ADMIN_LISTEN}, extension ste.io/router) is current now"
+    ste_say "kubeconfig ${file}: context ${KUBE_CONTEXT} (router ${ROUTER_USER_LISTEN}, extension ste.io/router) is current now"
 }
 
 # Removes what write_kube_context added; the context that was current
@@ -766,8 +869,8 @@ cluster_up() {
     (cd "${STE_REPO}" && cargo build --workspace --bins)
     ste_restore_ownership
     trap - EXIT
-    [[ -x ${AGENT_BIN} && -x ${STATUS_BIN} && -x ${ROUTER_BIN} && -x ${PLUGIN_BIN} ]] ||
-        ste_die "the build did not produce ${AGENT_BIN}, ${STATUS_BIN}, ${ROUTER_BIN} and ${PLUGIN_BIN}"
+    [[ -x ${AGENT_BIN} && -x ${ROUTER_BIN} && -x ${PLUGIN_BIN} ]] ||
+        ste_die "the build did not produce ${AGENT_BIN}, ${ROUTER_BIN} and ${PLUGIN_BIN}"
     mkdir -p "${DIR}"
     printf '%s\n' "${TARGET_DIR}" >"${TARGET_DIR_RECORD}"
 
@@ -778,8 +881,17 @@ cluster_up() {
     stop_router
     stop_agents
 
+    # The router and the agents read their client CAs and kubeconfig at
+    # start only: the control plane's PKI first, then STE's, which
+    # includes its CA.
+    if [[ -z ${NO_KUBERNETES} ]]; then
+        ste_say "making the control plane's certificates and kubeconfigs in ${CP_DIR}"
+        cp_make_files
+    fi
     make_pki
     start_router
+    local kube_auth
+    mapfile -t kube_auth < <(kube_auth_flags)
     for node in "${NODES[@]}"; do
         local ip="${IPS[${node}]}"
         local node_dir="${DIR}/${node}"
@@ -798,53 +910,45 @@ cluster_up() {
             --tmpfs-size "${TMPFS_SIZE}" \
             --grpc-listen "${ip}:${GRPC_PORT}" \
             --metrics-listen "${ip}:${METRICS_PORT}" \
+            --user-listen "${ip}:${USER_PORT}" \
             --router "${ROUTER_ADMIN_LISTEN}" \
+            --router-ca-file "${PKI_DIR}/ca.crt" \
             --etcd-cert-file "${PKI_DIR}/shard-${node}.crt" \
             --etcd-key-file "${PKI_DIR}/shard-${node}.key" \
             --etcd-trusted-ca-file "${PKI_DIR}/ca.crt" \
+            --tls-cert-file "${PKI_DIR}/shard-${node}.crt" \
+            --tls-private-key-file "${PKI_DIR}/shard-${node}.key" \
+            --client-ca-file "${PKI_DIR}/client-ca-bundle.crt" \
+            "${kube_auth[@]}" \
             </dev/null >"${node_dir}/agent.log" 2>&1 &
         echo "$!" >"${node_dir}/agent.pid"
     done
 
-    ste_say "waiting up to ${WAIT_SERVING} for all agents to be SERVING"
-    local addrs
-    mapfile -t addrs < <(addresses)
-    # Its table is shown only on failure; on success the table is printed
-    # once the router runs too.
-    "${STATUS_BIN}" --wait-serving "${WAIT_SERVING}" "${addrs[@]}" >"${DIR}/wait-serving.out" &
-    local waiter=$! dead=""
-    # Fail fast if an agent exits (bad flag, port in use, ...) instead of
-    # waiting for the whole timeout.
-    while kill -0 "${waiter}" 2>/dev/null; do
+    ste_say "waiting up to ${WAIT_SERVING}s for all agents to be SERVING (/healthz on :${METRICS_PORT})"
+    local deadline=$((SECONDS + WAIT_SERVING)) waiting
+    while :; do
+        waiting=()
         for node in "${NODES[@]}"; do
+            # Fail fast if an agent exits (bad flag, port in use, ...)
+            # instead of waiting for the whole timeout.
             if ! is_agent "$(<"${DIR}/${node}/agent.pid")"; then
-                dead="${node}"
+                ste_say "error: the agent of ${node} exited; its log and the others follow"
+                print_log_tails
+                ste_say "stop the others with: ${DOWN_CMD}"
+                exit 1
             fi
+            [[ $(agent_health "${node}") == ok ]] || waiting+=("${node}")
         done
-        if [[ -n ${dead} ]]; then
-            kill "${waiter}" 2>/dev/null || true
-            break
+        ((${#waiting[@]} == 0)) && break
+        if ((SECONDS >= deadline)); then
+            cluster_status_agents || true
+            ste_say "error: ${waiting[*]} did not reach SERVING within ${WAIT_SERVING}s; logs follow"
+            print_log_tails
+            ste_say "stop them with: ${DOWN_CMD}"
+            exit 1
         fi
         sleep 0.2
     done
-    local rc=0
-    wait "${waiter}" || rc=$?
-    if [[ -n ${dead} || ${rc} -ne 0 ]]; then
-        cat "${DIR}/wait-serving.out"
-    fi
-    rm -f "${DIR}/wait-serving.out"
-    if [[ -n ${dead} ]]; then
-        ste_say "error: the agent of ${dead} exited; its log and the others follow"
-        print_log_tails
-        ste_say "stop the others with: ${DOWN_CMD}"
-        exit 1
-    fi
-    if ((rc != 0)); then
-        ste_say "error: the agents did not all reach SERVING within ${WAIT_SERVING}; logs follow"
-        print_log_tails
-        ste_say "stop them with: ${DOWN_CMD}"
-        exit 1
-    fi
 
     wait_router_members
     ste_say "the router is healthy"

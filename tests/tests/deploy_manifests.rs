@@ -1,16 +1,18 @@
 //! deploy/: the Kubernetes manifests. No cluster is available here, so they
 //! are checked by parsing (ours, and the real kubectl's kustomize, offline),
-//! against the flags the binaries really have, and by running the real
+//! against the flags the binaries really have, by running the real
 //! ste-router and ste-agent with exactly the manifests' arguments (addresses
 //! and host paths swapped for test ones), the certificates made by
 //! deploy/pki.sh, and etcdctl presenting the client certificate
-//! kube-apiserver would.
+//! kube-apiserver would, and by applying rbac.yaml to a real kube-apiserver.
 
 // The tests live in deploy_manifests/ (the manifests read as documents, and
 // their arguments run); this file keeps the target's root and the readers
 // of deploy/ both use.
 #[path = "deploy_manifests/manifests.rs"]
 mod manifests;
+#[path = "deploy_manifests/rbac.rs"]
+mod rbac;
 #[path = "deploy_manifests/tls.rs"]
 mod tls;
 

@@ -89,7 +89,25 @@ impl ControlPlane {
             .tempdir()?;
         let pki = Pki::create(dir.path())?;
         let etcd = TestEtcd::start("control-plane").await?;
-        let router = TestRouter::spawn_new(&[], &[])?;
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let apiserver = SocketAddr::new(ip, free_port(ip));
+        // The router asks this kube-apiserver to review tokens
+        // (TokenReview) and to authorise users (SubjectAccessReview on
+        // rings.ste.io), and trusts the users' client certificates of its
+        // CA: `kubectl ste` is authorised by Kubernetes RBAC.
+        let reviews = dir.path().join("router-reviews.kubeconfig");
+        std::fs::write(&reviews, kubeconfig_yaml(&pki, apiserver, None))?;
+        let reviews = reviews.display().to_string();
+        let router = TestRouter::spawn_trusting(
+            &[],
+            &[
+                "--authentication-kubeconfig",
+                &reviews,
+                "--authorization-kubeconfig",
+                &reviews,
+            ],
+            &pki.ca_pem,
+        )?;
         let agents = NODES
             .iter()
             .enumerate()
@@ -106,8 +124,6 @@ impl ControlPlane {
             .collect::<anyhow::Result<Vec<_>>>()?;
         wait_members(&router, &NODES).await?;
 
-        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let apiserver = SocketAddr::new(ip, free_port(ip));
         let apiserver_process = KubeProcess::spawn(
             "kube-apiserver",
             &kube_bin("kube-apiserver"),
@@ -115,7 +131,10 @@ impl ControlPlane {
             dir.path(),
         )?;
         let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&pki, apiserver, router.admin))?;
+        std::fs::write(
+            &kubeconfig,
+            kubeconfig_yaml(&pki, apiserver, Some((router.user, &router.ca_file()))),
+        )?;
         let mut components = vec![apiserver_process];
         let ready = eventually("kube-apiserver /readyz", START_TIMEOUT, || async {
             health::probe_once(apiserver, &pki, "/readyz").await

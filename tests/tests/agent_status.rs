@@ -16,8 +16,8 @@ use tonic_health::pb::health_client::HealthClient;
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 async fn health(agent: &TestAgent, service: &str) -> anyhow::Result<ServingStatus> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", agent.addrs.grpc))?
-        .connect()
+    let channel = ste_tests::pki::ste()
+        .admin_channel(agent.addrs.grpc)
         .await?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
@@ -180,7 +180,12 @@ const SERVED: [&str; 4] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_exactly_the_services_served() -> anyhow::Result<()> {
     let agent = TestAgent::start(AgentOptions::new("listed", LOCALHOST)).await?;
-    let (v1, v1alpha) = ste_tests::reflection::listed_services(agent.addrs.grpc).await?;
+    let (v1, v1alpha) = ste_tests::reflection::listed_services(
+        ste_tests::pki::ste()
+            .admin_channel(agent.addrs.grpc)
+            .await?,
+    )
+    .await?;
     assert_eq!(v1, SERVED, "grpc.reflection.v1");
     assert_eq!(v1alpha, SERVED, "grpc.reflection.v1alpha");
     Ok(())
@@ -190,9 +195,14 @@ async fn reflection_lists_exactly_the_services_served() -> anyhow::Result<()> {
 async fn generic_grpc_client_reads_status_through_reflection() -> anyhow::Result<()> {
     let agent = TestAgent::start(AgentOptions::new("reflected", LOCALHOST)).await?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/reflect_status.py");
+    let pki = tempfile::tempdir()?;
+    let (cert, key) = ste_tests::pki::ste().admin.write(pki.path(), "admin")?;
+    let ca = pki.path().join("ca.crt");
+    ste_tests::pki::ste().ca.write(&ca)?;
     let output = tokio::process::Command::new("python3")
         .arg(script)
         .arg(agent.addrs.grpc.to_string())
+        .args([&ca, &cert, &key])
         .output()
         .await?;
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -39,11 +39,27 @@ pub fn apiserver_args(
     ]
 }
 
-/// The kubeconfig: server, CA and admin client certificate embedded, and
-/// the router's admin address in the context's `ste.io/router` extension
-/// (where `kubectl ste` looks for it).
-pub fn kubeconfig_yaml(pki: &Pki, apiserver: SocketAddr, router_admin: SocketAddr) -> String {
+/// The kubeconfig: server, CA and admin client certificate embedded, and,
+/// given the router's user port and the CA of its certificate, the
+/// context's `ste.io/router` extension (where `kubectl ste` looks for them).
+pub fn kubeconfig_yaml(
+    pki: &Pki,
+    apiserver: SocketAddr,
+    router: Option<(SocketAddr, &Path)>,
+) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let extensions = match router {
+        Some((user, ca)) => format!(
+            "    extensions:
+    - name: ste.io/router
+      extension:
+        address: {user}
+        certificate-authority: {}
+",
+            ca.display()
+        ),
+        None => String::new(),
+    };
     format!(
         "apiVersion: v1
 kind: Config
@@ -63,11 +79,7 @@ contexts:
     cluster: ste-e2e
     user: {user}
     namespace: default
-    extensions:
-    - name: ste.io/router
-      extension:
-        address: {router_admin}
-current-context: ste-e2e
+{extensions}current-context: ste-e2e
 ",
         ca = b64(&pki.ca_pem),
         user = pki::ADMIN_USER,

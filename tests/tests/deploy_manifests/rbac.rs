@@ -141,8 +141,8 @@ async fn rbac_yaml_in_a_real_kube_apiserver_grants_what_the_doors_ask() {
     )
     .unwrap();
     let kubeconfig = dir.join("kubeconfig");
-    // The extension's address is not used here.
-    std::fs::write(&kubeconfig, kubeconfig_yaml(&pki, apiserver, apiserver)).unwrap();
+    // No router here: no ste.io/router extension.
+    std::fs::write(&kubeconfig, kubeconfig_yaml(&pki, apiserver, None)).unwrap();
     eventually(
         "kube-apiserver /readyz",
         Duration::from_secs(180),

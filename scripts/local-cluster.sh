@@ -67,7 +67,7 @@
 #           `ste-local` context, cluster and user from the kubeconfig (the
 #           context that was current before 'up' is current again). The
 #           plugin stays installed. Needs root.
-#   status  print whether the agents serve (their /healthz) and, if the router runs,
+#   status  print the agents' status table and, if the router runs,
 #           'etcdctl endpoint status' through it, the Nodes and Pods if the
 #           control plane runs, and `kubectl ste status`.
 #
@@ -105,7 +105,7 @@ GRPC_PORT=2290
 METRICS_PORT=2291
 USER_PORT=2292
 ETCD_CLIENT_PORT=2279
-WAIT_SERVING=60 # seconds until every agent's /healthz must say ok
+WAIT_SERVING=60s
 STOP_DEADLINE=30
 
 ROUTER_DIR="${DIR}/router"
@@ -128,6 +128,7 @@ else
     TARGET_DIR="$(ste_target_dir)"
 fi
 AGENT_BIN="${TARGET_DIR}/debug/ste-agent"
+STATUS_BIN="${TARGET_DIR}/debug/ste-agent-status"
 ROUTER_BIN="${STE_ROUTER_BIN:-${TARGET_DIR}/debug/ste-router}"
 PLUGIN_BIN="${TARGET_DIR}/debug/kubectl-ste"
 # etcd 3.6 for the shards and etcdctl 3.6 for the demo, built from their Go
@@ -152,16 +153,18 @@ require_root() {
     fi
 }
 
-# What node $1's agent says on /healthz (its plain metrics port; the gRPC
-# ports want a client certificate): ok, not serving, or unreachable.
-agent_health() {
-    local answer
-    if answer="$(curl -sS --max-time 2 "http://${IPS[$1]}:${METRICS_PORT}/healthz" 2>/dev/null)"; then
-        printf '%s\n' "${answer}"
-    else
-        printf '%s\n' "${answer:-unreachable}"
-    fi
+addresses() {
+    local node
+    for node in "${NODES[@]}"; do
+        printf '%s:%s\n' "${IPS[${node}]}" "${GRPC_PORT}"
+    done
 }
+
+# ste-agent-status's TLS flags for the agents' gRPC port, as node-a: a
+# client certificate is required there, and a node may read without asking
+# Kubernetes (which is not up yet while 'up' waits for the agents).
+AGENT_STATUS_TLS=(--cacert "${PKI_DIR}/ca.crt"
+    --cert "${PKI_DIR}/shard-node-a.crt" --key "${PKI_DIR}/shard-node-a.key")
 
 # True if $1 is the PID of a running process of the binary named $2 (not
 # a recycled PID, nor a zombie). As another user than the process's,
@@ -358,21 +361,15 @@ cluster_down() {
     remove_kube_context
 }
 
-# Prints one line per agent: node, pid, /healthz's answer. Fails if one
-# does not answer ok.
+# Prints the agents' status table.
 cluster_status_agents() {
-    local node pid health rc=0
-    printf '%-7s %-8s %-24s %s\n' NODE PID GRPC HEALTHZ
-    for node in "${NODES[@]}"; do
-        pid="$(agent_pid "${node}")"
-        health="$(agent_health "${node}")"
-        [[ ${health} == ok ]] || rc=1
-        printf '%-7s %-8s %-24s %s\n' "${node}" "${pid:--}" "${IPS[${node}]}:${GRPC_PORT}" "${health}"
-    done
-    return "${rc}"
+    local addrs
+    mapfile -t addrs < <(addresses)
+    "${STATUS_BIN}" "${AGENT_STATUS_TLS[@]}" "${addrs[@]}"
 }
 
 cluster_status() {
+    [[ -x ${STATUS_BIN} ]] || ste_die "${STATUS_BIN} not found: run '$0 up' first (or set CARGO_TARGET_DIR to the target dir 'up' built in)"
     local rc=0
     cluster_status_agents || rc=$?
     echo
@@ -869,8 +866,8 @@ cluster_up() {
     (cd "${STE_REPO}" && cargo build --workspace --bins)
     ste_restore_ownership
     trap - EXIT
-    [[ -x ${AGENT_BIN} && -x ${ROUTER_BIN} && -x ${PLUGIN_BIN} ]] ||
-        ste_die "the build did not produce ${AGENT_BIN}, ${ROUTER_BIN} and ${PLUGIN_BIN}"
+    [[ -x ${AGENT_BIN} && -x ${STATUS_BIN} && -x ${ROUTER_BIN} && -x ${PLUGIN_BIN} ]] ||
+        ste_die "the build did not produce ${AGENT_BIN}, ${STATUS_BIN}, ${ROUTER_BIN} and ${PLUGIN_BIN}"
     mkdir -p "${DIR}"
     printf '%s\n' "${TARGET_DIR}" >"${TARGET_DIR_RECORD}"
 
@@ -924,31 +921,46 @@ cluster_up() {
         echo "$!" >"${node_dir}/agent.pid"
     done
 
-    ste_say "waiting up to ${WAIT_SERVING}s for all agents to be SERVING (/healthz on :${METRICS_PORT})"
-    local deadline=$((SECONDS + WAIT_SERVING)) waiting
-    while :; do
-        waiting=()
+    ste_say "waiting up to ${WAIT_SERVING} for all agents to be SERVING"
+    local addrs
+    mapfile -t addrs < <(addresses)
+    # Its table is shown only on failure; on success the table is printed
+    # once the router runs too.
+    "${STATUS_BIN}" "${AGENT_STATUS_TLS[@]}" --wait-serving "${WAIT_SERVING}" "${addrs[@]}" \
+        >"${DIR}/wait-serving.out" &
+    local waiter=$! dead=""
+    # Fail fast if an agent exits (bad flag, port in use, ...) instead of
+    # waiting for the whole timeout.
+    while kill -0 "${waiter}" 2>/dev/null; do
         for node in "${NODES[@]}"; do
-            # Fail fast if an agent exits (bad flag, port in use, ...)
-            # instead of waiting for the whole timeout.
             if ! is_agent "$(<"${DIR}/${node}/agent.pid")"; then
-                ste_say "error: the agent of ${node} exited; its log and the others follow"
-                print_log_tails
-                ste_say "stop the others with: ${DOWN_CMD}"
-                exit 1
+                dead="${node}"
             fi
-            [[ $(agent_health "${node}") == ok ]] || waiting+=("${node}")
         done
-        ((${#waiting[@]} == 0)) && break
-        if ((SECONDS >= deadline)); then
-            cluster_status_agents || true
-            ste_say "error: ${waiting[*]} did not reach SERVING within ${WAIT_SERVING}s; logs follow"
-            print_log_tails
-            ste_say "stop them with: ${DOWN_CMD}"
-            exit 1
+        if [[ -n ${dead} ]]; then
+            kill "${waiter}" 2>/dev/null || true
+            break
         fi
         sleep 0.2
     done
+    local rc=0
+    wait "${waiter}" || rc=$?
+    if [[ -n ${dead} || ${rc} -ne 0 ]]; then
+        cat "${DIR}/wait-serving.out"
+    fi
+    rm -f "${DIR}/wait-serving.out"
+    if [[ -n ${dead} ]]; then
+        ste_say "error: the agent of ${dead} exited; its log and the others follow"
+        print_log_tails
+        ste_say "stop the others with: ${DOWN_CMD}"
+        exit 1
+    fi
+    if ((rc != 0)); then
+        ste_say "error: the agents did not all reach SERVING within ${WAIT_SERVING}; logs follow"
+        print_log_tails
+        ste_say "stop them with: ${DOWN_CMD}"
+        exit 1
+    fi
 
     wait_router_members
     ste_say "the router is healthy"

@@ -141,9 +141,12 @@ impl RouterConfig {
         };
         ste_auth::tls::client_config(
             ("--router-ca-file", ca),
-            self.identity
-                .as_ref()
-                .map(|(c, k)| (c.as_path(), k.as_path())),
+            self.identity.as_ref().map(|(cert, key)| {
+                [
+                    ("--tls-cert-file", cert.as_path()),
+                    ("--tls-private-key-file", key.as_path()),
+                ]
+            }),
         )
         .map(Some)
     }

@@ -56,17 +56,18 @@ impl ServerFiles {
 }
 
 /// A client's TLS towards a certificate door: the CA that signed the
-/// server's certificate, and the client's own certificate.
+/// server's certificate, and the client's own certificate and key, each
+/// file with the flag that named it (for messages).
 pub fn client_config(
     (ca_flag, ca): (&str, &Path),
-    identity: Option<(&Path, &Path)>,
+    identity: Option<[(&str, &Path); 2]>,
 ) -> anyhow::Result<ClientTlsConfig> {
     let mut config =
         ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read_pem(ca_flag, ca)?));
-    if let Some((cert, key)) = identity {
+    if let Some([(cert_flag, cert), (key_flag, key)]) = identity {
         config = config.identity(Identity::from_pem(
-            read_pem("--tls-cert-file", cert)?,
-            read_pem("--tls-private-key-file", key)?,
+            read_pem(cert_flag, cert)?,
+            read_pem(key_flag, key)?,
         ));
     }
     Ok(config)

@@ -31,6 +31,9 @@ pub struct AgentOptions {
     /// where the etcd under test can serve it
     /// ([`crate::procs::etcd_serves_tls_shards`]).
     pub insecure: bool,
+    /// CAs (PEM) whose client certificates the agent's API trusts besides
+    /// the STE CA's, e.g. a Kubernetes CA for its users.
+    pub more_client_cas: String,
     pub extra_args: Vec<String>,
 }
 
@@ -42,6 +45,7 @@ impl AgentOptions {
             tmpfs_size: "256Mi".into(),
             external: false,
             insecure: !crate::procs::etcd_serves_tls_shards(),
+            more_client_cas: String::new(),
             extra_args: Vec::new(),
         }
     }
@@ -106,6 +110,15 @@ impl TestAgent {
         let node =
             crate::pki::ste().write_shard(&root.path().join("pki"), &options.node_name, ip)?;
         let tls = (!options.insecure).then(|| node.clone());
+        let client_ca = root.path().join("pki").join("client-ca.crt");
+        std::fs::write(
+            &client_ca,
+            format!(
+                "{}{}",
+                crate::pki::ste().ca.cert_pem,
+                options.more_client_cas
+            ),
+        )?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let addrs = AgentAddrs {
             grpc: SocketAddr::new(ip, free_port(ip)),
@@ -182,7 +195,7 @@ impl TestAgent {
             .arg("--tls-private-key-file")
             .arg(&a.node.key)
             .arg("--client-ca-file")
-            .arg(&a.node.ca)
+            .arg(self.root.path().join("pki").join("client-ca.crt"))
             .arg("--router-ca-file")
             .arg(&a.node.ca)
             .arg("--metrics-listen")

@@ -222,3 +222,40 @@ async fn generic_grpc_client_reads_status_through_reflection() -> anyhow::Result
     assert!(stdout.contains("\"epoch\": \"1\""), "{stdout}");
     Ok(())
 }
+
+/// `ste-agent-status` (what scripts/local-cluster.sh prints) asks over TLS
+/// with etcdctl's flags; without a client certificate the agent's port
+/// refuses it, and the tool says which agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_tool_presents_a_client_certificate() -> anyhow::Result<()> {
+    let agent = TestAgent::start(AgentOptions::new("tabled", LOCALHOST)).await?;
+    let pki = tempfile::tempdir()?;
+    let (cert, key) = ste_tests::pki::ste().admin.write(pki.path(), "admin")?;
+    let ca = pki.path().join("ca.crt");
+    ste_tests::pki::ste().ca.write(&ca)?;
+    let address = agent.addrs.grpc.to_string();
+    let tool = ste_tests::procs::workspace_bin("ste-agent-status");
+    let with = tokio::process::Command::new(&tool)
+        .arg("--cacert")
+        .arg(&ca)
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .arg(&address)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&with.stdout);
+    assert!(with.status.success(), "{with:?}");
+    assert!(stdout.contains("tabled"), "{stdout}");
+    let without = tokio::process::Command::new(&tool)
+        .arg("--cacert")
+        .arg(&ca)
+        .arg(&address)
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&without.stderr);
+    assert!(!without.status.success(), "{without:?}");
+    assert!(stderr.contains(&address), "{stderr}");
+    Ok(())
+}

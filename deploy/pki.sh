@@ -4,8 +4,8 @@
 # from /etc/ste/pki/ (agent-daemonset*.yaml), with the openssl CLI (1.1.1 or
 # newer). See docs/install.md, "1. Certificates".
 #
-# Usage: deploy/pki.sh OUT_DIR [--etcd-ca FILE] [--kube-ca FILE] [--router-san SAN]...
-#                      [--shard NODE=IP]... [--user NAME]... [--days N]
+# Usage: deploy/pki.sh OUT_DIR [--etcd-ca FILE] [--kube-ca FILE]
+#          [--router-san SAN]... [--shard NODE=IP]... [--user NAME]... [--days N]
 #
 #   OUT_DIR            where the files go (created, mode 0700); on the router's
 #                      node that is /etc/kubernetes/pki/ste

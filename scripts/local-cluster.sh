@@ -52,8 +52,8 @@
 #           when KREW_ROOT/bin is not on PATH), writes the kubeconfig
 #           context `ste-local` (made current: the cluster's CA and an admin
 #           client certificate, and the extension `ste.io/router` naming the
-#           router's user address and the STE CA) and, if no kubectl is on PATH, links the
-#           one it built into /usr/local/bin. It ends by creating the
+#           router's user address and the STE CA) and, if no kubectl is on
+#           PATH, links the one it built into /usr/local/bin. It ends by creating the
 #           Deployment `web` (3 replicas), waiting until it is Available,
 #           and showing `kubectl get pods -o wide`, `kubectl ste status` and
 #           `kubectl ste where pod/<one of its Pods>`. Needs root.

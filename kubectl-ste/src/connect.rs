@@ -1,14 +1,22 @@
-//! Reaching the router's admin API (`ste.v1.Ring`) and the agents
-//! (`ste.v1.Agent`): directly at `--router` / `STE_ROUTER` / the kubeconfig
-//! context's `ste.io/router` extension and at the addresses agents
-//! registered with, or through port-forwards to their pods when the router
-//! was found through the Kubernetes API.
+//! Reaching the router's user API (`ste.v1.Ring` on `--user-listen`) and
+//! the agents (`ste.v1.Agent` on theirs): directly at `--router` /
+//! `STE_ROUTER` / the kubeconfig context's `ste.io/router` extension and at
+//! the addresses agents registered with, or through port-forwards to their
+//! pods when the router was found through the Kubernetes API.
+//!
+//! Every connection is TLS, verified against the STE CA (see [`crate::trust`])
+//! for the host dialled, or through a port-forward for `ste-router` (the
+//! router) and the node name (an agent); it presents the kubeconfig user's
+//! credentials (see [`crate::credentials`]). Only an `http://` router
+//! address, for a router run with `--insecure`, is plain, and then its
+//! agents are dialled plain too.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use ste_proto::v1::RegisteredAgent;
 use ste_proto::v1::agent_client::AgentClient;
 use ste_proto::v1::ring_client::RingClient;
 use ste_proto::v1::{
@@ -16,19 +24,26 @@ use ste_proto::v1::{
     LeaveRequest, LocateRequest, Location, MigrationProgress, RingInfo, RouterStatus,
 };
 use tokio::sync::OnceCell;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
 use tonic::{Response, Status, Streaming};
 
-use crate::error::{CliError, CliResult, root_cause, status_message};
+use crate::credentials::{BearerToken, Credentials};
+use crate::error::{CliError, CliResult, refusal, root_cause, status_message};
 use crate::kube_api;
-use crate::kubeconfig::KubeSettings;
+use crate::kubeconfig::{self, KubeSettings};
+use crate::trust::{self, SteCa};
 
-/// Default port of the router's admin API.
-pub const DEFAULT_ROUTER_PORT: u16 = 2490;
+/// Default port of the router's user API (`--user-listen`).
+pub const DEFAULT_ROUTER_PORT: u16 = 2492;
+
+/// The name the router's certificate is verified for through a
+/// port-forward, where there is no host name to verify.
+pub const ROUTER_SERVER_NAME: &str = "ste-router";
 
 /// How the user tells the plugin where the router is, in the order it
 /// looks; the end of every "cannot find / reach the router" line.
-pub const HOW_TO_SET: &str = "set the router's admin address with --router HOST:PORT, the \
+pub const HOW_TO_SET: &str = "set the router's user address with --router HOST:PORT, the \
      STE_ROUTER environment variable, or the extension ste.io/router (address: HOST:PORT) of the \
      kubeconfig context; without them the plugin port-forwards to the router pod in kube-system";
 
@@ -58,15 +73,22 @@ pub struct RouterSettings {
     pub timeout: Option<Duration>,
 }
 
-/// `http://HOST:PORT` for a `--router` value: `HOST:PORT`, `HOST` (port
-/// 2490) or `http://HOST[:PORT]`.
+/// The URI for a `--router` value: `HOST:PORT`, `HOST` (port 2492) or
+/// `https://HOST[:PORT]` give `https://HOST:PORT`; `http://HOST[:PORT]`
+/// gives `http://HOST:PORT`, for a router run with `--insecure`.
 pub fn router_uri(address: &str) -> CliResult<String> {
-    let bare = address.strip_prefix("http://").unwrap_or(address);
+    let (scheme, bare) = match address.split_once("://") {
+        Some(("https", rest)) => ("https", rest),
+        Some(("http", rest)) => ("http", rest),
+        Some(_) => ("", address),
+        None => ("https", address),
+    };
     let bare = bare.trim_end_matches('/');
-    if bare.is_empty() || bare.contains("://") || bare.contains('/') {
+    if scheme.is_empty() || bare.is_empty() || bare.contains("://") || bare.contains('/') {
         return Err(CliError::msg(format!(
-            "invalid router address {address:?}: expected HOST:PORT, e.g. 127.0.0.1:{DEFAULT_ROUTER_PORT} \
-             (the admin API is plain gRPC)"
+            "invalid router address {address:?}: expected HOST:PORT, e.g. \
+             127.0.0.1:{DEFAULT_ROUTER_PORT} (https://HOST:PORT alike; http://HOST:PORT for a \
+             router run with --insecure)"
         )));
     }
     let has_port = match bare.rsplit_once(':') {
@@ -76,9 +98,9 @@ pub fn router_uri(address: &str) -> CliResult<String> {
         None => false,
     };
     let uri = if has_port {
-        format!("http://{bare}")
+        format!("{scheme}://{bare}")
     } else {
-        format!("http://{bare}:{DEFAULT_ROUTER_PORT}")
+        format!("{scheme}://{bare}:{DEFAULT_ROUTER_PORT}")
     };
     uri.parse::<Uri>()
         .map_err(|e| CliError::msg(format!("invalid router address {address:?}: {e}")))?;
@@ -95,15 +117,137 @@ enum Route {
     },
 }
 
-/// A connected admin client of the router, with the request timeout.
+/// What every connection trusts and presents.
+#[derive(Clone)]
+struct Security {
+    /// The STE CA; `None` only for an `http://` router (`--insecure`).
+    ca: Option<SteCa>,
+    credentials: Credentials,
+}
+
+impl Security {
+    /// The CA and credentials for a router at `tls` (false: `http://`).
+    /// `client` is the Kubernetes client when there is one already, for
+    /// the ConfigMap that is the CA's last source.
+    async fn resolve(
+        settings: &RouterSettings,
+        tls: bool,
+        client: Option<&kube::Client>,
+    ) -> CliResult<Security> {
+        let loaded = kubeconfig::load(&settings.kube)?;
+        let context = settings.kube.context.as_deref();
+        let user = match &loaded {
+            Some(loaded) => kubeconfig::context_user(loaded, context)?,
+            None => None,
+        };
+        let credentials = match user {
+            Some((name, auth)) => Credentials::from_auth_info(&name, &auth)?,
+            None => Credentials::default(),
+        };
+        if !tls {
+            return Ok(Security {
+                ca: None,
+                credentials,
+            });
+        }
+        let extension = match &loaded {
+            Some(loaded) => kubeconfig::router_extension_value(loaded, context)?,
+            None => None,
+        };
+        let env = std::env::var_os(trust::CA_ENV);
+        let local = trust::local_ca(
+            extension
+                .as_ref()
+                .map(|(name, value)| (name.as_str(), *value)),
+            env.as_deref(),
+        )?;
+        let ca = match local {
+            Some(ca) => ca,
+            None => {
+                let client = match client {
+                    Some(client) => client.clone(),
+                    None => kubeconfig::client(&settings.kube, settings.timeout)
+                        .await
+                        .map_err(|e| {
+                            trust::no_ca(&format!(
+                                "no cluster to read the ConfigMap from ({})",
+                                e.to_string().trim_start_matches("error: ")
+                            ))
+                        })?,
+                };
+                let pem = kube_api::ste_ca(&client, settings.timeout)
+                    .await
+                    .map_err(|e| {
+                        CliError::msg(format!(
+                            "{}; {}",
+                            e.to_string().trim_start_matches("error: "),
+                            trust::HOW_TO_TRUST
+                        ))
+                    })?;
+                trust::configmap_ca(pem)?
+            }
+        };
+        Ok(Security {
+            ca: Some(ca),
+            credentials,
+        })
+    }
+
+    /// The TLS settings for a server verified as `server_name` (`None`:
+    /// the host of the URI dialled); `None` for plain `http://`.
+    fn tls(&self, server_name: Option<&str>) -> Option<ClientTlsConfig> {
+        let ca = self.ca.as_ref()?;
+        let mut config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&ca.pem))
+            // The router and agents are gRPC servers: HTTP/2 even when a
+            // proxy in between drops ALPN.
+            .assume_http2(true);
+        if let Some(identity) = &self.credentials.identity {
+            config = config.identity(identity.clone());
+        }
+        if let Some(name) = server_name {
+            config = config.domain_name(name);
+        }
+        Some(config)
+    }
+
+    /// `https` or `http`, for agents dialled directly.
+    fn scheme(&self) -> &'static str {
+        if self.ca.is_some() { "https" } else { "http" }
+    }
+
+    /// A connect failure's reason, with what to check when it is about
+    /// TLS: the CA used, or a server that does not speak TLS at all.
+    fn explain(&self, reason: String) -> String {
+        let Some(ca) = &self.ca else {
+            return reason;
+        };
+        if reason.contains("InvalidContentType") || reason.contains("corrupt message") {
+            format!(
+                "{reason} (the server does not speak TLS; a router run with --insecure is \
+                 reached with http://HOST:PORT)"
+            )
+        } else if reason.contains("certificate") || reason.contains("CertificateRequired") {
+            format!("{reason} (verified with the STE CA from {})", ca.source)
+        } else {
+            reason
+        }
+    }
+}
+
+/// The router's `ste.v1.Ring` client: every call carries the bearer token.
+type RingConn = RingClient<InterceptedService<Channel, BearerToken>>;
+
+/// A connected client of the router's user API, with the request timeout.
 pub struct RouterConn {
-    ring: RingClient<Channel>,
-    /// The address for messages, e.g. `127.0.0.1:2490` or
-    /// `kube-system/ste-router-0 port 2490 (port-forward)`.
+    ring: RingConn,
+    /// The address for messages, e.g. `127.0.0.1:2492` or
+    /// `kube-system/ste-router-0 port 2492 (port-forward)`.
     pub address: String,
     source: RouterSource,
     timeout: Option<Duration>,
     route: Route,
+    security: Security,
 }
 
 async fn within<T, F>(timeout: Option<Duration>, fut: F) -> Result<T, Elapsed>
@@ -125,12 +269,14 @@ fn limit_text(timeout: Option<Duration>) -> String {
 }
 
 /// A channel over a fresh port-forward to `namespace/pod` for every
-/// connection tonic makes.
+/// connection tonic makes; TLS verified for `server_name` over it.
 async fn port_forward_channel(
     client: kube::Client,
     namespace: &str,
     pod: &str,
     port: u16,
+    security: &Security,
+    server_name: &str,
     timeout: Option<Duration>,
 ) -> Result<Channel, String> {
     let (namespace, pod) = (namespace.to_owned(), pod.to_owned());
@@ -142,27 +288,50 @@ async fn port_forward_channel(
                 .map(TokioIo::new)
         }
     });
-    let endpoint = Endpoint::from_static("http://port-forward.invalid");
-    let endpoint = match timeout {
-        Some(t) => endpoint.connect_timeout(t),
-        None => endpoint,
-    };
+    // tonic puts TLS over whatever the connector returns when the URI is
+    // https; the host is never dialled, the certificate is checked for
+    // `server_name`.
+    let scheme = security.scheme();
+    let endpoint = endpoint(
+        &format!("{scheme}://{server_name}"),
+        security.tls(Some(server_name)),
+        timeout,
+    )?;
     match within(timeout, endpoint.connect_with_connector(connector)).await {
         Ok(Ok(channel)) => Ok(channel),
-        Ok(Err(e)) => Err(root_cause(&e)),
+        Ok(Err(e)) => Err(security.explain(root_cause(&e))),
         Err(Elapsed) => Err(format!("no answer within {}", limit_text(timeout))),
     }
 }
 
-async fn direct_channel(uri: &str, timeout: Option<Duration>) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(uri.to_owned()).map_err(|e| e.to_string())?;
-    let endpoint = match timeout {
-        Some(t) => endpoint.connect_timeout(t),
-        None => endpoint,
-    };
+/// The endpoint for `uri` with `tls` (when https) and the connect timeout.
+fn endpoint(
+    uri: &str,
+    tls: Option<ClientTlsConfig>,
+    timeout: Option<Duration>,
+) -> Result<Endpoint, String> {
+    let mut endpoint = Endpoint::from_shared(uri.to_owned()).map_err(|e| e.to_string())?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("TLS settings (CA, client certificate): {}", root_cause(&e)))?;
+    }
+    if let Some(t) = timeout {
+        endpoint = endpoint.connect_timeout(t);
+    }
+    Ok(endpoint)
+}
+
+/// A channel to `uri`, TLS verified for the URI's host when https.
+async fn direct_channel(
+    uri: &str,
+    security: &Security,
+    timeout: Option<Duration>,
+) -> Result<Channel, String> {
+    let endpoint = endpoint(uri, security.tls(None), timeout)?;
     match within(timeout, endpoint.connect()).await {
         Ok(Ok(channel)) => Ok(channel),
-        Ok(Err(e)) => Err(root_cause(&e)),
+        Ok(Err(e)) => Err(security.explain(root_cause(&e))),
         Err(Elapsed) => Err(format!("no answer within {}", limit_text(timeout))),
     }
 }
@@ -174,16 +343,22 @@ impl RouterConn {
         let timeout = settings.timeout;
         if let Some((address, source)) = &settings.address {
             let uri = router_uri(address)?;
-            let shown = uri.trim_start_matches("http://").to_owned();
-            let channel = direct_channel(&uri, timeout)
+            let tls = uri.starts_with("https://");
+            let security = Security::resolve(settings, tls, None).await?;
+            let shown = uri
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .to_owned();
+            let channel = direct_channel(&uri, &security, timeout)
                 .await
                 .map_err(|reason| unreachable(&shown, source, &reason))?;
             return Ok(RouterConn {
-                ring: RingClient::new(channel),
+                ring: RingClient::with_interceptor(channel, security.credentials.bearer.clone()),
                 address: shown,
                 source: source.clone(),
                 timeout,
                 route: Route::Direct,
+                security,
             });
         }
         let client = crate::kubeconfig::client(&settings.kube, timeout)
@@ -195,23 +370,26 @@ impl RouterConn {
                 ))
             })?;
         let pod = kube_api::find_router_pod(&client, timeout).await?;
+        let security = Security::resolve(settings, true, Some(&client)).await?;
         let source = RouterSource::PortForward(pod.clone());
         let shown = format!(
             "{}/{pod} port {} (port-forward)",
             kube_api::STE_NAMESPACE,
-            kube_api::ROUTER_ADMIN_PORT
+            kube_api::ROUTER_USER_PORT
         );
         let channel = port_forward_channel(
             client.clone(),
             kube_api::STE_NAMESPACE,
             &pod,
-            kube_api::ROUTER_ADMIN_PORT,
+            kube_api::ROUTER_USER_PORT,
+            &security,
+            ROUTER_SERVER_NAME,
             timeout,
         )
         .await
         .map_err(|reason| unreachable(&shown, &source, &reason))?;
         Ok(RouterConn {
-            ring: RingClient::new(channel),
+            ring: RingClient::with_interceptor(channel, security.credentials.bearer.clone()),
             address: shown,
             source,
             timeout,
@@ -219,6 +397,7 @@ impl RouterConn {
                 client,
                 agents: OnceCell::new(),
             },
+            security,
         })
     }
 
@@ -251,30 +430,35 @@ impl RouterConn {
             status.code(),
             tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Internal
         );
+        // Over TLS an HTTP/1 server fails the handshake instead.
         if broke_off
             && matches!(self.route, Route::Direct)
+            && self.security.ca.is_none()
             && speaks_http1(&self.address, self.timeout).await
         {
             return CliError::msg(format!(
                 "the server at {}{} answers in HTTP/1, not HTTP/2: this is probably a plain \
-                 HTTP server, not the STE router's admin API (default port {}); check {}",
+                 HTTP server, not the STE router's user API (default port {}); check {}",
                 self.address,
                 from_text(&self.source),
-                ste_proto::wrong_server::ROUTER_ADMIN_PORT,
+                DEFAULT_ROUTER_PORT,
                 check_text(&self.source)
             ));
         }
         self.status_error(status)
     }
 
-    /// A failed call: transport failures name the router and how to set
-    /// its address; the router's own refusals are printed as it words them.
+    /// A failed call: refused credentials or permissions in kubectl's
+    /// words; transport failures name the router and how to set its
+    /// address; the router's other errors are printed as it words them.
     pub fn status_error(&self, status: &Status) -> CliError {
-        if is_transport_failure(status) {
+        if let Some(refused) = refusal(status) {
+            refused
+        } else if is_transport_failure(status) {
             let reason = std::error::Error::source(status)
                 .map(root_cause)
                 .unwrap_or_else(|| status_message(status));
-            unreachable(&self.address, &self.source, &reason)
+            unreachable(&self.address, &self.source, &self.security.explain(reason))
         } else if let Some(what) = ste_proto::wrong_server::not_the_router(status) {
             CliError::msg(format!(
                 "the server at {}{} {what}; check {}",
@@ -336,13 +520,23 @@ impl RouterConn {
         }
     }
 
-    /// The status of the agent of `node`, registered at `address`. The
-    /// error is the reason, for the `<unknown>` note.
-    pub async fn agent_status(&self, node: &str, address: &str) -> Result<AgentStatus, String> {
+    /// The status of a registered agent, asked at its user address (else
+    /// its agent address) with the router's CA and credentials. The error
+    /// is the reason, for the `<unknown>` note.
+    pub async fn agent_status(&self, agent: &RegisteredAgent) -> Result<AgentStatus, String> {
+        let node = agent.name.as_str();
+        let address = if agent.user_address.is_empty() {
+            agent.agent_address.as_str()
+        } else {
+            agent.user_address.as_str()
+        };
         let channel = match &self.route {
-            Route::Direct => direct_channel(&format!("http://{address}"), self.timeout)
-                .await
-                .map_err(|e| format!("agent at {address} unreachable: {e}"))?,
+            Route::Direct => {
+                let uri = format!("{}://{address}", self.security.scheme());
+                direct_channel(&uri, &self.security, self.timeout)
+                    .await
+                    .map_err(|e| format!("agent at {address} unreachable: {e}"))?
+            }
             Route::PortForward { client, agents } => {
                 let pods = agents
                     .get_or_init(|| async {
@@ -369,24 +563,37 @@ impl RouterConn {
                     kube_api::STE_NAMESPACE,
                     pod,
                     port,
+                    &self.security,
+                    node,
                     self.timeout,
                 )
                 .await
                 .map_err(|e| format!("agent pod {pod} unreachable: {e}"))?
             }
         };
-        let mut agent = AgentClient::new(channel);
+        let mut agent =
+            AgentClient::with_interceptor(channel, self.security.credentials.bearer.clone());
         match within(self.timeout, agent.get_status(GetStatusRequest {})).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(format!(
-                "agent at {address} failed: {}",
-                status_message(&status)
-            )),
+            Ok(Err(status)) => Err(agent_failure(address, &status)),
             Err(Elapsed) => Err(format!(
                 "agent at {address} did not answer within {}",
                 limit_text(self.timeout)
             )),
         }
+    }
+}
+
+/// An agent's failed call for its row: a refusal in kubectl's words
+/// (without the `error: ` of a whole line), else the agent's message.
+fn agent_failure(address: &str, status: &Status) -> String {
+    match refusal(status) {
+        Some(CliError::Message(text)) => format!("agent at {address}: {text}"),
+        Some(refused) => format!(
+            "agent at {address}: {}",
+            refused.to_string().trim_start_matches("error: ")
+        ),
+        None => format!("agent at {address} failed: {}", status_message(status)),
     }
 }
 
@@ -439,7 +646,7 @@ fn check_text(source: &RouterSource) -> String {
         RouterSource::PortForward(pod) => format!(
             "that the pod {}/{pod} is the STE router (port {})",
             kube_api::STE_NAMESPACE,
-            kube_api::ROUTER_ADMIN_PORT
+            kube_api::ROUTER_USER_PORT
         ),
     }
 }
@@ -473,22 +680,95 @@ mod tests {
     #[test]
     fn router_addresses() {
         assert_eq!(
-            router_uri("127.0.0.1:2490").unwrap(),
-            "http://127.0.0.1:2490"
+            router_uri("127.0.0.1:2492").unwrap(),
+            "https://127.0.0.1:2492"
         );
         assert_eq!(
             router_uri("router.local").unwrap(),
-            "http://router.local:2490"
+            "https://router.local:2492"
         );
+        assert_eq!(
+            router_uri("https://router.local").unwrap(),
+            "https://router.local:2492"
+        );
+        assert_eq!(
+            router_uri("https://10.0.0.1:9/").unwrap(),
+            "https://10.0.0.1:9"
+        );
+        // Plain only when asked for, for a router run with --insecure.
         assert_eq!(
             router_uri("http://10.0.0.1:9/").unwrap(),
             "http://10.0.0.1:9"
         );
-        assert_eq!(router_uri("[::1]:7").unwrap(), "http://[::1]:7");
-        assert_eq!(router_uri("[::1]").unwrap(), "http://[::1]:2490");
-        assert!(router_uri("https://x:1").is_err());
-        assert!(router_uri("").is_err());
-        assert!(router_uri("a/b").is_err());
+        assert_eq!(router_uri("http://[::1]").unwrap(), "http://[::1]:2492");
+        assert_eq!(router_uri("[::1]:7").unwrap(), "https://[::1]:7");
+        assert_eq!(router_uri("[::1]").unwrap(), "https://[::1]:2492");
+        for bad in ["grpc://x:1", "", "https://", "a/b", "https://a/b"] {
+            let err = router_uri(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("error: invalid router address"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_are_worded_as_kubectl_words_them() {
+        let forbidden = Status::permission_denied(
+            "rings.ste.io is forbidden: User \"alice\" cannot get resource \"rings\" in API group \
+             \"ste.io\" at the cluster scope",
+        );
+        assert_eq!(
+            agent_failure("10.0.0.1:2292", &forbidden),
+            "agent at 10.0.0.1:2292: Error from server (Forbidden): rings.ste.io is forbidden: \
+             User \"alice\" cannot get resource \"rings\" in API group \"ste.io\" at the cluster \
+             scope"
+        );
+        assert_eq!(
+            agent_failure("10.0.0.1:2292", &Status::unauthenticated("Unauthorized")),
+            "agent at 10.0.0.1:2292: You must be logged in to the server (Unauthorized)"
+        );
+        assert_eq!(
+            agent_failure("10.0.0.1:2292", &Status::internal("boom")),
+            "agent at 10.0.0.1:2292 failed: boom"
+        );
+    }
+
+    fn security(ca: Option<SteCa>) -> Security {
+        Security {
+            ca,
+            credentials: Credentials::default(),
+        }
+    }
+
+    #[test]
+    fn tls_failures_say_what_to_check() {
+        let ca = SteCa {
+            pem: Vec::new(),
+            source: trust::CaSource::Env("/etc/ste/ca.crt".into()),
+        };
+        let tls = security(Some(ca));
+        assert_eq!(
+            tls.explain("invalid peer certificate: UnknownIssuer".into()),
+            "invalid peer certificate: UnknownIssuer (verified with the STE CA from \
+             /etc/ste/ca.crt (STE_ROUTER_CA))"
+        );
+        assert!(
+            tls.explain("received corrupt message of type InvalidContentType".into())
+                .ends_with("a router run with --insecure is reached with http://HOST:PORT)")
+        );
+        assert_eq!(
+            tls.explain("Connection refused (os error 111)".into()),
+            "Connection refused (os error 111)"
+        );
+        let plain = security(None);
+        assert_eq!(plain.scheme(), "http");
+        assert!(plain.tls(None).is_none());
+        assert_eq!(
+            plain.explain("invalid peer certificate".into()),
+            "invalid peer certificate"
+        );
+        assert_eq!(tls.scheme(), "https");
     }
 
     #[test]

@@ -6,23 +6,29 @@
 //!   `client-key`/`client-key-data`: the TLS client identity (the router
 //!   takes the user from the Subject CN and the groups from its O values).
 //! * `token`, else `tokenFile`: `authorization: Bearer TOKEN` on every call
-//!   (the router asks the API server's TokenReview who that is).
+//!   (the router asks the API server's TokenReview who that is);
+//! * an `exec` plugin or `auth-provider`: the token it gives, as a bearer
+//!   token, through kube's own auth layer (the same code that authenticates
+//!   the plugin to the API server). An exec plugin that gives a client
+//!   certificate instead is not supported yet.
 //!
-//! Both may be set; both are sent. `exec` and `auth-provider` plugins are
-//! not run (yet): a user with nothing else is an error saying so, rather
-//! than an anonymous call the router would refuse. Without a kubeconfig
-//! there are no credentials, and the router answers Unauthorized.
+//! Both a certificate and a token may be set; both are sent. A username
+//! and password is refused: the router takes no basic auth. Without a
+//! kubeconfig there are no credentials, and the router answers
+//! Unauthorized.
 
 use std::path::Path;
 
 use base64::Engine;
+use kube::client::{Body, ConfigExt};
 use kube::config::AuthInfo;
 use secrecy::ExposeSecret;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::transport::Identity;
+use tower::{Layer, ServiceExt};
 
-use crate::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult, root_cause};
 
 /// What the plugin presents: a TLS client identity and a bearer token,
 /// each when the kubeconfig user has one.
@@ -65,8 +71,9 @@ impl Interceptor for BearerToken {
 impl Credentials {
     /// The credentials of kubeconfig user `user` (named in messages).
     /// Relative paths must already be absolute, as
-    /// [`kube::config::Kubeconfig::read_from`] leaves them.
-    pub fn from_auth_info(user: &str, auth: &AuthInfo) -> CliResult<Credentials> {
+    /// [`kube::config::Kubeconfig::read_from`] leaves them. Runs the
+    /// user's exec plugin, if it has one.
+    pub async fn from_auth_info(user: &str, auth: &AuthInfo) -> CliResult<Credentials> {
         let what = |field: &str| format!("kubeconfig user {user:?}: {field}");
         let certificate = pem_field(
             &what("client-certificate"),
@@ -94,58 +101,88 @@ impl Credentials {
                 )));
             }
         };
-        let token = match (&auth.token, &auth.token_file) {
-            (Some(token), _) => Some(token.expose_secret().trim().to_owned()),
-            (None, Some(file)) => Some(
-                std::fs::read_to_string(file)
-                    .map_err(|e| {
-                        CliError::msg(format!("{}: cannot read {file}: {e}", what("tokenFile")))
-                    })?
-                    .trim()
-                    .to_owned(),
-            ),
-            (None, None) => None,
-        };
-        let bearer = match token.filter(|t| !t.is_empty()) {
-            Some(token) => {
-                BearerToken(Some(format!("Bearer {token}").parse().map_err(|_| {
+        let bearer = match bearer_header(user, auth).await? {
+            // An empty token is no token (kubectl sends none either).
+            Some(value) if value.trim_end() == "Bearer" => BearerToken(None),
+            Some(value) if value.starts_with("Bearer ") => {
+                BearerToken(Some(value.parse().map_err(|_| {
                     CliError::msg(format!("{}: not a valid token", what("token")))
                 })?))
             }
+            Some(_) => {
+                return Err(CliError::msg(format!(
+                    "kubeconfig user {user:?} authenticates with a username and password, which \
+                     the STE router does not accept; give the user a client certificate or a \
+                     token"
+                )));
+            }
             None => BearerToken(None),
         };
-        if identity.is_none()
-            && bearer.0.is_none()
-            && let Some(plugin) = unsupported(auth)
-        {
+        if identity.is_none() && bearer.0.is_none() && auth.exec.is_some() {
             return Err(CliError::msg(format!(
-                "kubeconfig user {user:?} authenticates with {plugin}, which kubectl ste does \
-                 not support yet; give the user a client certificate (client-certificate, \
-                 client-key) or a token (token, tokenFile) for the STE router"
+                "kubeconfig user {user:?}: the exec plugin gave no token (an exec plugin that \
+                 gives a client certificate is not supported yet)"
             )));
         }
         Ok(Credentials { identity, bearer })
     }
-
-    /// True when there is a bearer token to send.
-    pub fn has_token(&self) -> bool {
-        self.bearer.0.is_some()
-    }
 }
 
-/// How the user authenticates if not by certificate or token.
-fn unsupported(auth: &AuthInfo) -> Option<String> {
-    if let Some(exec) = &auth.exec {
-        let command = exec.command.as_deref().unwrap_or("?");
-        return Some(format!("an exec plugin ({command})"));
+/// The `authorization` header for this user: `Bearer` with its `token`,
+/// else the contents of its `tokenFile` (trimmed, as kubectl does), else
+/// what kube's own auth layer would send to the API server (so exec
+/// plugins and auth-providers run as they do for kubectl). `None` when the
+/// user has none of them.
+async fn bearer_header(user: &str, auth: &AuthInfo) -> CliResult<Option<String>> {
+    if let Some(token) = &auth.token {
+        return Ok(Some(format!("Bearer {}", token.expose_secret().trim())));
     }
-    if let Some(provider) = &auth.auth_provider {
-        return Some(format!("the auth-provider {:?}", provider.name));
+    if let Some(file) = &auth.token_file {
+        let token = std::fs::read_to_string(file).map_err(|e| {
+            CliError::msg(format!(
+                "kubeconfig user {user:?}: tokenFile: cannot read {file}: {e}"
+            ))
+        })?;
+        return Ok(Some(format!("Bearer {}", token.trim())));
     }
-    if auth.username.is_some() {
-        return Some("a username and password".to_owned());
-    }
-    None
+    let failed = |e: &(dyn std::error::Error + 'static)| {
+        CliError::msg(format!(
+            "kubeconfig user {user:?}: cannot get its token: {}",
+            root_cause(e)
+        ))
+    };
+    // Only the auth layer is used; the URL is never dialled.
+    let mut config = kube::Config::new(http::Uri::from_static("https://ste-router.invalid"));
+    config.auth_info = auth.clone();
+    let Some(layer) = config.auth_layer().map_err(|e| failed(&e))? else {
+        return Ok(None);
+    };
+    // The request kube would send, answered with its authorization header
+    // (AddAuthorization wants an HTTP response).
+    let capture = tower::service_fn(|request: http::Request<Body>| async move {
+        let mut response = http::Response::new(Body::empty());
+        if let Some(value) = request.headers().get(http::header::AUTHORIZATION) {
+            response
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, value.clone());
+        }
+        Ok::<_, tower::BoxError>(response)
+    });
+    let response = layer
+        .layer(capture)
+        .oneshot(http::Request::new(Body::empty()))
+        .await
+        .map_err(|e| failed(&*e))?;
+    response
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .map(|value| {
+            value
+                .to_str()
+                .map(str::to_owned)
+                .map_err(|_| CliError::msg(format!("kubeconfig user {user:?}: not a valid token")))
+        })
+        .transpose()
 }
 
 /// A PEM value from its base64 `*-data` field (which wins, as in kubectl)
@@ -201,16 +238,22 @@ mod tests {
         base64::engine::general_purpose::STANDARD.encode(text)
     }
 
-    #[test]
-    fn a_token_is_sent_as_bearer_on_every_call() {
-        let credentials = Credentials::from_auth_info("u", &auth("    token: abc.def\n")).unwrap();
+    #[tokio::test]
+    async fn a_token_is_sent_as_bearer_on_every_call() {
+        let credentials = Credentials::from_auth_info("u", &auth("    token: abc.def\n"))
+            .await
+            .unwrap();
         assert!(credentials.identity.is_none());
         assert_eq!(sent(&credentials).as_deref(), Some("Bearer abc.def"));
         assert_eq!(sent(&credentials).as_deref(), Some("Bearer abc.def"));
+        let blank = Credentials::from_auth_info("u", &auth("    token: \"  \"\n"))
+            .await
+            .unwrap();
+        assert_eq!(sent(&blank), None, "an empty token is none");
     }
 
-    #[test]
-    fn a_token_file_is_read_and_trimmed() {
+    #[tokio::test]
+    async fn a_token_file_is_read_and_trimmed() {
         let dir = std::env::temp_dir().join(format!("kubectl-ste-cred-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("token");
@@ -219,6 +262,7 @@ mod tests {
             "u",
             &auth(&format!("    tokenFile: {}\n", file.display())),
         )
+        .await
         .unwrap();
         assert_eq!(sent(&credentials).as_deref(), Some("Bearer from-file"));
         // An inline token wins over the file.
@@ -229,12 +273,14 @@ mod tests {
                 file.display()
             )),
         )
+        .await
         .unwrap();
         assert_eq!(sent(&both).as_deref(), Some("Bearer inline"));
         let missing = Credentials::from_auth_info(
             "u",
             &auth(&format!("    tokenFile: {}\n", dir.join("nope").display())),
         )
+        .await
         .unwrap_err()
         .to_string();
         assert!(
@@ -244,8 +290,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    #[test]
-    fn a_client_certificate_is_the_tls_identity() {
+    #[tokio::test]
+    async fn a_client_certificate_is_the_tls_identity() {
         let credentials = Credentials::from_auth_info(
             "u",
             &auth(&format!(
@@ -254,6 +300,7 @@ mod tests {
                 b64(KEY)
             )),
         )
+        .await
         .unwrap();
         assert!(credentials.identity.is_some());
         assert_eq!(sent(&credentials), None, "no token, no authorization");
@@ -270,18 +317,20 @@ mod tests {
                 dir.join("c.key").display()
             )),
         )
+        .await
         .unwrap();
         assert!(files.identity.is_some());
         assert_eq!(sent(&files).as_deref(), Some("Bearer t"), "both are sent");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    #[test]
-    fn half_an_identity_or_no_pem_is_an_error() {
+    #[tokio::test]
+    async fn half_an_identity_or_no_pem_is_an_error() {
         let err = Credentials::from_auth_info(
             "u",
             &auth(&format!("    client-certificate-data: {}\n", b64(CERT))),
         )
+        .await
         .unwrap_err()
         .to_string();
         assert_eq!(
@@ -297,6 +346,7 @@ mod tests {
                 b64(KEY)
             )),
         )
+        .await
         .unwrap_err()
         .to_string();
         assert_eq!(
@@ -305,40 +355,71 @@ mod tests {
         );
     }
 
-    #[test]
-    fn exec_and_auth_provider_users_are_told_they_are_not_supported() {
+    #[tokio::test]
+    async fn an_exec_plugin_runs_as_kubectl_runs_it_and_its_token_is_sent() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("kubectl-ste-exec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plugin = dir.join("get-token");
+        std::fs::write(
+            &plugin,
+            "#!/bin/sh\n\
+             # kubectl's contract: KUBERNETES_EXEC_INFO in, an ExecCredential out.\n\
+             case \"$KUBERNETES_EXEC_INFO\" in *ExecCredential*) ;; *) exit 3 ;; esac\n\
+             echo '{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\
+             \"status\":{\"token\":\"from-exec-'\"$1\"'\"}}'\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let credentials = Credentials::from_auth_info(
+            "eks",
+            &auth(&format!(
+                "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: \
+                 {}\n      args: [alice]\n      interactiveMode: Never\n",
+                plugin.display()
+            )),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            sent(&credentials).as_deref(),
+            Some("Bearer from-exec-alice")
+        );
+
         let err = Credentials::from_auth_info(
             "eks",
-            &auth(
+            &auth(&format!(
                 "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: \
-                 aws\n      args: [eks, get-token]\n",
-            ),
+                 {}\n      interactiveMode: Never\n",
+                dir.join("missing").display()
+            )),
         )
+        .await
         .unwrap_err()
         .to_string();
         assert!(
+            err.starts_with("error: kubeconfig user \"eks\": cannot get its token: "),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn basic_auth_is_refused_and_nothing_is_nothing() {
+        let err = Credentials::from_auth_info("u", &auth("    username: u\n    password: p\n"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
             err.starts_with(
-                "error: kubeconfig user \"eks\" authenticates with an exec plugin (aws), which \
-                 kubectl ste does not support yet"
+                "error: kubeconfig user \"u\" authenticates with a username and password, which \
+                 the STE router does not accept"
             ),
             "{err}"
         );
-        let err = Credentials::from_auth_info(
-            "gke",
-            &auth("    auth-provider:\n      name: gcp\n      config: {}\n"),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("the auth-provider \"gcp\""), "{err}");
-        // An exec plugin beside a token: the token is used.
-        let credentials = Credentials::from_auth_info(
-            "u",
-            &auth("    token: t\n    exec:\n      command: aws\n"),
-        )
-        .unwrap();
-        assert_eq!(sent(&credentials).as_deref(), Some("Bearer t"));
-        // A user with nothing: no credentials, no error.
-        let none = Credentials::from_auth_info("u", &AuthInfo::default()).unwrap();
+        let none = Credentials::from_auth_info("u", &AuthInfo::default())
+            .await
+            .unwrap();
         assert!(none.identity.is_none() && sent(&none).is_none());
     }
 }

@@ -44,7 +44,7 @@ impl Security {
             None => None,
         };
         let credentials = match user {
-            Some((name, auth)) => Credentials::from_auth_info(&name, &auth)?,
+            Some((name, auth)) => Credentials::from_auth_info(&name, &auth).await?,
             None => Credentials::default(),
         };
         if !tls {

@@ -190,10 +190,13 @@ async fn the_router_certificate_is_verified_against_the_ste_ca() {
     assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
 }
 
+/// Exec plugins run as kubectl runs them (kube's own auth layer); one that
+/// cannot run is an error naming the user, not an anonymous call.
 #[tokio::test]
-async fn an_exec_plugin_user_is_told_it_is_not_supported() {
+async fn an_exec_plugin_that_fails_names_the_user() {
     let plugin = Plugin::new().unwrap();
     let ca = plugin.ste_ca().unwrap();
+    let missing = plugin.home().join("no-such-plugin");
     let kubeconfig = local_kubeconfig(
         "https://127.0.0.1:1",
         "127.0.0.1:1",
@@ -202,8 +205,11 @@ async fn an_exec_plugin_user_is_told_it_is_not_supported() {
     )
     .replace(
         "  user: {}\n",
-        "  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: \
-         aws\n      args: [eks, get-token]\n",
+        &format!(
+            "  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      \
+             command: {}\n      interactiveMode: Never\n",
+            missing.display()
+        ),
     );
     let path = plugin.write("exec.yaml", &kubeconfig).unwrap();
     let run = plugin
@@ -212,10 +218,9 @@ async fn an_exec_plugin_user_is_told_it_is_not_supported() {
         .unwrap()
         .failed();
     assert!(
-        run.stderr.starts_with(
-            "error: kubeconfig user \"ste-local\" authenticates with an exec plugin (aws), which \
-             kubectl ste does not support yet"
-        ),
+        run.stderr
+            .starts_with("error: kubeconfig user \"ste-local\": cannot get its token: "),
         "{run:#?}"
     );
+    assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
 }

@@ -91,11 +91,15 @@ impl Ste {
                 .arg(&peer_url)
                 .arg("--grpc-listen")
                 .arg(grpc.to_string())
+                .arg("--user-listen")
+                .arg(SocketAddr::new(ipa, free_port(ipa)?).to_string())
                 .arg("--metrics-listen")
                 .arg(metrics.to_string())
                 // Plain HTTP between router and shards, as between the
                 // bench's client and every other target (the 3-member etcd,
                 // kine, the bare shard): like is measured against like.
+                // The agent's API is plain too (it is not on the measured
+                // path).
                 .arg("--insecure");
             clear_ste_env(&mut command);
             // If the bench dies, the agent gets SIGTERM: it stops etcd and
@@ -136,6 +140,11 @@ impl Ste {
             .arg(listen.to_string())
             .arg("--admin-listen")
             .arg(SocketAddr::new(ip, free_port(ip)?).to_string())
+            .arg("--user-listen")
+            .arg(SocketAddr::new(ip, free_port(ip)?).to_string())
+            // Nothing but the bench talks to this router, and not through
+            // the admin ports.
+            .arg("--insecure")
             .arg("--metrics-listen")
             .arg(SocketAddr::new(ip, free_port(ip)?).to_string())
             .arg("--state-file")

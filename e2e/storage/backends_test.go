@@ -205,6 +205,9 @@ func tryStartRouter(t *testing.T, bin string, members []string) (*kubernetes.Cli
 	args := []string{
 		"--listen", listen,
 		"--admin-listen", freeLoopbackAddr(t),
+		"--user-listen", freeLoopbackAddr(t),
+		// The suite tests the etcd API; nothing calls the admin ports.
+		"--insecure",
 		"--metrics-listen", freeLoopbackAddr(t),
 		"--state-file", filepath.Join(dir, "router.state"),
 		"--health-interval", "200ms",

@@ -57,8 +57,22 @@ pub struct Config {
     pub insecure: bool,
     /// etcd's peer URL (`http://HOST:PORT`); on loopback, a shard has no peers.
     pub etcd_peer_url: String,
-    /// Address of the agent's gRPC API (`ste.v1.Agent`, health, reflection).
+    /// Address of the agent's gRPC API (`ste.v1.Agent`, health, reflection)
+    /// for machines and certificate users: TLS that refuses clients without
+    /// a certificate of `--client-ca-file`.
     pub grpc_listen: SocketAddr,
+    /// Address of the same API for users (`--user-listen`): TLS with a
+    /// client certificate or a bearer token.
+    pub user_listen: SocketAddr,
+    /// `--tls-cert-file`, `--tls-private-key-file`, `--client-ca-file`: TLS
+    /// of both API ports. The certificate is the node's identity
+    /// (`CN=system:node:NODE`, `O=system:nodes`), also presented to the
+    /// router. `None` only with `insecure`.
+    pub api_tls: Option<ste_auth::tls::ServerFiles>,
+    /// `--authentication-kubeconfig`: the API for TokenReview.
+    pub authentication_kubeconfig: Option<PathBuf>,
+    /// `--authorization-kubeconfig`: the API for SubjectAccessReview.
+    pub authorization_kubeconfig: Option<PathBuf>,
     /// Address of the HTTP `/metrics` and `/healthz` endpoints.
     pub metrics_listen: SocketAddr,
     /// Keys under this prefix are counted in the status (`key_count`); starts
@@ -80,8 +94,15 @@ pub struct Config {
 /// How the agent announces itself to ste-router (`--router` and friends).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterConfig {
-    /// The router's admin gRPC address as given, `HOST:PORT` or `http://HOST:PORT`.
+    /// The router's admin gRPC address as given, `HOST:PORT`,
+    /// `https://HOST:PORT` or `http://HOST:PORT`.
     pub address: String,
+    /// `--router-ca-file`: the CA of the router's admin certificate; with it
+    /// a bare `HOST:PORT` is dialled over TLS.
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate and key presented to the router (the node's
+    /// `--tls-cert-file` and `--tls-private-key-file`).
+    pub identity: Option<(PathBuf, PathBuf)>,
     /// The agent's gRPC address as the router should dial it (`HOST:PORT`).
     pub advertise_address: String,
     /// The agent's user-facing gRPC address (`--user-listen`) as users dial
@@ -99,9 +120,35 @@ pub struct RouterConfig {
 }
 
 impl RouterConfig {
-    /// The router's address as a URI tonic can dial.
+    /// The router's address as a URI tonic can dial: `https://` when a
+    /// router CA is given, else `http://`, unless the address has a scheme.
     pub fn uri(&self) -> String {
-        router_uri(&self.address)
+        if self.ca_file.is_some() && !self.address.contains("://") {
+            format!("https://{}", self.address.trim_end_matches('/'))
+        } else {
+            router_uri(&self.address)
+        }
+    }
+
+    /// The TLS towards the router, read from the files now (a rotated node
+    /// certificate is used from the next connection on); `None` without
+    /// `--router-ca-file`.
+    ///
+    /// Errors: a file that cannot be read, naming its flag.
+    pub fn tls(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+        let Some(ca) = &self.ca_file else {
+            return Ok(None);
+        };
+        ste_auth::tls::client_config(
+            ("--router-ca-file", ca),
+            self.identity.as_ref().map(|(cert, key)| {
+                [
+                    ("--tls-cert-file", cert.as_path()),
+                    ("--tls-private-key-file", key.as_path()),
+                ]
+            }),
+        )
+        .map(Some)
     }
 }
 
@@ -181,6 +228,24 @@ pub enum ConfigError {
         /// The scheme expected.
         scheme: &'static str,
     },
+    /// Neither the API's TLS files nor `--insecure` were given.
+    #[error(
+        "the agent's API (--grpc-listen, --user-listen) needs TLS: give --tls-cert-file, \
+         --tls-private-key-file (the node's certificate, CN=system:node:NODE, O=system:nodes; \
+         deploy/pki.sh --shard NODE=IP makes it) and --client-ca-file, or --insecure to serve \
+         plain HTTP without authentication"
+    )]
+    NoApiTls,
+    /// A TLS file of the API or towards the router is not usable.
+    #[error("{0}")]
+    ApiTls(String),
+    /// `https://` in `--router` without `--router-ca-file`, or `http://`
+    /// with it.
+    #[error(
+        "--router {0:?} and --router-ca-file disagree: https:// needs --router-ca-file, \
+         http:// (a router run --insecure) takes none"
+    )]
+    RouterScheme(String),
     /// Neither the shard's TLS files nor `--insecure` were given.
     #[error(
         "the shard's etcd needs TLS with client-certificate authentication: give \
@@ -253,6 +318,15 @@ impl Config {
             (None, true) => {}
             (None, false) => return Err(ConfigError::NoShardTls),
         }
+        match (&self.api_tls, self.insecure) {
+            (Some(files), _) => {
+                files
+                    .server_config(ste_auth::Door::Users)
+                    .map_err(|e| ConfigError::ApiTls(e.to_string()))?;
+            }
+            (None, true) => {}
+            (None, false) => return Err(ConfigError::NoApiTls),
+        }
         url_socket_addr(
             "--etcd-client-url",
             &self.etcd_client_url,
@@ -313,9 +387,17 @@ impl RouterConfig {
     /// [`ConfigError::BadAddress`], [`ConfigError::ZeroWeight`] or
     /// [`ConfigError::ZeroHeartbeat`], naming the flag to fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let https = self.address.starts_with("https://");
+        if (https && self.ca_file.is_none())
+            || (self.address.starts_with("http://") && self.ca_file.is_some())
+        {
+            return Err(ConfigError::RouterScheme(self.address.clone()));
+        }
+        self.tls().map_err(|e| ConfigError::ApiTls(e.to_string()))?;
         let address = self
             .address
             .strip_prefix("http://")
+            .or_else(|| self.address.strip_prefix("https://"))
             .unwrap_or(&self.address)
             .trim_end_matches('/');
         if !is_host_port(address)
@@ -470,6 +552,8 @@ mod tests {
         RouterConfig {
             address: address.into(),
             advertise_address: advertise.into(),
+            ca_file: None,
+            identity: None,
             user_address: String::new(),
             weight: 1,
             no_join: false,

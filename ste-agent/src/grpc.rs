@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use ste_auth::{Access, Action, Door};
 use ste_proto::v1::agent_server::{Agent, AgentServer};
 use ste_proto::v1::{AgentStatus, GetStatusRequest};
 use tokio::net::TcpListener;
@@ -13,16 +14,21 @@ use crate::status::Status;
 
 /// The `ste.v1.Agent` gRPC service: answers `GetStatus` from the shared
 /// [`Status`], never from etcd directly, so it answers even while etcd is down.
+/// A caller needs RBAC's `get` on `rings.ste.io` (a node may always read).
+#[derive(Clone)]
 pub struct AgentService {
     status: Arc<Status>,
+    access: Arc<Access>,
+    door: Door,
 }
 
 #[tonic::async_trait]
 impl Agent for AgentService {
     async fn get_status(
         &self,
-        _request: Request<GetStatusRequest>,
+        request: Request<GetStatusRequest>,
     ) -> Result<Response<AgentStatus>, GrpcStatus> {
+        self.access.check(self.door, &request, Action::Read).await?;
         Ok(Response::new(self.status.to_proto()))
     }
 }
@@ -55,10 +61,23 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
         .fold(builder, |b, name| b.with_service_name(*name))
 }
 
-/// Serves the agent API on an already bound listener until `shutdown` resolves.
+/// One port of the agent API: its listener, what kind of door it is, and
+/// its TLS (`None` only with `--insecure`).
+pub struct Port {
+    /// The bound listener.
+    pub listener: TcpListener,
+    /// A certificate door (`--grpc-listen`) or a user door (`--user-listen`).
+    pub door: Door,
+    /// The port's TLS settings.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
+/// Serves the agent API on an already bound port until `shutdown`
+/// resolves, letting in whom `access` lets in.
 pub async fn serve(
-    listener: TcpListener,
+    port: Port,
     status: Arc<Status>,
+    access: Arc<Access>,
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
@@ -72,13 +91,21 @@ pub async fn serve(
     let reflection_v1alpha = reflection_builder()
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = port.tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
-        .add_service(AgentServer::new(AgentService { status }))
+        .add_service(AgentServer::new(AgentService {
+            status,
+            access,
+            door: port.door,
+        }))
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            tonic::transport::server::TcpIncoming::from(port.listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await?;

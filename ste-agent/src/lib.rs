@@ -39,6 +39,7 @@ use crate::etcd::EtcdSpec;
 use crate::mount::Tmpfs;
 use crate::status::{AgentState, Identity, Status};
 use crate::supervisor::{Control, Supervisor};
+use ste_auth::Door;
 
 /// Runs the agent until SIGTERM, SIGINT or SIGQUIT, then shuts down in
 /// order: health NOT_SERVING and state DRAINING → with `--router` and not
@@ -56,6 +57,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.etcd_client_url
         );
     }
+    if config.api_tls.is_none() {
+        tracing::warn!(
+            grpc = %config.grpc_listen,
+            user = %config.user_listen,
+            "plain HTTP, unauthenticated: --insecure serves the agent's API without TLS"
+        );
+    }
+    let access = Arc::new(
+        ste_auth::Access::from_flags(
+            config.api_tls.is_none(),
+            config.authentication_kubeconfig.as_deref(),
+            config.authorization_kubeconfig.as_deref(),
+        )
+        .await?,
+    );
     // Signals are hooked before anything is mounted so that a SIGTERM during
     // start-up still unmounts.
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -65,6 +81,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let grpc_listener = TcpListener::bind(config.grpc_listen)
         .await
         .map_err(|e| listen_error("--grpc-listen", config.grpc_listen, e))?;
+    let user_listener = TcpListener::bind(config.user_listen)
+        .await
+        .map_err(|e| listen_error("--user-listen", config.user_listen, e))?;
     let metrics_listener = TcpListener::bind(config.metrics_listen)
         .await
         .map_err(|e| listen_error("--metrics-listen", config.metrics_listen, e))?;
@@ -163,18 +182,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     };
-    let grpc = tokio::spawn(grpc::serve(
-        grpc_listener,
-        status.clone(),
-        health_service,
-        servers_stop(),
-    ));
+    let mut api = Vec::new();
+    for (listener, door) in [
+        (grpc_listener, Door::Certificates),
+        (user_listener, Door::Users),
+    ] {
+        let tls = match &config.api_tls {
+            Some(files) => Some(files.server_config(door)?),
+            None => None,
+        };
+        api.push(tokio::spawn(grpc::serve(
+            grpc::Port {
+                listener,
+                door,
+                tls,
+            },
+            status.clone(),
+            access.clone(),
+            health_service.clone(),
+            servers_stop(),
+        )));
+    }
     let metrics = tokio::spawn(metrics::serve(
         metrics_listener,
         status.clone(),
         servers_stop(),
     ));
-    tracing::info!(grpc = %config.grpc_listen, metrics = %config.metrics_listen, "agent started");
+    tracing::info!(grpc = %config.grpc_listen, user = %config.user_listen, metrics = %config.metrics_listen, "agent started");
 
     let signal_name = tokio::select! {
         _ = sigterm.recv() => "SIGTERM",
@@ -206,7 +240,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let _ = shutdown_tx.send(true);
     supervisor.await.context("supervisor task failed")?;
-    let _ = grpc.await;
+    for server in api {
+        let _ = server.await;
+    }
     let _ = metrics.await;
     let mut tmpfs =
         Arc::try_unwrap(tmpfs).map_err(|_| anyhow::anyhow!("tmpfs still in use at shutdown"))?;

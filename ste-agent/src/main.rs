@@ -55,7 +55,7 @@ struct Cli {
     /// for the node's IP and, with SAN DNS:<node-name> and clientAuth, the
     /// agent's own client certificate towards its shard (deploy/pki.sh
     /// --shard NODE=IP makes one). etcd rereads it at every handshake.
-    #[arg(long, env = "STE_ETCD_CERT_FILE", conflicts_with = "insecure",
+    #[arg(long, env = "STE_ETCD_CERT_FILE",
           requires_all = ["etcd_key_file", "etcd_trusted_ca_file"])]
     etcd_cert_file: Option<PathBuf>,
     /// The private key of --etcd-cert-file (PEM), etcd's --key-file.
@@ -71,9 +71,10 @@ struct Cli {
     #[arg(long, env = "STE_ETCD_CLIENT_CERT_ALLOWED_HOSTNAME", value_delimiter = ',',
           default_value = ste_agent::tls::DEFAULT_ALLOWED_CLIENT)]
     etcd_client_cert_allowed_hostname: Vec<String>,
-    /// Serve the shard's etcd over plain HTTP without authentication (logs
-    /// a warning): anyone who reaches the port can read and rewrite Pods.
-    /// For a throw-away cluster only.
+    /// Serve the shard's etcd and the agent's API over plain HTTP without
+    /// authentication (logs a warning): anyone who reaches the ports can
+    /// read and rewrite Pods. For a throw-away cluster only. (TLS files
+    /// given for either still switch TLS on for it.)
     #[arg(long, env = "STE_INSECURE", value_parser = clap::builder::FalseyValueParser::new())]
     insecure: bool,
     /// etcd's peer URL, on loopback. Default: http://127.0.0.1:2280
@@ -83,6 +84,38 @@ struct Cli {
     /// Address of the gRPC API (ste.v1.Agent, health, reflection).
     #[arg(long, env = "STE_GRPC_LISTEN", default_value = "0.0.0.0:2290")]
     grpc_listen: SocketAddr,
+    /// Address of the same API for users (kubectl ste): TLS with a client
+    /// certificate or a bearer token (checked by TokenReview). Advertised to
+    /// the router with an unspecified IP replaced by the node IP.
+    #[arg(long, env = "STE_USER_LISTEN", default_value = "0.0.0.0:2292")]
+    user_listen: SocketAddr,
+    /// The node's certificate (PEM): CN=system:node:NODE, O=system:nodes,
+    /// SANs the node IP and name. It serves --grpc-listen and --user-listen
+    /// and is presented to the router. deploy/pki.sh's shard-NODE.crt.
+    #[arg(long, env = "STE_TLS_CERT_FILE", requires_all = ["tls_private_key_file", "client_ca_file"])]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert-file.
+    #[arg(long, env = "STE_TLS_PRIVATE_KEY_FILE", requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// CAs (PEM bundle) whose client certificates the API accepts: the STE
+    /// CA and Kubernetes' client CA (users). Subject CN is the user, O the
+    /// groups.
+    #[arg(long, env = "STE_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    client_ca_file: Option<PathBuf>,
+    /// CA (PEM) of the router's admin certificate: --router is dialled over
+    /// TLS, presenting --tls-cert-file.
+    #[arg(long, env = "STE_ROUTER_CA_FILE", requires = "tls_cert_file")]
+    router_ca_file: Option<PathBuf>,
+    /// kubeconfig of the Kubernetes API that reviews bearer tokens
+    /// (TokenReview). Default: the pod's service account when in a pod.
+    #[arg(long, env = "STE_AUTHENTICATION_KUBECONFIG")]
+    authentication_kubeconfig: Option<PathBuf>,
+    /// kubeconfig of the Kubernetes API that authorises users
+    /// (SubjectAccessReview on rings.ste.io, verb get). Default: the pod's
+    /// service account when in a pod; without either, any client
+    /// certificate of --client-ca-file may read.
+    #[arg(long, env = "STE_AUTHORIZATION_KUBECONFIG")]
+    authorization_kubeconfig: Option<PathBuf>,
     /// Address of the HTTP /metrics and /healthz endpoints.
     #[arg(long, env = "STE_METRICS_LISTEN", default_value = "0.0.0.0:2291")]
     metrics_listen: SocketAddr,
@@ -150,7 +183,12 @@ impl Cli {
             address,
             advertise_address: given(self.advertise_address)
                 .unwrap_or_else(|| config::default_advertise_address(self.grpc_listen, node_ip)),
-            user_address: String::new(),
+            ca_file: self.router_ca_file,
+            identity: self
+                .tls_cert_file
+                .clone()
+                .zip(self.tls_private_key_file.clone()),
+            user_address: config::default_advertise_address(self.user_listen, node_ip),
             weight: self.weight,
             no_join: self.no_join,
             heartbeat_interval: self.heartbeat_interval,
@@ -187,6 +225,21 @@ impl Cli {
                 .etcd_peer_url
                 .unwrap_or_else(|| config::default_peer_url(node_ip)),
             grpc_listen: self.grpc_listen,
+            user_listen: self.user_listen,
+            api_tls: match (
+                self.tls_cert_file,
+                self.tls_private_key_file,
+                self.client_ca_file,
+            ) {
+                (Some(cert), Some(key), Some(client_ca)) => Some(ste_auth::tls::ServerFiles {
+                    cert,
+                    key,
+                    client_ca,
+                }),
+                _ => None,
+            },
+            authentication_kubeconfig: self.authentication_kubeconfig,
+            authorization_kubeconfig: self.authorization_kubeconfig,
             metrics_listen: self.metrics_listen,
             key_prefix: self.key_prefix,
             probe_interval: self.probe_interval,

@@ -400,10 +400,22 @@ fn round_ms(d: Duration) -> Duration {
 /// the router restarts.
 fn channel(config: &RouterConfig, timeout: Option<Duration>) -> Channel {
     // validate() checked the URI; an unparsable one cannot reach this point.
-    let endpoint = Endpoint::from_shared(config.uri())
+    let mut endpoint = Endpoint::from_shared(config.uri())
         .unwrap_or_else(|_| Endpoint::from_static("http://invalid.invalid:1"))
         .connect_timeout(RPC_TIMEOUT)
         .tcp_nodelay(true);
+    // validate() read the TLS files at start; if they became unreadable
+    // since, calls fail (and say so) rather than go out without TLS.
+    match config.tls().and_then(|tls| match tls {
+        Some(tls) => Ok(endpoint.clone().tls_config(tls)?),
+        None => Ok(endpoint.clone()),
+    }) {
+        Ok(with_tls) => endpoint = with_tls,
+        Err(error) => {
+            tracing::error!(%error, "TLS towards the router");
+            endpoint = Endpoint::from_static("https://tls-files-unreadable.invalid:1");
+        }
+    }
     let endpoint = match timeout {
         Some(timeout) => endpoint.timeout(timeout),
         None => endpoint,

@@ -94,6 +94,46 @@ pub struct Config {
     pub member_dead_after: Duration,
     /// The key index implementation (`--key-index`).
     pub key_index: ste_core::index::KeyIndexKind,
+    /// Address of `ste.v1.Ring` for users (`--user-listen`): TLS with an
+    /// optional client certificate, else a bearer token.
+    pub user_listen: SocketAddr,
+    /// Who may call the admin and user ports.
+    pub api: ApiSecurity,
+}
+
+/// TLS and access control of the admin (`--admin-listen`) and user
+/// (`--user-listen`) ports.
+#[derive(Debug, Clone, Default)]
+pub struct ApiSecurity {
+    /// `--tls-cert-file`, `--tls-private-key-file`, `--client-ca-file`;
+    /// `None` only with `insecure`.
+    pub tls: Option<ste_auth::tls::ServerFiles>,
+    /// `--insecure`: both ports plain and unauthenticated.
+    pub insecure: bool,
+    /// `--authentication-kubeconfig`: the API for TokenReview.
+    pub authentication_kubeconfig: Option<PathBuf>,
+    /// `--authorization-kubeconfig`: the API for SubjectAccessReview.
+    pub authorization_kubeconfig: Option<PathBuf>,
+}
+
+impl ApiSecurity {
+    /// Checks that the ports are either secured or explicitly insecure.
+    ///
+    /// Errors: neither the TLS files nor `--insecure`, or both.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        match (&self.tls, self.insecure) {
+            (Some(_), true) => anyhow::bail!(
+                "--insecure and --tls-cert-file exclude each other: the admin and user ports \
+                 are either TLS with client authentication or plain"
+            ),
+            (None, false) => anyhow::bail!(
+                "the admin and user ports need --tls-cert-file, --tls-private-key-file and \
+                 --client-ca-file (deploy/pki.sh makes them), or --insecure to serve plain \
+                 HTTP without authentication"
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// PEM files for TLS on the etcd listener and towards the shards.

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use ste_auth::Door;
 use ste_core::revision::GlobalRevision;
 use ste_core::ring::Member;
 use tokio::net::TcpListener;
@@ -200,8 +201,34 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )?;
     }
 
+    config.api.validate()?;
+    if config.api.insecure {
+        tracing::warn!(
+            admin = %config.admin_listen,
+            user = %config.user_listen,
+            "--insecure: the admin and user ports serve plain HTTP, unauthenticated: anyone who \
+             reaches them can join and leave members, and so move or drop every Pod"
+        );
+    }
+    let access = Arc::new(
+        ste_auth::Access::from_flags(
+            config.api.insecure,
+            config.api.authentication_kubeconfig.as_deref(),
+            config.api.authorization_kubeconfig.as_deref(),
+        )
+        .await?,
+    );
+    let admin_tls = match &config.api.tls {
+        Some(files) => Some((
+            files.server_config(Door::Certificates)?,
+            files.server_config(Door::Users)?,
+        )),
+        None => None,
+    };
+
     let etcd_listener = bind("--listen", config.listen).await?;
     let admin_listener = bind("--admin-listen", config.admin_listen).await?;
+    let user_listener = bind("--user-listen", config.user_listen).await?;
     let metrics_listener = bind("--metrics-listen", config.metrics_listen).await?;
 
     let (shutdown_tx, shutdown_rx) = ShutdownTrigger::new();
@@ -252,20 +279,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     admin_health
         .set_service_status("ste.v1.Ring", ServingStatus::Serving)
         .await;
-    let admin_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(admin_health_service)
-            .add_service(admin_reflection().build_v1()?)
-            .add_service(admin_reflection().build_v1alpha()?)
-            .add_service(ste_proto::v1::ring_server::RingServer::new(
-                admin::RingService::new(control.clone()),
-            ))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(admin_listener)
-                    .with_nodelay(Some(true)),
-                stopped(),
-            ),
-    );
+    let ring = admin::RingService::new(control.clone(), access, Door::Certificates);
+    let mut ring_servers = Vec::new();
+    for (listener, door, flag) in [
+        (admin_listener, Door::Certificates, "--admin-listen"),
+        (user_listener, Door::Users, "--user-listen"),
+    ] {
+        let mut server = tonic::transport::Server::builder();
+        if let Some((certificates, users)) = &admin_tls {
+            let tls = if door == Door::Certificates {
+                certificates
+            } else {
+                users
+            };
+            server = server
+                .tls_config(tls.clone())
+                .with_context(|| format!("TLS on {flag}"))?;
+        }
+        ring_servers.push(tokio::spawn(
+            server
+                .add_service(admin_health_service.clone())
+                .add_service(admin_reflection().build_v1()?)
+                .add_service(admin_reflection().build_v1alpha()?)
+                .add_service(ste_proto::v1::ring_server::RingServer::new(ring.on(door)))
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    stopped(),
+                ),
+        ));
+    }
+    let user_task = ring_servers.pop().expect("two ring servers");
+    let admin_task = ring_servers.pop().expect("two ring servers");
     let metrics_task = tokio::spawn(metrics::serve(
         metrics_listener,
         store.clone(),
@@ -275,6 +319,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         listen = %config.listen,
         admin = %config.admin_listen,
+        user = %config.user_listen,
         metrics = %config.metrics_listen,
         members = store.placement().shards().len(),
         key_index = %config.key_index,
@@ -308,8 +353,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     tokio::select! {
         result = ready => result?,
-        _ = sigterm.recv() => return shutdown(shutdown_tx, [etcd_task, admin_task]).await,
-        _ = sigint.recv() => return shutdown(shutdown_tx, [etcd_task, admin_task]).await,
+        _ = sigterm.recv() => return shutdown(shutdown_tx, [etcd_task, admin_task, user_task]).await,
+        _ = sigint.recv() => return shutdown(shutdown_tx, [etcd_task, admin_task, user_task]).await,
     }
     let loops = [
         tokio::spawn(control::health::check_shards(
@@ -344,7 +389,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .set_service_status(service, ServingStatus::NotServing)
             .await;
     }
-    let result = shutdown(shutdown_tx, [etcd_task, admin_task]).await;
+    let result = shutdown(shutdown_tx, [etcd_task, admin_task, user_task]).await;
     // The loops and the metrics server stop at the signal; a loop in the
     // middle of a ring change is not waited for (its state is persisted
     // step by step and a restarted router resumes it).
@@ -357,7 +402,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 async fn shutdown(
     stop: ShutdownTrigger,
-    servers: [tokio::task::JoinHandle<Result<(), tonic::transport::Error>>; 2],
+    servers: [tokio::task::JoinHandle<Result<(), tonic::transport::Error>>; 3],
 ) -> anyhow::Result<()> {
     // Ends the watches and lease keep-alives too (UNAVAILABLE: clients
     // reconnect, to this router once it is back or to another).

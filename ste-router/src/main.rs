@@ -24,9 +24,41 @@ struct Cli {
     /// --etcd-servers-overrides points at).
     #[arg(long, env = "STE_LISTEN", default_value = "127.0.0.1:2479")]
     listen: SocketAddr,
-    /// Address of the ste.v1 admin API (kubectl ste).
+    /// Address of the ste.v1 admin API for agents (and users with a client
+    /// certificate): TLS that refuses clients without a certificate of
+    /// --client-ca-file.
     #[arg(long, env = "STE_ADMIN_LISTEN", default_value = "127.0.0.1:2490")]
     admin_listen: SocketAddr,
+    /// Address of the ste.v1 admin API for users (kubectl ste): TLS with a
+    /// client certificate or a bearer token (checked by TokenReview).
+    #[arg(long, env = "STE_USER_LISTEN", default_value = "127.0.0.1:2492")]
+    user_listen: SocketAddr,
+    /// Serving certificate (PEM) of --admin-listen and --user-listen.
+    #[arg(long, env = "STE_TLS_CERT_FILE", requires_all = ["tls_private_key_file", "client_ca_file"])]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert-file.
+    #[arg(long, env = "STE_TLS_PRIVATE_KEY_FILE", requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// CAs (PEM bundle) whose client certificates --admin-listen and
+    /// --user-listen accept: the STE CA (agents) and Kubernetes' client CA
+    /// (users). Subject CN is the user, O the groups.
+    #[arg(long, env = "STE_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    client_ca_file: Option<PathBuf>,
+    /// Serve --admin-listen and --user-listen as plain HTTP without
+    /// authentication (anyone who reaches them can move or drop every Pod).
+    #[arg(long, env = "STE_INSECURE")]
+    insecure: bool,
+    /// kubeconfig of the Kubernetes API that reviews bearer tokens
+    /// (TokenReview). Default: the pod's service account when in a pod;
+    /// without either, tokens are refused.
+    #[arg(long, env = "STE_AUTHENTICATION_KUBECONFIG")]
+    authentication_kubeconfig: Option<PathBuf>,
+    /// kubeconfig of the Kubernetes API that authorises users
+    /// (SubjectAccessReview on rings.ste.io: get, update). Default: the
+    /// pod's service account when in a pod; without either, any client
+    /// certificate of --client-ca-file may do everything.
+    #[arg(long, env = "STE_AUTHORIZATION_KUBECONFIG")]
+    authorization_kubeconfig: Option<PathBuf>,
     /// Address of the HTTP /metrics endpoint.
     #[arg(long, env = "STE_METRICS_LISTEN", default_value = "127.0.0.1:2491")]
     metrics_listen: SocketAddr,
@@ -182,6 +214,24 @@ fn main() -> ExitCode {
         name: cli.name,
         listen: cli.listen,
         admin_listen: cli.admin_listen,
+        user_listen: cli.user_listen,
+        api: ste_router::config::ApiSecurity {
+            tls: match (
+                cli.tls_cert_file,
+                cli.tls_private_key_file,
+                cli.client_ca_file,
+            ) {
+                (Some(cert), Some(key), Some(client_ca)) => Some(ste_auth::tls::ServerFiles {
+                    cert,
+                    key,
+                    client_ca,
+                }),
+                _ => None,
+            },
+            insecure: cli.insecure,
+            authentication_kubeconfig: cli.authentication_kubeconfig,
+            authorization_kubeconfig: cli.authorization_kubeconfig,
+        },
         metrics_listen: cli.metrics_listen,
         members: cli.members,
         vnodes: cli.vnodes,

@@ -3,7 +3,11 @@
 service's schema comes from the agent's gRPC server reflection, not from
 STE's generated code. Prints the response as JSON.
 
-usage: reflect_status.py HOST:PORT
+usage: reflect_status.py HOST:PORT [CA_FILE CERT_FILE KEY_FILE]
+
+With the three files, the channel is TLS trusting CA_FILE and presenting
+the client certificate CERT_FILE with its key KEY_FILE (the agent's API
+refuses clients without one).
 """
 import json
 import sys
@@ -16,7 +20,14 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 
 def main() -> int:
-    channel = grpc.insecure_channel(sys.argv[1])
+    if len(sys.argv) == 5:
+        ca, cert, key = (open(path, "rb").read() for path in sys.argv[2:5])
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=cert
+        )
+        channel = grpc.secure_channel(sys.argv[1], credentials)
+    else:
+        channel = grpc.insecure_channel(sys.argv[1])
     database = ProtoReflectionDescriptorDatabase(channel)
     services = database.get_services()
     if "ste.v1.Agent" not in services:

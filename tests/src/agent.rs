@@ -31,6 +31,9 @@ pub struct AgentOptions {
     /// where the etcd under test can serve it
     /// ([`crate::procs::etcd_serves_tls_shards`]).
     pub insecure: bool,
+    /// CAs (PEM) whose client certificates the agent's API trusts besides
+    /// the STE CA's, e.g. a Kubernetes CA for its users.
+    pub more_client_cas: String,
     pub extra_args: Vec<String>,
 }
 
@@ -42,6 +45,7 @@ impl AgentOptions {
             tmpfs_size: "256Mi".into(),
             external: false,
             insecure: !crate::procs::etcd_serves_tls_shards(),
+            more_client_cas: String::new(),
             extra_args: Vec::new(),
         }
     }
@@ -63,13 +67,20 @@ impl AgentOptions {
 /// Addresses and paths of one agent; kept across restarts of its process.
 #[derive(Debug, Clone)]
 pub struct AgentAddrs {
+    /// The API port for machines (TLS, client certificate required).
     pub grpc: SocketAddr,
+    /// The API port for users (TLS, client certificate or bearer token).
+    pub user: SocketAddr,
     pub metrics: SocketAddr,
     /// `https://IP:PORT`, or `http://` for an `insecure` agent.
     pub client_url: String,
     pub peer_url: String,
     /// The shard's TLS files; `None` for an `insecure` agent.
     pub tls: Option<ShardFiles>,
+    /// The node's certificate, key and the STE CA: the API's TLS (always
+    /// on: `insecure` is only about the shard here), the identity towards
+    /// the router, and the CA that verifies the router.
+    pub node: ShardFiles,
 }
 
 /// A running (or stopped) ste-agent with its own temp dir and tmpfs.
@@ -96,19 +107,27 @@ impl TestAgent {
         let root = tempfile::Builder::new()
             .prefix("ste-agent-test-")
             .tempdir()?;
-        let tls = if options.insecure {
-            None
-        } else {
-            let dir = root.path().join("pki");
-            Some(crate::pki::ste().write_shard(&dir, &options.node_name, ip)?)
-        };
+        let node =
+            crate::pki::ste().write_shard(&root.path().join("pki"), &options.node_name, ip)?;
+        let tls = (!options.insecure).then(|| node.clone());
+        let client_ca = root.path().join("pki").join("client-ca.crt");
+        std::fs::write(
+            &client_ca,
+            format!(
+                "{}{}",
+                crate::pki::ste().ca.cert_pem,
+                options.more_client_cas
+            ),
+        )?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let addrs = AgentAddrs {
             grpc: SocketAddr::new(ip, free_port(ip)),
+            user: SocketAddr::new(ip, free_port(ip)),
             metrics: SocketAddr::new(ip, free_port(ip)),
             client_url: format!("{scheme}://{ip}:{}", free_port(ip)),
             peer_url: format!("http://{ip}:{}", free_port(ip)),
             tls,
+            node,
         };
         let shard = root.path().join("shard");
         std::fs::create_dir(&shard)?;
@@ -169,6 +188,16 @@ impl TestAgent {
             .arg(&a.peer_url)
             .arg("--grpc-listen")
             .arg(a.grpc.to_string())
+            .arg("--user-listen")
+            .arg(a.user.to_string())
+            .arg("--tls-cert-file")
+            .arg(&a.node.cert)
+            .arg("--tls-private-key-file")
+            .arg(&a.node.key)
+            .arg("--client-ca-file")
+            .arg(self.root.path().join("pki").join("client-ca.crt"))
+            .arg("--router-ca-file")
+            .arg(&a.node.ca)
             .arg("--metrics-listen")
             .arg(a.metrics.to_string())
             .arg("--probe-interval")
@@ -210,12 +239,9 @@ impl TestAgent {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// The agent's status from its API, asked as the test operator.
     pub async fn status(&self) -> anyhow::Result<AgentStatus> {
-        let endpoint =
-            tonic::transport::Endpoint::from_shared(format!("http://{}", self.addrs.grpc))?
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(Duration::from_secs(5));
-        let mut client = AgentClient::new(endpoint.connect().await?);
+        let mut client = AgentClient::new(crate::pki::ste().admin_channel(self.addrs.grpc).await?);
         Ok(client.get_status(GetStatusRequest {}).await?.into_inner())
     }
 

@@ -89,25 +89,47 @@ impl ControlPlane {
             .tempdir()?;
         let pki = Pki::create(dir.path())?;
         let etcd = TestEtcd::start("control-plane").await?;
-        let router = TestRouter::spawn_new(&[], &[])?;
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let apiserver = SocketAddr::new(ip, free_port(ip));
+        // The router asks this kube-apiserver to review tokens
+        // (TokenReview) and to authorise users (SubjectAccessReview on
+        // rings.ste.io), and trusts the users' client certificates of its
+        // CA: `kubectl ste` is authorised by Kubernetes RBAC.
+        let reviews = dir.path().join("router-reviews.kubeconfig");
+        std::fs::write(&reviews, kubeconfig_yaml(&pki, apiserver, None))?;
+        let reviews = reviews.display().to_string();
+        let router = TestRouter::spawn_trusting(
+            &[],
+            &[
+                "--authentication-kubeconfig",
+                &reviews,
+                "--authorization-kubeconfig",
+                &reviews,
+            ],
+            &pki.ca_pem,
+        )?;
         let agents = NODES
             .iter()
             .enumerate()
             .map(|(i, name)| {
                 let mut options = AgentOptions::new(name, Ipv4Addr::new(127, 0, 0, 2 + i as u8));
+                // Users reach the agents as they reach the router.
+                options.more_client_cas = pki.ca_pem.clone();
                 options.extra_args = vec![
                     "--router".into(),
                     router.admin.to_string(),
                     "--heartbeat-interval".into(),
                     "500ms".into(),
+                    "--authentication-kubeconfig".into(),
+                    reviews.clone(),
+                    "--authorization-kubeconfig".into(),
+                    reviews.clone(),
                 ];
                 TestAgent::spawn_new(options)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         wait_members(&router, &NODES).await?;
 
-        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let apiserver = SocketAddr::new(ip, free_port(ip));
         let apiserver_process = KubeProcess::spawn(
             "kube-apiserver",
             &kube_bin("kube-apiserver"),
@@ -115,7 +137,10 @@ impl ControlPlane {
             dir.path(),
         )?;
         let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&pki, apiserver, router.admin))?;
+        std::fs::write(
+            &kubeconfig,
+            kubeconfig_yaml(&pki, apiserver, Some((router.user, &router.ca_file()))),
+        )?;
         let mut components = vec![apiserver_process];
         let ready = eventually("kube-apiserver /readyz", START_TIMEOUT, || async {
             health::probe_once(apiserver, &pki, "/readyz").await
@@ -316,12 +341,32 @@ impl ControlPlane {
     /// KUBECONFIG set (so the plugin finds the router in the context's
     /// `ste.io/router` extension, as in a real install).
     pub async fn ste(&self, args: &[&str]) -> anyhow::Result<Run> {
+        self.ste_as(&self.kubeconfig, args).await
+    }
+
+    /// [`ControlPlane::ste`] with another kubeconfig (another user).
+    pub async fn ste_as(&self, kubeconfig: &Path, args: &[&str]) -> anyhow::Result<Run> {
         let mut command = self.plugin.command(&kube_bin("kubectl"));
-        command
-            .env("KUBECONFIG", &self.kubeconfig)
-            .arg("ste")
-            .args(args);
+        command.env("KUBECONFIG", kubeconfig).arg("ste").args(args);
         Plugin::output(command).await
+    }
+
+    /// Writes a kubeconfig for a user who holds only the bearer `token`,
+    /// with the same cluster and `ste.io/router` extension as
+    /// [`ControlPlane::kubeconfig`]; returns its path.
+    pub fn token_kubeconfig(&self, name: &str, token: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.path().join(format!("{name}.kubeconfig"));
+        let router_ca = self.router.ca_file();
+        std::fs::write(
+            &path,
+            flags::token_kubeconfig_yaml(
+                &self.pki,
+                self.apiserver,
+                Some((self.router.user, &router_ca)),
+                token,
+            ),
+        )?;
+        Ok(path)
     }
 
     /// Starts a long-running kubectl (e.g. `get --watch`) whose stdout is

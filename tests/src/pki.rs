@@ -118,13 +118,15 @@ impl Ca {
         })
     }
 
-    /// A shard's certificate as `deploy/pki.sh --shard NODE=IP` makes it:
-    /// serving certificate for `ip` and the agent's client certificate
-    /// towards its own shard (SAN `DNS:node`), CN `node`.
+    /// A node's certificate as `deploy/pki.sh --shard NODE=IP` makes it:
+    /// the node's identity (`CN=system:node:NODE`, `O=system:nodes`, as
+    /// Kubernetes names nodes) towards the router, the serving certificate
+    /// of its shard and API for `ip`, and the agent's client certificate
+    /// towards its own shard (SAN `DNS:node`).
     pub fn shard(&self, node: &str, ip: IpAddr) -> anyhow::Result<Identity> {
         self.issue(
             &[node, &ip.to_string()],
-            dn(node, None),
+            dn(&format!("system:node:{node}"), Some("system:nodes")),
             &[
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,
@@ -152,14 +154,25 @@ pub fn dn(common_name: &str, organization: Option<&str>) -> rcgen::Distinguished
     dn
 }
 
-/// The STE PKI of this test process: the CA the shards trust and the
-/// router's shard client certificate (SAN `DNS:ste-router`).
+/// The STE PKI of this test process: the CA the shards trust, the
+/// router's shard client certificate (SAN `DNS:ste-router`), the router's
+/// admin serving certificate and an operator's client certificate.
 pub struct StePki {
     /// The STE CA.
     pub ca: Ca,
     /// The router's client certificate towards the shards.
     pub router_client: Identity,
+    /// The router's serving certificate on its admin and user ports (SANs
+    /// 127.0.0.1, localhost, ste-router).
+    pub router_admin: Identity,
+    /// An operator: `CN=ste-test-admin`, `O=ste-test-operators`. A router
+    /// or agent without Kubernetes ("certificates only") lets it do
+    /// everything.
+    pub admin: Identity,
 }
+
+/// The user name of [`StePki::admin`].
+pub const ADMIN_USER: &str = "ste-test-admin";
 
 /// The shard TLS files of one agent, as its flags name them.
 #[derive(Debug, Clone)]
@@ -199,6 +212,69 @@ impl StePki {
         ])
     }
 
+    /// Writes the router's admin serving certificate and the client CA
+    /// bundle (the STE CA, then `more_client_cas`, PEM) into `dir` and
+    /// returns the router flags that use them (`--tls-cert-file`,
+    /// `--tls-private-key-file`, `--client-ca-file`).
+    pub fn router_api_flags(
+        &self,
+        dir: &Path,
+        more_client_cas: &str,
+    ) -> anyhow::Result<Vec<String>> {
+        let ca = dir.join("client-ca.crt");
+        std::fs::write(&ca, format!("{}{more_client_cas}", self.ca.cert_pem))?;
+        let (cert, key) = self.router_admin.write(dir, "router-admin")?;
+        Ok(vec![
+            "--tls-cert-file".into(),
+            cert.display().to_string(),
+            "--tls-private-key-file".into(),
+            key.display().to_string(),
+            "--client-ca-file".into(),
+            ca.display().to_string(),
+        ])
+    }
+
+    /// TLS towards an STE API port (the router's admin and user ports, an
+    /// agent's), trusting the STE CA and presenting `identity`, if any.
+    pub fn client_tls(&self, identity: Option<&Identity>) -> tonic::transport::ClientTlsConfig {
+        let config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca.cert_pem));
+        match identity {
+            Some(id) => config.identity(tonic::transport::Identity::from_pem(
+                &id.cert_pem,
+                &id.key_pem,
+            )),
+            None => config,
+        }
+    }
+
+    /// TLS of a server that stands in for the router's admin port: its
+    /// certificate, and a client certificate of the STE CA required.
+    pub fn router_admin_server_tls(&self) -> tonic::transport::ServerTlsConfig {
+        tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                &self.router_admin.cert_pem,
+                &self.router_admin.key_pem,
+            ))
+            .client_ca_root(tonic::transport::Certificate::from_pem(&self.ca.cert_pem))
+    }
+
+    /// A channel to an STE API port at `address` over TLS as the operator
+    /// [`StePki::admin`].
+    pub async fn admin_channel(
+        &self,
+        address: std::net::SocketAddr,
+    ) -> anyhow::Result<tonic::transport::Channel> {
+        Ok(
+            tonic::transport::Endpoint::from_shared(format!("https://{address}"))?
+                .tls_config(self.client_tls(Some(&self.admin)))?
+                .connect_timeout(std::time::Duration::from_secs(2))
+                .timeout(std::time::Duration::from_secs(10))
+                .connect()
+                .await?,
+        )
+    }
+
     /// What the router presents to the shards, for an etcd client that
     /// reads a shard directly.
     pub fn router_tls(&self) -> etcd_client::TlsOptions {
@@ -215,6 +291,25 @@ pub fn ste() -> &'static StePki {
         let router_client = ca
             .client(ROUTER_CLIENT)
             .expect("making the router's shard client certificate");
-        StePki { ca, router_client }
+        let router_admin = ca
+            .issue(
+                &["127.0.0.1", "localhost", "ste-router"],
+                dn("ste-router", None),
+                &[ExtendedKeyUsagePurpose::ServerAuth],
+            )
+            .expect("making the router's admin certificate");
+        let admin = ca
+            .issue(
+                &[],
+                dn(ADMIN_USER, Some("ste-test-operators")),
+                &[ExtendedKeyUsagePurpose::ClientAuth],
+            )
+            .expect("making the operator's certificate");
+        StePki {
+            ca,
+            router_client,
+            router_admin,
+            admin,
+        }
     })
 }

@@ -5,11 +5,20 @@ use std::net::SocketAddr;
 
 use tonic_reflection::pb::{v1, v1alpha};
 
-/// The services listed at `addr` by reflection v1 and v1alpha, each sorted.
-pub async fn listed_services(addr: SocketAddr) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+/// A plain (h2c) channel to `addr`.
+pub async fn plain(addr: SocketAddr) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?,
+    )
+}
+
+/// The services listed on `channel` by reflection v1 and v1alpha, each
+/// sorted.
+pub async fn listed_services(
+    channel: tonic::transport::Channel,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let request = v1::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(

@@ -14,10 +14,15 @@ use crate::procs::{free_port, workspace_bin};
 
 pub struct TestRouter {
     pub listen: SocketAddr,
+    /// The admin port (TLS; a client certificate is required).
     pub admin: SocketAddr,
+    /// The user port (TLS; a client certificate or a bearer token).
+    pub user: SocketAddr,
     pub metrics: SocketAddr,
     members: Vec<(String, String)>,
     extra_args: Vec<String>,
+    /// CAs (PEM) the admin and user ports trust besides the STE CA.
+    more_client_cas: String,
     dir: TempDir,
     child: Option<Child>,
 }
@@ -33,16 +38,29 @@ impl TestRouter {
 
     /// Starts a router process without waiting for it to serve.
     pub fn spawn_new(members: &[(&str, &str)], extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn_trusting(members, extra_args, "")
+    }
+
+    /// Starts a router process whose admin and user ports also trust the
+    /// client certificates of `more_client_cas` (PEM), e.g. a Kubernetes
+    /// CA, without waiting for it to serve.
+    pub fn spawn_trusting(
+        members: &[(&str, &str)],
+        extra_args: &[&str],
+        more_client_cas: &str,
+    ) -> anyhow::Result<Self> {
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let mut router = TestRouter {
             listen: SocketAddr::new(ip, free_port(ip)),
             admin: SocketAddr::new(ip, free_port(ip)),
+            user: SocketAddr::new(ip, free_port(ip)),
             metrics: SocketAddr::new(ip, free_port(ip)),
             members: members
                 .iter()
                 .map(|(n, u)| (n.to_string(), u.to_string()))
                 .collect(),
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            more_client_cas: more_client_cas.to_owned(),
             dir: tempfile::Builder::new()
                 .prefix("ste-test-router-")
                 .tempdir()?,
@@ -63,6 +81,8 @@ impl TestRouter {
             .arg(self.listen.to_string())
             .arg("--admin-listen")
             .arg(self.admin.to_string())
+            .arg("--user-listen")
+            .arg(self.user.to_string())
             .arg("--metrics-listen")
             .arg(self.metrics.to_string())
             .arg("--state-file")
@@ -72,6 +92,9 @@ impl TestRouter {
             // The test agents' shards serve https:// with certificates of
             // the test PKI and let in only this client certificate.
             .args(crate::pki::ste().router_flags(self.dir.path())?)
+            // The admin and user ports: TLS with the test PKI, certificates
+            // only (no Kubernetes): the test operator may do everything.
+            .args(crate::pki::ste().router_api_flags(self.dir.path(), &self.more_client_cas)?)
             .args(&self.extra_args)
             .env("STE_LOG", "info")
             .stdin(Stdio::null())
@@ -174,13 +197,17 @@ impl TestRouter {
         Ok(etcd_client::Client::connect([self.endpoint()], Some(options)).await?)
     }
 
+    /// A client of the admin port as the test operator
+    /// ([`crate::pki::StePki::admin`]).
     pub async fn admin(&self) -> anyhow::Result<RingClient<tonic::transport::Channel>> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.admin))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .connect()
-            .await?;
-        Ok(RingClient::new(channel))
+        Ok(RingClient::new(
+            crate::pki::ste().admin_channel(self.admin).await?,
+        ))
+    }
+
+    /// The STE CA the router's admin and user certificates chain to (PEM).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ste-ca.crt")
     }
 
     /// SIGKILL the router (its state file stays).

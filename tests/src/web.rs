@@ -72,6 +72,24 @@ pub async fn http2_not_found() -> anyhow::Result<WebServer> {
     Ok(WebServer { addr, task })
 }
 
+/// [`http2_not_found`] over TLS with the router's admin certificate (and a
+/// client certificate of the STE CA required, as the router's admin port):
+/// a web server where an agent expects the router.
+pub async fn https2_not_found() -> anyhow::Result<WebServer> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tonic::transport::Server::builder()
+        .tls_config(crate::pki::ste().router_admin_server_tls())?;
+    let task = tokio::spawn(async move {
+        let mut server = server;
+        let _ = server
+            .add_service(NotFound)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await;
+    });
+    Ok(WebServer { addr, task })
+}
+
 /// An HTTP/1.1-only server: whatever it is sent, it answers
 /// `400 Bad Request` (as HTTP/1 servers answer the HTTP/2 preface) and
 /// closes the connection.

@@ -52,9 +52,11 @@ impl Run {
 }
 
 /// Runs the agent with `args` plus sane defaults for every flag `args` does
-/// not set, and waits for it to exit; it must not keep running. Without
-/// TLS flags in `args` the default is `--insecure` (these mistakes are not
-/// about TLS), unless `args` has `--no-insecure-default`, which is dropped.
+/// not set, and waits for it to exit; it must not keep running. The
+/// default is `--insecure` (these mistakes are not about TLS; TLS files in
+/// `args` still switch TLS on for the shard or the API), unless `args` has
+/// the API's `--tls-cert-file` or `--no-insecure-default` (which is
+/// dropped).
 fn run_agent(args: &[&str], configure: impl FnOnce(&mut Command)) -> Run {
     let ip = Ipv4Addr::LOCALHOST.into();
     let data_dir = tempfile::Builder::new()
@@ -73,6 +75,7 @@ fn run_agent(args: &[&str], configure: impl FnOnce(&mut Command)) -> Run {
             format!("http://127.0.0.1:{}", free_port(ip)),
         ),
         ("--grpc-listen", format!("127.0.0.1:{}", free_port(ip))),
+        ("--user-listen", format!("127.0.0.1:{}", free_port(ip))),
         ("--metrics-listen", format!("127.0.0.1:{}", free_port(ip))),
     ];
     let mut command = Command::new(workspace_bin("ste-agent"));
@@ -82,8 +85,8 @@ fn run_agent(args: &[&str], configure: impl FnOnce(&mut Command)) -> Run {
             command.arg(flag).arg(value);
         }
     }
-    let tls = args.iter().any(|a| a.starts_with("--etcd-cert-file"));
-    if !tls && !args.contains(&"--no-insecure-default") {
+    let api_tls = args.iter().any(|a| a.starts_with("--tls-cert-file"));
+    if !api_tls && !args.contains(&"--no-insecure-default") {
         command.arg("--insecure");
     }
     command.args(args.iter().filter(|a| **a != "--no-insecure-default"));
@@ -208,6 +211,45 @@ fn no_tls_without_insecure_is_refused() {
         "deploy/pki.sh",
         "--insecure",
     ]);
+}
+
+#[test]
+fn an_api_without_tls_or_insecure_is_refused() {
+    let (_pki, [cert, key, ca, https]) = shard_tls();
+    let shard = [
+        "--etcd-cert-file",
+        &cert,
+        "--etcd-key-file",
+        &key,
+        "--etcd-trusted-ca-file",
+        &ca,
+        "--etcd-client-url",
+        &https,
+    ];
+    let mut args = shard.to_vec();
+    args.push("--no-insecure-default");
+    run_agent(&args, |_| {}).assert_failed_with(&[
+        "--grpc-listen",
+        "--tls-cert-file",
+        "--client-ca-file",
+        "system:node:NODE",
+        "--insecure",
+    ]);
+    // An unreadable API certificate is named with its flag.
+    let mut args = shard.to_vec();
+    args.extend([
+        "--tls-cert-file",
+        "/nonexistent/node.crt",
+        "--tls-private-key-file",
+        &key,
+        "--client-ca-file",
+        &ca,
+    ]);
+    run_agent(&args, |_| {}).assert_failed_with(&["--tls-cert-file", "/nonexistent/node.crt"]);
+    // https:// towards the router needs the router's CA.
+    let mut args = shard.to_vec();
+    args.extend(["--router", "https://127.0.0.1:2490"]);
+    run_agent(&args, |_| {}).assert_failed_with(&["--router", "--router-ca-file"]);
 }
 
 /// A shard certificate, key and CA of the test PKI for node "err" in a temp

@@ -30,11 +30,8 @@ const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn agent_health(address: &str) -> Option<i32> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .ok()?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(5))
-        .connect()
+    let channel = ste_tests::pki::ste()
+        .admin_channel(address.parse().ok()?)
         .await
         .ok()?;
     let response = HealthClient::new(channel)

@@ -16,8 +16,8 @@ use tonic_health::pb::health_client::HealthClient;
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 async fn health(agent: &TestAgent, service: &str) -> anyhow::Result<ServingStatus> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", agent.addrs.grpc))?
-        .connect()
+    let channel = ste_tests::pki::ste()
+        .admin_channel(agent.addrs.grpc)
         .await?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
@@ -180,7 +180,12 @@ const SERVED: [&str; 4] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_exactly_the_services_served() -> anyhow::Result<()> {
     let agent = TestAgent::start(AgentOptions::new("listed", LOCALHOST)).await?;
-    let (v1, v1alpha) = ste_tests::reflection::listed_services(agent.addrs.grpc).await?;
+    let (v1, v1alpha) = ste_tests::reflection::listed_services(
+        ste_tests::pki::ste()
+            .admin_channel(agent.addrs.grpc)
+            .await?,
+    )
+    .await?;
     assert_eq!(v1, SERVED, "grpc.reflection.v1");
     assert_eq!(v1alpha, SERVED, "grpc.reflection.v1alpha");
     Ok(())
@@ -190,9 +195,14 @@ async fn reflection_lists_exactly_the_services_served() -> anyhow::Result<()> {
 async fn generic_grpc_client_reads_status_through_reflection() -> anyhow::Result<()> {
     let agent = TestAgent::start(AgentOptions::new("reflected", LOCALHOST)).await?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/reflect_status.py");
+    let pki = tempfile::tempdir()?;
+    let (cert, key) = ste_tests::pki::ste().admin.write(pki.path(), "admin")?;
+    let ca = pki.path().join("ca.crt");
+    ste_tests::pki::ste().ca.write(&ca)?;
     let output = tokio::process::Command::new("python3")
         .arg(script)
         .arg(agent.addrs.grpc.to_string())
+        .args([&ca, &cert, &key])
         .output()
         .await?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -210,5 +220,42 @@ async fn generic_grpc_client_reads_status_through_reflection() -> anyhow::Result
         "{stdout}"
     );
     assert!(stdout.contains("\"epoch\": \"1\""), "{stdout}");
+    Ok(())
+}
+
+/// `ste-agent-status` (what scripts/local-cluster.sh prints) asks over TLS
+/// with etcdctl's flags; without a client certificate the agent's port
+/// refuses it, and the tool says which agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_tool_presents_a_client_certificate() -> anyhow::Result<()> {
+    let agent = TestAgent::start(AgentOptions::new("tabled", LOCALHOST)).await?;
+    let pki = tempfile::tempdir()?;
+    let (cert, key) = ste_tests::pki::ste().admin.write(pki.path(), "admin")?;
+    let ca = pki.path().join("ca.crt");
+    ste_tests::pki::ste().ca.write(&ca)?;
+    let address = agent.addrs.grpc.to_string();
+    let tool = ste_tests::procs::workspace_bin("ste-agent-status");
+    let with = tokio::process::Command::new(&tool)
+        .arg("--cacert")
+        .arg(&ca)
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .arg(&address)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&with.stdout);
+    assert!(with.status.success(), "{with:?}");
+    assert!(stdout.contains("tabled"), "{stdout}");
+    let without = tokio::process::Command::new(&tool)
+        .arg("--cacert")
+        .arg(&ca)
+        .arg(&address)
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&without.stderr);
+    assert!(!without.status.success(), "{without:?}");
+    assert!(stderr.contains(&address), "{stderr}");
     Ok(())
 }

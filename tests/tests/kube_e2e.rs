@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use etcd_client::GetOptions;
 use nix::sys::signal::Signal;
 use serde_json::Value;
-use ste_tests::ControlPlane;
 use ste_tests::control_plane::wait_members;
 use ste_tests::ring;
+use ste_tests::{ControlPlane, eventually};
 
 const DEPLOYMENT: &str = "web";
 /// Never pulled: kwok only pretends to run it.
@@ -602,6 +602,119 @@ async fn e2e_router_kill_and_restart() -> anyhow::Result<()> {
         "e2e_router_kill_and_restart",
         began,
         &[(killed, recovered)],
+    )?;
+    Ok(())
+}
+
+/// `kubectl ste` is authorised by Kubernetes (issue 12): the router asks
+/// this kube-apiserver to review a user's bearer token (TokenReview) and
+/// whether they may `get` or `update` rings.ste.io (SubjectAccessReview).
+/// A ServiceAccount without RBAC is Forbidden in kubectl's words; the
+/// ClusterRoles shipped in deploy/rbac.yaml grant reading (ste-viewer) and
+/// ring changes (ste-operator); a made-up token is Unauthorized.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_kubectl_ste_is_authorised_by_kubernetes_rbac() -> anyhow::Result<()> {
+    let mut cp = start("rbac").await?;
+    let began = Instant::now();
+    cp.kubectl_ok(&["create", "serviceaccount", "alice"])
+        .await?;
+    let token = cp
+        .kubectl_ok(&["create", "token", "alice", "--duration=1h"])
+        .await?;
+    let alice = cp.token_kubeconfig("alice", token.trim())?;
+    const ALICE: &str = "system:serviceaccount:default:alice";
+    let forbidden = |verb: &str| {
+        format!(
+            "Error from server (Forbidden): rings.ste.io is forbidden: User \"{ALICE}\" cannot \
+             {verb} resource \"rings\" in API group \"ste.io\" at the cluster scope"
+        )
+    };
+
+    // No permission at all: neither look nor change.
+    let leave = cp
+        .ste_as(&alice, &["ring", "leave", "node-c", "--yes"])
+        .await?;
+    assert_eq!(leave.code, Some(1), "{leave:#?}");
+    assert_eq!(leave.stderr.trim_end(), forbidden("update"), "{leave:#?}");
+    let status = cp.ste_as(&alice, &["status"]).await?;
+    assert_eq!(status.code, Some(1), "{status:#?}");
+    assert!(status.stderr.contains(&forbidden("get")), "{status:#?}");
+
+    // A token the API server never issued.
+    let mallory = cp.token_kubeconfig("mallory", "made-up-token")?;
+    let unknown = cp.ste_as(&mallory, &["status"]).await?;
+    assert_eq!(unknown.code, Some(1), "{unknown:#?}");
+    assert!(
+        unknown
+            .stderr
+            .contains("error: You must be logged in to the server (Unauthorized)"),
+        "{unknown:#?}"
+    );
+
+    // The shipped ClusterRoles, granted with ordinary RBAC.
+    let rbac = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rbac.yaml");
+    cp.kubectl_ok(&["apply", "-f", rbac]).await?;
+    cp.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "alice-ste-viewer",
+        "--clusterrole=ste-viewer",
+        "--serviceaccount=default:alice",
+    ])
+    .await?;
+    // The router remembers a denial for a moment (ste_auth::access::DENIED_TTL).
+    eventually("alice may look", Duration::from_secs(60), || async {
+        let run = cp
+            .ste_as(&alice, &["status"])
+            .await
+            .map_err(|e| e.to_string())?;
+        (run.code == Some(0))
+            .then_some(())
+            .ok_or_else(|| format!("{run:#?}"))
+    })
+    .await?;
+    let leave = cp
+        .ste_as(&alice, &["ring", "leave", "node-c", "--yes"])
+        .await?;
+    assert_eq!(leave.code, Some(1), "a viewer may not leave: {leave:#?}");
+    assert_eq!(leave.stderr.trim_end(), forbidden("update"), "{leave:#?}");
+
+    cp.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "alice-ste-operator",
+        "--clusterrole=ste-operator",
+        "--serviceaccount=default:alice",
+    ])
+    .await?;
+    eventually(
+        "alice may take node-c out",
+        Duration::from_secs(60),
+        || async {
+            let run = cp
+                .ste_as(&alice, &["ring", "leave", "node-c", "--yes"])
+                .await
+                .map_err(|e| e.to_string())?;
+            (run.code == Some(0))
+                .then_some(())
+                .ok_or_else(|| format!("{run:#?}"))
+        },
+    )
+    .await?;
+    let members: Vec<String> = cp
+        .router
+        .status()
+        .await?
+        .members
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(members, ["node-a", "node-b"]);
+    finish(
+        &mut cp,
+        "e2e_kubectl_ste_is_authorised_by_kubernetes_rbac",
+        began,
+        &[],
     )?;
     Ok(())
 }

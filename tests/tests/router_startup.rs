@@ -108,7 +108,9 @@ async fn keys_on_the_wrong_shard_are_reported_at_start() -> anyhow::Result<()> {
 async fn reflection_lists_exactly_what_each_port_serves() -> anyhow::Result<()> {
     let shard = TestEtcd::start("shard-a").await?;
     let router = TestRouter::start(&[("shard-a", &shard.url)], &[]).await?;
-    let (v1, v1alpha) = ste_tests::reflection::listed_services(router.listen).await?;
+    let (v1, v1alpha) =
+        ste_tests::reflection::listed_services(ste_tests::reflection::plain(router.listen).await?)
+            .await?;
     assert_eq!(
         v1,
         [
@@ -124,7 +126,10 @@ async fn reflection_lists_exactly_what_each_port_serves() -> anyhow::Result<()> 
         "etcd port, v1"
     );
     assert_eq!(v1alpha, v1, "etcd port, v1alpha");
-    let (v1, v1alpha) = ste_tests::reflection::listed_services(router.admin).await?;
+    let (v1, v1alpha) = ste_tests::reflection::listed_services(
+        ste_tests::pki::ste().admin_channel(router.admin).await?,
+    )
+    .await?;
     assert_eq!(
         v1,
         [

@@ -130,11 +130,13 @@ async fn without_a_client_certificate_the_router_does_not_start() -> anyhow::Res
     let pki = etcd_pki(dir.path())?;
     let control_plane = secure_etcd(&pki).await?;
     let local = std::net::IpAddr::from([127, 0, 0, 1]);
-    let ports = [(); 3].map(|_| format!("127.0.0.1:{}", free_port(local)));
+    let ports = [(); 4].map(|_| format!("127.0.0.1:{}", free_port(local)));
     let router = |tls: &[String]| {
         Command::new(workspace_bin("ste-router"))
             .args(["--listen", &ports[0], "--admin-listen", &ports[1]])
-            .args(["--metrics-listen", &ports[2]])
+            .args(["--metrics-listen", &ports[2], "--user-listen", &ports[3]])
+            // Only --state-etcd's TLS is at issue here.
+            .arg("--insecure")
             .args(["--member", "a=http://127.0.0.1:1"])
             .args(["--state-etcd", &control_plane.url])
             .args(tls)

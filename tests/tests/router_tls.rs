@@ -165,8 +165,12 @@ fn tls_flags_that_need_each_other_are_refused() {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            "--user-listen",
+            "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
+            // Only the etcd port's TLS is at issue here.
+            "--insecure",
         ])
         .arg("--state-file")
         .arg(state.path().join("state"))

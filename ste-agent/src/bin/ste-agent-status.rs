@@ -2,6 +2,7 @@
 //! waiting until they all serve. Used by the
 //! local-cluster script until `kubectl ste status` exists.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -23,18 +24,39 @@ struct Cli {
     /// Omit the header row.
     #[arg(long)]
     no_headers: bool,
+    /// CA (PEM) of the agents' certificates: the agents are asked over TLS
+    /// (etcdctl's flag name). Without it, plain HTTP (agents run
+    /// --insecure).
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+    /// Client certificate (PEM) to present: the agents' --grpc-listen
+    /// refuses clients without one of their --client-ca-file.
+    #[arg(long, requires_all = ["key", "cacert"])]
+    cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
 }
 
-async fn fetch(addr: &str) -> Result<AgentStatus, String> {
+async fn fetch(
+    addr: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<AgentStatus, String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let url = if addr.contains("://") {
         addr.to_owned()
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     };
-    let endpoint = tonic::transport::Endpoint::from_shared(url)
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url)
         .map_err(|e| format!("{addr}: bad address: {e}"))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5));
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| format!("{addr}: TLS: {e}"))?;
+    }
     let channel = endpoint.connect().await.map_err(|e| {
         let cause = std::error::Error::source(&e)
             .map(|s| format!(": {s}"))
@@ -52,12 +74,22 @@ async fn fetch(addr: &str) -> Result<AgentStatus, String> {
 /// `--wait-serving`). Fails with one line per unreachable agent, and one more
 /// if the wait ran out, all after the table.
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let tls = match &cli.cacert {
+        Some(ca) => Some(ste_auth::tls::client_config(
+            ("--cacert", ca),
+            cli.cert
+                .as_deref()
+                .zip(cli.key.as_deref())
+                .map(|(cert, key)| [("--cert", cert), ("--key", key)]),
+        )?),
+        None => None,
+    };
     let deadline = cli.wait_serving.map(|d| Instant::now() + d);
     loop {
         let mut rows = Vec::new();
         let mut errors = Vec::new();
         for addr in &cli.agents {
-            match fetch(addr).await {
+            match fetch(addr, tls.as_ref()).await {
                 Ok(status) => rows.push(status),
                 Err(e) => errors.push(e),
             }

@@ -1,11 +1,14 @@
-//! ste.v1.Ring, the admin API for `kubectl ste` and operators. Every
-//! request is checked by [`validate`] before the handler acts on it.
+//! ste.v1.Ring, the admin API for agents, `kubectl ste` and operators.
+//! Every request is first authenticated and authorised by
+//! [`ste_auth::Access`] (the node rule, then RBAC on `rings.ste.io`), then
+//! checked by [`validate`] before the handler acts on it.
 
 pub mod validate;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ste_auth::{Access, Action, Door};
 use ste_core::index::ShardId;
 use ste_core::ring::Member;
 use ste_proto::v1::ring_server::Ring;
@@ -140,20 +143,41 @@ impl GenerationClock {
     }
 }
 
-/// The `ste.v1.Ring` service.
+/// The `ste.v1.Ring` service, as one port serves it.
+#[derive(Clone)]
 pub struct RingService {
     control: Arc<Control>,
     clock: Arc<GenerationClock>,
+    access: Arc<Access>,
+    door: Door,
 }
 
 impl RingService {
-    /// The service over the router's control plane.
-    pub fn new(control: Arc<Control>) -> Self {
+    /// The service over the router's control plane, on a port that is
+    /// `door`, letting in whom `access` lets in.
+    pub fn new(control: Arc<Control>, access: Arc<Access>, door: Door) -> Self {
         let generation = u64::from(control.store().placement().generation());
         RingService {
             control,
             clock: Arc::new(GenerationClock::new(generation)),
+            access,
+            door,
         }
+    }
+
+    /// The same service (the same generation clock) on a port that is
+    /// `door`.
+    pub fn on(&self, door: Door) -> Self {
+        RingService {
+            door,
+            ..self.clone()
+        }
+    }
+
+    /// Authenticates the request and decides `action` (see
+    /// [`Access::check`]).
+    async fn check<T>(&self, request: &Request<T>, action: Action<'_>) -> Result<(), Status> {
+        self.access.check(self.door, request, action).await
     }
 
     /// The ring generation now, recorded on the clock, and its age.
@@ -220,8 +244,9 @@ impl RingService {
 impl Ring for RingService {
     async fn get_ring(
         &self,
-        _request: Request<GetRingRequest>,
+        request: Request<GetRingRequest>,
     ) -> Result<Response<RingInfo>, Status> {
+        self.check(&request, Action::Read).await?;
         let ring = self.control.store().placement().ring();
         let (generation, vnodes) = (u64::from(ring.generation()), ring.vnodes());
         Ok(Response::new(RingInfo {
@@ -232,6 +257,7 @@ impl Ring for RingService {
     }
 
     async fn locate(&self, request: Request<LocateRequest>) -> Result<Response<Location>, Status> {
+        self.check(&request, Action::Read).await?;
         let request = request.into_inner();
         validate::locate(&request)?;
         let key = request.key;
@@ -262,8 +288,9 @@ impl Ring for RingService {
 
     async fn get_status(
         &self,
-        _request: Request<GetRouterStatusRequest>,
+        request: Request<GetRouterStatusRequest>,
     ) -> Result<Response<RouterStatus>, Status> {
+        self.check(&request, Action::Read).await?;
         let store = self.control.store();
         let stats = store.revisions().stats();
         let (generation, generation_age) = self.generation();
@@ -298,6 +325,7 @@ impl Ring for RingService {
         &self,
         request: Request<JoinRequest>,
     ) -> Result<Response<Self::JoinStream>, Status> {
+        self.check(&request, Action::Join).await?;
         let request = request.into_inner();
         validate::join(&request)?;
         let agent = self.control.agents().get(&request.name);
@@ -343,6 +371,8 @@ impl Ring for RingService {
         &self,
         request: Request<LeaveRequest>,
     ) -> Result<Response<Self::LeaveStream>, Status> {
+        self.check(&request, Action::Leave(&request.get_ref().name))
+            .await?;
         let request = request.into_inner();
         validate::leave(&request)?;
         let ring = self.control.store().placement().placing_ring();
@@ -383,6 +413,8 @@ impl Ring for RingService {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
+        self.check(&request, Action::ActAsNode(&request.get_ref().name))
+            .await?;
         let request = request.into_inner();
         validate::register(&request)?;
         let agents = self.control.agents();
@@ -404,6 +436,8 @@ impl Ring for RingService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        self.check(&request, Action::ActAsNode(&request.get_ref().name))
+            .await?;
         let request = request.into_inner();
         validate::heartbeat(&request)?;
         let registered = self.control.agents().heartbeat(&request);

@@ -39,11 +39,61 @@ pub fn apiserver_args(
     ]
 }
 
-/// The kubeconfig: server, CA and admin client certificate embedded, and
-/// the router's admin address in the context's `ste.io/router` extension
-/// (where `kubectl ste` looks for it).
-pub fn kubeconfig_yaml(pki: &Pki, apiserver: SocketAddr, router_admin: SocketAddr) -> String {
+/// The kubeconfig: server, CA and admin client certificate embedded, and,
+/// given the router's user port and the CA of its certificate, the
+/// context's `ste.io/router` extension (where `kubectl ste` looks for them).
+pub fn kubeconfig_yaml(
+    pki: &Pki,
+    apiserver: SocketAddr,
+    router: Option<(SocketAddr, &Path)>,
+) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let credentials = format!(
+        "    client-certificate-data: {}\n    client-key-data: {}\n",
+        b64(&pki.admin.cert_pem),
+        b64(&pki.admin.key_pem)
+    );
+    kubeconfig_for(pki, apiserver, router, pki::ADMIN_USER, &credentials)
+}
+
+/// The kubeconfig of a user who holds only a bearer `token` (a
+/// ServiceAccount token from `kubectl create token`), otherwise as
+/// [`kubeconfig_yaml`].
+pub fn token_kubeconfig_yaml(
+    pki: &Pki,
+    apiserver: SocketAddr,
+    router: Option<(SocketAddr, &Path)>,
+    token: &str,
+) -> String {
+    kubeconfig_for(
+        pki,
+        apiserver,
+        router,
+        "token-user",
+        &format!("    token: {token}\n"),
+    )
+}
+
+fn kubeconfig_for(
+    pki: &Pki,
+    apiserver: SocketAddr,
+    router: Option<(SocketAddr, &Path)>,
+    user: &str,
+    credentials: &str,
+) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let extensions = match router {
+        Some((user, ca)) => format!(
+            "    extensions:
+    - name: ste.io/router
+      extension:
+        address: {user}
+        certificate-authority: {}
+",
+            ca.display()
+        ),
+        None => String::new(),
+    };
     format!(
         "apiVersion: v1
 kind: Config
@@ -55,23 +105,14 @@ clusters:
 users:
 - name: {user}
   user:
-    client-certificate-data: {cert}
-    client-key-data: {key}
-contexts:
+{credentials}contexts:
 - name: ste-e2e
   context:
     cluster: ste-e2e
     user: {user}
     namespace: default
-    extensions:
-    - name: ste.io/router
-      extension:
-        address: {router_admin}
-current-context: ste-e2e
+{extensions}current-context: ste-e2e
 ",
         ca = b64(&pki.ca_pem),
-        user = pki::ADMIN_USER,
-        cert = b64(&pki.admin.cert_pem),
-        key = b64(&pki.admin.key_pem),
     )
 }

@@ -210,7 +210,14 @@ impl Served {
         let (stop, stopped) = oneshot::channel();
         let service = RingServer::new(ring.clone());
         let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
+            // TLS as the router's admin port: the agents present their
+            // node certificates.
+            let Ok(mut server) = tonic::transport::Server::builder()
+                .tls_config(ste_tests::pki::ste().router_admin_server_tls())
+            else {
+                return;
+            };
+            let _ = server
                 .add_service(service)
                 .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
                     let _ = stopped.await;

@@ -53,7 +53,7 @@ async fn unreachable_router_blocks_neither_serving_nor_shutdown() -> anyhow::Res
 /// router, instead of tonic's bare "grpc-status header missing".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_web_server_at_the_router_address_is_named_as_such() -> anyhow::Result<()> {
-    let web = ste_tests::web::http2_not_found().await?;
+    let web = ste_tests::web::https2_not_found().await?;
     let mut options = AgentOptions::new("misdialled", LOCALHOST);
     options.extra_args = router_args(web.addr, &[]);
     let mut agent = TestAgent::start(options).await?;

@@ -1,7 +1,7 @@
 //! Who the plugin says it is, and what it trusts: the kubeconfig user's
 //! client certificate or token against a router that trusts client
 //! certificates only (no Kubernetes), refusals in kubectl's words, and the
-//! STE CA's sources.
+//! STE CA's sources. (RBAC through a real kube-apiserver: kube_e2e.)
 
 use std::path::Path;
 
@@ -78,17 +78,17 @@ async fn credentials_from_the_kubeconfig_user_and_refusals_in_kubectls_words() {
         .failed();
     assert_eq!(run.stderr, UNAUTHORIZED, "{run:#?}");
 
-    // A node's certificate is known, but a node may only register itself.
+    // A node's certificate: a node may read, and change the ring only as
+    // itself (leave its own member).
     let node = pki::ste()
         .ca
         .issue(
-            &["shard-a"],
-            dn("system:node:shard-a", Some("system:nodes")),
+            &["node-z"],
+            dn("system:node:node-z", Some("system:nodes")),
             &[ExtendedKeyUsagePurpose::ClientAuth],
         )
         .unwrap();
-    let dir = plugin.home();
-    let (node_cert, node_key) = node.write(&dir, "node").unwrap();
+    let (node_cert, node_key) = node.write(&plugin.home(), "node").unwrap();
     let as_node = kubeconfig_for(
         "node.yaml",
         KubeUser::Certificate {
@@ -96,19 +96,23 @@ async fn credentials_from_the_kubeconfig_user_and_refusals_in_kubectls_words() {
             key: &node_key,
         },
     );
+    let as_node = ["--kubeconfig", as_node.to_str().unwrap()];
+    plugin
+        .run(&[&["ring", "show"][..], &as_node].concat())
+        .await
+        .unwrap()
+        .ok();
     let run = plugin
-        .run(&["ring", "show", "--kubeconfig", as_node.to_str().unwrap()])
+        .run(&[&["ring", "leave", "shard-a", "--yes"][..], &as_node].concat())
         .await
         .unwrap()
         .failed();
     assert_eq!(
         run.stderr,
-        "Error from server (Forbidden): rings.ste.io is forbidden: User \
-         \"system:node:shard-a\" cannot get resource \"rings\" in API group \"ste.io\" at the \
-         cluster scope\n",
+        "Error from server (Forbidden): node \"system:node:node-z\" may not act as node \
+         \"shard-a\"\n",
         "{run:#?}"
     );
-    assert_eq!(run.stdout, "", "{run:#?}");
 }
 
 #[tokio::test]

@@ -333,7 +333,7 @@ async fn status_with_registered_agents_directly_and_through_port_forwards() {
         ),
         (
             "/api/v1/namespaces/kube-system/pods/ste-agent-x/portforward".into(),
-            Reply::PortForward(node_x.addrs.grpc),
+            Reply::PortForward(node_x.addrs.user),
         ),
     ])
     .await

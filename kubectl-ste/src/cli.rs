@@ -8,10 +8,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// kubectl ste: inspect and operate STE, the sharded in-memory store of
 /// Kubernetes pods.
 ///
-/// The router's admin API is reached at --router, else STE_ROUTER, else the
-/// address in the kubeconfig context's extension ste.io/router (address:
-/// HOST:PORT), else through a port-forward to the router pod (label
-/// app.kubernetes.io/name=ste-router in kube-system).
+/// The router's user API (TLS, port 2492) is reached at --router, else
+/// STE_ROUTER, else the address in the kubeconfig context's extension
+/// ste.io/router (address: HOST:PORT), else through a port-forward to the
+/// router pod (label app.kubernetes.io/name=ste-router in kube-system). The
+/// STE CA comes from that extension (certificate-authority), STE_ROUTER_CA
+/// or the ConfigMap kube-system/ste-ca; the credentials are the kubeconfig
+/// user's.
 #[derive(Debug, Parser)]
 #[command(name = "kubectl ste", bin_name = "kubectl ste", version)]
 pub struct Cli {
@@ -48,9 +51,10 @@ pub struct GlobalArgs {
     /// How long a single request may take, e.g. 5s, 1m; 0 waits forever.
     #[arg(long, global = true, value_name = "DURATION", default_value = "10s")]
     pub request_timeout: String,
-    /// The router's admin gRPC address, HOST:PORT (env STE_ROUTER). Without
-    /// either, the kubeconfig context's extension ste.io/router names it,
-    /// else the router pod is port-forwarded through the Kubernetes API.
+    /// The router's user address, HOST:PORT (TLS; http://HOST:PORT for a
+    /// router run with --insecure) (env STE_ROUTER). Without either, the
+    /// kubeconfig context's extension ste.io/router names it, else the
+    /// router pod is port-forwarded through the Kubernetes API.
     #[arg(long, global = true, value_name = "ADDR")]
     pub router: Option<String>,
     /// Colour: auto (when writing to a terminal and NO_COLOR is unset),

@@ -1,14 +1,27 @@
-//! Reaching the router's admin API (`ste.v1.Ring`) and the agents
-//! (`ste.v1.Agent`): directly at `--router` / `STE_ROUTER` / the kubeconfig
-//! context's `ste.io/router` extension and at the addresses agents
-//! registered with, or through port-forwards to their pods when the router
-//! was found through the Kubernetes API.
+//! Reaching the router's user API (`ste.v1.Ring` on `--user-listen`) and
+//! the agents (`ste.v1.Agent` on theirs): directly at `--router` /
+//! `STE_ROUTER` / the kubeconfig context's `ste.io/router` extension and at
+//! the addresses agents registered with, or through port-forwards to their
+//! pods when the router was found through the Kubernetes API.
+//!
+//! Every connection is TLS, verified against the STE CA (see [`crate::trust`])
+//! for the host dialled, or through a port-forward for `ste-router` (the
+//! router) and the node name (an agent); it presents the kubeconfig user's
+//! credentials (see [`crate::credentials`]). Only an `http://` router
+//! address, for a router run with `--insecure`, is plain, and then its
+//! agents are dialled plain too.
+
+mod address;
+mod channel;
+
+pub use address::{DEFAULT_ROUTER_PORT, HOW_TO_SET, RouterSource, router_uri};
+pub use channel::ROUTER_SERVER_NAME;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
+use ste_proto::v1::RegisteredAgent;
 use ste_proto::v1::agent_client::AgentClient;
 use ste_proto::v1::ring_client::RingClient;
 use ste_proto::v1::{
@@ -16,34 +29,17 @@ use ste_proto::v1::{
     LeaveRequest, LocateRequest, Location, MigrationProgress, RingInfo, RouterStatus,
 };
 use tokio::sync::OnceCell;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 use tonic::{Response, Status, Streaming};
 
-use crate::error::{CliError, CliResult, root_cause, status_message};
+use address::{check_text, from_text, is_transport_failure, speaks_http1, unreachable};
+use channel::{Elapsed, Security, direct_channel, limit_text, port_forward_channel, within};
+
+use crate::credentials::BearerToken;
+use crate::error::{CliError, CliResult, refusal, root_cause, status_message};
 use crate::kube_api;
 use crate::kubeconfig::KubeSettings;
-
-/// Default port of the router's admin API.
-pub const DEFAULT_ROUTER_PORT: u16 = 2490;
-
-/// How the user tells the plugin where the router is, in the order it
-/// looks; the end of every "cannot find / reach the router" line.
-pub const HOW_TO_SET: &str = "set the router's admin address with --router HOST:PORT, the \
-     STE_ROUTER environment variable, or the extension ste.io/router (address: HOST:PORT) of the \
-     kubeconfig context; without them the plugin port-forwards to the router pod in kube-system";
-
-/// Where the router address came from, to say so when it does not answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouterSource {
-    /// `--router`.
-    Flag,
-    /// `STE_ROUTER`.
-    Env,
-    /// The `ste.io/router` extension of this kubeconfig context.
-    Kubeconfig(String),
-    /// A port-forward to this pod in kube-system.
-    PortForward(String),
-}
 
 /// How to reach the router: the `--router` flag / `STE_ROUTER` value and
 /// the Kubernetes settings for the port-forward fallback.
@@ -58,33 +54,6 @@ pub struct RouterSettings {
     pub timeout: Option<Duration>,
 }
 
-/// `http://HOST:PORT` for a `--router` value: `HOST:PORT`, `HOST` (port
-/// 2490) or `http://HOST[:PORT]`.
-pub fn router_uri(address: &str) -> CliResult<String> {
-    let bare = address.strip_prefix("http://").unwrap_or(address);
-    let bare = bare.trim_end_matches('/');
-    if bare.is_empty() || bare.contains("://") || bare.contains('/') {
-        return Err(CliError::msg(format!(
-            "invalid router address {address:?}: expected HOST:PORT, e.g. 127.0.0.1:{DEFAULT_ROUTER_PORT} \
-             (the admin API is plain gRPC)"
-        )));
-    }
-    let has_port = match bare.rsplit_once(':') {
-        Some((host, port)) => {
-            (!host.contains(':') || host.ends_with(']')) && port.parse::<u16>().is_ok()
-        }
-        None => false,
-    };
-    let uri = if has_port {
-        format!("http://{bare}")
-    } else {
-        format!("http://{bare}:{DEFAULT_ROUTER_PORT}")
-    };
-    uri.parse::<Uri>()
-        .map_err(|e| CliError::msg(format!("invalid router address {address:?}: {e}")))?;
-    Ok(uri)
-}
-
 /// How agents are reached, following how the router was.
 enum Route {
     Direct,
@@ -95,76 +64,19 @@ enum Route {
     },
 }
 
-/// A connected admin client of the router, with the request timeout.
+/// The router's `ste.v1.Ring` client: every call carries the bearer token.
+type RingConn = RingClient<InterceptedService<Channel, BearerToken>>;
+
+/// A connected client of the router's user API, with the request timeout.
 pub struct RouterConn {
-    ring: RingClient<Channel>,
-    /// The address for messages, e.g. `127.0.0.1:2490` or
-    /// `kube-system/ste-router-0 port 2490 (port-forward)`.
+    ring: RingConn,
+    /// The address for messages, e.g. `127.0.0.1:2492` or
+    /// `kube-system/ste-router-0 port 2492 (port-forward)`.
     pub address: String,
     source: RouterSource,
     timeout: Option<Duration>,
     route: Route,
-}
-
-async fn within<T, F>(timeout: Option<Duration>, fut: F) -> Result<T, Elapsed>
-where
-    F: Future<Output = T>,
-{
-    match timeout {
-        Some(limit) => tokio::time::timeout(limit, fut).await.map_err(|_| Elapsed),
-        None => Ok(fut.await),
-    }
-}
-
-struct Elapsed;
-
-fn limit_text(timeout: Option<Duration>) -> String {
-    timeout
-        .map(|t| humantime::format_duration(t).to_string())
-        .unwrap_or_else(|| "the request timeout".into())
-}
-
-/// A channel over a fresh port-forward to `namespace/pod` for every
-/// connection tonic makes.
-async fn port_forward_channel(
-    client: kube::Client,
-    namespace: &str,
-    pod: &str,
-    port: u16,
-    timeout: Option<Duration>,
-) -> Result<Channel, String> {
-    let (namespace, pod) = (namespace.to_owned(), pod.to_owned());
-    let connector = tower::service_fn(move |_: Uri| {
-        let (client, namespace, pod) = (client.clone(), namespace.clone(), pod.clone());
-        async move {
-            kube_api::port_forward(&client, &namespace, &pod, port, timeout)
-                .await
-                .map(TokioIo::new)
-        }
-    });
-    let endpoint = Endpoint::from_static("http://port-forward.invalid");
-    let endpoint = match timeout {
-        Some(t) => endpoint.connect_timeout(t),
-        None => endpoint,
-    };
-    match within(timeout, endpoint.connect_with_connector(connector)).await {
-        Ok(Ok(channel)) => Ok(channel),
-        Ok(Err(e)) => Err(root_cause(&e)),
-        Err(Elapsed) => Err(format!("no answer within {}", limit_text(timeout))),
-    }
-}
-
-async fn direct_channel(uri: &str, timeout: Option<Duration>) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(uri.to_owned()).map_err(|e| e.to_string())?;
-    let endpoint = match timeout {
-        Some(t) => endpoint.connect_timeout(t),
-        None => endpoint,
-    };
-    match within(timeout, endpoint.connect()).await {
-        Ok(Ok(channel)) => Ok(channel),
-        Ok(Err(e)) => Err(root_cause(&e)),
-        Err(Elapsed) => Err(format!("no answer within {}", limit_text(timeout))),
-    }
+    security: Security,
 }
 
 impl RouterConn {
@@ -174,16 +86,22 @@ impl RouterConn {
         let timeout = settings.timeout;
         if let Some((address, source)) = &settings.address {
             let uri = router_uri(address)?;
-            let shown = uri.trim_start_matches("http://").to_owned();
-            let channel = direct_channel(&uri, timeout)
+            let tls = uri.starts_with("https://");
+            let security = Security::resolve(settings, tls, None).await?;
+            let shown = uri
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .to_owned();
+            let channel = direct_channel(&uri, &security, timeout)
                 .await
                 .map_err(|reason| unreachable(&shown, source, &reason))?;
             return Ok(RouterConn {
-                ring: RingClient::new(channel),
+                ring: RingClient::with_interceptor(channel, security.credentials.bearer.clone()),
                 address: shown,
                 source: source.clone(),
                 timeout,
                 route: Route::Direct,
+                security,
             });
         }
         let client = crate::kubeconfig::client(&settings.kube, timeout)
@@ -195,23 +113,26 @@ impl RouterConn {
                 ))
             })?;
         let pod = kube_api::find_router_pod(&client, timeout).await?;
+        let security = Security::resolve(settings, true, Some(&client)).await?;
         let source = RouterSource::PortForward(pod.clone());
         let shown = format!(
             "{}/{pod} port {} (port-forward)",
             kube_api::STE_NAMESPACE,
-            kube_api::ROUTER_ADMIN_PORT
+            kube_api::ROUTER_USER_PORT
         );
         let channel = port_forward_channel(
             client.clone(),
             kube_api::STE_NAMESPACE,
             &pod,
-            kube_api::ROUTER_ADMIN_PORT,
+            kube_api::ROUTER_USER_PORT,
+            &security,
+            ROUTER_SERVER_NAME,
             timeout,
         )
         .await
         .map_err(|reason| unreachable(&shown, &source, &reason))?;
         Ok(RouterConn {
-            ring: RingClient::new(channel),
+            ring: RingClient::with_interceptor(channel, security.credentials.bearer.clone()),
             address: shown,
             source,
             timeout,
@@ -219,6 +140,7 @@ impl RouterConn {
                 client,
                 agents: OnceCell::new(),
             },
+            security,
         })
     }
 
@@ -251,30 +173,35 @@ impl RouterConn {
             status.code(),
             tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Internal
         );
+        // Over TLS an HTTP/1 server fails the handshake instead.
         if broke_off
             && matches!(self.route, Route::Direct)
+            && self.security.ca.is_none()
             && speaks_http1(&self.address, self.timeout).await
         {
             return CliError::msg(format!(
                 "the server at {}{} answers in HTTP/1, not HTTP/2: this is probably a plain \
-                 HTTP server, not the STE router's admin API (default port {}); check {}",
+                 HTTP server, not the STE router's user API (default port {}); check {}",
                 self.address,
                 from_text(&self.source),
-                ste_proto::wrong_server::ROUTER_ADMIN_PORT,
+                DEFAULT_ROUTER_PORT,
                 check_text(&self.source)
             ));
         }
         self.status_error(status)
     }
 
-    /// A failed call: transport failures name the router and how to set
-    /// its address; the router's own refusals are printed as it words them.
+    /// A failed call: refused credentials or permissions in kubectl's
+    /// words; transport failures name the router and how to set its
+    /// address; the router's other errors are printed as it words them.
     pub fn status_error(&self, status: &Status) -> CliError {
-        if is_transport_failure(status) {
+        if let Some(refused) = refusal(status) {
+            refused
+        } else if is_transport_failure(status) {
             let reason = std::error::Error::source(status)
                 .map(root_cause)
                 .unwrap_or_else(|| status_message(status));
-            unreachable(&self.address, &self.source, &reason)
+            unreachable(&self.address, &self.source, &self.security.explain(reason))
         } else if let Some(what) = ste_proto::wrong_server::not_the_router(status) {
             CliError::msg(format!(
                 "the server at {}{} {what}; check {}",
@@ -336,13 +263,23 @@ impl RouterConn {
         }
     }
 
-    /// The status of the agent of `node`, registered at `address`. The
-    /// error is the reason, for the `<unknown>` note.
-    pub async fn agent_status(&self, node: &str, address: &str) -> Result<AgentStatus, String> {
+    /// The status of a registered agent, asked at its user address (else
+    /// its agent address) with the router's CA and credentials. The error
+    /// is the reason, for the `<unknown>` note.
+    pub async fn agent_status(&self, agent: &RegisteredAgent) -> Result<AgentStatus, String> {
+        let node = agent.name.as_str();
+        let address = if agent.user_address.is_empty() {
+            agent.agent_address.as_str()
+        } else {
+            agent.user_address.as_str()
+        };
         let channel = match &self.route {
-            Route::Direct => direct_channel(&format!("http://{address}"), self.timeout)
-                .await
-                .map_err(|e| format!("agent at {address} unreachable: {e}"))?,
+            Route::Direct => {
+                let uri = format!("{}://{address}", self.security.scheme());
+                direct_channel(&uri, &self.security, self.timeout)
+                    .await
+                    .map_err(|e| format!("agent at {address} unreachable: {e}"))?
+            }
             Route::PortForward { client, agents } => {
                 let pods = agents
                     .get_or_init(|| async {
@@ -369,19 +306,19 @@ impl RouterConn {
                     kube_api::STE_NAMESPACE,
                     pod,
                     port,
+                    &self.security,
+                    node,
                     self.timeout,
                 )
                 .await
                 .map_err(|e| format!("agent pod {pod} unreachable: {e}"))?
             }
         };
-        let mut agent = AgentClient::new(channel);
+        let mut agent =
+            AgentClient::with_interceptor(channel, self.security.credentials.bearer.clone());
         match within(self.timeout, agent.get_status(GetStatusRequest {})).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(format!(
-                "agent at {address} failed: {}",
-                status_message(&status)
-            )),
+            Ok(Err(status)) => Err(agent_failure(address, &status)),
             Err(Elapsed) => Err(format!(
                 "agent at {address} did not answer within {}",
                 limit_text(self.timeout)
@@ -390,80 +327,17 @@ impl RouterConn {
     }
 }
 
-/// True if the server at `address` (HOST:PORT) answers an HTTP/1.1
-/// request with an HTTP/1 status line (an HTTP/2-only server such as the
-/// router answers with a binary GOAWAY frame). Bounded by `timeout` (else
-/// 2 s).
-async fn speaks_http1(address: &str, timeout: Option<Duration>) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let limit = timeout.unwrap_or(Duration::from_secs(2));
-    let probe = async {
-        let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
-        stream
-            .write_all(b"HEAD / HTTP/1.1\r\nHost: ste-router\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let mut head = [0u8; 8];
-        let mut read = 0;
-        while read < 6 {
-            match stream.read(&mut head[read..]).await.ok()? {
-                0 => break,
-                n => read += n,
-            }
-        }
-        Some(head[..read].starts_with(b"HTTP/1"))
-    };
-    matches!(tokio::time::timeout(limit, probe).await, Ok(Some(true)))
-}
-
-/// Where the address came from, for messages: ` (from --router)`, ….
-fn from_text(source: &RouterSource) -> String {
-    match source {
-        RouterSource::Flag => " (from --router)".to_owned(),
-        RouterSource::Env => " (from STE_ROUTER)".to_owned(),
-        RouterSource::Kubeconfig(context) => {
-            format!(" (from the ste.io/router extension of kubeconfig context {context:?})")
-        }
-        RouterSource::PortForward(_) => String::new(),
-    }
-}
-
-/// What to check when the address leads to the wrong server.
-fn check_text(source: &RouterSource) -> String {
-    match source {
-        RouterSource::Flag => "--router".to_owned(),
-        RouterSource::Env => "STE_ROUTER".to_owned(),
-        RouterSource::Kubeconfig(context) => {
-            format!("the ste.io/router extension of kubeconfig context {context:?}")
-        }
-        RouterSource::PortForward(pod) => format!(
-            "that the pod {}/{pod} is the STE router (port {})",
-            kube_api::STE_NAMESPACE,
-            kube_api::ROUTER_ADMIN_PORT
+/// An agent's failed call for its row: a refusal in kubectl's words
+/// (without the `error: ` of a whole line), else the agent's message.
+fn agent_failure(address: &str, status: &Status) -> String {
+    match refusal(status) {
+        Some(CliError::Message(text)) => format!("agent at {address}: {text}"),
+        Some(refused) => format!(
+            "agent at {address}: {}",
+            refused.to_string().trim_start_matches("error: ")
         ),
+        None => format!("agent at {address} failed: {}", status_message(status)),
     }
-}
-
-/// The one line printed when the router cannot be reached.
-/// True if `status` says the router could not be reached (the client's
-/// own transport failed), false if the router answered, even with
-/// UNAVAILABLE: the router's own errors start with "ste-router:" (e.g. a
-/// join refused because the new member's shard does not answer, whose
-/// message names that shard's connect error).
-fn is_transport_failure(status: &Status) -> bool {
-    let message = status.message();
-    status.code() == tonic::Code::Unavailable
-        && !message.starts_with("ste-router:")
-        && (message.contains("connect")
-            || message.contains("transport")
-            || message.contains("connection"))
-}
-
-fn unreachable(address: &str, source: &RouterSource, reason: &str) -> CliError {
-    let from = from_text(source);
-    CliError::msg(format!(
-        "cannot reach the STE router at {address}{from}: {reason}; {HOW_TO_SET}"
-    ))
 }
 
 #[cfg(test)]
@@ -471,72 +345,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn router_addresses() {
-        assert_eq!(
-            router_uri("127.0.0.1:2490").unwrap(),
-            "http://127.0.0.1:2490"
+    fn refusals_are_worded_as_kubectl_words_them() {
+        let forbidden = Status::permission_denied(
+            "rings.ste.io is forbidden: User \"alice\" cannot get resource \"rings\" in API group \
+             \"ste.io\" at the cluster scope",
         );
         assert_eq!(
-            router_uri("router.local").unwrap(),
-            "http://router.local:2490"
+            agent_failure("10.0.0.1:2292", &forbidden),
+            "agent at 10.0.0.1:2292: Error from server (Forbidden): rings.ste.io is forbidden: \
+             User \"alice\" cannot get resource \"rings\" in API group \"ste.io\" at the cluster \
+             scope"
         );
         assert_eq!(
-            router_uri("http://10.0.0.1:9/").unwrap(),
-            "http://10.0.0.1:9"
-        );
-        assert_eq!(router_uri("[::1]:7").unwrap(), "http://[::1]:7");
-        assert_eq!(router_uri("[::1]").unwrap(), "http://[::1]:2490");
-        assert!(router_uri("https://x:1").is_err());
-        assert!(router_uri("").is_err());
-        assert!(router_uri("a/b").is_err());
-    }
-
-    #[test]
-    fn a_web_server_is_named_as_the_wrong_server() {
-        let conn_source = RouterSource::Flag;
-        let status =
-            Status::unimplemented("grpc-status header missing, mapped from HTTP status code 404");
-        let what = ste_proto::wrong_server::not_the_router(&status).unwrap();
-        let line = format!(
-            "the server at 127.0.0.1:8080{} {what}; check {}",
-            from_text(&conn_source),
-            check_text(&conn_source)
+            agent_failure("10.0.0.1:2292", &Status::unauthenticated("Unauthorized")),
+            "agent at 10.0.0.1:2292: You must be logged in to the server (Unauthorized)"
         );
         assert_eq!(
-            line,
-            "the server at 127.0.0.1:8080 (from --router) answered HTTP 404 without a gRPC \
-             status: this is probably not the STE router's admin API (default port 2490); check \
-             --router"
+            agent_failure("10.0.0.1:2292", &Status::internal("boom")),
+            "agent at 10.0.0.1:2292 failed: boom"
         );
-        assert_eq!(
-            check_text(&RouterSource::Kubeconfig("ste-local".into())),
-            "the ste.io/router extension of kubeconfig context \"ste-local\""
-        );
-    }
-
-    #[test]
-    fn the_routers_own_unavailable_answer_is_not_an_unreachable_router() {
-        assert!(is_transport_failure(&Status::unavailable(
-            "error trying to connect: tcp connect error: Connection refused (os error 111)"
-        )));
-        assert!(!is_transport_failure(&Status::unavailable(
-            "ste-router: shard node-b (http://127.0.0.3:2279) is unavailable: tcp connect error: \
-             transport error: Connection refused (os error 111)"
-        )));
-        assert!(!is_transport_failure(&Status::failed_precondition(
-            "connection refused"
-        )));
-    }
-
-    #[test]
-    fn unreachable_names_address_and_remedy() {
-        let line =
-            unreachable("127.0.0.1:1", &RouterSource::Flag, "Connection refused").to_string();
-        assert!(
-            line.starts_with("error: cannot reach the STE router at 127.0.0.1:1 (from --router)")
-        );
-        assert!(line.contains("--router HOST:PORT"));
-        assert!(line.contains("STE_ROUTER"));
-        assert!(!line.contains('\n'));
     }
 }

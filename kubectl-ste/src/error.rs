@@ -20,6 +20,17 @@ pub enum CliError {
         name: String,
     },
 
+    /// The router or an agent refused the call (gRPC PERMISSION_DENIED),
+    /// in kubectl's words for a 403; the message is kube-apiserver's, e.g.
+    /// `rings.ste.io is forbidden: User "alice" cannot update resource …`.
+    #[error("Error from server (Forbidden): {0}")]
+    Forbidden(String),
+
+    /// The router or an agent did not accept the credentials (gRPC
+    /// UNAUTHENTICATED), in kubectl's words for a 401.
+    #[error("error: You must be logged in to the server (Unauthorized)")]
+    Unauthorized,
+
     /// Several failures (e.g. some of the pods given to `where`), each
     /// already a complete line.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
@@ -30,6 +41,16 @@ impl CliError {
     /// `error: <msg>`.
     pub fn msg(msg: impl Into<String>) -> CliError {
         CliError::Message(msg.into())
+    }
+}
+
+/// The refusal a gRPC status carries, if it is one: PERMISSION_DENIED is
+/// [`CliError::Forbidden`], UNAUTHENTICATED [`CliError::Unauthorized`].
+pub fn refusal(status: &tonic::Status) -> Option<CliError> {
+    match status.code() {
+        tonic::Code::PermissionDenied => Some(CliError::Forbidden(status_message(status))),
+        tonic::Code::Unauthenticated => Some(CliError::Unauthorized),
+        _ => None,
     }
 }
 
@@ -81,6 +102,22 @@ mod tests {
             "Error from server (NotFound): pods \"web-0\" not found"
         );
         assert_eq!(CliError::msg("boom").to_string(), "error: boom");
+        let forbidden = tonic::Status::permission_denied(
+            "rings.ste.io is forbidden: User \"alice\" cannot update resource \"rings\" in API \
+             group \"ste.io\" at the cluster scope",
+        );
+        assert_eq!(
+            refusal(&forbidden).unwrap().to_string(),
+            "Error from server (Forbidden): rings.ste.io is forbidden: User \"alice\" cannot \
+             update resource \"rings\" in API group \"ste.io\" at the cluster scope"
+        );
+        assert_eq!(
+            refusal(&tonic::Status::unauthenticated("Unauthorized"))
+                .unwrap()
+                .to_string(),
+            "error: You must be logged in to the server (Unauthorized)"
+        );
+        assert!(refusal(&tonic::Status::unavailable("down")).is_none());
         let many = CliError::Many(vec![CliError::msg("a"), CliError::msg("b")]);
         assert_eq!(many.to_string(), "error: a\nerror: b");
     }

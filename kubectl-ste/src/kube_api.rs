@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::{Api, ListParams};
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -21,8 +21,12 @@ pub const STE_NAMESPACE: &str = "kube-system";
 pub const ROUTER_SELECTOR: &str = "app.kubernetes.io/name=ste-router";
 /// Label selector of the agent pods (a DaemonSet).
 pub const AGENT_SELECTOR: &str = "app.kubernetes.io/name=ste-agent";
-/// The router's admin gRPC port in its pod.
-pub const ROUTER_ADMIN_PORT: u16 = 2490;
+/// The router's port for `kubectl ste` users (`--user-listen`) in its pod.
+pub const ROUTER_USER_PORT: u16 = 2492;
+/// The ConfigMap in kube-system that publishes the STE CA.
+pub const CA_CONFIGMAP: &str = "ste-ca";
+/// The key of the STE CA PEM in [`CA_CONFIGMAP`].
+pub const CA_CONFIGMAP_KEY: &str = "ca.crt";
 /// The node label with which the original prototype kept a node out of
 /// its shard set.
 pub const FORK_OPT_OUT_LABEL: &str = "no-shard";
@@ -145,6 +149,21 @@ pub async fn port_forward(
     forwarder
         .take_stream(port)
         .ok_or_else(|| CliError::msg(format!("port-forward to {namespace}/{pod}: no stream")))
+}
+
+/// The STE CA PEM published in the ConfigMap kube-system/ste-ca (key
+/// `ca.crt`); `None` when the ConfigMap or the key does not exist.
+pub async fn ste_ca(client: &kube::Client, timeout: Option<Duration>) -> CliResult<Option<String>> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), STE_NAMESPACE);
+    let map = bounded(
+        &format!("cannot read the STE CA from the ConfigMap {STE_NAMESPACE}/{CA_CONFIGMAP}"),
+        timeout,
+        api.get_opt(CA_CONFIGMAP),
+    )
+    .await?;
+    Ok(map
+        .and_then(|m| m.data)
+        .and_then(|mut data| data.remove(CA_CONFIGMAP_KEY)))
 }
 
 /// A node as the prototype saw it: its name and the shard URL it ran.

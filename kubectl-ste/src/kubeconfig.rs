@@ -15,8 +15,14 @@
 //!     extensions:
 //!     - name: ste.io/router
 //!       extension:
-//!         address: 127.0.0.1:2490
+//!         address: 127.0.0.1:2492
+//!         certificate-authority: ste-ca.crt
 //! ```
+//!
+//! The extension may also name the STE CA that signed the router's and
+//! agents' certificates (`certificate-authority`, a file relative to the
+//! kubeconfig's directory, or `certificate-authority-data`, base64 PEM);
+//! the context's user supplies the credentials (see `credentials`).
 //!
 //! Loading rules (client-go's): `--kubeconfig` (must exist), else every
 //! file in `KUBECONFIG` (colon-separated; missing files skipped; the first
@@ -27,7 +33,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 
 use crate::error::{CliError, CliResult};
 
@@ -49,14 +55,36 @@ pub struct LoadedKubeconfig {
     pub paths: Vec<PathBuf>,
 }
 
+/// Reads one file. Like kube (and kubectl) with the paths it knows, a
+/// relative `certificate-authority` of the `ste.io/router` extension is
+/// made absolute against the file's directory, so it means the same after
+/// merging with files elsewhere.
 fn read(path: &Path) -> CliResult<Kubeconfig> {
-    Kubeconfig::read_from(path).map_err(|e| {
+    let mut config = Kubeconfig::read_from(path).map_err(|e| {
         CliError::msg(format!(
             "error loading config file \"{}\": {}",
             path.display(),
             crate::error::root_cause(&e)
         ))
-    })
+    })?;
+    if let Some(dir) = path.parent() {
+        let extensions = config
+            .contexts
+            .iter_mut()
+            .filter_map(|named| named.context.as_mut())
+            .filter_map(|ctx| ctx.extensions.as_mut())
+            .flatten()
+            .filter(|e| e.name == ROUTER_EXTENSION);
+        for extension in extensions {
+            if let Some(serde_json::Value::String(file)) =
+                extension.extension.get_mut(ROUTER_CA_FILE)
+                && Path::new(file.as_str()).is_relative()
+            {
+                *file = dir.join(file.as_str()).display().to_string();
+            }
+        }
+    }
+    Ok(config)
 }
 
 /// The kubeconfig files kubectl would read, in precedence order, given the
@@ -149,15 +177,19 @@ pub fn default_namespace(
 /// The name of the context extension that holds the router's address.
 pub const ROUTER_EXTENSION: &str = "ste.io/router";
 
-/// The router's admin address from the `ste.io/router` extension of the
-/// selected context (`--context`, else the current one), with the
-/// context's name. `None` when the context has no such extension (or there
-/// is no context); an extension without a usable `address` is an error,
-/// not silently skipped.
-pub fn router_extension(
-    loaded: &LoadedKubeconfig,
+/// The field of the `ste.io/router` extension naming the STE CA file.
+pub const ROUTER_CA_FILE: &str = "certificate-authority";
+/// The field of the `ste.io/router` extension holding the STE CA PEM,
+/// base64-encoded.
+pub const ROUTER_CA_DATA: &str = "certificate-authority-data";
+
+/// The `ste.io/router` extension of the selected context (`--context`,
+/// else the current one), with the context's name. `None` when the context
+/// has no such extension (or there is no context).
+pub fn router_extension_value<'a>(
+    loaded: &'a LoadedKubeconfig,
     context: Option<&str>,
-) -> CliResult<Option<(String, String)>> {
+) -> CliResult<Option<(String, &'a serde_json::Value)>> {
     let Some(name) = context_name(&loaded.config, context)? else {
         return Ok(None);
     };
@@ -169,10 +201,53 @@ pub fn router_extension(
         .and_then(|named| named.context.as_ref())
         .and_then(|ctx| ctx.extensions.as_ref())
         .and_then(|all| all.iter().find(|e| e.name == ROUTER_EXTENSION));
-    let Some(extension) = extension else {
+    Ok(extension.map(|e| (name, &e.extension)))
+}
+
+/// The kubeconfig user of the selected context, with its name: whose
+/// credentials the plugin presents to the router and agents. `None` when
+/// there is no context or the context names no user; a user the context
+/// names but the kubeconfig lacks is kubectl's error.
+pub fn context_user(
+    loaded: &LoadedKubeconfig,
+    context: Option<&str>,
+) -> CliResult<Option<(String, AuthInfo)>> {
+    let Some(name) = context_name(&loaded.config, context)? else {
         return Ok(None);
     };
-    match extension.extension.get("address").and_then(|a| a.as_str()) {
+    let user = loaded
+        .config
+        .contexts
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|named| named.context.as_ref())
+        .and_then(|ctx| ctx.user.clone())
+        .filter(|user| !user.is_empty());
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    match loaded.config.auth_infos.iter().find(|a| a.name == user) {
+        Some(named) => Ok(Some((user, named.auth_info.clone().unwrap_or_default()))),
+        None => Err(CliError::msg(format!(
+            "user {user:?} of kubeconfig context {name:?} not found in {}",
+            display_paths(&loaded.paths)
+        ))),
+    }
+}
+
+/// The router's address from the `ste.io/router` extension of the
+/// selected context (`--context`, else the current one), with the
+/// context's name. `None` when the context has no such extension (or there
+/// is no context); an extension without a usable `address` is an error,
+/// not silently skipped.
+pub fn router_extension(
+    loaded: &LoadedKubeconfig,
+    context: Option<&str>,
+) -> CliResult<Option<(String, String)>> {
+    let Some((name, extension)) = router_extension_value(loaded, context)? else {
+        return Ok(None);
+    };
+    match extension.get("address").and_then(|a| a.as_str()) {
         Some(address) if !address.trim().is_empty() => Ok(Some((name, address.trim().to_owned()))),
         _ => Err(CliError::msg(format!(
             "kubeconfig context {name:?} ({}): extension {ROUTER_EXTENSION} has no address; \
@@ -385,6 +460,77 @@ users:
         assert_eq!(router_extension(&none, None).unwrap(), None);
         // The kubeconfig without any extension.
         assert_eq!(router_extension(&loaded(), None).unwrap(), None);
+    }
+
+    #[test]
+    fn the_user_of_the_context_and_a_relative_ca_file() {
+        let dir = tempfile_dir().join("user");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config");
+        std::fs::write(
+            &path,
+            r#"
+apiVersion: v1
+kind: Config
+current-context: ste-local
+contexts:
+- name: ste-local
+  context:
+    cluster: c
+    user: alice
+    extensions:
+    - name: ste.io/router
+      extension:
+        address: 127.0.0.1:2492
+        certificate-authority: pki/ste-ca.crt
+- name: absolute
+  context:
+    cluster: c
+    user: bob
+    extensions:
+    - name: ste.io/router
+      extension:
+        certificate-authority: /etc/ste/ca.crt
+- name: nobody
+  context:
+    cluster: c
+users:
+- name: alice
+  user:
+    token: t
+"#,
+        )
+        .unwrap();
+        let loaded = load(&KubeSettings {
+            kubeconfig: Some(path.clone()),
+            context: None,
+        })
+        .unwrap()
+        .unwrap();
+        let (context, extension) = router_extension_value(&loaded, None).unwrap().unwrap();
+        assert_eq!(context, "ste-local");
+        assert_eq!(
+            extension[ROUTER_CA_FILE].as_str(),
+            Some(dir.join("pki/ste-ca.crt").to_str().unwrap()),
+            "relative to the kubeconfig's directory, as kubectl resolves paths"
+        );
+        let (_, absolute) = router_extension_value(&loaded, Some("absolute"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(absolute[ROUTER_CA_FILE].as_str(), Some("/etc/ste/ca.crt"));
+
+        let (user, auth) = context_user(&loaded, None).unwrap().unwrap();
+        assert_eq!(user, "alice");
+        assert!(auth.token.is_some());
+        assert!(context_user(&loaded, Some("nobody")).unwrap().is_none());
+        let err = context_user(&loaded, Some("absolute"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("error: user \"bob\" of kubeconfig context \"absolute\" not found in "),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn tempfile_dir() -> PathBuf {

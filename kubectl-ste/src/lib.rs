@@ -15,12 +15,14 @@ pub mod cli;
 pub mod cmd;
 pub mod complete;
 pub mod connect;
+pub mod credentials;
 pub mod error;
 pub mod kube_api;
 pub mod kubeconfig;
 pub mod output;
 pub mod resource;
 pub mod session;
+pub mod trust;
 
 use cli::{Cli, Command, RingCommand};
 use error::CliResult;

@@ -114,7 +114,7 @@ impl Session {
         })
     }
 
-    /// Connects to the router's admin API.
+    /// Connects to the router's user API.
     pub async fn router(&self) -> CliResult<RouterConn> {
         RouterConn::connect(&self.router).await
     }

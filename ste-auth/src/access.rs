@@ -26,6 +26,13 @@ pub const GROUP: &str = "ste.io";
 /// everything `kubectl ste` shows or changes.
 pub const RESOURCE: &str = "rings";
 
+/// Members of this group may do everything without a SubjectAccessReview,
+/// as kube-scheduler and kube-controller-manager let it in
+/// (k8s.io/apiserver's delegating authorizer, `AlwaysAllowGroups`): the
+/// cluster's superusers can still look at and repair STE while
+/// kube-apiserver is down — which may be STE's doing.
+pub const ALWAYS_ALLOWED_GROUP: &str = "system:masters";
+
 /// How long a TokenReview that authenticated a token is trusted (as
 /// k8s.io/apiserver's delegating authenticator: 10 s).
 pub const TOKEN_TTL: Duration = Duration::from_secs(10);
@@ -332,13 +339,17 @@ impl Access {
     }
 
     /// Whether `caller` may `verb` rings.ste.io: always with certificates
-    /// only; else as SubjectAccessReview answers.
+    /// only or in [`ALWAYS_ALLOWED_GROUP`]; else as SubjectAccessReview
+    /// answers.
     ///
     /// Errors: PERMISSION_DENIED in kube-apiserver's words ([`forbidden`]);
     /// UNAVAILABLE when the Kubernetes API cannot be asked.
     pub async fn authorize(&self, caller: &Caller, verb: Verb) -> Result<(), Status> {
         match &self.mode {
             Mode::Open | Mode::Certificates => Ok(()),
+            Mode::Kubernetes(_) if caller.groups.iter().any(|g| g == ALWAYS_ALLOWED_GROUP) => {
+                Ok(())
+            }
             Mode::Kubernetes(kube) => kube.review_access(caller, verb).await,
         }
     }
@@ -573,6 +584,53 @@ mod tests {
                 assert_eq!(status.code(), tonic::Code::Unauthenticated);
                 assert_eq!(status.message(), "Unauthorized");
             }
+        }
+    }
+
+    /// Kubernetes access whose API does not answer (nothing listens on
+    /// port 1 of loopback).
+    fn kubernetes_without_an_api() -> Access {
+        let client = || {
+            let mut config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+            config.connect_timeout = Some(Duration::from_secs(2));
+            kube::Client::try_from(config).unwrap()
+        };
+        Access {
+            mode: Mode::Kubernetes(Box::new(Kubernetes {
+                authentication: client(),
+                authorization: client(),
+                tokens: Cache::new(),
+                decisions: Cache::new(),
+            })),
+        }
+    }
+
+    fn user(groups: &[&str]) -> Caller {
+        Caller {
+            user: "root".into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            uid: String::new(),
+            extra: Default::default(),
+            proof: Proof::Certificate,
+        }
+    }
+
+    #[tokio::test]
+    async fn system_masters_needs_no_review_everyone_else_does() {
+        let access = kubernetes_without_an_api();
+        for verb in [Verb::Get, Verb::Update] {
+            assert!(
+                access
+                    .authorize(&user(&["ops", ALWAYS_ALLOWED_GROUP]), verb)
+                    .await
+                    .is_ok()
+            );
+            let status = access.authorize(&user(&["ops"]), verb).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            assert!(
+                status.message().contains("SubjectAccessReview"),
+                "{status:?}"
+            );
         }
     }
 

@@ -165,9 +165,10 @@ pub struct StePki {
     /// The router's serving certificate on its admin and user ports (SANs
     /// 127.0.0.1, localhost, ste-router).
     pub router_admin: Identity,
-    /// An operator: `CN=ste-test-admin`, `O=ste-test-operators`. A router
-    /// or agent without Kubernetes ("certificates only") lets it do
-    /// everything.
+    /// An operator: `CN=ste-test-admin`, `O=system:masters`, the cluster's
+    /// superusers: a router or agent lets it do everything, with or without
+    /// Kubernetes (`ste_auth::access::ALWAYS_ALLOWED_GROUP`), so the
+    /// fixtures can look at the ring before kube-apiserver runs.
     pub admin: Identity,
 }
 
@@ -301,7 +302,7 @@ pub fn ste() -> &'static StePki {
         let admin = ca
             .issue(
                 &[],
-                dn(ADMIN_USER, Some("ste-test-operators")),
+                dn(ADMIN_USER, Some(ste_auth::access::ALWAYS_ALLOWED_GROUP)),
                 &[ExtendedKeyUsagePurpose::ClientAuth],
             )
             .expect("making the operator's certificate");

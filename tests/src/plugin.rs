@@ -44,9 +44,39 @@ impl Run {
 /// A temp dir with `bin/` (symlinks `kubectl-ste` and
 /// `kubectl_complete-ste` to the built binaries, for PATH) and an empty
 /// `home/`. Commands run with HOME there and without KUBECONFIG,
-/// STE_ROUTER and NO_COLOR from the test's environment.
+/// STE_ROUTER, STE_ROUTER_CA and NO_COLOR from the test's environment
+/// (plus the variables given to [`Plugin::with_env`]).
 pub struct Plugin {
     dir: TempDir,
+    env: Vec<(String, String)>,
+}
+
+/// The kubeconfig user of the `ste-local` context: what the plugin
+/// presents to the router.
+#[derive(Debug, Clone, Copy)]
+pub enum KubeUser<'a> {
+    /// No credentials.
+    Anonymous,
+    /// A client certificate and key (files).
+    Certificate { cert: &'a Path, key: &'a Path },
+    /// A bearer token.
+    Token(&'a str),
+}
+
+impl KubeUser<'_> {
+    /// The value of `user:` in a kubeconfig's users entry, from after
+    /// `user:` (indented by four).
+    fn yaml(&self) -> String {
+        match self {
+            KubeUser::Anonymous => " {}".to_owned(),
+            KubeUser::Certificate { cert, key } => format!(
+                "\n    client-certificate: {}\n    client-key: {}",
+                cert.display(),
+                key.display()
+            ),
+            KubeUser::Token(token) => format!("\n    token: {token}"),
+        }
+    }
 }
 
 impl Plugin {
@@ -60,7 +90,55 @@ impl Plugin {
         for name in ["kubectl-ste", "kubectl_complete-ste"] {
             std::os::unix::fs::symlink(workspace_bin(name), bin.join(name))?;
         }
-        Ok(Plugin { dir })
+        Ok(Plugin {
+            dir,
+            env: Vec::new(),
+        })
+    }
+
+    /// A plugin whose `~/.kube/config` is the local cluster's for `router`
+    /// (see [`local_kubeconfig`]): the router's user address, its CA, and
+    /// the test PKI's admin certificate (CN=ste-test-admin, which a router
+    /// without Kubernetes lets do everything). `--router` still needs no
+    /// more than the address.
+    pub fn for_router(router: &crate::TestRouter) -> anyhow::Result<Plugin> {
+        let plugin = Plugin::new()?;
+        let (cert, key) = plugin.admin_identity()?;
+        let dot_kube = plugin.home().join(".kube");
+        std::fs::create_dir_all(&dot_kube)?;
+        std::fs::write(
+            dot_kube.join("config"),
+            local_kubeconfig(
+                "https://127.0.0.1:1",
+                &router.user.to_string(),
+                &router.ca_file(),
+                KubeUser::Certificate {
+                    cert: &cert,
+                    key: &key,
+                },
+            ),
+        )?;
+        Ok(plugin)
+    }
+
+    /// Every command of this plugin runs with `key=value` in its
+    /// environment.
+    pub fn with_env(mut self, key: &str, value: &str) -> Plugin {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Writes the test PKI's STE CA into the temp dir and returns its path.
+    pub fn ste_ca(&self) -> anyhow::Result<PathBuf> {
+        let path = self.dir.path().join("ste-ca.crt");
+        crate::pki::ste().ca.write(&path)?;
+        Ok(path)
+    }
+
+    /// Writes the test PKI's admin client certificate and key into the
+    /// temp dir and returns their paths.
+    pub fn admin_identity(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
+        crate::pki::ste().admin.write(self.dir.path(), "admin")
     }
 
     pub fn bin_dir(&self) -> PathBuf {
@@ -97,11 +175,15 @@ impl Plugin {
             .env("HOME", self.home())
             .env_remove("KUBECONFIG")
             .env_remove("STE_ROUTER")
+            .env_remove("STE_ROUTER_CA")
             .env_remove("NO_COLOR")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
         command
     }
 
@@ -226,15 +308,22 @@ impl FakeApiServer {
     }
 
     /// A kubeconfig whose current context points at this server, with
-    /// `namespace` as the context's namespace.
+    /// `namespace` as the context's namespace and a bearer token as its
+    /// user's credentials.
     pub fn kubeconfig(&self, namespace: Option<&str>) -> String {
+        self.kubeconfig_as(namespace, KubeUser::Token("fake-token"))
+    }
+
+    /// [`FakeApiServer::kubeconfig`] with `user` as the context's user.
+    pub fn kubeconfig_as(&self, namespace: Option<&str>, user: KubeUser) -> String {
         let namespace = namespace
             .map(|ns| format!("\n    namespace: {ns}"))
             .unwrap_or_default();
+        let user = user.yaml();
         format!(
             "apiVersion: v1\nkind: Config\ncurrent-context: fake\nclusters:\n- name: fake\n  \
              cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    \
-             user: fake{namespace}\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
+             user: fake{namespace}\nusers:\n- name: fake\n  user:{user}\n",
             self.url
         )
     }
@@ -535,6 +624,21 @@ pub fn pod_json(namespace: &str, name: &str, resource_version: &str, node: &str)
     )
 }
 
+/// A `v1.ConfigMap` with these data keys and values.
+pub fn configmap_json(namespace: &str, name: &str, data: &[(&str, &str)]) -> String {
+    let data: serde_json::Map<String, serde_json::Value> = data
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": data,
+    })
+    .to_string()
+}
+
 /// A `v1.<Kind>List` of JSON items.
 pub fn list_json(kind: &str, items: &[String]) -> String {
     format!(
@@ -543,10 +647,12 @@ pub fn list_json(kind: &str, items: &[String]) -> String {
     )
 }
 
-/// The kubeconfig `scripts/local-cluster.sh up` writes: current context
-/// `ste-local`, whose `ste.io/router` extension names the router's admin
-/// address, with its API server at `server` (which need not run).
-pub fn local_kubeconfig(server: &str, router_admin: &str) -> String {
+/// The kubeconfig of a local cluster: current context `ste-local`, whose
+/// `ste.io/router` extension names the router's user address and the STE
+/// CA file, with its API server at `server` (which need not run) and
+/// `user` as the context's user.
+pub fn local_kubeconfig(server: &str, router_user: &str, ca: &Path, user: KubeUser) -> String {
+    let user = user.yaml();
     format!(
         "apiVersion: v1
 kind: Config
@@ -563,11 +669,13 @@ contexts:
     extensions:
     - name: ste.io/router
       extension:
-        address: {router_admin}
+        address: {router_user}
+        certificate-authority: {}
 users:
 - name: ste-local
-  user: {{}}
-"
+  user:{user}
+",
+        ca.display()
     )
 }
 

@@ -4,7 +4,6 @@
 //! with --no-join for `ring join`.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -12,7 +11,7 @@ use std::time::Duration;
 use etcd_client::GetOptions;
 use ste_tests::keys::{self, PODS};
 use ste_tests::krew::KrewRoot;
-use ste_tests::plugin::local_kubeconfig;
+use ste_tests::plugin::{KubeUser, local_kubeconfig};
 use ste_tests::{AgentOptions, TestAgent, TestRouter};
 
 fn repo() -> PathBuf {
@@ -70,6 +69,7 @@ impl Kubectl {
             .env("PATH", &self.path)
             .env("KUBECONFIG", &self.kubeconfig)
             .env_remove("STE_ROUTER")
+            .env_remove("STE_ROUTER_CA")
             .output()
             .expect("kubectl is installed")
     }
@@ -87,17 +87,10 @@ impl Kubectl {
 }
 
 fn agent(name: &str, ip: u8, router: &TestRouter, extra: &[&str]) -> anyhow::Result<TestAgent> {
-    let mut options = AgentOptions::new(name, Ipv4Addr::new(127, 0, 0, ip));
-    options.extra_args = [
-        "--router",
-        &router.admin.to_string(),
-        "--heartbeat-interval",
-        "200ms",
-    ]
-    .iter()
-    .chain(extra)
-    .map(|s| s.to_string())
-    .collect();
+    let mut options = AgentOptions::registering_with(name, ip, router);
+    options
+        .extra_args
+        .extend(extra.iter().map(|s| s.to_string()));
     TestAgent::spawn_new(options)
 }
 
@@ -154,9 +147,20 @@ async fn krew_installed_plugin_operates_a_local_cluster() -> anyhow::Result<()> 
         ),
         kubeconfig: tmp.path().join("kubeconfig"),
     };
+    // The user `scripts/local-cluster.sh up` would be: a client
+    // certificate of the STE CA, which a router without Kubernetes trusts.
+    let (cert, key) = ste_tests::pki::ste().admin.write(tmp.path(), "admin")?;
     std::fs::write(
         &kubectl.kubeconfig,
-        local_kubeconfig("https://127.0.0.1:6443", &router.admin.to_string()),
+        local_kubeconfig(
+            "https://127.0.0.1:6443",
+            &router.user.to_string(),
+            &router.ca_file(),
+            KubeUser::Certificate {
+                cert: &cert,
+                key: &key,
+            },
+        ),
     )?;
     // kubectl exits 1 when another kubectl-ste further down PATH is
     // overshadowed (e.g. /usr/local/bin/kubectl-ste, which

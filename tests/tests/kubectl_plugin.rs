@@ -1,11 +1,14 @@
 //! `kubectl ste` end to end: the real plugin binary (and the real
 //! `kubectl` running it) against a real ste-router with real etcd shards
-//! and agents. The Kubernetes API is the one stand-in: a small fake API
-//! server (tests/src/plugin.rs) for the node list, pod lookups, router
-//! discovery and port-forwarding.
+//! and agents, over TLS on the router's user port. The Kubernetes API is the
+//! one stand-in: a small fake API server (tests/src/plugin.rs) for the node
+//! list, pod lookups, router discovery, the STE CA's ConfigMap and
+//! port-forwarding; without it the router trusts client certificates only.
 
 // The tests live in kubectl_plugin/, by what they exercise; this file keeps
 // the target's root and the helpers they share.
+#[path = "kubectl_plugin/auth.rs"]
+mod auth;
 #[path = "kubectl_plugin/errors.rs"]
 mod errors;
 #[path = "kubectl_plugin/kubectl.rs"]
@@ -22,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use ste_tests::ShardedRouter;
-use ste_tests::plugin::{Plugin, Run};
+use ste_tests::plugin::{KubeUser, Plugin, Run};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -87,9 +90,19 @@ async fn ring_json(plugin: &Plugin, router: &str) -> Value {
     )
 }
 
-/// The local cluster's kubeconfig (context `ste-local`, the router's admin
-/// address in its `ste.io/router` extension) with an API server that does
-/// not exist.
-fn router_kubeconfig(address: &str) -> String {
-    ste_tests::plugin::local_kubeconfig("https://127.0.0.1:1", address)
+/// The local cluster's kubeconfig (context `ste-local`, the router's user
+/// address and the STE CA in its `ste.io/router` extension, the test PKI's
+/// admin certificate as its user) with an API server that does not exist.
+fn router_kubeconfig(plugin: &Plugin, address: &str) -> String {
+    let ca = plugin.ste_ca().unwrap();
+    let (cert, key) = plugin.admin_identity().unwrap();
+    ste_tests::plugin::local_kubeconfig(
+        "https://127.0.0.1:1",
+        address,
+        &ca,
+        KubeUser::Certificate {
+            cert: &cert,
+            key: &key,
+        },
+    )
 }

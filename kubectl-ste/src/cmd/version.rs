@@ -111,7 +111,7 @@ pub async fn run(session: &mut Session, args: &VersionArgs) -> CliResult<()> {
             let result = if a.agent_address.is_empty() {
                 Err("registered without an address".to_owned())
             } else {
-                router.agent_status(&a.name, &a.agent_address).await
+                router.agent_status(a).await
             };
             match result {
                 Ok(s) => AgentVersion {

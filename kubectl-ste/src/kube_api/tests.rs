@@ -215,7 +215,7 @@ async fn port_forward_asks_for_the_pods_portforward_subresource() {
         );
         assert_eq!(
             query(&request).get("ports").map(String::as_str),
-            Some("2490")
+            Some("2492")
         );
         let headers = request.headers();
         assert_eq!(headers["upgrade"], "websocket");
@@ -236,13 +236,13 @@ async fn port_forward_asks_for_the_pods_portforward_subresource() {
         &client,
         STE_NAMESPACE,
         "ste-router-0",
-        ROUTER_ADMIN_PORT,
+        ROUTER_USER_PORT,
         TIMEOUT,
     )
     .await;
     let err = result.err().expect("the upgrade was refused").to_string();
     assert!(
-        err.starts_with("error: cannot port-forward to kube-system/ste-router-0 port 2490"),
+        err.starts_with("error: cannot port-forward to kube-system/ste-router-0 port 2492"),
         "{err}"
     );
     server.await.unwrap();
@@ -292,4 +292,47 @@ async fn an_api_server_that_does_not_answer_is_bounded_by_the_timeout() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(err.contains("did not answer within 300ms"), "{err}");
     server.abort();
+}
+
+#[tokio::test]
+async fn the_ste_ca_is_read_from_its_configmap() {
+    let (client, mut handle) = mock_client();
+    let server = tokio::spawn(async move {
+        let (request, send) = handle.next_request().await.expect("a request");
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(
+            request.uri().path(),
+            "/api/v1/namespaces/kube-system/configmaps/ste-ca"
+        );
+        send.send_response(json_response(
+            StatusCode::OK,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "ste-ca", "namespace": "kube-system"},
+                   "data": {"ca.crt": "PEM"}}),
+        ));
+        let (_, send) = handle.next_request().await.expect("a request");
+        send.send_response(json_response(
+            StatusCode::NOT_FOUND,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                   "message": "configmaps \"ste-ca\" not found", "reason": "NotFound", "code": 404}),
+        ));
+        let (_, send) = handle.next_request().await.expect("a request");
+        send.send_response(json_response(
+            StatusCode::FORBIDDEN,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                   "message": "configmaps \"ste-ca\" is forbidden", "reason": "Forbidden", "code": 403}),
+        ));
+    });
+    assert_eq!(
+        ste_ca(&client, TIMEOUT).await.unwrap().as_deref(),
+        Some("PEM")
+    );
+    assert_eq!(ste_ca(&client, TIMEOUT).await.unwrap(), None);
+    let err = ste_ca(&client, TIMEOUT).await.unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "error: cannot read the STE CA from the ConfigMap kube-system/ste-ca: Error from server \
+         (Forbidden): configmaps \"ste-ca\" is forbidden"
+    );
+    server.await.unwrap();
 }

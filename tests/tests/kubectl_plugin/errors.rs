@@ -80,6 +80,8 @@ async fn usage_errors_exit_1_in_kubectls_words() {
 #[tokio::test]
 async fn an_unreachable_router_is_one_line_naming_it_and_how_to_set_it() {
     let plugin = Plugin::new().unwrap();
+    let ca = plugin.ste_ca().unwrap();
+    let plugin = plugin.with_env("STE_ROUTER_CA", ca.to_str().unwrap());
     let address = format!("127.0.0.1:{}", free_port(Ipv4Addr::LOCALHOST.into()));
     for command in [
         &["status"][..],
@@ -110,7 +112,7 @@ async fn an_unreachable_router_is_one_line_naming_it_and_how_to_set_it() {
     assert!(run.stderr.contains("(from STE_ROUTER)"), "{run:#?}");
     // From the kubeconfig context's extension, it says which context.
     let kubeconfig = plugin
-        .write("kubeconfig-ext.yaml", &router_kubeconfig(&address))
+        .write("kubeconfig-ext.yaml", &router_kubeconfig(&plugin, &address))
         .unwrap();
     let run = plugin
         .run_with(&["status"], &[("KUBECONFIG", kubeconfig.to_str().unwrap())])
@@ -127,14 +129,32 @@ async fn an_unreachable_router_is_one_line_naming_it_and_how_to_set_it() {
 }
 
 /// `--router` at a web server (HTTP/2 answering 404, or HTTP/1 only) says
-/// what is probably wrong instead of tonic's bare mapping.
+/// what is probably wrong instead of tonic's bare mapping; over TLS (the
+/// default), a server that does not speak it says so.
 #[tokio::test]
 async fn a_web_server_at_the_router_address_is_named_as_such() {
     let plugin = Plugin::new().unwrap();
+    let ca = plugin.ste_ca().unwrap();
+    let plugin = plugin.with_env("STE_ROUTER_CA", ca.to_str().unwrap());
     let web = ste_tests::web::http2_not_found().await.unwrap();
     let address = web.addr.to_string();
     let run = plugin
         .run(&["status", "--router", &address])
+        .await
+        .unwrap()
+        .failed();
+    assert!(
+        run.stderr.starts_with(&format!(
+            "error: cannot reach the STE router at {address} (from --router): "
+        )) && run.stderr.contains(
+            "(the server does not speak TLS; a router run with --insecure is reached with \
+             http://HOST:PORT)"
+        ),
+        "{run:#?}"
+    );
+    // Plain, as asked for with http://.
+    let run = plugin
+        .run(&["status", "--router", &format!("http://{address}")])
         .await
         .unwrap()
         .failed();
@@ -149,7 +169,10 @@ async fn a_web_server_at_the_router_address_is_named_as_such() {
     let old = ste_tests::web::http1_only().await.unwrap();
     let address = old.addr.to_string();
     let run = plugin
-        .run_with(&["ring", "show"], &[("STE_ROUTER", address.as_str())])
+        .run_with(
+            &["ring", "show"],
+            &[("STE_ROUTER", format!("http://{address}").as_str())],
+        )
         .await
         .unwrap()
         .failed();
@@ -157,8 +180,8 @@ async fn a_web_server_at_the_router_address_is_named_as_such() {
         run.stderr,
         format!(
             "error: the server at {address} (from STE_ROUTER) answers in HTTP/1, not HTTP/2: \
-             this is probably a plain HTTP server, not the STE router's admin API (default port \
-             2490); check STE_ROUTER\n"
+             this is probably a plain HTTP server, not the STE router's user API (default port \
+             2492); check STE_ROUTER\n"
         ),
     );
 }
@@ -169,14 +192,17 @@ async fn a_silent_router_fails_within_the_request_timeout() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = silent.local_addr().unwrap().to_string();
     let plugin = Plugin::new().unwrap();
+    let ca = plugin.ste_ca().unwrap();
+    let plugin = plugin.with_env("STE_ROUTER_CA", ca.to_str().unwrap());
     let run = plugin
         .run(&["status", "--router", &address, "--request-timeout", "1s"])
         .await
         .unwrap()
         .failed();
+    // The TLS handshake is part of connecting: it is what never finishes.
     assert!(
         run.stderr.starts_with(&format!(
-            "error: the STE router at {address} did not answer within 1s"
+            "error: cannot reach the STE router at {address} (from --router): no answer within 1s"
         )),
         "{run:#?}"
     );
@@ -207,6 +233,8 @@ async fn without_router_or_cluster_it_says_how_to_set_the_router() {
 #[tokio::test]
 async fn router_discovery_failures_through_the_api_server() {
     let plugin = Plugin::new().unwrap();
+    let ca = plugin.ste_ca().unwrap();
+    let plugin = plugin.with_env("STE_ROUTER_CA", ca.to_str().unwrap());
     // No router pod.
     let empty = FakeApiServer::start(vec![(
         "/api/v1/namespaces/kube-system/pods".into(),
@@ -260,7 +288,7 @@ async fn router_discovery_failures_through_the_api_server() {
         .unwrap()
         .failed();
     assert!(
-        run.stderr.starts_with("error: cannot reach the STE router at kube-system/ste-router-0 port 2490 (port-forward)"),
+        run.stderr.starts_with("error: cannot reach the STE router at kube-system/ste-router-0 port 2492 (port-forward)"),
         "{run:#?}"
     );
     assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");

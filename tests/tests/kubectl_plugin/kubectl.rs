@@ -12,8 +12,8 @@ use crate::{complete, json, router_kubeconfig};
 #[tokio::test]
 async fn real_kubectl_runs_the_plugin_and_its_completion() {
     let sharded = ShardedRouter::start(3, &[]).await.unwrap();
-    let admin = sharded.router.admin.to_string();
-    let plugin = Plugin::new().unwrap();
+    let user = sharded.router.user.to_string();
+    let plugin = Plugin::for_router(&sharded.router).unwrap();
 
     let list = plugin.kubectl(&["plugin", "list"]).await.unwrap().ok();
     assert!(
@@ -23,7 +23,7 @@ async fn real_kubectl_runs_the_plugin_and_its_completion() {
     );
 
     let version = plugin
-        .kubectl(&["ste", "version", "--router", &admin])
+        .kubectl(&["ste", "version", "--router", &user])
         .await
         .unwrap()
         .ok();
@@ -51,12 +51,12 @@ async fn real_kubectl_runs_the_plugin_and_its_completion() {
         "json\n:4\n"
     );
     assert_eq!(
-        complete(&plugin, &["ring", "leave", "--router", &admin, ""]).await,
+        complete(&plugin, &["ring", "leave", "--router", &user, ""]).await,
         "shard-a\nshard-b\nshard-c\n:4\n"
     );
     // Nothing to join, and no router: no candidates, no file completion.
     assert_eq!(
-        complete(&plugin, &["ring", "join", "--router", &admin, ""]).await,
+        complete(&plugin, &["ring", "join", "--router", &user, ""]).await,
         ":4\n"
     );
     assert_eq!(
@@ -70,10 +70,10 @@ async fn real_kubectl_runs_the_plugin_and_its_completion() {
 #[tokio::test]
 async fn the_kubeconfig_context_extension_names_the_router() {
     let sharded = ShardedRouter::start(1, &[]).await.unwrap();
-    let admin = sharded.router.admin.to_string();
+    let user = sharded.router.user.to_string();
     let plugin = Plugin::new().unwrap();
     let kubeconfig = plugin
-        .write("kubeconfig-router.yaml", &router_kubeconfig(&admin))
+        .write("kubeconfig-router.yaml", &router_kubeconfig(&plugin, &user))
         .unwrap();
     let kubeconfig = kubeconfig.to_str().unwrap();
     let show = plugin
@@ -88,7 +88,7 @@ async fn the_kubeconfig_context_extension_names_the_router() {
     // Found as kubectl finds ~/.kube/config, too.
     let dot_kube = plugin.home().join(".kube");
     std::fs::create_dir_all(&dot_kube).unwrap();
-    std::fs::write(dot_kube.join("config"), router_kubeconfig(&admin)).unwrap();
+    std::fs::write(dot_kube.join("config"), router_kubeconfig(&plugin, &user)).unwrap();
     let status = plugin.run(&["status"]).await.unwrap().ok();
     assert!(status.stdout.starts_with("NODE "), "{status:#?}");
     let nowhere = format!("127.0.0.1:{}", free_port(Ipv4Addr::LOCALHOST.into()));

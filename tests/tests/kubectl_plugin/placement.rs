@@ -11,10 +11,10 @@ use crate::{cells, json, put_pods, random_names};
 #[tokio::test]
 async fn where_agrees_with_reading_every_shard_for_200_random_pods() {
     let sharded = ShardedRouter::start(3, &[]).await.unwrap();
-    let admin = sharded.router.admin.to_string();
+    let user = sharded.router.user.to_string();
     let names = random_names(200);
     put_pods(&sharded, "team-a", &names).await;
-    let plugin = Plugin::new().unwrap();
+    let plugin = Plugin::for_router(&sharded.router).unwrap();
 
     let mut args = vec![
         "where",
@@ -23,7 +23,7 @@ async fn where_agrees_with_reading_every_shard_for_200_random_pods() {
         "-o",
         "json",
         "--router",
-        admin.as_str(),
+        user.as_str(),
     ];
     let pods: Vec<String> = names.iter().map(|n| format!("pod/{n}")).collect();
     args.extend(pods.iter().map(String::as_str));
@@ -66,7 +66,7 @@ async fn where_agrees_with_reading_every_shard_for_200_random_pods() {
         vec!["pod".to_owned(), names[0].clone()],
         vec![names[0].clone()],
     ] {
-        let mut args = vec!["where", "-n", "team-a", "--router", admin.as_str()];
+        let mut args = vec!["where", "-n", "team-a", "--router", user.as_str()];
         args.extend(form.iter().map(String::as_str));
         let run = plugin.run(&args).await.unwrap().ok();
         let lines: Vec<&str> = run.stdout.lines().collect();
@@ -102,11 +102,11 @@ async fn where_agrees_with_reading_every_shard_for_200_random_pods() {
 #[tokio::test]
 async fn where_a_missing_pod_prints_its_row_and_says_not_found() {
     let sharded = ShardedRouter::start(3, &[]).await.unwrap();
-    let admin = sharded.router.admin.to_string();
+    let user = sharded.router.user.to_string();
     put_pods(&sharded, "default", &["web-0".to_owned()]).await;
-    let plugin = Plugin::new().unwrap();
+    let plugin = Plugin::for_router(&sharded.router).unwrap();
     let run = plugin
-        .run(&["where", "pod/web-0", "pod/gone", "--router", &admin])
+        .run(&["where", "pod/web-0", "pod/gone", "--router", &user])
         .await
         .unwrap()
         .failed();

@@ -14,12 +14,12 @@ async fn ring_join_and_leave_a_fourth_shard() {
         .await
         .unwrap();
     let fourth = TestEtcd::start("shard-d").await.unwrap();
-    let admin = sharded.router.admin.to_string();
+    let user = sharded.router.user.to_string();
     let names = random_names(400);
     put_pods(&sharded, "default", &names).await;
-    let plugin = Plugin::new().unwrap();
-    let r = ["--router", admin.as_str()];
-    let generation = ring_json(&plugin, &admin).await["generation"]
+    let plugin = Plugin::for_router(&sharded.router).unwrap();
+    let r = ["--router", user.as_str()];
+    let generation = ring_json(&plugin, &user).await["generation"]
         .as_u64()
         .unwrap();
 
@@ -61,7 +61,7 @@ async fn ring_join_and_leave_a_fourth_shard() {
         planned
     );
     assert!(dry["result"].is_null());
-    assert_eq!(ring_size(&plugin, &admin).await, 3);
+    assert_eq!(ring_size(&plugin, &user).await, 3);
 
     // Join follows the move by default (as kubectl drain does): plan table,
     // progress lines (stderr is not a terminal), the outcome.
@@ -93,7 +93,7 @@ async fn ring_join_and_leave_a_fourth_shard() {
         "{join:#?}"
     );
     assert!(join.stderr.contains("join shard-d: moving "), "{join:#?}");
-    let after = ring_json(&plugin, &admin).await;
+    let after = ring_json(&plugin, &user).await;
     assert_eq!(after["generation"], generation + 1);
     let members = after["members"].as_array().unwrap();
     assert_eq!(members.len(), 4);
@@ -110,7 +110,7 @@ async fn ring_join_and_leave_a_fourth_shard() {
         .unwrap()
         .failed();
     assert!(refused.stderr.contains("pass --yes"), "{refused:#?}");
-    assert_eq!(ring_size(&plugin, &admin).await, 4);
+    assert_eq!(ring_size(&plugin, &user).await, 4);
     // A node that is not a member is named as such, not asked about.
     let stranger = plugin
         .run(&[&["ring", "leave", "no-such-node"][..], &r].concat())
@@ -133,7 +133,7 @@ async fn ring_join_and_leave_a_fourth_shard() {
     assert_eq!(leave["result"]["phase"], "DONE");
     assert_eq!(leave["result"]["keysMoved"], leave["plan"]["keysTotal"]);
     assert_eq!(leave["plan"]["keysTotal"].as_i64().unwrap(), on_d);
-    let after = ring_json(&plugin, &admin).await;
+    let after = ring_json(&plugin, &user).await;
     assert_eq!(after["generation"], generation + 2);
     assert_eq!(after["members"].as_array().unwrap().len(), 3);
     let left = keys::count_under(&mut direct, PODS).await.unwrap();
@@ -178,7 +178,7 @@ async fn ring_join_and_leave_a_fourth_shard() {
         hurried.stderr.contains("timed out after 10ms"),
         "{hurried:#?}"
     );
-    wait_ring_size(&plugin, &admin, 4, "shard-d to be a member again").await;
+    wait_ring_size(&plugin, &user, 4, "shard-d to be a member again").await;
 
     // --timeout bounds a wait; there is none with --wait=false.
     let conflicting = plugin
@@ -226,7 +226,7 @@ async fn ring_join_and_leave_a_fourth_shard() {
         "{early:#?}"
     );
     assert!(!early.stdout.contains("left the ring"), "{early:#?}");
-    wait_ring_size(&plugin, &admin, 3, "shard-d to leave").await;
+    wait_ring_size(&plugin, &user, 3, "shard-d to leave").await;
 }
 
 /// On a terminal `ring leave` shows the plan, asks, and draws a progress
@@ -236,10 +236,10 @@ async fn leave_asks_on_a_terminal_and_draws_a_bar() {
     let sharded = ShardedRouter::start(3, &["--migration-pause", "50ms"])
         .await
         .unwrap();
-    let admin = sharded.router.admin.to_string();
+    let user = sharded.router.user.to_string();
     put_pods(&sharded, "default", &random_names(300)).await;
-    let plugin = Plugin::new().unwrap();
-    let args = ["ring", "leave", "shard-c", "--router", admin.as_str()];
+    let plugin = Plugin::for_router(&sharded.router).unwrap();
+    let args = ["ring", "leave", "shard-c", "--router", user.as_str()];
     let Some(no) = plugin.run_in_terminal(&args, "n\n").await.unwrap() else {
         eprintln!("skipped: util-linux `script` is not installed");
         return;
@@ -257,7 +257,7 @@ async fn leave_asks_on_a_terminal_and_draws_a_bar() {
         no.stdout.contains("error: leave of shard-c cancelled"),
         "{no:#?}"
     );
-    assert_eq!(ring_size(&plugin, &admin).await, 3);
+    assert_eq!(ring_size(&plugin, &user).await, 3);
 
     let yes = plugin.run_in_terminal(&args, "y\n").await.unwrap().unwrap();
     assert_eq!(yes.code, Some(0), "{yes:#?}");
@@ -273,14 +273,14 @@ async fn leave_asks_on_a_terminal_and_draws_a_bar() {
         yes.stdout.contains("shard-c left the ring: generation 2, "),
         "{yes:#?}"
     );
-    let ring = ring_json(&plugin, &admin).await;
+    let ring = ring_json(&plugin, &user).await;
     assert_eq!(ring["members"].as_array().unwrap().len(), 2);
     assert_eq!(ring["keys"], 300);
 }
 
 /// How many members `ring show -o json` lists.
-async fn ring_size(plugin: &Plugin, admin: &str) -> usize {
-    ring_json(plugin, admin).await["members"]
+async fn ring_size(plugin: &Plugin, router: &str) -> usize {
+    ring_json(plugin, router).await["members"]
         .as_array()
         .unwrap()
         .len()
@@ -289,9 +289,9 @@ async fn ring_size(plugin: &Plugin, admin: &str) -> usize {
 /// Waits until `ring show` lists `members` members and no ring change runs
 /// any more (for `what`). The new ring is committed a moment before the
 /// change ends, and the router refuses another change until it has.
-async fn wait_ring_size(plugin: &Plugin, admin: &str, members: usize, what: &str) {
+async fn wait_ring_size(plugin: &Plugin, router: &str, members: usize, what: &str) {
     eventually(what, WAIT, || async {
-        let ring = ring_json(plugin, admin).await;
+        let ring = ring_json(plugin, router).await;
         let have = ring["members"].as_array().unwrap().len();
         let running = !ring["migration"].is_null();
         if have == members && !running {

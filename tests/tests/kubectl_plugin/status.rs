@@ -1,9 +1,9 @@
 //! `status`, `ring show` and `version`: against a router alone, with
 //! registered agents, and through port-forwards.
 
-use std::net::Ipv4Addr;
-
-use ste_tests::plugin::{FakeApiServer, Plugin, Reply, Run, list_json, pod_json};
+use ste_tests::plugin::{
+    FakeApiServer, KubeUser, Plugin, Reply, Run, configmap_json, list_json, pod_json,
+};
 use ste_tests::{AgentOptions, ShardedRouter, TestAgent, eventually};
 
 use crate::{WAIT, cells, json, put_pods, random_names};
@@ -11,11 +11,11 @@ use crate::{WAIT, cells, json, put_pods, random_names};
 #[tokio::test]
 async fn status_ring_show_and_version_against_a_router() {
     let sharded = ShardedRouter::start(3, &[]).await.unwrap();
-    let admin = sharded.router.admin.to_string();
+    let user = sharded.router.user.to_string();
     let names = random_names(60);
     put_pods(&sharded, "default", &names).await;
-    let plugin = Plugin::new().unwrap();
-    let r = ["--router", admin.as_str()];
+    let plugin = Plugin::for_router(&sharded.router).unwrap();
+    let r = ["--router", user.as_str()];
 
     // status: table and json carry the same facts.
     let table = plugin
@@ -201,26 +201,16 @@ async fn status_ring_show_and_version_against_a_router() {
 #[tokio::test]
 async fn status_with_registered_agents_directly_and_through_port_forwards() {
     let sharded = ShardedRouter::start(1, &[]).await.unwrap();
-    let admin = sharded.router.admin.to_string();
-    let mut joined = AgentOptions::new("node-x", Ipv4Addr::new(127, 0, 0, 1));
-    joined.extra_args = vec![
-        "--router".into(),
-        admin.clone(),
-        "--heartbeat-interval".into(),
-        "200ms".into(),
-    ];
-    let mut spare = AgentOptions::new("node-y", Ipv4Addr::new(127, 0, 0, 1));
-    spare.extra_args = vec![
-        "--router".into(),
-        admin.clone(),
-        "--no-join".into(),
-        "--heartbeat-interval".into(),
-        "200ms".into(),
-    ];
+    let user = sharded.router.user.to_string();
+    // Registered as AgentOptions arranges it with the test router (its
+    // admin port, with the agents' certificates).
+    let joined = AgentOptions::registering_with("node-x", 1, &sharded.router);
+    let mut spare = AgentOptions::registering_with("node-y", 1, &sharded.router);
+    spare.extra_args.push("--no-join".into());
     let node_x = TestAgent::start(joined).await.unwrap();
     let _node_y = TestAgent::start(spare).await.unwrap();
-    let plugin = Plugin::new().unwrap();
-    let r = ["--router", admin.as_str()];
+    let plugin = Plugin::for_router(&sharded.router).unwrap();
+    let r = ["--router", user.as_str()];
     let status = || async {
         json(
             &plugin
@@ -319,8 +309,16 @@ async fn status_with_registered_agents_directly_and_through_port_forwards() {
     );
 
     // No --router: the plugin finds the router pod through the API server
-    // and port-forwards to it, and to the agent pod of each member.
+    // and port-forwards to it, and to the agent pod of each member, with
+    // the STE CA from the ConfigMap kube-system/ste-ca (TLS over the
+    // forwarded stream, the router verified as ste-router, the agent as
+    // its node).
+    let ca = std::fs::read_to_string(sharded.router.ca_file()).unwrap();
     let api = FakeApiServer::start(vec![
+        (
+            "/api/v1/namespaces/kube-system/configmaps/ste-ca".into(),
+            Reply::Json(200, configmap_json("kube-system", "ste-ca", &[("ca.crt", &ca)])),
+        ),
         (
             "/api/v1/namespaces/kube-system/pods?labelSelector=app.kubernetes.io%2Fname%3Dste-router".into(),
             Reply::Json(200, list_json("PodList", &[pod_json("kube-system", "ste-router-0", "5", "cp-1")])),
@@ -331,16 +329,28 @@ async fn status_with_registered_agents_directly_and_through_port_forwards() {
         ),
         (
             "/api/v1/namespaces/kube-system/pods/ste-router-0/portforward".into(),
-            Reply::PortForward(sharded.router.admin),
+            Reply::PortForward(sharded.router.user),
         ),
         (
             "/api/v1/namespaces/kube-system/pods/ste-agent-x/portforward".into(),
-            Reply::PortForward(node_x.addrs.grpc),
+            Reply::PortForward(node_x.addrs.user),
         ),
     ])
     .await
     .unwrap();
-    let kubeconfig = plugin.write("kubeconfig", &api.kubeconfig(None)).unwrap();
+    let (cert, key) = plugin.admin_identity().unwrap();
+    let kubeconfig = plugin
+        .write(
+            "kubeconfig",
+            &api.kubeconfig_as(
+                None,
+                KubeUser::Certificate {
+                    cert: &cert,
+                    key: &key,
+                },
+            ),
+        )
+        .unwrap();
     let kc = ["--kubeconfig", kubeconfig.to_str().unwrap()];
     let forwarded = json(
         &plugin
@@ -351,7 +361,7 @@ async fn status_with_registered_agents_directly_and_through_port_forwards() {
     );
     assert_eq!(
         forwarded["router"]["address"],
-        "kube-system/ste-router-0 port 2490 (port-forward)"
+        "kube-system/ste-router-0 port 2492 (port-forward)"
     );
     let x = forwarded["members"]
         .as_array()
@@ -371,7 +381,7 @@ async fn status_with_registered_agents_directly_and_through_port_forwards() {
     assert!(
         requests.iter().any(|r| r
             .starts_with("GET /api/v1/namespaces/kube-system/pods/ste-router-0/portforward?")
-            && r.contains("ports=2490")),
+            && r.contains("ports=2492")),
         "{requests:?}"
     );
     assert!(
@@ -379,6 +389,12 @@ async fn status_with_registered_agents_directly_and_through_port_forwards() {
             .iter()
             .any(|r| r
                 .starts_with("GET /api/v1/namespaces/kube-system/pods/ste-agent-x/portforward?")),
+        "{requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("GET /api/v1/namespaces/kube-system/configmaps/ste-ca")),
         "{requests:?}"
     );
     // The same through the real kubectl, KUBECONFIG from the environment.

@@ -170,7 +170,7 @@ pub async fn run(session: &mut Session) -> CliResult<()> {
         let router = &router;
         async move {
             match registered {
-                Some(reg) => Some(router.agent_status(&reg.name, &reg.agent_address).await),
+                Some(reg) => Some(router.agent_status(reg).await),
                 None => None,
             }
         }

@@ -39,6 +39,7 @@ fn registered(name: &str, generation_seen: u64) -> RegisteredAgent {
         last_heartbeat_seconds_ago: 1,
         generation_seen,
         healthy: true,
+        user_address: format!("{name}:2292"),
     }
 }
 

@@ -699,8 +699,9 @@ write_kube_context() {
     merged="$(mktemp "${DIR}/kubeconfig.merged.XXXXXX")"
     # With the control plane: its CA and the admin's client certificate,
     # embedded (as kind does); the router and the agents accept it (their
-    # client CA bundle holds the control plane's CA) and kube-apiserver's
-    # SubjectAccessReview allows system:masters everything. Without it: a
+    # client CA bundle holds the control plane's CA) and let its group,
+    # system:masters, do everything without a SubjectAccessReview, as
+    # kube-apiserver does. Without it: a
     # client certificate of the STE CA, which the router and agents accept
     # (certificates only), and no Kubernetes API.
     local ca="" identity="${PKI_DIR}/user-ste-local-admin" credentials

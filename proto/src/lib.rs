@@ -25,8 +25,12 @@ pub mod etcd {
 /// port, an agent's port, any web server) is named as such instead of
 /// printed as tonic's bare mapping.
 pub mod wrong_server {
-    /// The default port of the router's admin API (`ste.v1.Ring`).
+    /// The default port of the router's admin API (`ste.v1.Ring`) for
+    /// agents (`--admin-listen`).
     pub const ROUTER_ADMIN_PORT: u16 = 2490;
+
+    /// The default port of the same API for users (`--user-listen`).
+    pub const ROUTER_USER_PORT: u16 = 2492;
 
     const HTTP_MAPPED: &str = "grpc-status header missing, mapped from HTTP status code ";
 
@@ -48,7 +52,7 @@ pub mod wrong_server {
         if let Some(code) = http_status(status) {
             return Some(format!(
                 "answered HTTP {code} without a gRPC status: this is probably not the STE \
-                 router's admin API (default port {ROUTER_ADMIN_PORT})"
+                 router's admin API (default ports {ROUTER_ADMIN_PORT} for agents, {ROUTER_USER_PORT} for users)"
             ));
         }
         // An HTTP/1 server answers the HTTP/2 preface with an HTTP/1
@@ -56,7 +60,7 @@ pub mod wrong_server {
         if status.message().starts_with("h2 protocol error") {
             return Some(format!(
                 "did not answer in HTTP/2 ({}): this is probably a plain HTTP/1 server, not the \
-                 STE router's admin API (default port {ROUTER_ADMIN_PORT})",
+                 STE router's admin API (default ports {ROUTER_ADMIN_PORT} for agents, {ROUTER_USER_PORT} for users)",
                 status.message()
             ));
         }
@@ -65,7 +69,7 @@ pub mod wrong_server {
         if status.code() == tonic::Code::Unimplemented && status.message().is_empty() {
             return Some(format!(
                 "answered UNIMPLEMENTED for ste.v1.Ring: a gRPC server, but not the STE \
-                 router's admin API (default port {ROUTER_ADMIN_PORT})"
+                 router's admin API (default ports {ROUTER_ADMIN_PORT} for agents, {ROUTER_USER_PORT} for users)"
             ));
         }
         None
@@ -84,7 +88,7 @@ pub mod wrong_server {
             let text = not_the_router(&web).unwrap();
             assert!(
                 text.starts_with("answered HTTP 404 without a gRPC status: this is probably not")
-                    && text.contains("(default port 2490)"),
+                    && text.contains("(default ports 2490 for agents, 2492 for users)"),
                 "{text}"
             );
             let http1 = tonic::Status::internal("h2 protocol error: http2 error");

@@ -745,7 +745,7 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "the server at the --router address answered HTTP 404 without a gRPC status: this is \
-             probably not the STE router's admin API (default port 2490); check --router"
+             probably not the STE router's admin API (default ports 2490 for agents, 2492 for users); check --router"
         );
         assert!(!error.is_unreachable());
     }

@@ -195,7 +195,7 @@ mod tests {
         assert_eq!(
             line,
             "the server at 127.0.0.1:8080 (from --router) answered HTTP 404 without a gRPC \
-             status: this is probably not the STE router's admin API (default port 2490); check \
+             status: this is probably not the STE router's admin API (default ports 2490 for agents, 2492 for users); check \
              --router"
         );
         assert_eq!(

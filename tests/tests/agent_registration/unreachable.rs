@@ -60,7 +60,7 @@ async fn a_web_server_at_the_router_address_is_named_as_such() -> anyhow::Result
     wait_log(
         &agent,
         "the server at the --router address answered HTTP 404 without a gRPC status: this is \
-         probably not the STE router's admin API (default port 2490); check --router",
+         probably not the STE router's admin API (default ports 2490 for agents, 2492 for users); check --router",
         1,
     )
     .await?;

@@ -162,7 +162,7 @@ async fn a_web_server_at_the_router_address_is_named_as_such() {
         run.stderr,
         format!(
             "error: the server at {address} (from --router) answered HTTP 404 without a gRPC \
-             status: this is probably not the STE router's admin API (default port 2490); check \
+             status: this is probably not the STE router's admin API (default ports 2490 for agents, 2492 for users); check \
              --router\n"
         )
     );

@@ -68,8 +68,8 @@ pub struct Port {
     pub listener: TcpListener,
     /// A certificate door (`--grpc-listen`) or a user door (`--user-listen`).
     pub door: Door,
-    /// The port's TLS settings.
-    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// The port's TLS, reread when its files change.
+    pub tls: Option<Arc<ste_auth::tls::ReloadingAcceptor>>,
 }
 
 /// Serves the agent API on an already bound port until `shutdown`
@@ -91,11 +91,7 @@ pub async fn serve(
     let reflection_v1alpha = reflection_builder()
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let mut server = tonic::transport::Server::builder();
-    if let Some(tls) = port.tls {
-        server = server.tls_config(tls)?;
-    }
-    server
+    let routes = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -103,11 +99,25 @@ pub async fn serve(
             status,
             access,
             door: port.door,
-        }))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(port.listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await?;
+        }));
+    match port.tls {
+        Some(acceptor) => {
+            routes
+                .serve_with_incoming_shutdown(
+                    ste_auth::tls::incoming(port.listener, acceptor),
+                    shutdown,
+                )
+                .await?
+        }
+        None => {
+            routes
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(port.listener)
+                        .with_nodelay(Some(true)),
+                    shutdown,
+                )
+                .await?
+        }
+    }
     Ok(())
 }

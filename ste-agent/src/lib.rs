@@ -188,7 +188,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         (user_listener, Door::Users),
     ] {
         let tls = match &config.api_tls {
-            Some(files) => Some(files.server_config(door)?),
+            Some(files) => Some(Arc::new(ste_auth::tls::ReloadingAcceptor::new(
+                files.clone(),
+                door,
+            )?)),
             None => None,
         };
         api.push(tokio::spawn(grpc::serve(

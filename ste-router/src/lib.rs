@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ste_auth::Door;
+use ste_auth::tls::ReloadingAcceptor;
 use ste_core::revision::GlobalRevision;
 use ste_core::ring::Member;
 use tokio::net::TcpListener;
@@ -218,10 +219,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
         .await?,
     );
+    // Read now (a bad file stops the start) and again when the files change.
     let admin_tls = match &config.api.tls {
         Some(files) => Some((
-            files.server_config(Door::Certificates)?,
-            files.server_config(Door::Users)?,
+            Arc::new(ReloadingAcceptor::new(files.clone(), Door::Certificates)?),
+            Arc::new(ReloadingAcceptor::new(files.clone(), Door::Users)?),
         )),
         None => None,
     };
@@ -281,32 +283,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await;
     let ring = admin::RingService::new(control.clone(), access, Door::Certificates);
     let mut ring_servers = Vec::new();
-    for (listener, door, flag) in [
-        (admin_listener, Door::Certificates, "--admin-listen"),
-        (user_listener, Door::Users, "--user-listen"),
+    for (listener, door) in [
+        (admin_listener, Door::Certificates),
+        (user_listener, Door::Users),
     ] {
-        let mut server = tonic::transport::Server::builder();
-        if let Some((certificates, users)) = &admin_tls {
-            let tls = if door == Door::Certificates {
-                certificates
-            } else {
-                users
-            };
-            server = server
-                .tls_config(tls.clone())
-                .with_context(|| format!("TLS on {flag}"))?;
-        }
-        ring_servers.push(tokio::spawn(
-            server
-                .add_service(admin_health_service.clone())
-                .add_service(admin_reflection().build_v1()?)
-                .add_service(admin_reflection().build_v1alpha()?)
-                .add_service(ste_proto::v1::ring_server::RingServer::new(ring.on(door)))
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        let routes = tonic::transport::Server::builder()
+            .add_service(admin_health_service.clone())
+            .add_service(admin_reflection().build_v1()?)
+            .add_service(admin_reflection().build_v1alpha()?)
+            .add_service(ste_proto::v1::ring_server::RingServer::new(ring.on(door)));
+        ring_servers.push(match &admin_tls {
+            Some((certificates, users)) => {
+                let acceptor = if door == Door::Certificates {
+                    certificates
+                } else {
+                    users
+                };
+                tokio::spawn(routes.serve_with_incoming_shutdown(
+                    ste_auth::tls::incoming(listener, acceptor.clone()),
                     stopped(),
-                ),
-        ));
+                ))
+            }
+            None => tokio::spawn(routes.serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stopped(),
+            )),
+        });
     }
     let user_task = ring_servers.pop().expect("two ring servers");
     let admin_task = ring_servers.pop().expect("two ring servers");

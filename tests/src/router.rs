@@ -205,6 +205,17 @@ impl TestRouter {
         ))
     }
 
+    /// The files of the admin and user ports' TLS: `--tls-cert-file`,
+    /// `--tls-private-key-file`, `--client-ca-file` (a test may rotate them).
+    pub fn api_files(&self) -> [PathBuf; 3] {
+        let dir = self.dir.path();
+        [
+            dir.join("router-admin.crt"),
+            dir.join("router-admin.key"),
+            dir.join("client-ca.crt"),
+        ]
+    }
+
     /// The STE CA the router's admin and user certificates chain to (PEM).
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ste-ca.crt")

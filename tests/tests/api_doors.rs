@@ -302,3 +302,66 @@ async fn the_agents_ports_want_a_certificate_or_credentials() -> anyhow::Result<
     }
     Ok(())
 }
+
+/// The admin and user ports read their certificate, key and client CAs
+/// again when the files change (checked at each new connection), as
+/// kube-apiserver's dynamic serving certificate and client CA do: after a
+/// rotation to a new CA, that CA's clients get in and its serving
+/// certificate is served, with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_certificates_and_client_cas_are_used_without_a_restart() -> anyhow::Result<()> {
+    let sharded = ShardedRouter::start(1, &[]).await?;
+    let admin = sharded.router.admin;
+    let new_ca = Ca::new("rotated-ste-ca")?;
+    let newcomer = new_ca.client("ste-test-rotated")?;
+    let trusting_new_ca = || {
+        ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&new_ca.cert_pem))
+            .identity(tonic::transport::Identity::from_pem(
+                &newcomer.cert_pem,
+                &newcomer.key_pem,
+            ))
+    };
+    let alert = tls_alert(admin, Some(&newcomer)).await?;
+    assert!(
+        alert.starts_with("received fatal alert"),
+        "before the rotation the new CA's client is refused: {alert}"
+    );
+
+    let [cert, key, client_ca] = sharded.router.api_files();
+    std::fs::write(
+        &client_ca,
+        format!("{}{}", ste().ca.cert_pem, new_ca.cert_pem),
+    )?;
+    let serving = new_ca.issue(
+        &["127.0.0.1", "ste-router"],
+        ste_tests::pki::dn("ste-router", None),
+        &[rcgen::ExtendedKeyUsagePurpose::ServerAuth],
+    )?;
+    std::fs::write(&key, &serving.key_pem)?;
+    std::fs::write(&cert, &serving.cert_pem)?;
+
+    ste_tests::eventually(
+        "the new CA's client is let in and the new certificate served",
+        Duration::from_secs(30),
+        || async {
+            RingClient::new(
+                channel(admin, trusting_new_ca())
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+            .get_status(GetRouterStatusRequest {})
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}"))
+        },
+    )
+    .await?;
+    // Clients that trust only the old CA no longer accept the router.
+    let old = RingClient::new(as_(admin, Some(&ste().admin)).await?)
+        .get_status(GetRouterStatusRequest {})
+        .await
+        .unwrap_err();
+    assert_refused_at_the_handshake(&old, "a client trusting only the old CA");
+    Ok(())
+}

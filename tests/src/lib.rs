@@ -4,6 +4,7 @@
 //! temp dirs deleted) even when a test panics.
 
 pub mod agent;
+pub mod answers;
 pub mod cluster;
 pub mod control_plane;
 pub mod etcd;

@@ -1,9 +1,10 @@
 //! Responses normalised for comparison: what both systems must agree on,
 //! with every revision reachable through `visit` for the renumbering.
 
-use etcd_client::TxnOpResponse;
+use ste_tests::answers::{Num, Visitor};
 use tonic::Code;
 
+pub(crate) use ste_tests::answers::{OpOut, RangeOut as Range, TxnOut};
 pub(crate) use ste_tests::keys::Kv;
 
 /// Renumbering reaches a key-value's revisions.
@@ -19,97 +20,19 @@ impl Visit for Kv {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Range {
-    pub(crate) header: i64,
-    pub(crate) kvs: Vec<Kv>,
-    pub(crate) count: i64,
-    pub(crate) more: bool,
-}
-
-impl Range {
-    pub(crate) fn of(r: &etcd_client::GetResponse) -> Range {
-        Range {
-            header: r.header().map(|h| h.revision()).unwrap_or(-1),
-            kvs: r.kvs().iter().map(Kv::of).collect(),
-            count: r.count(),
-            more: r.more(),
+/// `f` on the revisions only: the differential runs no leases, so lease
+/// IDs are compared as they are.
+fn revisions_only<'a>(f: &'a mut dyn FnMut(&mut i64)) -> impl FnMut(Num, &mut i64) + 'a {
+    move |num, value| {
+        if num == Num::Revision {
+            f(value)
         }
     }
-
-    pub(crate) fn visit(&mut self, f: &mut dyn FnMut(&mut i64)) {
-        f(&mut self.header);
-        self.kvs.iter_mut().for_each(|kv| kv.visit(f));
-    }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum OpOut {
-    Range(Range),
-    Put {
-        header: i64,
-        prev: Option<Kv>,
-    },
-    Delete {
-        header: i64,
-        deleted: i64,
-        prev: Vec<Kv>,
-    },
-    Txn(TxnOut),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TxnOut {
-    pub(crate) header: i64,
-    pub(crate) succeeded: bool,
-    pub(crate) responses: Vec<OpOut>,
-}
-
-impl TxnOut {
-    pub(crate) fn of(t: &etcd_client::TxnResponse) -> TxnOut {
-        let responses = t
-            .op_responses()
-            .into_iter()
-            .map(|op| match op {
-                TxnOpResponse::Get(r) => OpOut::Range(Range::of(&r)),
-                TxnOpResponse::Put(p) => OpOut::Put {
-                    header: p.header().map(|h| h.revision()).unwrap_or(-1),
-                    prev: p.prev_key().map(Kv::of),
-                },
-                TxnOpResponse::Delete(d) => OpOut::Delete {
-                    header: d.header().map(|h| h.revision()).unwrap_or(-1),
-                    deleted: d.deleted(),
-                    prev: d.prev_kvs().iter().map(Kv::of).collect(),
-                },
-                TxnOpResponse::Txn(t) => OpOut::Txn(TxnOut::of(&t)),
-            })
-            .collect();
-        TxnOut {
-            header: t.header().map(|h| h.revision()).unwrap_or(-1),
-            succeeded: t.succeeded(),
-            responses,
-        }
-    }
-
-    pub(crate) fn visit(&mut self, f: &mut dyn FnMut(&mut i64)) {
-        f(&mut self.header);
-        for op in &mut self.responses {
-            match op {
-                OpOut::Range(r) => r.visit(f),
-                OpOut::Put { header, prev } => {
-                    f(header);
-                    if let Some(kv) = prev {
-                        kv.visit(f);
-                    }
-                }
-                OpOut::Delete { header, prev, .. } => {
-                    f(header);
-                    prev.iter_mut().for_each(|kv| kv.visit(f));
-                }
-                OpOut::Txn(t) => t.visit(f),
-            }
-        }
-    }
+/// Visits a range or Txn answer's revisions only.
+fn visit_revisions(visit: impl FnOnce(&mut Visitor), f: &mut dyn FnMut(&mut i64)) {
+    visit(&mut revisions_only(f))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,8 +99,8 @@ impl Outcome {
     pub(crate) fn visit(&mut self, f: &mut dyn FnMut(&mut i64)) {
         match self {
             Outcome::Error { .. } => {}
-            Outcome::Range(r) => r.visit(f),
-            Outcome::Txn(t) => t.visit(f),
+            Outcome::Range(r) => visit_revisions(|v| r.visit(v), f),
+            Outcome::Txn(t) => visit_revisions(|v| t.visit(v), f),
             Outcome::Compact { header } => f(header),
             Outcome::Watch(w) => w.visit(f),
         }

@@ -3,118 +3,11 @@
 //! renumbered onto etcd's. Member ID, cluster ID and raft_term are not
 //! recorded (see `differences::HEADER_IDENTITY`).
 
-use etcd_client::TxnOpResponse;
 use tonic::Code;
 
 pub(crate) use ste_tests::keys::Kv;
 
-/// What a number in an answer is.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Num {
-    Revision,
-    Lease,
-}
-
-type Visitor<'a> = dyn FnMut(Num, &mut i64) + 'a;
-
-fn visit_kv(kv: &mut Kv, f: &mut Visitor) {
-    f(Num::Revision, &mut kv.create);
-    f(Num::Revision, &mut kv.modified);
-    f(Num::Lease, &mut kv.lease);
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RangeOut {
-    pub(crate) header: i64,
-    pub(crate) kvs: Vec<Kv>,
-    pub(crate) count: i64,
-    pub(crate) more: bool,
-}
-
-impl RangeOut {
-    pub(crate) fn of(r: &etcd_client::GetResponse) -> RangeOut {
-        RangeOut {
-            header: r.header().map(|h| h.revision()).unwrap_or(-1),
-            kvs: r.kvs().iter().map(Kv::of).collect(),
-            count: r.count(),
-            more: r.more(),
-        }
-    }
-
-    fn visit(&mut self, f: &mut Visitor) {
-        f(Num::Revision, &mut self.header);
-        self.kvs.iter_mut().for_each(|kv| visit_kv(kv, f));
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum OpOut {
-    Range(RangeOut),
-    Put {
-        header: i64,
-        prev: Option<Kv>,
-    },
-    Delete {
-        header: i64,
-        deleted: i64,
-        prev: Vec<Kv>,
-    },
-    Txn(TxnOut),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TxnOut {
-    pub(crate) header: i64,
-    pub(crate) succeeded: bool,
-    pub(crate) responses: Vec<OpOut>,
-}
-
-impl TxnOut {
-    pub(crate) fn of(t: &etcd_client::TxnResponse) -> TxnOut {
-        let responses = t
-            .op_responses()
-            .into_iter()
-            .map(|op| match op {
-                TxnOpResponse::Get(r) => OpOut::Range(RangeOut::of(&r)),
-                TxnOpResponse::Put(p) => OpOut::Put {
-                    header: p.header().map(|h| h.revision()).unwrap_or(-1),
-                    prev: p.prev_key().map(Kv::of),
-                },
-                TxnOpResponse::Delete(d) => OpOut::Delete {
-                    header: d.header().map(|h| h.revision()).unwrap_or(-1),
-                    deleted: d.deleted(),
-                    prev: d.prev_kvs().iter().map(Kv::of).collect(),
-                },
-                TxnOpResponse::Txn(t) => OpOut::Txn(TxnOut::of(&t)),
-            })
-            .collect();
-        TxnOut {
-            header: t.header().map(|h| h.revision()).unwrap_or(-1),
-            succeeded: t.succeeded(),
-            responses,
-        }
-    }
-
-    fn visit(&mut self, f: &mut Visitor) {
-        f(Num::Revision, &mut self.header);
-        for op in &mut self.responses {
-            match op {
-                OpOut::Range(r) => r.visit(f),
-                OpOut::Put { header, prev } => {
-                    f(Num::Revision, header);
-                    if let Some(kv) = prev {
-                        visit_kv(kv, f);
-                    }
-                }
-                OpOut::Delete { header, prev, .. } => {
-                    f(Num::Revision, header);
-                    prev.iter_mut().for_each(|kv| visit_kv(kv, f));
-                }
-                OpOut::Txn(t) => t.visit(f),
-            }
-        }
-    }
-}
+pub(crate) use ste_tests::answers::{Num, OpOut, RangeOut, TxnOut, Visitor, visit_kv};
 
 /// One message of a watch stream, events flattened (how they are batched
 /// into responses is not part of the contract).

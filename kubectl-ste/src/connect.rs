@@ -67,6 +67,17 @@ enum Route {
 /// The router's `ste.v1.Ring` client: every call carries the bearer token.
 type RingConn = RingClient<InterceptedService<Channel, BearerToken>>;
 
+/// Where users reach a registered agent: its user address (`--user-listen`,
+/// TLS with a bearer token or a client certificate), else, for an agent
+/// without one, its agent address.
+pub fn user_facing_address(agent: &RegisteredAgent) -> &str {
+    if agent.user_address.is_empty() {
+        &agent.agent_address
+    } else {
+        &agent.user_address
+    }
+}
+
 /// A connected client of the router's user API, with the request timeout.
 pub struct RouterConn {
     ring: RingConn,
@@ -268,11 +279,7 @@ impl RouterConn {
     /// is the reason, for the `<unknown>` note.
     pub async fn agent_status(&self, agent: &RegisteredAgent) -> Result<AgentStatus, String> {
         let node = agent.name.as_str();
-        let address = if agent.user_address.is_empty() {
-            agent.agent_address.as_str()
-        } else {
-            agent.user_address.as_str()
-        };
+        let address = user_facing_address(agent);
         let channel = match &self.route {
             Route::Direct => {
                 let uri = format!("{}://{address}", self.security.scheme());
@@ -343,6 +350,18 @@ fn agent_failure(address: &str, status: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_reach_an_agent_at_its_user_address_if_it_has_one() {
+        let mut agent = RegisteredAgent {
+            agent_address: "10.0.0.1:2290".into(),
+            user_address: "10.0.0.1:2292".into(),
+            ..Default::default()
+        };
+        assert_eq!(user_facing_address(&agent), "10.0.0.1:2292");
+        agent.user_address.clear();
+        assert_eq!(user_facing_address(&agent), "10.0.0.1:2290");
+    }
 
     #[test]
     fn refusals_are_worded_as_kubectl_words_them() {

@@ -253,7 +253,8 @@ async fn status_with_registered_agents_directly_and_through_port_forwards() {
         .unwrap();
     assert_eq!(x["agent"]["state"], "Serving");
     assert_eq!(x["agent"]["epoch"], 1);
-    assert_eq!(x["agent"]["address"], node_x.addrs.grpc.to_string());
+    // The address the plugin asked: the agent's user port.
+    assert_eq!(x["agent"]["address"], node_x.addrs.user.to_string());
     assert!(x["agent"]["tmpfsSizeBytes"].as_u64().unwrap() >= 256 * 1024 * 1024);
     assert!(x["warnings"].as_array().unwrap().is_empty(), "{x}");
     let table = plugin

@@ -319,7 +319,14 @@ pub fn report(
     for (member, agent) in members.iter().zip(agents) {
         let registered = status.agents.iter().find(|a| a.name == member.name);
         let (facts, agent_error) = match (registered, agent) {
-            (Some(reg), Some(Ok(s))) => (Some(agent_facts(&reg.agent_address, &s, now)), None),
+            (Some(reg), Some(Ok(s))) => (
+                Some(agent_facts(
+                    crate::connect::user_facing_address(reg),
+                    &s,
+                    now,
+                )),
+                None,
+            ),
             (_, Some(Err(why))) => (None, Some(why)),
             (Some(reg), None) if reg.agent_address.is_empty() => (
                 None,

@@ -67,6 +67,12 @@ enum Route {
 /// The router's `ste.v1.Ring` client: every call carries the bearer token.
 type RingConn = RingClient<InterceptedService<Channel, BearerToken>>;
 
+/// Why an agent's details are missing for a user who holds only a bearer
+/// token (see [`RouterConn::agent_status`]).
+pub const TOKENS_STAY_WITH_THE_ROUTER: &str = "agent not asked: a bearer token is sent only to the \
+     router, never to a node (root there could replay it); the agents' details need a client \
+     certificate in the kubeconfig";
+
 /// Where users reach a registered agent: its user address (`--user-listen`,
 /// TLS with a bearer token or a client certificate), else, for an agent
 /// without one, its agent address.
@@ -275,11 +281,21 @@ impl RouterConn {
     }
 
     /// The status of a registered agent, asked at its user address (else
-    /// its agent address) with the router's CA and credentials. The error
-    /// is the reason, for the `<unknown>` note.
+    /// its agent address) with the router's CA and the user's client
+    /// certificate. The error is the reason, for the `<unknown>` note.
+    ///
+    /// A bearer token is never sent to an agent: whoever is root on a node
+    /// could replay it against kube-apiserver as the user (as Kubernetes
+    /// sends users' tokens to kube-apiserver only, never to kubelets). A
+    /// user with a token and no certificate is not asked at all.
     pub async fn agent_status(&self, agent: &RegisteredAgent) -> Result<AgentStatus, String> {
         let node = agent.name.as_str();
         let address = user_facing_address(agent);
+        if self.security.credentials.identity.is_none()
+            && self.security.credentials.bearer.is_some()
+        {
+            return Err(TOKENS_STAY_WITH_THE_ROUTER.to_owned());
+        }
         let channel = match &self.route {
             Route::Direct => {
                 let uri = format!("{}://{address}", self.security.scheme());
@@ -321,8 +337,7 @@ impl RouterConn {
                 .map_err(|e| format!("agent pod {pod} unreachable: {e}"))?
             }
         };
-        let mut agent =
-            AgentClient::with_interceptor(channel, self.security.credentials.bearer.clone());
+        let mut agent = AgentClient::new(channel);
         match within(self.timeout, agent.get_status(GetStatusRequest {})).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => Err(agent_failure(address, &status)),

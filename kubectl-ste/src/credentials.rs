@@ -54,6 +54,13 @@ impl std::fmt::Debug for Credentials {
 #[derive(Clone, Default)]
 pub struct BearerToken(Option<MetadataValue<Ascii>>);
 
+impl BearerToken {
+    /// Whether there is a token to send.
+    pub fn is_some(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
 impl Interceptor for BearerToken {
     fn call(
         &mut self,

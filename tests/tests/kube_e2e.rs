@@ -673,6 +673,12 @@ async fn e2e_kubectl_ste_is_authorised_by_kubernetes_rbac() -> anyhow::Result<()
             .ok_or_else(|| format!("{run:#?}"))
     })
     .await?;
+    // Her token went to the router only, never to a node's agent.
+    let look = cp.ste_as(&alice, &["status"]).await?;
+    assert!(
+        format!("{}{}", look.stdout, look.stderr).contains("agent not asked"),
+        "{look:#?}"
+    );
     let leave = cp
         .ste_as(&alice, &["ring", "leave", "node-c", "--yes"])
         .await?;

@@ -83,6 +83,9 @@ pub struct Config {
     pub tls: TlsFiles,
     /// Join registered agents without `ring join` (`--auto-join`).
     pub auto_join: bool,
+    /// The heaviest weight an agent is joined with automatically
+    /// (`--max-auto-join-weight`).
+    pub max_auto_join_weight: u32,
     /// Keep the state in these etcd endpoints instead of --state-file.
     pub state_etcd: Vec<String>,
     /// The key the state is kept under in `state_etcd`.

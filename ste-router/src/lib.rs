@@ -369,6 +369,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             etcd_health.clone(),
             control::membership::Policy {
                 auto_join: config.auto_join,
+                max_auto_join_weight: config.max_auto_join_weight,
                 member_dead_after: config.member_dead_after,
                 interval: config.health_interval,
             },

@@ -144,6 +144,12 @@ struct Cli {
     /// --no-join only register).
     #[arg(long, env = "STE_AUTO_JOIN", default_value_t = true, action = clap::ArgAction::Set)]
     auto_join: bool,
+    /// The heaviest weight an agent is joined with automatically: the
+    /// weight an agent registers is its node's word, and a compromised node
+    /// must not draw the ring onto itself. An operator may join heavier
+    /// with `kubectl ste ring join NODE --weight N`.
+    #[arg(long, env = "STE_MAX_AUTO_JOIN_WEIGHT", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    max_auto_join_weight: u32,
     /// A member whose shard has not answered for this long is fenced: removed
     /// from the ring, its keys dropped, every watch cut.
     #[arg(long, env = "STE_MEMBER_DEAD_AFTER", default_value = "30s", value_parser = parse_nonzero_duration)]
@@ -249,6 +255,7 @@ fn main() -> ExitCode {
         progress_notify_interval: cli.progress_notify_interval,
         etcd_version: cli.reported_etcd_version,
         auto_join: cli.auto_join,
+        max_auto_join_weight: cli.max_auto_join_weight,
         state_etcd: cli.state_etcd,
         state_etcd_key: cli.state_etcd_key,
         migration_pause: cli.migration_pause,

@@ -260,3 +260,27 @@ async fn a_member_fenced_with_keys_on_its_shard_rejoins_empty() -> anyhow::Resul
     }
     Ok(())
 }
+
+/// The weight an agent registers is its node's word: the router joins it
+/// automatically at no more than `--max-auto-join-weight`, so a node cannot
+/// draw the ring onto itself (found by the newcomer check: a node
+/// certificate re-registering at weight 1000 took 99.8 % of the ring).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_is_joined_no_heavier_than_the_routers_maximum() -> anyhow::Result<()> {
+    let router = TestRouter::spawn_new(&[], &["--max-auto-join-weight", "2"])?;
+    let mut heavy = AgentOptions::registering_with("node-a", 2, &router);
+    heavy.extra_args.extend(["--weight".into(), "1000".into()]);
+    let _agent = TestAgent::spawn_new(heavy)?;
+    wait_members(&router, &["node-a"]).await?;
+    let ring = router
+        .admin()
+        .await?
+        .get_ring(ste_proto::v1::GetRingRequest {})
+        .await?
+        .into_inner();
+    assert_eq!(ring.members.len(), 1);
+    assert_eq!(ring.members[0].weight, 2, "{ring:?}");
+    let log = router.log();
+    assert!(log.contains("--max-auto-join-weight"), "{log}");
+    Ok(())
+}

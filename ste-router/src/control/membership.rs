@@ -20,6 +20,9 @@ use crate::shutdown::Shutdown;
 pub struct Policy {
     /// Join registered agents without `ring join` (`--auto-join`).
     pub auto_join: bool,
+    /// The heaviest weight an agent is joined with automatically
+    /// (`--max-auto-join-weight`): what a node registers is its own word.
+    pub max_auto_join_weight: u32,
     /// Fence a member whose shard has not answered for this long.
     pub member_dead_after: Duration,
     /// How often the loop runs.
@@ -84,8 +87,18 @@ pub async fn manage(
             && let Some(agent) = joinable(&control, policy.member_dead_after)
         {
             tracing::info!(agent = %agent.name, epoch = agent.epoch, "joining a registered agent");
+            let weight = agent.weight.min(policy.max_auto_join_weight);
+            if weight < agent.weight {
+                tracing::warn!(
+                    agent = %agent.name,
+                    asked = agent.weight,
+                    weight,
+                    "the agent asked for a heavier weight than --max-auto-join-weight; joining it \
+                     at the maximum (an operator may join it heavier with `kubectl ste ring join`)"
+                );
+            }
             let joining =
-                Member::new(agent.name.clone(), agent.endpoint.clone()).with_weight(agent.weight);
+                Member::new(agent.name.clone(), agent.endpoint.clone()).with_weight(weight);
             // Only an empty shard can join. A fenced member's shard may
             // still hold keys (written after it came back empty and before
             // the fence, or kept by a shard that was only unreachable);

@@ -205,6 +205,33 @@ impl RouterConn {
                 check_text(&self.source)
             ));
         }
+        // Over TLS without a client certificate, a server that hangs up
+        // right after the handshake wanted one: the router's admin port
+        // (2490) and the agents' 2290 refuse the handshake without one.
+        if broke_off && self.security.ca.is_some() && self.security.credentials.identity.is_none() {
+            return CliError::msg(format!(
+                "the server at {}{} closed the connection after the TLS handshake: it probably \
+                 requires a client certificate, as the router's admin port ({}) does; kubectl \
+                 ste uses the router's user port (default {}), which takes a bearer token; check {}",
+                self.address,
+                from_text(&self.source),
+                ste_proto::wrong_server::ROUTER_ADMIN_PORT,
+                DEFAULT_ROUTER_PORT,
+                check_text(&self.source)
+            ));
+        }
+        // Plain HTTP/2 to a TLS port breaks off one way or another (the TLS
+        // alert read as a frame, a reset, a cancelled call).
+        if broke_off && self.security.ca.is_none() && matches!(self.route, Route::Direct) {
+            return CliError::msg(format!(
+                "the server at {}{} broke off plain HTTP/2 ({}): if it is the STE router, it \
+                 serves TLS: drop http:// from the address; check {}",
+                self.address,
+                from_text(&self.source),
+                status.message(),
+                check_text(&self.source)
+            ));
+        }
         self.status_error(status)
     }
 

@@ -78,6 +78,41 @@ async fn credentials_from_the_kubeconfig_user_and_refusals_in_kubectls_words() {
         .failed();
     assert_eq!(run.stderr, UNAUTHORIZED, "{run:#?}");
 
+    // The same token user sent to the admin port (agents' port, client
+    // certificate required) is told so, not given a bare transport error.
+    let admin_port = sharded.router.admin.to_string();
+    let run = plugin
+        .run(&[
+            "ring",
+            "show",
+            "--router",
+            &admin_port,
+            "--kubeconfig",
+            token.to_str().unwrap(),
+        ])
+        .await
+        .unwrap()
+        .failed();
+    assert!(
+        run.stderr.contains("requires a client certificate")
+            && run.stderr.contains("user port (default 2492)"),
+        "{run:#?}"
+    );
+    // And http:// to the TLS user port says to drop it.
+    let run = plugin
+        .run(&[
+            "ring",
+            "show",
+            "--router",
+            &format!("http://{user}"),
+            "--kubeconfig",
+            token.to_str().unwrap(),
+        ])
+        .await
+        .unwrap()
+        .failed();
+    assert!(run.stderr.contains("drop http://"), "{run:#?}");
+
     // A node's certificate: a node may read, and change the ring only as
     // itself (leave its own member).
     let node = pki::ste()

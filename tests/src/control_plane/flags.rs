@@ -11,7 +11,8 @@ use crate::etcd::TestEtcd;
 use crate::router::TestRouter;
 
 /// kube-apiserver's flags (docs/counterparts.md, A simulated cluster, with
-/// client certificates instead of a token).
+/// client certificates instead of a token): [`apiserver_base_args`] with
+/// the Pods in `router`.
 pub fn apiserver_args(
     pki: &Pki,
     etcd: &TestEtcd,
@@ -19,10 +20,20 @@ pub fn apiserver_args(
     port: u16,
     dir: &Path,
 ) -> Vec<String> {
+    let mut args = apiserver_base_args(pki, etcd, port, dir);
+    args.push(format!(
+        "--etcd-servers-overrides=/pods#http://{}",
+        router.listen
+    ));
+    args
+}
+
+/// kube-apiserver with client certificates, RBAC and service-account
+/// tokens, everything in `etcd`.
+pub fn apiserver_base_args(pki: &Pki, etcd: &TestEtcd, port: u16, dir: &Path) -> Vec<String> {
     let path = |p: &Path| p.display().to_string();
     vec![
         format!("--etcd-servers={}", etcd.url),
-        format!("--etcd-servers-overrides=/pods#http://{}", router.listen),
         "--bind-address=127.0.0.1".into(),
         "--advertise-address=127.0.0.1".into(),
         "--endpoint-reconciler-type=none".into(),

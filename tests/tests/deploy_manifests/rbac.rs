@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use ste_tests::control_plane::flags::kubeconfig_yaml;
+use ste_tests::control_plane::flags::{apiserver_base_args, kubeconfig_yaml};
 use ste_tests::control_plane::health;
 use ste_tests::control_plane::pki::Pki;
 use ste_tests::control_plane::process::KubeProcess;
@@ -17,27 +17,6 @@ use ste_tests::procs::{free_port, kube_bin};
 use ste_tests::{TestEtcd, eventually};
 
 use crate::deploy;
-
-/// kube-apiserver with client certificates and RBAC, everything in `etcd`.
-fn apiserver_args(pki: &Pki, etcd: &TestEtcd, port: u16, dir: &Path) -> Vec<String> {
-    let path = |p: &Path| p.display().to_string();
-    vec![
-        format!("--etcd-servers={}", etcd.url),
-        "--bind-address=127.0.0.1".into(),
-        "--advertise-address=127.0.0.1".into(),
-        "--endpoint-reconciler-type=none".into(),
-        format!("--secure-port={port}"),
-        format!("--cert-dir={}", dir.join("cert-dir").display()),
-        format!("--tls-cert-file={}", path(&pki.serving_cert)),
-        format!("--tls-private-key-file={}", path(&pki.serving_key)),
-        format!("--client-ca-file={}", path(&pki.ca_cert)),
-        "--authorization-mode=Node,RBAC".into(),
-        "--service-account-issuer=https://kubernetes.default.svc".into(),
-        format!("--service-account-key-file={}", path(&pki.sa_pub)),
-        format!("--service-account-signing-key-file={}", path(&pki.sa_key)),
-        "--service-cluster-ip-range=10.96.0.0/16".into(),
-    ]
-}
 
 /// `kubectl` as the cluster's admin, its output and whether it succeeded.
 fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String) {
@@ -136,7 +115,7 @@ async fn rbac_yaml_in_a_real_kube_apiserver_grants_what_the_doors_ask() {
     let process = KubeProcess::spawn(
         "kube-apiserver",
         &kube_bin("kube-apiserver"),
-        &apiserver_args(&pki, &etcd, apiserver.port(), dir),
+        &apiserver_base_args(&pki, &etcd, apiserver.port(), dir),
         dir,
     )
     .unwrap();

@@ -524,19 +524,19 @@ wait_router_members() {
     done
 }
 
-# Writes a kubeconfig $1 for kubectl ste alone: the router's user port
-# and the STE CA in the ste.io/router extension, the client certificate
-# $2.crt and key $2.key; its cluster is the control plane's address, which
-# kubectl ste does not need for the ring.
-write_plugin_kubeconfig() {
-    local file="$1" identity="$2"
-    cat >"${file}" <<EOF
+# Prints the ste-local kubeconfig: the cluster at KUBE_SERVER (then $1: a
+# certificate-authority-data line, or nothing), the router's user port and
+# the STE CA in the ste.io/router extension, and the user's credentials $2
+# (its client-certificate and client-key lines).
+ste_local_kubeconfig() {
+    local ca="$1" credentials="$2"
+    cat <<EOF
 apiVersion: v1
 kind: Config
 clusters:
 - name: ${KUBE_CONTEXT}
   cluster:
-    server: ${KUBE_SERVER}
+    server: ${KUBE_SERVER}${ca}
 contexts:
 - name: ${KUBE_CONTEXT}
   context:
@@ -549,11 +549,19 @@ contexts:
         certificate-authority: ${PKI_DIR}/ca.crt
 users:
 - name: ${KUBE_CONTEXT}
-  user:
-    client-certificate: ${identity}.crt
-    client-key: ${identity}.key
+  user: ${credentials}
 current-context: ${KUBE_CONTEXT}
 EOF
+}
+
+# Writes a kubeconfig $1 for kubectl ste alone: the client certificate
+# $2.crt and key $2.key; its cluster is the control plane's address, which
+# kubectl ste does not need for the ring.
+write_plugin_kubeconfig() {
+    local file="$1" identity="$2"
+    ste_local_kubeconfig "" "
+    client-certificate: ${identity}.crt
+    client-key: ${identity}.key" >"${file}"
     chmod 600 "${file}"
 }
 
@@ -713,28 +721,7 @@ write_kube_context() {
     credentials="
     client-certificate-data: $(base64 -w0 "${identity}.crt")
     client-key-data: $(base64 -w0 "${identity}.key")"
-    cat >"${fragment}" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: ${KUBE_CONTEXT}
-  cluster:
-    server: ${KUBE_SERVER}${ca}
-contexts:
-- name: ${KUBE_CONTEXT}
-  context:
-    cluster: ${KUBE_CONTEXT}
-    user: ${KUBE_CONTEXT}
-    extensions:
-    - name: ste.io/router
-      extension:
-        address: ${ROUTER_USER_LISTEN}
-        certificate-authority: ${PKI_DIR}/ca.crt
-users:
-- name: ${KUBE_CONTEXT}
-  user: ${credentials}
-current-context: ${KUBE_CONTEXT}
-EOF
+    ste_local_kubeconfig "${ca}" "${credentials}" >"${fragment}"
     local sources="${fragment}"
     if [[ -s ${file} ]]; then
         sources="${fragment}:${file}"

@@ -215,17 +215,9 @@ fn no_tls_without_insecure_is_refused() {
 
 #[test]
 fn an_api_without_tls_or_insecure_is_refused() {
-    let (_pki, [cert, key, ca, https]) = shard_tls();
-    let shard = [
-        "--etcd-cert-file",
-        &cert,
-        "--etcd-key-file",
-        &key,
-        "--etcd-trusted-ca-file",
-        &ca,
-        "--etcd-client-url",
-        &https,
-    ];
+    let (_pki, files) = shard_tls();
+    let [_, key, ca, _] = &files;
+    let shard = shard_flags(&files);
     let mut args = shard.to_vec();
     args.push("--no-insecure-default");
     run_agent(&args, |_| {}).assert_failed_with(&[
@@ -241,9 +233,9 @@ fn an_api_without_tls_or_insecure_is_refused() {
         "--tls-cert-file",
         "/nonexistent/node.crt",
         "--tls-private-key-file",
-        &key,
+        key,
         "--client-ca-file",
-        &ca,
+        ca,
     ]);
     run_agent(&args, |_| {}).assert_failed_with(&["--tls-cert-file", "/nonexistent/node.crt"]);
     // https:// towards the router needs the router's CA.
@@ -266,6 +258,20 @@ fn shard_tls() -> (tempfile::TempDir, [String; 4]) {
     );
     let [cert, key, ca] = [&files.cert, &files.key, &files.ca].map(|p| p.display().to_string());
     (pki, [cert, key, ca, https])
+}
+
+/// The flags of a TLS shard for [`shard_tls`]'s files.
+fn shard_flags([cert, key, ca, https]: &[String; 4]) -> [&str; 8] {
+    [
+        "--etcd-cert-file",
+        cert,
+        "--etcd-key-file",
+        key,
+        "--etcd-trusted-ca-file",
+        ca,
+        "--etcd-client-url",
+        https,
+    ]
 }
 
 #[test]
@@ -321,22 +327,10 @@ fn tls_with_an_etcd_older_than_3_6_is_refused() {
         version < (3, 6, 0),
         "/usr/bin/etcd is {version:?}, not an old etcd"
     );
-    let (_pki, [cert, key, ca, https]) = shard_tls();
-    let run = run_agent(
-        &[
-            "--etcd-cert-file",
-            &cert,
-            "--etcd-key-file",
-            &key,
-            "--etcd-trusted-ca-file",
-            &ca,
-            "--etcd-client-url",
-            &https,
-            "--etcd-bin",
-            "/usr/bin/etcd",
-        ],
-        |_| {},
-    );
+    let (_pki, files) = shard_tls();
+    let mut args = shard_flags(&files).to_vec();
+    args.extend(["--etcd-bin", "/usr/bin/etcd"]);
+    let run = run_agent(&args, |_| {});
     run.assert_failed_with(&["/usr/bin/etcd", "is etcd 3.", "3.6 or newer", "--insecure"]);
 }
 

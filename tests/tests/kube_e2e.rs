@@ -663,16 +663,16 @@ async fn e2e_kubectl_ste_is_authorised_by_kubernetes_rbac() -> anyhow::Result<()
     ])
     .await?;
     // The router remembers a denial for a moment (ste_auth::access::DENIED_TTL).
-    eventually("alice may look", Duration::from_secs(60), || async {
-        let run = cp
-            .ste_as(&alice, &["status"])
-            .await
-            .map_err(|e| e.to_string())?;
-        (run.code == Some(0))
-            .then_some(())
-            .ok_or_else(|| format!("{run:#?}"))
-    })
-    .await?;
+    let until_allowed = |what: &'static str, args: &'static [&'static str]| {
+        let (cp, alice) = (&cp, &alice);
+        eventually(what, Duration::from_secs(60), move || async move {
+            let run = cp.ste_as(alice, args).await.map_err(|e| e.to_string())?;
+            (run.code == Some(0))
+                .then_some(())
+                .ok_or_else(|| format!("{run:#?}"))
+        })
+    };
+    until_allowed("alice may look", &["status"]).await?;
     // Her token went to the router only, never to a node's agent.
     let look = cp.ste_as(&alice, &["status"]).await?;
     assert!(
@@ -693,18 +693,9 @@ async fn e2e_kubectl_ste_is_authorised_by_kubernetes_rbac() -> anyhow::Result<()
         "--serviceaccount=default:alice",
     ])
     .await?;
-    eventually(
+    until_allowed(
         "alice may take node-c out",
-        Duration::from_secs(60),
-        || async {
-            let run = cp
-                .ste_as(&alice, &["ring", "leave", "node-c", "--yes"])
-                .await
-                .map_err(|e| e.to_string())?;
-            (run.code == Some(0))
-                .then_some(())
-                .ok_or_else(|| format!("{run:#?}"))
-        },
+        &["ring", "leave", "node-c", "--yes"],
     )
     .await?;
     let members: Vec<String> = cp

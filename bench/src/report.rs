@@ -262,13 +262,15 @@ fn busy(s: &PhaseStats, cpus: usize) -> String {
     )
 }
 
-/// CPU per write (create, update, delete) of each process of each run, of
-/// the load generator, and how busy the machine was: on a small machine
-/// this says whether a target was limited by the CPU it shares.
+/// CPU per write (create, update, delete) and per full paginated list of
+/// each process of each run, of the load generator, and how busy the
+/// machine was: on a small machine this says whether a target was limited
+/// by the CPU it shares.
 pub fn cpu_table(results: &[Measurement], cpus: usize) -> String {
     let mut out = format!(
-        "CPU per write in microseconds, per process (client = ste-bench, the load generator; \
-         fuseN = ste-fsync-delay); busy = CPU used / ({cpus} CPUs x wall time)\n"
+        "CPU per write (and per full paginated list) in microseconds, per process \
+         (client = ste-bench, the load generator; fuseN = ste-fsync-delay); \
+         busy = CPU used / ({cpus} CPUs x wall time)\n"
     );
     let head = format!(
         "{:<7} {:>7} {:<12} {:<7} | {}",
@@ -279,7 +281,7 @@ pub fn cpu_table(results: &[Measurement], cpus: usize) -> String {
         for s in m
             .phases
             .iter()
-            .filter(|s| matches!(s.phase, "create" | "update" | "delete"))
+            .filter(|s| matches!(s.phase, "create" | "update" | "list" | "delete"))
         {
             let mut row = format!(
                 "{:<7} {:>7} {:<12} {:<7} |",

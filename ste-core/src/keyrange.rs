@@ -97,6 +97,39 @@ impl KeyRange {
     }
 
     /// No keys; `start` is kept so the range still has a position.
+    /// The half-open interval `[start, end)`, taken as written (unlike
+    /// [`KeyRange::from_request`], `end == "\0"` is not "unbounded"); empty
+    /// when `end <= start`.
+    pub fn between(start: &[u8], end: &[u8]) -> KeyRange {
+        if end <= start {
+            return KeyRange::empty_at(start);
+        }
+        KeyRange {
+            start: start.to_vec(),
+            end: Some(end.to_vec()),
+        }
+    }
+
+    /// The part of this range up to and including `last`:
+    /// `[start, min(end, last ++ "\0"))`. An empty start becomes `"\0"`,
+    /// which holds the same keys (etcd stores no empty key) and can be
+    /// sent to a shard, which refuses an empty `key` with a bounded end.
+    pub fn up_to(&self, last: &[u8]) -> KeyRange {
+        let mut end = last.to_vec();
+        end.push(0);
+        if let Some(own) = &self.end
+            && own < &end
+        {
+            end.clone_from(own);
+        }
+        let start: &[u8] = if self.start.is_empty() {
+            &[0]
+        } else {
+            &self.start
+        };
+        KeyRange::between(start, &end)
+    }
+
     fn empty_at(start: &[u8]) -> KeyRange {
         KeyRange {
             start: start.to_vec(),

@@ -200,6 +200,21 @@ proptest! {
     }
 
     #[test]
+    fn up_to_holds_the_ranges_keys_through_last(k in key(), end in key(), last in key(), probe in key()) {
+        let r = KeyRange::from_request(&k, &end);
+        let part = r.up_to(&last);
+        let want = !probe.is_empty() && r.contains(&probe) && probe <= last;
+        prop_assert_eq!(part.contains(&probe), want);
+        prop_assert!(!part.start().is_empty());
+    }
+
+    #[test]
+    fn between_is_the_half_open_interval(a in key(), b in key(), probe in key()) {
+        let r = KeyRange::between(&a, &b);
+        prop_assert_eq!(r.contains(&probe), probe >= a && probe < b);
+    }
+
+    #[test]
     fn prefix_range_holds_exactly_the_prefixed_keys(prefix in key(), probe in key()) {
         let r = KeyRange::prefix(&prefix);
         prop_assert_eq!(r.contains(&probe), probe.starts_with(&prefix));

@@ -57,6 +57,8 @@ pub struct MemoryShard {
     txn_sizes: Mutex<Vec<usize>>,
     /// The number of keys every Range answered so far returned, in order.
     range_sizes: Mutex<Vec<usize>>,
+    /// The `count` of every Range answered so far, in order.
+    range_counts: Mutex<Vec<i64>>,
 }
 
 /// Keeps a [`MemoryShard`]'s Txns waiting (in flight, not applied) until
@@ -106,6 +108,7 @@ impl MemoryShard {
             gate: Arc::default(),
             txn_sizes: Mutex::default(),
             range_sizes: Mutex::default(),
+            range_counts: Mutex::default(),
         }
     }
 
@@ -178,6 +181,16 @@ impl MemoryShard {
     /// read asked of this shard.
     pub fn range_sizes(&self) -> Vec<usize> {
         self.range_sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The `count` of each Range call, in order: how many keys the shard
+    /// walked to answer it, as etcd's index walks every key of the range
+    /// to count it (`treeIndex.Revisions`), whatever the limit.
+    pub fn range_counts(&self) -> Vec<i64> {
+        self.range_counts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -343,6 +356,10 @@ impl ShardClient for MemoryShard {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(response.kvs.len());
+        self.range_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(response.count);
         Ok(response)
     }
 

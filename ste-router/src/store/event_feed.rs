@@ -10,10 +10,11 @@
 //! filled. (etcd's `watchable_store` gets the same order from applying one
 //! Raft entry at a time.)
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use ste_core::events::{Compacted, EventLog, LogEvent};
+use ste_core::keyrange::KeyRange;
 use ste_core::revision::GlobalRevision;
 use ste_proto::etcd::mvccpb;
 use tokio::sync::watch;
@@ -62,6 +63,16 @@ struct Inner {
     /// one revision whose events are still in the log but whose prior
     /// values etcd could no longer read.
     compact_requested: GlobalRevision,
+}
+
+/// How the live keys of a range changed between two revisions (see
+/// [`EventFeed::live_change`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LiveChange {
+    /// Keys live at the later revision and not at the earlier one.
+    pub created: usize,
+    /// Keys live at the earlier revision and not at the later one.
+    pub deleted: usize,
 }
 
 /// Size figures of the event log, for status and metrics.
@@ -148,6 +159,50 @@ impl EventFeed {
             .take_while(|e| e.revision <= through)
             .cloned()
             .collect())
+    }
+
+    /// How the live keys of `range` changed from `after` to `through`,
+    /// from the events with revision in `(after, through]`: a key's first
+    /// event there says whether it was live at `after` (it carries a
+    /// `prev_kv`), its last whether it is live at `through` (a PUT).
+    ///
+    /// `None` when the log no longer holds every event after `after`
+    /// (compacted or cut), or when more than `max_events` events lie in
+    /// between (walking them would cost more than asking the shards).
+    pub fn live_change(
+        &self,
+        range: &KeyRange,
+        after: GlobalRevision,
+        through: GlobalRevision,
+        max_events: usize,
+    ) -> Option<LiveChange> {
+        let inner = self.lock();
+        // key → (live at `after`, live at `through`)
+        let mut keys: HashMap<&[u8], (bool, bool)> = HashMap::new();
+        let events = inner
+            .log
+            .since(after.next())
+            .ok()?
+            .take_while(|e| e.revision <= through);
+        for (seen, stored) in events.enumerate() {
+            if seen >= max_events {
+                return None;
+            }
+            let key = stored.key();
+            if !range.contains(key) {
+                continue;
+            }
+            let live_after = stored.event.r#type == mvccpb::event::EventType::Put as i32;
+            keys.entry(key)
+                .and_modify(|(_, live)| *live = live_after)
+                .or_insert((stored.event.prev_kv.is_some(), live_after));
+        }
+        let mut change = LiveChange::default();
+        for (before, after) in keys.into_values() {
+            change.created += usize::from(after && !before);
+            change.deleted += usize::from(before && !after);
+        }
+        Some(change)
     }
 
     /// The first events with revision in `[from, through]`, about
@@ -245,6 +300,69 @@ mod tests {
 
     fn revisions(events: &[StoredEvent]) -> Vec<i64> {
         events.iter().map(|e| e.revision.0).collect()
+    }
+
+    /// An event of `key` at `revision`: a PUT or a DELETE, and whether the
+    /// key was live before it.
+    fn change(revision: i64, key: &str, put: bool, was_live: bool) -> StoredEvent {
+        let mut event = self::put(revision, key);
+        if !put {
+            event.event.r#type = mvccpb::event::EventType::Delete as i32;
+        }
+        if was_live {
+            event.event.prev_kv = Some(mvccpb::KeyValue {
+                key: key.into(),
+                ..Default::default()
+            });
+        }
+        event
+    }
+
+    #[test]
+    fn live_change_counts_keys_created_and_deleted_since_a_revision() {
+        let feed = EventFeed::new(1 << 20);
+        let events = [
+            change(1, "/p/a", true, false), // created
+            change(2, "/p/b", true, true),  // updated
+            change(3, "/p/b", false, true), // deleted
+            change(4, "/p/c", true, false), // created, then deleted
+            change(5, "/p/c", false, true), //
+            change(6, "/q/x", true, false), // outside the range
+            change(7, "/p/d", false, true), // deleted, then created again
+            change(8, "/p/d", true, false), //
+        ];
+        for event in events {
+            let revision = event.revision;
+            feed.hold(revision, vec![event]);
+        }
+        feed.publish_through(GlobalRevision(8));
+        let range = KeyRange::prefix(b"/p/");
+        let change = |after: i64, through: i64| {
+            feed.live_change(&range, GlobalRevision(after), GlobalRevision(through), 100)
+                .map(|c| (c.created, c.deleted))
+        };
+        assert_eq!(
+            change(0, 8),
+            Some((1, 1)),
+            "a created, b deleted, c and d neither"
+        );
+        assert_eq!(change(0, 1), Some((1, 0)));
+        assert_eq!(change(1, 3), Some((0, 1)));
+        assert_eq!(change(3, 4), Some((1, 0)));
+        assert_eq!(change(6, 7), Some((0, 1)));
+        assert_eq!(change(8, 8), Some((0, 0)));
+        assert_eq!(
+            feed.live_change(&range, GlobalRevision(0), GlobalRevision(8), 7),
+            None,
+            "too many events to walk"
+        );
+        feed.compact(GlobalRevision(3));
+        assert_eq!(change(1, 8), None, "events after 1 are no longer all held");
+        assert_eq!(
+            change(2, 8),
+            Some((0, 1)),
+            "b deleted at 3; c and d as before"
+        );
     }
 
     #[test]

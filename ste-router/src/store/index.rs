@@ -8,7 +8,8 @@
 //! applied) passes them in one call.
 
 use std::collections::BTreeMap;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ste_core::index::{IndexEntry, KeyIndex, KeyIndexKind, ShardId};
 use ste_core::keyrange::KeyRange;
@@ -19,6 +20,38 @@ use ste_core::ring::Ring;
 /// to share between requests.
 pub struct Index {
     inner: RwLock<Box<dyn KeyIndex>>,
+    /// Bumped each time the write lock is taken: an unchanged value means
+    /// an unchanged index.
+    changes: AtomicU64,
+    /// Recent range counts, so that the pages of one list count only the
+    /// keys between one page and the next (see [`Index::page_plan`]).
+    counts: Mutex<Vec<CountMemo>>,
+}
+
+/// How many recent counts [`Index`] remembers: one per list being paged
+/// through at once, about.
+const COUNT_MEMOS: usize = 16;
+
+/// A range count remembered, valid while the index is unchanged.
+struct CountMemo {
+    changes: u64,
+    start: Vec<u8>,
+    end: Option<Vec<u8>>,
+    count: usize,
+}
+
+/// How a page of a range read is spread over the shards, from the index
+/// at one moment (see [`Index::page_plan`]).
+#[derive(Debug, Default, PartialEq)]
+pub struct PagePlan {
+    /// Live keys in the whole range.
+    pub count: usize,
+    /// Of the page's keys (the range's first `limit`), how many each shard
+    /// holds. Shards holding none are absent.
+    pub shares: BTreeMap<ShardId, usize>,
+    /// The page's last key, when the range holds at least `limit` keys;
+    /// `None` when the page is the whole range.
+    pub last: Option<Vec<u8>>,
 }
 
 /// One change to the index, applied with others by [`Index::apply`].
@@ -35,6 +68,8 @@ impl Index {
     pub fn new(kind: KeyIndexKind) -> Self {
         Index {
             inner: RwLock::new(kind.build()),
+            changes: AtomicU64::new(0),
+            counts: Mutex::new(Vec::new()),
         }
     }
 
@@ -43,7 +78,9 @@ impl Index {
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Box<dyn KeyIndex>> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        self.changes.fetch_add(1, Ordering::Release);
+        guard
     }
 
     /// The entry of `key`, if it is live.
@@ -82,17 +119,68 @@ impl Index {
 
     /// How many live keys `range` holds.
     pub fn count(&self, range: &KeyRange) -> usize {
-        self.read().count(range)
+        let index = self.read();
+        self.count_remembered(&**index, range)
     }
 
-    /// Of the first `n` live keys of `range`, how many each shard holds:
-    /// how a page of a range read is spread over the shards.
-    pub fn first_keys_by_shard(&self, range: &KeyRange, n: usize) -> BTreeMap<ShardId, usize> {
-        let mut by_shard = BTreeMap::new();
-        for (_, entry) in self.read().range(range).take(n) {
-            *by_shard.entry(entry.shard).or_default() += 1;
+    /// The plan of a page of `limit` keys (at least 1) of `range`, and the
+    /// range's count, from one state of the index.
+    ///
+    /// Counting a range walks its keys, as etcd's index does for every
+    /// page (`treeIndex.Revisions` counts the whole range to fill in
+    /// `count`). The index remembers its last few counts while it is
+    /// unchanged, so the next page of the same list counts only the keys
+    /// between the two pages' starts.
+    pub fn page_plan(&self, range: &KeyRange, limit: usize) -> PagePlan {
+        let index = self.read();
+        let mut plan = PagePlan::default();
+        let mut taken = 0;
+        for (key, entry) in index.range(range).take(limit.max(1)) {
+            *plan.shares.entry(entry.shard).or_default() += 1;
+            taken += 1;
+            if taken == limit {
+                plan.last = Some(key.to_vec());
+            }
         }
-        by_shard
+        plan.count = if plan.last.is_some() {
+            self.count_remembered(&**index, range)
+        } else {
+            taken
+        };
+        plan
+    }
+
+    /// `range`'s count, from a remembered count of a range with the same
+    /// end and an earlier start when the index has not changed since,
+    /// minus the keys between the two starts. Called with the read lock
+    /// held, so the index cannot change meanwhile.
+    fn count_remembered(&self, index: &dyn KeyIndex, range: &KeyRange) -> usize {
+        let changes = self.changes.load(Ordering::Acquire);
+        let mut memos = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        memos.retain(|m| m.changes == changes);
+        let earlier = memos
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.end.as_deref() == range.end() && m.start.as_slice() <= range.start())
+            .max_by(|(_, a), (_, b)| a.start.cmp(&b.start))
+            .map(|(i, _)| i);
+        let count = match earlier {
+            Some(i) => {
+                let memo = memos.swap_remove(i);
+                memo.count - index.count(&KeyRange::between(&memo.start, range.start()))
+            }
+            None => index.count(range),
+        };
+        if memos.len() >= COUNT_MEMOS {
+            memos.remove(0);
+        }
+        memos.push(CountMemo {
+            changes,
+            start: range.start().to_vec(),
+            end: range.end().map(<[u8]>::to_vec),
+            count,
+        });
+        count
     }
 
     /// The entries of `keys` that are live, in the order given.
@@ -199,6 +287,30 @@ mod tests {
         assert_eq!(index.get(b"a"), None);
         assert_eq!(index.shard_of(b"b"), Some(ShardId(1)));
         assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn page_plans_count_right_from_remembered_counts_and_after_changes() {
+        let index = Index::new(KeyIndexKind::BTree);
+        for i in 0..100u32 {
+            index.insert(format!("/p/{i:03}").into_bytes(), entry(i % 3, 1));
+        }
+        let plan = index.page_plan(&KeyRange::prefix(b"/p/"), 10);
+        assert_eq!(plan.count, 100);
+        assert_eq!(plan.last.as_deref(), Some(&b"/p/009"[..]));
+        assert_eq!(plan.shares.values().sum::<usize>(), 10);
+        assert_eq!(plan.shares[&ShardId(0)], 4, "0, 3, 6, 9");
+        // Later pages of the same list count from the remembered count.
+        let end = ste_core::keyrange::prefix_end(b"/p/");
+        let page_from = |start: &str| KeyRange::between(start.as_bytes(), &end);
+        assert_eq!(index.page_plan(&page_from("/p/010"), 10).count, 90);
+        assert_eq!(index.page_plan(&page_from("/p/050"), 10).count, 50);
+        index.remove(b"/p/070");
+        index.insert(b"/p/0999".to_vec(), entry(0, 2));
+        assert_eq!(index.page_plan(&page_from("/p/060"), 10).count, 40);
+        assert_eq!(index.count(&page_from("/p/090")), 11);
+        let tail = index.page_plan(&page_from("/p/095"), 10);
+        assert_eq!((tail.count, tail.last), (6, None), "fewer than a page left");
     }
 
     #[test]

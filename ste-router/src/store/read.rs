@@ -3,17 +3,26 @@
 //! merging. Pagination stays exact because each shard is read at the same
 //! global point in time and counts are summed.
 //!
-//! A page (a read with a limit) is planned from the key index: of the
-//! range's first `limit + 1` keys, the index says how many each shard
-//! holds, and each shard is asked for that many plus one (the one past
-//! the page shows the shard's answer covers it) instead of `limit + 1` —
-//! the shards read, and the router receives, about one page of values in
-//! total instead of one per shard. The index describes the
-//! latest state, not necessarily the read's revision, so the merge checks
-//! that the answers cover the page (see [`merge`]); when keys were written
-//! or deleted since and they do not, the page is read again the plain way.
+//! A page (a read with a limit) is planned from the key index
+//! ([`Index::page_plan`](super::index::Index::page_plan)): the page's
+//! keys, their shards, its last key, and the range's count. Each shard is
+//! asked only for the range up to the page's last key and only for its
+//! share of the page, so the shards read, and the router receives, one
+//! page of values in total; and no shard walks the rest of the range to
+//! count it, which etcd does for every page (`treeIndex.Revisions`), so a
+//! list of N keys costs the shards O(N) rather than O(N²/limit). The
+//! count comes from the index, taken back to the read's revision with the
+//! event log's creates and deletes since ([`EventFeed::live_change`]).
+//! The index describes the latest state, not necessarily the read's
+//! revision, so the merge checks that the answers cover the page (see
+//! [`merge_page`]); when keys created since make them miss it, or the
+//! count cannot be had exactly (writes in flight, history no longer
+//! logged), the page is read the plain way: every shard asked for
+//! `limit + 1` keys of the whole range ([`merge`]).
 //! A `count_only` read at the current revision with no write in flight is
 //! answered from the index alone.
+//!
+//! [`EventFeed::live_change`]: super::event_feed::EventFeed::live_change
 
 use std::sync::Arc;
 
@@ -24,9 +33,18 @@ use ste_proto::etcd::etcdserverpb as pb;
 use ste_proto::etcd::mvccpb;
 
 use super::convert::client_kv;
+use super::event_feed::LiveChange;
+use super::index::PagePlan;
 use super::{Store, shard_ops};
 use crate::error::{StoreError, StoreResult};
 use crate::shard::Shard;
+
+/// The most events a page's count is taken back over (see
+/// [`EventFeed::live_change`]); beyond, the shards count. About a
+/// millisecond's walk.
+///
+/// [`EventFeed::live_change`]: super::event_feed::EventFeed::live_change
+const MAX_EVENTS_WALKED: usize = 20_000;
 
 /// What a range read returns before it becomes a `RangeResponse`.
 #[derive(Debug, Default, PartialEq)]
@@ -103,6 +121,54 @@ pub fn merge(
         result.more = true;
     }
     Some(result)
+}
+
+/// Merges the answers to a page read from the index's plan (see
+/// [`Store::read_planned_page`]): each shard was read over the range up to
+/// `last`, the plan's last key of the page (`None`: the whole range), and
+/// its answer may be cut short by its limit (`cut`). The union is exact up
+/// to the smallest of `last` and the cuts. The page is its first `limit`
+/// keys when it holds that many, or all of it when that is every key of
+/// the range: `count` is the range's count at the read's revision (the
+/// shards' counts, of the narrowed range, are not used). `None` otherwise:
+/// keys created since the read's revision put some of the page's keys
+/// after `last`.
+pub fn merge_page(
+    parts: Vec<ShardPart>,
+    limit: i64,
+    keys_only: bool,
+    count: i64,
+    last: Option<&[u8]>,
+) -> Option<RangeResult> {
+    let mut exact_through = last.map(<[u8]>::to_vec);
+    let mut kvs = Vec::new();
+    for part in parts {
+        if let Some(cut) = part.cut
+            && exact_through.as_ref().is_none_or(|through| cut < *through)
+        {
+            exact_through = Some(cut);
+        }
+        kvs.extend(part.kvs);
+    }
+    if let Some(through) = &exact_through {
+        kvs.retain(|kv| &kv.key <= through);
+    }
+    kvs.sort_by(|a, b| a.key.cmp(&b.key));
+    let read = kvs.len() as i64;
+    let more = if read >= limit && count >= limit {
+        kvs.truncate(limit as usize);
+        count > limit
+    } else if read == count {
+        false
+    } else {
+        return None;
+    };
+    if keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
+    Some(RangeResult { kvs, count, more })
 }
 
 /// Takes a group commit's later writes back out of a shard's answer: each
@@ -195,20 +261,14 @@ impl Store {
                 ..RangeResult::default()
             });
         }
-        if limit > 0 && !count_only && shards.len() > 1 {
-            let planned = self.index.first_keys_by_shard(range, limit as usize + 1);
-            let limits = shards
-                .iter()
-                .map(|s| planned.get(&s.id).copied().unwrap_or(0) as i64 + 1)
-                .collect::<Vec<_>>();
-            let parts = self
-                .read_parts(range, revision, &shards, &limits, false)
-                .await?;
-            if let Some(result) = merge(parts, limit, keys_only, false) {
-                return Ok(result);
-            }
-            // Keys written or deleted since `revision` made the index's
-            // plan miss: ask every shard for a whole page.
+        if limit > 0
+            && !count_only
+            && shards.len() > 1
+            && let Some(result) = self
+                .read_planned_page(range, revision, &shards, limit, keys_only)
+                .await?
+        {
+            return Ok(result);
         }
         // One more than asked tells whether there are more keys.
         let shard_limit = if limit > 0 { limit + 1 } else { 0 };
@@ -224,6 +284,96 @@ impl Store {
         merge(parts, limit, keys_only, count_only).ok_or_else(|| {
             StoreError::Internal("a range read with limit + 1 per shard did not merge".into())
         })
+    }
+
+    /// A page of `limit` keys of `range` at `revision`, read as the index
+    /// plans it (see the module docs). `None` when the plan cannot be made
+    /// exact or the shards' answers miss the page: the caller reads the
+    /// plain way.
+    async fn read_planned_page(
+        &self,
+        range: &KeyRange,
+        revision: GlobalRevision,
+        shards: &[Arc<Shard>],
+        limit: i64,
+        keys_only: bool,
+    ) -> StoreResult<Option<RangeResult>> {
+        let Some((plan, deleted)) = self.plan_page(range, revision, shards, limit) else {
+            return Ok(None);
+        };
+        let narrowed = match &plan.last {
+            Some(last) => range.up_to(last),
+            None => range.clone(),
+        };
+        // With no key of the range deleted since `revision`, the shards
+        // hold at most the planned keys up to the plan's last: a shard
+        // without a share holds none, and no answer needs cutting. Keys
+        // deleted since may lie anywhere in it: every shard is asked for
+        // all it holds there (bounded: see `plan_page`).
+        let (asked, limits): (Vec<_>, Vec<_>) = shards
+            .iter()
+            .filter_map(|shard| {
+                let share = plan.shares.get(&shard.id).copied().unwrap_or(0) as i64;
+                match deleted {
+                    0 => (share > 0).then(|| (shard.clone(), share)),
+                    _ => Some((shard.clone(), 0)),
+                }
+            })
+            .unzip();
+        let parts = self
+            .read_parts(&narrowed, revision, &asked, &limits, false)
+            .await?;
+        Ok(merge_page(
+            parts,
+            limit,
+            keys_only,
+            plan.count as i64,
+            plan.last.as_deref(),
+        ))
+    }
+
+    /// The index's plan of a page of `range` at `revision`, with the
+    /// range's count taken back to `revision`, and how many of its keys
+    /// were deleted since `revision`.
+    ///
+    /// Keys created since are not in the page at `revision`, so the plan
+    /// runs that many keys further than `limit`: the keys up to its last
+    /// hold the page at `revision` (or the whole range, when it has fewer).
+    /// The shards then read at most `limit` + created + deleted keys.
+    ///
+    /// `None` when that is not exact: a write is in flight (its index
+    /// change may already be made), the event log no longer holds every
+    /// event since `revision`, or a shard of the range is unavailable (its
+    /// keys are being reloaded); or not worth it: more keys created and
+    /// deleted since than two pages, where the plain way reads less.
+    fn plan_page(
+        &self,
+        range: &KeyRange,
+        revision: GlobalRevision,
+        shards: &[Arc<Shard>],
+        limit: i64,
+    ) -> Option<(PagePlan, usize)> {
+        let allocated = self.revisions.allocated();
+        let current = self.revisions.current();
+        if allocated != current || revision > current {
+            return None;
+        }
+        let change = match revision < current {
+            true => {
+                self.revisions
+                    .feed()
+                    .live_change(range, revision, current, MAX_EVENTS_WALKED)?
+            }
+            false => LiveChange::default(),
+        };
+        if (change.created + change.deleted) as i64 > 2 * limit {
+            return None;
+        }
+        let mut plan = self.index.page_plan(range, limit as usize + change.created);
+        plan.count = (plan.count + change.deleted).checked_sub(change.created)?;
+        let unchanged = self.revisions.allocated() == allocated
+            && shards.iter().all(|s| s.check_available().is_ok());
+        unchanged.then_some((plan, change.deleted))
     }
 
     /// Reads `range` as of global `revision` from each of `shards`, at most

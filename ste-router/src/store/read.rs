@@ -19,8 +19,8 @@
 //! count cannot be had exactly (writes in flight, history no longer
 //! logged), the page is read the plain way: every shard asked for
 //! `limit + 1` keys of the whole range ([`merge`]).
-//! A `count_only` read at the current revision with no write in flight is
-//! answered from the index alone.
+//! A `count_only` read is answered from the index the same way, with no
+//! shard asked.
 //!
 //! [`EventFeed::live_change`]: super::event_feed::EventFeed::live_change
 
@@ -341,11 +341,9 @@ impl Store {
     /// hold the page at `revision` (or the whole range, when it has fewer).
     /// The shards then read at most `limit` + created + deleted keys.
     ///
-    /// `None` when that is not exact: a write is in flight (its index
-    /// change may already be made), the event log no longer holds every
-    /// event since `revision`, or a shard of the range is unavailable (its
-    /// keys are being reloaded); or not worth it: more keys created and
-    /// deleted since than two pages, where the plain way reads less.
+    /// `None` when that is not exact (see [`Store::with_exact_index`]) or
+    /// not worth it: more keys created and deleted since than two pages,
+    /// where the plain way reads less.
     fn plan_page(
         &self,
         range: &KeyRange,
@@ -353,6 +351,34 @@ impl Store {
         shards: &[Arc<Shard>],
         limit: i64,
     ) -> Option<(PagePlan, usize)> {
+        self.with_exact_index(range, revision, shards, |change| {
+            if (change.created + change.deleted) as i64 > 2 * limit {
+                return None;
+            }
+            let mut plan = self.index.page_plan(range, limit as usize + change.created);
+            plan.count = (plan.count + change.deleted).checked_sub(change.created)?;
+            Some((plan, change.deleted))
+        })
+    }
+
+    /// Runs `read` on the index, given how `range`'s live keys changed
+    /// since `revision` ([`EventFeed::live_change`]), when the index and
+    /// that change together describe `range` at `revision` exactly: no
+    /// write is in flight (a write's index change is made before its
+    /// revision completes, and none can start unseen: it would allocate a
+    /// revision first), the event log still holds every event since
+    /// `revision` (at most [`MAX_EVENTS_WALKED`] of them), and no shard of
+    /// the range is being resynchronised. `None` otherwise, or when `read`
+    /// gives `None`.
+    ///
+    /// [`EventFeed::live_change`]: super::event_feed::EventFeed::live_change
+    fn with_exact_index<T>(
+        &self,
+        range: &KeyRange,
+        revision: GlobalRevision,
+        shards: &[Arc<Shard>],
+        read: impl FnOnce(LiveChange) -> Option<T>,
+    ) -> Option<T> {
         let allocated = self.revisions.allocated();
         let current = self.revisions.current();
         if allocated != current || revision > current {
@@ -366,14 +392,10 @@ impl Store {
             }
             false => LiveChange::default(),
         };
-        if (change.created + change.deleted) as i64 > 2 * limit {
-            return None;
-        }
-        let mut plan = self.index.page_plan(range, limit as usize + change.created);
-        plan.count = (plan.count + change.deleted).checked_sub(change.created)?;
+        let result = read(change)?;
         let unchanged = self.revisions.allocated() == allocated
             && shards.iter().all(|s| s.check_available().is_ok());
-        unchanged.then_some((plan, change.deleted))
+        unchanged.then_some(result)
     }
 
     /// Reads `range` as of global `revision` from each of `shards`, at most
@@ -439,25 +461,19 @@ impl Store {
         Ok(parts)
     }
 
-    /// The number of keys in `range` at `revision` from the index alone,
-    /// when that is exact: `revision` is current and no write is in flight
-    /// (every write's index change is made before its revision completes,
-    /// and none can start unseen: it would allocate a revision first), and
-    /// no shard of the range is being resynchronised. `None` otherwise.
+    /// The number of keys in `range` at `revision` from the index, taken
+    /// back to `revision` by the creates and deletes since, when that is
+    /// exact (see [`Store::with_exact_index`]); `None` otherwise.
     fn count_from_index(
         &self,
         range: &KeyRange,
         revision: GlobalRevision,
         shards: &[Arc<Shard>],
     ) -> Option<i64> {
-        let allocated = self.revisions.allocated();
-        if allocated != revision || self.revisions.current() != revision {
-            return None;
-        }
-        let count = self.index.count(range) as i64;
-        let unchanged = self.revisions.allocated() == allocated
-            && shards.iter().all(|s| s.check_available().is_ok());
-        unchanged.then_some(count)
+        self.with_exact_index(range, revision, shards, |change| {
+            let now = self.index.count(range) + change.deleted;
+            now.checked_sub(change.created).map(|count| count as i64)
+        })
     }
 
     /// The events of a group commit's writes `from..=through` whose keys

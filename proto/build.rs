@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         .skip_protoc_run()
+        // Values are sliced, not copied, on their way through the router.
+        .bytes(".mvccpb.KeyValue.value")
         .file_descriptor_set_path(&descriptor_path)
         .compile_fds(descriptors)?;
     Ok(())

@@ -317,7 +317,7 @@ fn compare_holds(store: &Mvcc, compare: &pb::Compare) -> bool {
     let union = compare.target_union.as_ref();
     let ordering = match compare.target() {
         CompareTarget::Value => match union {
-            Some(TargetUnion::Value(want)) if exists => kv.value.cmp(want),
+            Some(TargetUnion::Value(want)) if exists => kv.value.as_ref().cmp(want.as_slice()),
             _ => return false,
         },
         CompareTarget::Version => kv.version.cmp(&number(match union {

@@ -297,7 +297,7 @@ impl Store {
             entries
                 .iter()
                 .zip(&values)
-                .map(|((k, _), v)| shard_ops::put(k.clone(), v.clone(), false))
+                .map(|((k, _), v)| shard_ops::put(k.clone(), v.to_vec(), false))
                 .collect(),
         );
         let put = match destination.txn(put).await {

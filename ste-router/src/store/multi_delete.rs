@@ -273,7 +273,7 @@ impl Store {
                 keys.iter().map(|(k, _)| shard_ops::absent(k)).collect(),
                 stored
                     .iter()
-                    .map(|kv| shard_ops::put(kv.key.clone(), kv.value.clone(), true))
+                    .map(|kv| shard_ops::put(kv.key.clone(), kv.value.to_vec(), true))
                     .collect(),
             );
             match shard.txn(request).await {

@@ -144,7 +144,7 @@ impl TestStore {
             .get_current(key.as_bytes())
             .await
             .unwrap()
-            .map(|kv| String::from_utf8(kv.value).unwrap())
+            .map(|kv| String::from_utf8(kv.value.to_vec()).unwrap())
     }
 }
 

@@ -543,7 +543,7 @@ impl Store {
                         create_revision: create.0,
                         mod_revision: revision.0,
                         version,
-                        value: payload,
+                        value: payload.into(),
                         lease,
                     };
                     put_event(kv, prev.clone())
@@ -572,7 +572,7 @@ impl Store {
             .await
             .map_err(|e| shard.client_error(e))?;
         match response.kvs.into_iter().next() {
-            Some(stored) => Ok(Some(client_kv(stored, &shard.name)?.value)),
+            Some(stored) => Ok(Some(client_kv(stored, &shard.name)?.value.to_vec())),
             None => Ok(None),
         }
     }

@@ -17,7 +17,7 @@ pub(crate) async fn non_utf8_keys(pair: &mut Pair) {
         let (e, r) = pair.range(get(key)).await;
         pair.same_range(&format!("{case}: get"), &e, &r);
         if let Ok(r) = &r
-            && r.kvs.first().map(|kv| kv.value.as_slice()) != Some(b"v1")
+            && r.kvs.first().map(|kv| kv.value.as_ref()) != Some(&b"v1"[..])
         {
             pair.fail(&case, format!("router does not read back the value: {r:?}"));
         }
@@ -76,7 +76,7 @@ pub(crate) async fn non_utf8_keys(pair: &mut Pair) {
             if e.deleted == 1
                 && r.deleted == 1
                 && r.prev_kvs.len() == 1
-                && r.prev_kvs[0].value == b"v2" => {}
+                && r.prev_kvs[0].value == b"v2"[..] => {}
         _ => pair.fail(
             "delete a non-UTF-8 key",
             format!("etcd {}, router {}", describe(&e), describe(&r)),

@@ -83,7 +83,7 @@ pub(crate) fn view(response: &pb::RangeResponse) -> RangeView {
         kvs: response
             .kvs
             .iter()
-            .map(|kv| (kv.key.clone(), kv.value.clone(), kv.version))
+            .map(|kv| (kv.key.clone(), kv.value.to_vec(), kv.version))
             .collect(),
         count: response.count,
         more: response.more,

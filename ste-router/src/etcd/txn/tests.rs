@@ -227,7 +227,7 @@ mod served {
         assert!(!again.succeeded);
         let existing = &range_response(&again).kvs[0];
         assert_eq!(existing.mod_revision, revision);
-        assert_eq!(existing.value, b"v");
+        assert_eq!(existing.value, &b"v"[..]);
     }
 
     #[tokio::test]
@@ -277,7 +277,7 @@ mod served {
         match &deleted.responses[0].response {
             Some(response_op::Response::ResponseDeleteRange(d)) => {
                 assert_eq!(d.deleted, 1);
-                assert_eq!(d.prev_kvs[0].value, b"one");
+                assert_eq!(d.prev_kvs[0].value, &b"one"[..]);
             }
             other => panic!("not a delete answer: {other:?}"),
         }
@@ -325,7 +325,7 @@ mod served {
             .iter()
             .map(|&i| match &answer.responses[i].response {
                 Some(response_op::Response::ResponseRange(r)) => {
-                    (r.header.as_ref().unwrap().revision, r.kvs[0].value.clone())
+                    (r.header.as_ref().unwrap().revision, r.kvs[0].value.to_vec())
                 }
                 other => panic!("not a range answer: {other:?}"),
             })

@@ -6,7 +6,7 @@ fn event(revision: i64, key: &str, bytes: usize) -> mvccpb::Event {
     mvccpb::Event {
         kv: Some(mvccpb::KeyValue {
             key: key.into(),
-            value: vec![b'x'; bytes],
+            value: vec![b'x'; bytes].into(),
             mod_revision: revision,
             ..Default::default()
         }),

@@ -101,7 +101,7 @@ impl Mvcc {
             create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
             mod_revision: revision,
             version: prev.as_ref().map_or(0, |p| p.version) + 1,
-            value,
+            value: value.into(),
             lease,
         };
         history.push(Version {

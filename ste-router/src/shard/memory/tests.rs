@@ -259,7 +259,7 @@ async fn txn_writes_one_revision_and_returns_prev_kvs() {
         panic!("put: {put_a:?}")
     };
     assert_eq!(
-        put_a.prev_kv.as_ref().map(|kv| kv.value.as_slice()),
+        put_a.prev_kv.as_ref().map(|kv| kv.value.as_ref()),
         Some(&b"old"[..])
     );
     let Some(response_op::Response::ResponsePut(put_b)) = &put_b.response else {
@@ -307,7 +307,7 @@ async fn a_failed_compare_runs_the_failure_branch() {
     };
     let response = shard.txn(request).await.expect("txn");
     assert!(!response.succeeded);
-    assert_eq!(shard.raw_keys()[0].value, b"failure");
+    assert_eq!(shard.raw_keys()[0].value, &b"failure"[..]);
 }
 
 #[tokio::test]
@@ -406,7 +406,11 @@ async fn injected_failures_apply_nothing_and_lost_answers_apply() {
         (error.code(), error.message()),
         (Code::Unavailable, ANSWER_LOST)
     );
-    assert_eq!(shard.raw_keys()[0].value, b"1", "the write was applied");
+    assert_eq!(
+        shard.raw_keys()[0].value,
+        &b"1"[..],
+        "the write was applied"
+    );
     assert_eq!(shard.revision(), 2);
     write(&shard, vec![put("a", "2")]).await;
 }

@@ -5,7 +5,7 @@ use super::*;
 fn kv(key: &str, value: &str) -> mvccpb::KeyValue {
     mvccpb::KeyValue {
         key: key.into(),
-        value: value.into(),
+        value: value.as_bytes().to_vec().into(),
         mod_revision: 2,
         ..Default::default()
     }

@@ -145,7 +145,7 @@ async fn check_reads_at(
             (
                 String::from_utf8(kv.key.clone()).unwrap(),
                 (
-                    String::from_utf8(kv.value.clone()).unwrap(),
+                    String::from_utf8(kv.value.to_vec()).unwrap(),
                     kv.mod_revision,
                 ),
             )
@@ -280,7 +280,11 @@ async fn a_guard_failure_inside_a_batch_fails_only_the_changed_key() {
     assert_eq!(t.shard("a").txn_sizes()[3..], [1, 3, 1, 1]);
     let raw = t.shard("a").raw_keys();
     let value_of = |key: &[u8]| raw.iter().find(|kv| kv.key == key).unwrap().value.clone();
-    assert_eq!(value_of(b"/k2"), b"not an envelope", "never overwritten");
+    assert_eq!(
+        value_of(b"/k2"),
+        &b"not an envelope"[..],
+        "never overwritten"
+    );
     assert_eq!(
         crate::store::testing::stored_revision(&value_of(b"/k1")),
         k1
@@ -320,7 +324,11 @@ async fn a_batch_whose_answer_was_lost_is_resolved_by_reading_back() {
         Ok(WriteOutcome::Applied { prev, .. }) => prev.clone(),
         other => panic!("{other:?}"),
     };
-    assert_eq!(prev.unwrap().value, b"v0", "prev read back below the batch");
+    assert_eq!(
+        prev.unwrap().value,
+        &b"v0"[..],
+        "prev read back below the batch"
+    );
     let k1 = applied(outcomes[1].clone());
     let k2 = applied(outcomes[2].clone());
     assert_eq!(k2.0, k1.0 + 1, "consecutive in one batch");

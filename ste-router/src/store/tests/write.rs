@@ -61,7 +61,7 @@ async fn a_failed_compare_writes_nothing_and_uses_no_revision() {
         panic!("the update applies");
     };
     assert_eq!(revision, before.next());
-    assert_eq!(prev.unwrap().value, b"one");
+    assert_eq!(prev.unwrap().value, &b"one"[..]);
     let entry = t.store.index().get(b"/pod").unwrap();
     assert_eq!(
         (entry.create, entry.modified, entry.version),
@@ -152,7 +152,7 @@ async fn a_lost_answer_is_resolved_by_reading_the_key_back() {
     };
     assert_eq!(
         prev.unwrap().value,
-        b"v1",
+        &b"v1"[..],
         "the version before it, read at the revision below"
     );
     // The lost answer marked the shard unavailable until a health probe
@@ -180,7 +180,7 @@ async fn a_key_changed_around_the_router_is_never_overwritten() {
         .unwrap_err();
     assert_eq!(tonic::Status::from(error).code(), Code::Unavailable);
     let raw = t.shard("a").raw_keys();
-    assert_eq!(raw[0].value, b"written by someone else");
+    assert_eq!(raw[0].value, &b"written by someone else"[..]);
     assert!(
         t.store
             .placement()

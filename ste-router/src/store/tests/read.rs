@@ -174,19 +174,13 @@ async fn count_only_is_answered_by_the_index() {
         t.put(&format!("/pods/p{i:02}"), "v").await;
     }
     let before = keys_read(&t);
-    let calls = |t: &TestStore| {
-        ["a", "b", "c"]
-            .iter()
-            .map(|n| t.shard(n).range_sizes().len())
-            .sum::<usize>()
-    };
-    let calls_before = calls(&t);
+    let calls_before = range_calls(&t);
     let mut request = list("/pods/", 0, 0);
     request.count_only = true;
     let (_, counted) = t.store.range(&request).await.unwrap();
     assert_eq!(counted.count, 40);
     assert!(counted.kvs.is_empty());
-    assert_eq!(calls(&t), calls_before, "no shard was asked");
+    assert_eq!(range_calls(&t), calls_before, "no shard was asked");
     assert_eq!(keys_read(&t), before);
     // At an older revision the event log takes the count back: no shard
     // asked either.
@@ -201,7 +195,15 @@ async fn count_only_is_answered_by_the_index() {
     .await;
     let (_, counted) = t.store.range(&request).await.unwrap();
     assert_eq!(counted.count, 35, "a delete since does not count");
-    assert_eq!(calls(&t), calls_before, "no shard was asked");
+    assert_eq!(range_calls(&t), calls_before, "no shard was asked");
+}
+
+/// Range calls every shard of `t` answered so far, in total.
+fn range_calls(t: &TestStore) -> usize {
+    ["a", "b", "c"]
+        .iter()
+        .map(|n| t.shard(n).range_sizes().len())
+        .sum()
 }
 
 /// Keys every shard of `t` counted so far (walked, for etcd), in total.
@@ -284,13 +286,7 @@ async fn pinned_pages_at_every_revision_match_a_model_after_creates_and_deletes(
         };
         history.push((revision.0, live.iter().cloned().collect::<Vec<_>>()));
     }
-    let range_reads = |t: &TestStore| {
-        ["a", "b", "c"]
-            .iter()
-            .map(|n| t.shard(n).range_sizes().len())
-            .sum::<usize>()
-    };
-    let calls = range_reads(&t);
+    let calls = range_calls(&t);
     let mut pages_read = 0;
     for (revision, expected) in &history {
         let mut count_only = list("/pods/", 0, *revision);
@@ -322,5 +318,5 @@ async fn pinned_pages_at_every_revision_match_a_model_after_creates_and_deletes(
     }
     // Planned pages ask the shards at most once each per page; a page
     // read again the plain way would ask them twice.
-    assert!(range_reads(&t) - calls <= 3 * pages_read);
+    assert!(range_calls(&t) - calls <= 3 * pages_read);
 }

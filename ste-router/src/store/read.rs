@@ -86,41 +86,57 @@ pub fn merge(
     keys_only: bool,
     count_only: bool,
 ) -> Option<RangeResult> {
-    let mut result = RangeResult::default();
-    let mut exact_through: Option<Vec<u8>> = None;
+    let count = parts.iter().map(|part| part.count).sum();
+    if count_only {
+        return Some(RangeResult {
+            count,
+            ..RangeResult::default()
+        });
+    }
+    let (mut kvs, cut) = exact_union(parts, None, keys_only);
+    let mut more = false;
+    if cut.is_some() {
+        if limit <= 0 || (kvs.len() as i64) < limit {
+            return None;
+        }
+        kvs.truncate(limit as usize);
+        more = true;
+    } else if limit > 0 && kvs.len() as i64 > limit {
+        kvs.truncate(limit as usize);
+        more = true;
+    }
+    Some(RangeResult { kvs, count, more })
+}
+
+/// The shards' keys known to be exact, sorted: those up to the smallest of
+/// `bound` and the keys at which a shard's answer was cut (every shard's
+/// keys up to there were read); values dropped for `keys_only`. Also
+/// returns that smallest key, `None` when nothing bounded the union.
+fn exact_union(
+    parts: Vec<ShardPart>,
+    bound: Option<Vec<u8>>,
+    keys_only: bool,
+) -> (Vec<mvccpb::KeyValue>, Option<Vec<u8>>) {
+    let mut through = bound;
+    let mut kvs = Vec::new();
     for part in parts {
-        result.count += part.count;
-        if count_only {
-            continue;
+        if let Some(cut) = part.cut
+            && through.as_ref().is_none_or(|t| cut < *t)
+        {
+            through = Some(cut);
         }
-        if let Some(cut) = part.cut {
-            exact_through = Some(match exact_through {
-                Some(other) if other < cut => other,
-                _ => cut,
-            });
-        }
-        result.kvs.extend(part.kvs);
+        kvs.extend(part.kvs);
     }
-    if let Some(through) = &exact_through {
-        result.kvs.retain(|kv| &kv.key <= through);
+    if let Some(through) = &through {
+        kvs.retain(|kv| &kv.key <= through);
     }
+    kvs.sort_by(|a, b| a.key.cmp(&b.key));
     if keys_only {
-        for kv in &mut result.kvs {
+        for kv in &mut kvs {
             kv.value.clear();
         }
     }
-    result.kvs.sort_by(|a, b| a.key.cmp(&b.key));
-    if exact_through.is_some() {
-        if limit <= 0 || (result.kvs.len() as i64) < limit {
-            return None;
-        }
-        result.kvs.truncate(limit as usize);
-        result.more = true;
-    } else if limit > 0 && result.kvs.len() as i64 > limit {
-        result.kvs.truncate(limit as usize);
-        result.more = true;
-    }
-    Some(result)
+    (kvs, through)
 }
 
 /// Merges the answers to a page read from the index's plan (see
@@ -140,20 +156,7 @@ pub fn merge_page(
     count: i64,
     last: Option<&[u8]>,
 ) -> Option<RangeResult> {
-    let mut exact_through = last.map(<[u8]>::to_vec);
-    let mut kvs = Vec::new();
-    for part in parts {
-        if let Some(cut) = part.cut
-            && exact_through.as_ref().is_none_or(|through| cut < *through)
-        {
-            exact_through = Some(cut);
-        }
-        kvs.extend(part.kvs);
-    }
-    if let Some(through) = &exact_through {
-        kvs.retain(|kv| &kv.key <= through);
-    }
-    kvs.sort_by(|a, b| a.key.cmp(&b.key));
+    let (mut kvs, _) = exact_union(parts, last.map(<[u8]>::to_vec), keys_only);
     let read = kvs.len() as i64;
     let more = if read >= limit && count >= limit {
         kvs.truncate(limit as usize);
@@ -163,11 +166,6 @@ pub fn merge_page(
     } else {
         return None;
     };
-    if keys_only {
-        for kv in &mut kvs {
-            kv.value.clear();
-        }
-    }
     Some(RangeResult { kvs, count, more })
 }
 

@@ -23,8 +23,10 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -32,14 +34,16 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use crate::shard::CallLatency;
 use crate::store::Store;
 
 /// The `Content-Type` of `/metrics`: what `prometheus-client`'s text
 /// encoder produces. Prometheus scrapes it (and prefers it).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Latency buckets in seconds, from a loopback round trip to a slow shard.
-const BUCKETS: [f64; 14] = [
+/// Latency buckets in seconds, from a loopback round trip to a slow shard;
+/// for the router's requests and its calls to shards alike.
+pub(crate) const LATENCY_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
@@ -56,6 +60,13 @@ struct MethodLabels {
     method: String,
 }
 
+/// Labels of `ste_router_shard_request_duration_seconds`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MemberMethodLabels {
+    member: String,
+    method: String,
+}
+
 /// Labels of the per-shard gauges.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct MemberLabels {
@@ -63,7 +74,7 @@ struct MemberLabels {
 }
 
 fn latency_histogram() -> Histogram {
-    Histogram::new(BUCKETS)
+    Histogram::new(LATENCY_BUCKETS)
 }
 
 /// The router's event counters. Cheap to update from any task: every
@@ -93,8 +104,9 @@ impl Default for Metrics {
 }
 
 /// The store's state at one scrape: what `/metrics` shows besides the
-/// counters. Plain values, so rendering needs no lock and no store.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// counters. Plain values (and the shards' latency histograms, which are
+/// shared handles), so rendering needs no lock and no store.
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Current global revision (every write at or below it completed).
     pub revision: i64,
@@ -123,7 +135,7 @@ pub struct Snapshot {
 }
 
 /// One shard at one scrape.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ShardSnapshot {
     /// The member's name (the `member` label).
     pub member: String,
@@ -135,6 +147,35 @@ pub struct ShardSnapshot {
     pub write_txns: u64,
     /// Client writes those Txns carried (÷ `write_txns`: writes per Txn).
     pub writes: u64,
+    /// How long the shard's etcd took to answer Range and Txn calls.
+    pub latency: CallLatency,
+}
+
+/// `ste_router_shard_request_duration_seconds{member, method}`: one
+/// histogram family over the shards' own histograms, encoded at scrape
+/// time (a `Family` can only hold histograms it created itself).
+#[derive(Debug)]
+struct ShardRequestDurations(Vec<(String, CallLatency)>);
+
+impl Collector for ShardRequestDurations {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let mut family = encoder.encode_descriptor(
+            "ste_router_shard_request_duration_seconds",
+            "How long shards took to answer the router's Range and Txn calls, hop included",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (member, latency) in &self.0 {
+            for (method, histogram) in latency.by_method() {
+                let labels = MemberMethodLabels {
+                    member: member.clone(),
+                    method: method.to_owned(),
+                };
+                histogram.encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An `i64` gauge; a count past `i64::MAX` saturates instead of wrapping.
@@ -301,6 +342,12 @@ impl Metrics {
             "Client writes carried by those Txns (writes per Txn: this / write_txns)",
             writes,
         );
+        registry.register_collector(Box::new(ShardRequestDurations(
+            s.shards
+                .iter()
+                .map(|shard| (shard.member.clone(), shard.latency.clone()))
+                .collect(),
+        )));
         let mut out = String::new();
         // Writing into a String cannot fail.
         encode(&mut out, &registry).expect("encoding metrics into a String");
@@ -362,6 +409,7 @@ fn snapshot(store: &Store, metrics: &Metrics) -> Snapshot {
                 keys: counts.get(&shard.id).copied().unwrap_or(0) as u64,
                 write_txns,
                 writes,
+                latency: shard.call_latency().clone(),
             }
         })
         .collect();
@@ -444,6 +492,10 @@ mod tests {
         metrics.watchers_changed(2);
         metrics.watchers_changed(-3);
         assert_eq!(metrics.watchers(), 0, "clamped at 0");
+        let node_a_latency = CallLatency::default();
+        node_a_latency.by_method()[1].1.observe(0.0003);
+        node_a_latency.by_method()[1].1.observe(0.002);
+        node_a_latency.by_method()[0].1.observe(0.0004);
         let snapshot = Snapshot {
             revision: 42,
             compact_revision: 7,
@@ -463,6 +515,7 @@ mod tests {
                     keys: 6,
                     write_txns: 10,
                     writes: 45,
+                    latency: node_a_latency,
                 },
                 ShardSnapshot {
                     member: "node-b".into(),
@@ -492,6 +545,22 @@ mod tests {
             ("ste_router_shard_writes_total{member=\"node-a\"}", "45"),
             ("ste_router_shard_keys{member=\"node-b\"}", "3"),
             ("ste_router_members_fenced_total", "0"),
+            (
+                "ste_router_shard_request_duration_seconds_count{member=\"node-a\",method=\"Txn\"}",
+                "2",
+            ),
+            (
+                "ste_router_shard_request_duration_seconds_bucket{le=\"0.0005\",member=\"node-a\",method=\"Txn\"}",
+                "1",
+            ),
+            (
+                "ste_router_shard_request_duration_seconds_count{member=\"node-a\",method=\"Range\"}",
+                "1",
+            ),
+            (
+                "ste_router_shard_request_duration_seconds_count{member=\"node-b\",method=\"Txn\"}",
+                "0",
+            ),
         ] {
             assert_eq!(value(&text, series), Some(expected), "{series}:\n{text}");
         }

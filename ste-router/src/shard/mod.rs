@@ -12,6 +12,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::Histogram;
 use ste_core::index::ShardId;
 use ste_core::revision::{GlobalRevision, ShardRevision};
 use ste_core::revmap::{Location, RevisionMap};
@@ -86,6 +87,34 @@ impl GroupCommits {
     }
 }
 
+/// How long a shard's etcd took to answer the router's `Range` and `Txn`
+/// calls, in seconds, from sending the request to having its answer
+/// decoded (the hop to the shard included), failed calls too: the
+/// `ste_router_shard_request_duration_seconds` histogram. Compared with
+/// `ste_router_request_duration_seconds`, it tells a slow shard from a
+/// slow router. Clones share their counts.
+#[derive(Debug, Clone)]
+pub struct CallLatency {
+    range: Histogram,
+    txn: Histogram,
+}
+
+impl Default for CallLatency {
+    fn default() -> Self {
+        CallLatency {
+            range: Histogram::new(crate::metrics::LATENCY_BUCKETS),
+            txn: Histogram::new(crate::metrics::LATENCY_BUCKETS),
+        }
+    }
+}
+
+impl CallLatency {
+    /// The histograms by gRPC method name (the `method` label).
+    pub fn by_method(&self) -> [(&'static str, &Histogram); 2] {
+        [("Range", &self.range), ("Txn", &self.txn)]
+    }
+}
+
 /// A shard's turn to write (see [`Shard::write_turn`]); the turn ends when
 /// it is dropped.
 pub type WriteTurn = tokio::sync::OwnedMutexGuard<()>;
@@ -108,6 +137,8 @@ pub struct Shard {
     writes: queue::WriteQueue<PendingWrite>,
     /// Write Txns sent by group commits, and the writes they carried.
     commits: GroupCommits,
+    /// How long the etcd took to answer Range and Txn calls.
+    latency: CallLatency,
     revisions: Mutex<RevisionMap>,
     health: Mutex<Health>,
     /// The etcd member ID seen at the last scan: a different one later
@@ -157,6 +188,7 @@ impl Shard {
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             writes: queue::WriteQueue::default(),
             commits: GroupCommits::default(),
+            latency: CallLatency::default(),
             revisions: Mutex::new(RevisionMap::new(ShardRevision(0))),
             health: Mutex::new(Health {
                 healthy: true,
@@ -289,6 +321,11 @@ impl Shard {
         &self.commits
     }
 
+    /// How long the shard's etcd has taken to answer Range and Txn calls.
+    pub fn call_latency(&self) -> &CallLatency {
+        &self.latency
+    }
+
     /// The writes waiting for this shard's next group commit.
     pub fn writes(&self) -> &queue::WriteQueue<PendingWrite> {
         &self.writes
@@ -341,7 +378,9 @@ impl Shard {
         &self,
         request: pb::RangeRequest,
     ) -> Result<pb::RangeResponse, ShardCallError> {
+        let start = Instant::now();
         let result = self.client.range(request).await;
+        self.latency.range.observe(start.elapsed().as_secs_f64());
         self.finish(result)
     }
 
@@ -349,7 +388,9 @@ impl Shard {
     /// unavailable and the txn may or may not have been applied
     /// ([`ShardCallError::is_uncertain`]).
     pub async fn txn(&self, request: pb::TxnRequest) -> Result<pb::TxnResponse, ShardCallError> {
+        let start = Instant::now();
         let result = self.client.txn(request).await;
+        self.latency.txn.observe(start.elapsed().as_secs_f64());
         self.finish(result)
     }
 

@@ -214,3 +214,48 @@ async fn new_builds_a_lazy_grpc_client_and_refuses_bad_endpoints() {
         other => panic!("expected InvalidArgument, got {:?}", other.err()),
     }
 }
+
+/// A histogram's observation count and sum, read from its OpenMetrics text
+/// (the crate keeps its getters for its own tests).
+fn observed(histogram: &prometheus_client::metrics::histogram::Histogram) -> (u64, f64) {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register("h", "", histogram.clone());
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    (field("h_count ") as u64, field("h_sum "))
+}
+
+#[tokio::test]
+async fn range_and_txn_calls_are_timed_failed_ones_too() {
+    let (shard, etcd) = shard();
+    let counts = |shard: &Shard| {
+        let [(range_name, range), (txn_name, txn)] = shard.call_latency().by_method();
+        assert_eq!((range_name, txn_name), ("Range", "Txn"));
+        (observed(range).0, observed(txn).0)
+    };
+    assert_eq!(counts(&shard), (0, 0));
+    shard.txn(put("a")).await.expect("the put applies");
+    etcd.fail_next(1, Status::unavailable("connection refused"));
+    shard.txn(put("b")).await.expect_err("the injected failure");
+    shard
+        .range(pb::RangeRequest {
+            key: b"a".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("the range answers");
+    assert_eq!(counts(&shard), (1, 2));
+    let [_, (_, txn)] = shard.call_latency().by_method();
+    let (_, seconds) = observed(txn);
+    assert!((0.0..60.0).contains(&seconds), "{seconds}");
+    // Clones share their counts: the metrics snapshot sees later calls.
+    let seen_by_scrape = shard.call_latency().clone();
+    shard.txn(put("c")).await.expect("the put applies");
+    assert_eq!(observed(seen_by_scrape.by_method()[1].1).0, 3);
+}

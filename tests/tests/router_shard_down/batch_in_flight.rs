@@ -78,9 +78,10 @@ async fn a_shard_killed_with_group_commits_in_flight_loses_no_acknowledged_write
         writer.await?;
     }
     let text = ste_tests::metrics::scrape(cluster.router.metrics).await?;
-    let series = |name: &str| {
-        ste_tests::metrics::sample(&text, &format!("{name}{{member=\"{victim}\"}}")).unwrap_or(0.0)
+    let series_of = |name: &str, labels: &str| {
+        ste_tests::metrics::sample(&text, &format!("{name}{labels}")).unwrap_or(0.0)
     };
+    let series = |name: &str| series_of(name, &format!("{{member=\"{victim}\"}}"));
     let (txns, writes) = (
         series("ste_router_shard_write_txns_total"),
         series("ste_router_shard_writes_total"),
@@ -89,6 +90,15 @@ async fn a_shard_killed_with_group_commits_in_flight_loses_no_acknowledged_write
     ensure!(
         writes > txns,
         "the writers' concurrency formed no group commit: {writes} writes in {txns} Txns"
+    );
+    // Every Txn the router sent the shard was timed, the failed ones too.
+    let timed = series_of(
+        "ste_router_shard_request_duration_seconds_count",
+        &format!("{{member=\"{victim}\",method=\"Txn\"}}"),
+    );
+    ensure!(
+        timed >= txns,
+        "{timed} Txn calls timed on {victim}, but {txns} write Txns sent"
     );
 
     cluster.shard(&victim).unwrap().restart().await?;

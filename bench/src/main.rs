@@ -100,8 +100,10 @@ pub struct Args {
     /// Where the temp dir goes: the persistent targets' data must be on disk.
     #[arg(long, default_value = "/var/tmp")]
     pub work_dir: PathBuf,
-    /// tmpfs size of each STE shard (the agent's --tmpfs-size).
-    #[arg(long, default_value = "256Mi")]
+    /// tmpfs size of each STE shard (the agent's --tmpfs-size) and of the
+    /// bare shard, e.g. 1Gi. auto: room for what --ops and --value-bytes
+    /// write (see `auto_tmpfs_size`), at least 256Mi.
+    #[arg(long, default_value = "auto")]
     pub tmpfs_size: String,
     /// The etcd binary, for every etcd target and STE's shards.
     #[arg(long, default_value = "etcd")]
@@ -112,6 +114,29 @@ pub struct Args {
     /// The router's key index (its --key-index): btree or betree.
     #[arg(long, default_value = "btree", value_parser = ["btree", "betree"])]
     pub key_index: String,
+}
+
+/// What `--tmpfs-size auto` picks for `ops` pods of `value_bytes`: a
+/// tmpfs whose shard keeps every version the workload writes inside its
+/// backend quota.
+///
+/// The workload leaves two versions of each key (create, update) and
+/// nothing compacts them. A stored version takes about its value plus
+/// 512 bytes (key, envelope, bbolt's page header), and bbolt's pages
+/// about double that (a 4 KB value overflows into two 4 KiB pages). A
+/// shard is given half the keys, not a third, for the ring's imbalance.
+/// The agent's quota is 40% of the tmpfs above the WAL's 128 MiB
+/// preallocation (`ste_agent::etcd::quota_backend_bytes`), so the tmpfs
+/// is 128 MiB plus 2.5 times that, rounded up to 64 MiB, at least 256 MiB
+/// (the agent's minimum). The bare shard gets the same size: its db
+/// (twice a shard's) and its WAL fit too. Examples: 5,000 × 4 KB → 256Mi;
+/// 20,000 × 4 KB → 576Mi; 150,000 × 2 KB → 1984Mi.
+fn auto_tmpfs_size(ops: usize, value_bytes: usize) -> String {
+    const MIB: u64 = 1 << 20;
+    let per_shard = (ops as u64 / 2) * 2 * (value_bytes as u64 + 512) * 2;
+    let bytes = 128 * MIB + per_shard * 5 / 2;
+    let mib = bytes.div_ceil(64 * MIB) * 64;
+    format!("{}Mi", mib.max(256))
 }
 
 #[tokio::main]
@@ -127,8 +152,11 @@ async fn main() {
     std::process::exit(code);
 }
 
-async fn real_main(args: Args) -> anyhow::Result<()> {
+async fn real_main(mut args: Args) -> anyhow::Result<()> {
     ensure!(args.ops > 0, "--ops must be at least 1");
+    if args.tmpfs_size == "auto" {
+        args.tmpfs_size = auto_tmpfs_size(args.ops, args.value_bytes);
+    }
     ensure!(
         !args.concurrency.is_empty() && args.concurrency.iter().all(|c| *c > 0),
         "--concurrency: every client count must be at least 1"
@@ -261,5 +289,18 @@ pub fn clear_ste_env(command: &mut Command) {
         if key.to_string_lossy().starts_with("STE_") {
             command.env_remove(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::auto_tmpfs_size;
+
+    #[test]
+    fn auto_tmpfs_grows_with_the_workload_from_the_agents_minimum() {
+        assert_eq!(auto_tmpfs_size(1, 100), "256Mi");
+        assert_eq!(auto_tmpfs_size(5_000, 4_000), "256Mi");
+        assert_eq!(auto_tmpfs_size(20_000, 4_000), "576Mi");
+        assert_eq!(auto_tmpfs_size(150_000, 2_000), "1984Mi");
     }
 }

@@ -249,8 +249,15 @@ pub fn advantage_table(results: &[Measurement], disks: &[Disk]) -> String {
     out
 }
 
-fn us_per_op(cpu: Duration, ops: usize) -> String {
-    format!("{:.0}", cpu.as_secs_f64() * 1e6 / ops.max(1) as f64)
+/// CPU per operation of `phase`: microseconds per write, milliseconds
+/// (with its unit) per full list, which takes thousands of times longer.
+fn per_op(phase: &str, cpu: Duration, ops: usize) -> String {
+    let seconds = cpu.as_secs_f64() / ops.max(1) as f64;
+    if phase == "list" {
+        format!("{:.0}ms", seconds * 1e3)
+    } else {
+        format!("{:.0}", seconds * 1e6)
+    }
 }
 
 /// Share of the machine's CPUs the server and the load generator kept busy.
@@ -268,13 +275,13 @@ fn busy(s: &PhaseStats, cpus: usize) -> String {
 /// by the CPU it shares.
 pub fn cpu_table(results: &[Measurement], cpus: usize) -> String {
     let mut out = format!(
-        "CPU per write (and per full paginated list) in microseconds, per process \
+        "CPU per write in microseconds (per full paginated list in ms), per process \
          (client = ste-bench, the load generator; fuseN = ste-fsync-delay); \
          busy = CPU used / ({cpus} CPUs x wall time)\n"
     );
     let head = format!(
         "{:<7} {:>7} {:<12} {:<7} | {}",
-        "target", "clients", "disk", "phase", "process=us/op ..."
+        "target", "clients", "disk", "phase", "process=CPU per op ..."
     );
     out.push_str(&format!("{head}\n{}\n", "-".repeat(head.len() + 40)));
     for m in results {
@@ -292,13 +299,13 @@ pub fn cpu_table(results: &[Measurement], cpus: usize) -> String {
             );
             let mut total = Duration::ZERO;
             for (name, cpu) in m.parts.iter().zip(&s.server_cpu) {
-                row.push_str(&format!(" {name}={}", us_per_op(*cpu, s.ops())));
+                row.push_str(&format!(" {name}={}", per_op(s.phase, *cpu, s.ops())));
                 total += *cpu;
             }
             row.push_str(&format!(
                 " | server={} client={} busy={}",
-                us_per_op(total, s.ops()),
-                us_per_op(s.client_cpu, s.ops()),
+                per_op(s.phase, total, s.ops()),
+                per_op(s.phase, s.client_cpu, s.ops()),
                 busy(s, cpus)
             ));
             out.push_str(&row);
@@ -394,5 +401,28 @@ mod tests {
             row.contains("etcd=500 | server=500 client=300 busy=40%"),
             "{row}"
         );
+    }
+
+    #[test]
+    fn cpu_table_gives_a_full_list_in_milliseconds() {
+        let mut m = measurement(Target::Ste, 4, 1000);
+        let mut list = PhaseStats::new(
+            "list",
+            vec![Duration::from_millis(400); 4],
+            Duration::from_secs(2),
+        );
+        // 4 lists: 1.3 s of the server's CPU, 0.2 s of the client's.
+        list.server_cpu = vec![Duration::from_millis(1300)];
+        list.client_cpu = Duration::from_millis(200);
+        m.phases.push(list);
+        let t = cpu_table(&[m], 2);
+        let rows = || t.lines().filter(|l| l.starts_with("ste "));
+        let row = rows().find(|l| l.contains(" list ")).expect(&t);
+        assert!(
+            row.contains("etcd=325ms | server=325ms client=50ms busy=38%"),
+            "{row}"
+        );
+        let create = rows().find(|l| l.contains(" create ")).expect(&t);
+        assert!(create.contains("etcd=500 |"), "{create}");
     }
 }

@@ -14,6 +14,7 @@ mod etcd;
 mod fsdelay;
 mod plot;
 mod report;
+mod router_metrics;
 mod ste;
 mod sweep;
 mod sys;

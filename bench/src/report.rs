@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::router_metrics::PhaseView;
 use crate::target::{Disk, Target};
 
 /// What one phase measured on one system.
@@ -17,6 +18,8 @@ pub struct PhaseStats {
     pub server_cpu: Vec<Duration>,
     /// CPU time the load generator (this process) used during the phase.
     pub client_cpu: Duration,
+    /// What the STE router's metrics saw during the phase (STE only).
+    pub router: Option<PhaseView>,
 }
 
 impl PhaseStats {
@@ -29,6 +32,7 @@ impl PhaseStats {
             wall,
             server_cpu: Vec::new(),
             client_cpu: Duration::ZERO,
+            router: None,
         }
     }
 
@@ -316,6 +320,67 @@ pub fn cpu_table(results: &[Measurement], cpus: usize) -> String {
     out
 }
 
+/// Mean of the samples.
+fn mean(samples: &[Duration]) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.iter().sum::<Duration>() / samples.len() as u32
+}
+
+/// Where STE's requests spent their time in each phase, from the router's
+/// own metrics (see `router_metrics.rs`) beside what the load generator
+/// saw: the rest of a request's time is its hop to the router and back
+/// and the load generator's own work. Empty when no run has the figures.
+pub fn router_table(results: &[Measurement]) -> String {
+    let rows: Vec<(&Measurement, &PhaseStats, &PhaseView)> = results
+        .iter()
+        .flat_map(|m| {
+            m.phases
+                .iter()
+                .filter_map(move |s| s.router.as_ref().map(|r| (m, s, r)))
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "where STE's requests spend their time: means from the router's /metrics \
+         (ste_router_request_duration_seconds, ste_router_shard_request_duration_seconds, \
+         shard writes / write Txns) beside the bench's own mean; a list is one request per page\n",
+    );
+    let head = format!(
+        "{:<7} {:<12} {:<7} | {:>8} | {:>8} {:>9} | {:>11} {:>13} | {:>10}",
+        "clients",
+        "disk",
+        "phase",
+        "bench ms",
+        "requests",
+        "router ms",
+        "shard calls",
+        "shard call ms",
+        "writes/Txn"
+    );
+    out.push_str(&format!("{head}\n{}\n", "-".repeat(head.len())));
+    for (m, s, r) in rows {
+        out.push_str(&format!(
+            "{:<7} {:<12} {:<7} | {:>8} | {:>8.0} {:>9} | {:>11.2} {:>13} | {:>10}\n",
+            m.clients,
+            m.disk.label(),
+            s.phase,
+            ms(mean(&s.latencies)),
+            r.requests,
+            ms(r.request_mean),
+            r.shard_calls_per_request,
+            ms(r.shard_call_mean),
+            r.writes_per_txn
+                .map_or_else(|| "-".to_owned(), |w| format!("{w:.2}"))
+        ));
+    }
+    out.push('\n');
+    out
+}
+
 /// The runs that stopped early, and why (kine refuses some request shapes).
 pub fn failures(results: &[Measurement]) -> String {
     let mut out = String::new();
@@ -400,6 +465,32 @@ mod tests {
         assert!(
             row.contains("etcd=500 | server=500 client=300 busy=40%"),
             "{row}"
+        );
+    }
+
+    #[test]
+    fn router_table_shows_stes_phases_that_have_router_figures() {
+        let mut ste = measurement(Target::Ste, 32, 1000);
+        ste.phases[0].router = Some(PhaseView {
+            requests: 1000.0,
+            request_mean: Duration::from_micros(2420),
+            shard_calls_per_request: 0.25,
+            shard_call_mean: Duration::from_micros(1110),
+            writes_per_txn: Some(4.05),
+        });
+        let etcd = measurement(Target::Etcd1, 32, 1000);
+        assert_eq!(router_table(std::slice::from_ref(&etcd)), "");
+        let t = router_table(&[etcd, ste]);
+        let rows: Vec<&str> = t.lines().filter(|l| l.starts_with("32 ")).collect();
+        assert_eq!(rows.len(), 1, "{t}");
+        let cells: Vec<&str> = rows[0].split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "32", "plain", "create", "|", "1.00", "|", "1000", "2.42", "|", "0.25", "1.11",
+                "|", "4.05"
+            ],
+            "{t}"
         );
     }
 

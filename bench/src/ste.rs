@@ -43,6 +43,8 @@ pub struct Ste {
     pub router: Option<Proc>,
     /// The router's client URL.
     pub router_url: String,
+    /// The router's `/metrics` address.
+    pub router_metrics: Option<SocketAddr>,
     /// The agents.
     pub agents: Vec<Agent>,
 }
@@ -59,6 +61,7 @@ impl Ste {
         let mut ste = Ste {
             router: None,
             router_url: String::new(),
+            router_metrics: None,
             agents: Vec::new(),
         };
         for (i, name) in ["node-a", "node-b", "node-c"].iter().enumerate() {
@@ -134,6 +137,8 @@ impl Ste {
         let listen = SocketAddr::new(ip, free_port(ip)?);
         let dir = root.join("router");
         std::fs::create_dir(&dir)?;
+        let router_metrics = SocketAddr::new(ip, free_port(ip)?);
+        ste.router_metrics = Some(router_metrics);
         let mut command = Command::new(bin_dir.join("ste-router"));
         command
             .arg("--listen")
@@ -146,7 +151,7 @@ impl Ste {
             // the admin ports.
             .arg("--insecure")
             .arg("--metrics-listen")
-            .arg(SocketAddr::new(ip, free_port(ip)?).to_string())
+            .arg(router_metrics.to_string())
             .arg("--state-file")
             .arg(dir.join("router.state"))
             .arg("--key-index")

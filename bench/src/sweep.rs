@@ -119,6 +119,7 @@ pub async fn run(
     out.push_str(&report::sweep_tables(&results, &disks(args)));
     out.push_str(&report::advantage_table(&results, &disks(args)));
     out.push_str(&report::cpu_table(&results, machine.cpus));
+    out.push_str(&report::router_table(&results));
     out.push_str(&report::failures(&results));
     if let Some(cross) = &cross {
         out.push_str(&cross.render(&results));
@@ -194,7 +195,11 @@ async fn measure(
     let running = target::start(args, target, disk, dir, bin_dir).await?;
     eprintln!("{label}: serving on {}; running the workload", running.url);
     let client = workload::connect(&running.url).await?;
-    let outcome = workload::run(&client, &w, || running.cpu(), |s| progress(label, s)).await;
+    let probe = workload::Probe {
+        cpu: || running.cpu(),
+        router_metrics: running.router_metrics(),
+    };
+    let outcome = workload::run(&client, &w, probe, |s| progress(label, s)).await;
     drop(client);
     if let Some(e) = &outcome.failure {
         eprintln!("{label}: stopped early: {e:#}");

@@ -331,6 +331,11 @@ fn parts(r: &Running) -> Vec<Part> {
 }
 
 impl Running {
+    /// The STE router's `/metrics` address; `None` for other targets.
+    pub fn router_metrics(&self) -> Option<std::net::SocketAddr> {
+        self.ste.as_ref().and_then(|ste| ste.router_metrics)
+    }
+
     /// CPU used so far by each part, in `parts` order.
     pub fn cpu(&self) -> Vec<Duration> {
         self.parts

@@ -7,6 +7,7 @@
 //! answered fast but wrong fails the run instead of winning it.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use etcd_client::{
 use tokio::task::JoinSet;
 
 use crate::report::PhaseStats;
+use crate::router_metrics;
 
 /// Where the measured pod keys live.
 pub const PREFIX: &str = "/registry/pods/";
@@ -139,21 +141,52 @@ where
     Ok(PhaseStats::new(phase, latencies, start.elapsed()))
 }
 
-/// Runs `phase`, recording the CPU the server (`cpu`) and this process
-/// (the load generator) used meanwhile.
-async fn measure(
-    cpu: &impl Fn() -> Vec<Duration>,
+/// What is read before and after each phase.
+pub struct Probe<C> {
+    /// The cumulative CPU time of the server's processes (one entry per
+    /// part, e.g. router and shards).
+    pub cpu: C,
+    /// The STE router's `/metrics`, for where a request's time goes.
+    pub router_metrics: Option<SocketAddr>,
+}
+
+impl<C: Fn() -> Vec<Duration>> Probe<C> {
+    /// The router's totals; a failed scrape is reported and skipped (the
+    /// phase's own figures do not depend on it).
+    async fn router_totals(&self) -> Option<router_metrics::Totals> {
+        let addr = self.router_metrics?;
+        match router_metrics::scrape(addr).await {
+            Ok(totals) => Some(totals),
+            Err(e) => {
+                eprintln!("ste-bench: warning: router metrics: {e:#}");
+                None
+            }
+        }
+    }
+}
+
+/// Runs `phase`, recording the CPU the server and this process (the load
+/// generator) used meanwhile, and what the router's metrics saw.
+async fn measure<C: Fn() -> Vec<Duration>>(
+    probe: &Probe<C>,
     phase: impl Future<Output = anyhow::Result<PhaseStats>>,
 ) -> anyhow::Result<PhaseStats> {
-    let server = cpu();
+    let router = probe.router_totals().await;
+    let server = (probe.cpu)();
     let client = crate::sys::self_cpu();
     let mut stats = phase.await?;
     stats.client_cpu = crate::sys::self_cpu().saturating_sub(client);
-    stats.server_cpu = cpu()
+    stats.server_cpu = (probe.cpu)()
         .iter()
         .zip(&server)
         .map(|(after, before)| after.saturating_sub(*before))
         .collect();
+    if let Some(before) = router {
+        stats.router = probe
+            .router_totals()
+            .await
+            .and_then(|after| after.since(&before));
+    }
     Ok(stats)
 }
 
@@ -168,26 +201,26 @@ pub struct Outcome {
 }
 
 /// Runs every phase against `client`; `progress` prints one line per phase.
-/// `cpu` samples the cumulative CPU time of the server's processes (one
-/// entry per part, e.g. router and shards); each phase records the deltas.
-/// The first failing phase ends the run; the phases before it are kept.
-pub async fn run(
+/// `probe` is read before and after each phase, which records the
+/// deltas. The first failing phase ends the run; the phases before it are
+/// kept.
+pub async fn run<C: Fn() -> Vec<Duration>>(
     client: &Client,
     w: &Workload,
-    cpu: impl Fn() -> Vec<Duration>,
+    probe: Probe<C>,
     progress: impl Fn(&PhaseStats),
 ) -> Outcome {
     let mut phases = Vec::new();
-    let failure = run_phases(client, w, &cpu, &progress, &mut phases)
+    let failure = run_phases(client, w, &probe, &progress, &mut phases)
         .await
         .err();
     Outcome { phases, failure }
 }
 
-async fn run_phases(
+async fn run_phases<C: Fn() -> Vec<Duration>>(
     client: &Client,
     w: &Workload,
-    cpu: &impl Fn() -> Vec<Duration>,
+    probe: &Probe<C>,
     progress: &impl Fn(&PhaseStats),
     results: &mut Vec<PhaseStats>,
 ) -> anyhow::Result<()> {
@@ -240,7 +273,7 @@ async fn run_phases(
     // create: Txn(If(mod_revision(K) == 0) Then(Put(K, V)))
     let (cl, revs) = (client.clone(), revisions.clone());
     let stats = measure(
-        cpu,
+        probe,
         run_phase("create", n, c, move |i| {
             let (mut kv, revs) = (kv(&cl), revs.clone());
             async move {
@@ -262,7 +295,7 @@ async fn run_phases(
     // update: Txn(If(mod_revision(K) == R) Then(Put(K, V')) Else(Get(K)))
     let (cl, revs) = (client.clone(), revisions.clone());
     let stats = measure(
-        cpu,
+        probe,
         run_phase("update", n, c, move |i| {
             let (mut kv, revs) = (kv(&cl), revs.clone());
             async move {
@@ -289,7 +322,7 @@ async fn run_phases(
     // get: Range(K)
     let (cl, revs) = (client.clone(), revisions.clone());
     let stats = measure(
-        cpu,
+        probe,
         run_phase("get", n, c, move |i| {
             let (mut kv, revs) = (kv(&cl), revs.clone());
             async move {
@@ -318,7 +351,7 @@ async fn run_phases(
     let cl = client.clone();
     let page = w.page_size;
     let stats = measure(
-        cpu,
+        probe,
         run_phase("list", w.list_repeats, c, move |_| {
             let mut kv = kv(&cl);
             async move {
@@ -356,7 +389,7 @@ async fn run_phases(
     // delete: Txn(If(mod_revision(K) == R) Then(Delete(K)) Else(Get(K)))
     let (cl, revs) = (client.clone(), revisions.clone());
     let stats = measure(
-        cpu,
+        probe,
         run_phase("delete", n, c, move |i| {
             let (mut kv, revs) = (kv(&cl), revs.clone());
             async move {

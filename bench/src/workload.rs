@@ -150,7 +150,7 @@ pub struct Probe<C> {
     pub router_metrics: Option<SocketAddr>,
 }
 
-impl<C: Fn() -> Vec<Duration>> Probe<C> {
+impl<C> Probe<C> {
     /// The router's totals; a failed scrape is reported and skipped (the
     /// phase's own figures do not depend on it).
     async fn router_totals(&self) -> Option<router_metrics::Totals> {

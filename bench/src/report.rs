@@ -55,6 +55,14 @@ impl PhaseStats {
     pub fn p99(&self) -> Duration {
         percentile(&self.latencies, 99.0)
     }
+
+    /// Mean latency (zero for no operations).
+    pub fn mean(&self) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        self.latencies.iter().sum::<Duration>() / self.latencies.len() as u32
+    }
 }
 
 /// Nearest-rank percentile of sorted samples.
@@ -320,14 +328,6 @@ pub fn cpu_table(results: &[Measurement], cpus: usize) -> String {
     out
 }
 
-/// Mean of the samples.
-fn mean(samples: &[Duration]) -> Duration {
-    if samples.is_empty() {
-        return Duration::ZERO;
-    }
-    samples.iter().sum::<Duration>() / samples.len() as u32
-}
-
 /// Where STE's requests spent their time in each phase, from the router's
 /// own metrics (see `router_metrics.rs`) beside what the load generator
 /// saw: the rest of a request's time is its hop to the router and back
@@ -368,7 +368,7 @@ pub fn router_table(results: &[Measurement]) -> String {
             m.clients,
             m.disk.label(),
             s.phase,
-            ms(mean(&s.latencies)),
+            ms(s.mean()),
             r.requests,
             ms(r.request_mean),
             r.shard_calls_per_request,

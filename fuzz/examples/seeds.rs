@@ -155,6 +155,7 @@ fn admin() -> Vec<(&'static str, Vec<u8>)> {
             v1::LeaveRequest {
                 name: "node-a".into(),
                 dry_run: false,
+                drain: false,
             }
             .encode_to_vec(),
         ),

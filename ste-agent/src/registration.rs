@@ -475,9 +475,11 @@ pub async fn leave(config: &RouterConfig, name: &str) -> DrainOutcome {
     let follow = async {
         // No overall request timeout: the drain bound is --drain-timeout.
         let mut client = RingClient::new(channel(config, None));
+        // A drain: once this agent registers anew it may be joined again.
         let request = LeaveRequest {
             name: name.to_owned(),
             dry_run: false,
+            drain: true,
         };
         let mut stream = match client.leave(request).await {
             Ok(response) => response.into_inner(),

@@ -189,6 +189,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for lease in &saved.leases {
         store.leases().insert(lease.id, lease.ttl);
     }
+    for name in &saved.held_out {
+        tracing::info!(
+            node = %name,
+            "held out of auto-join by an operator's `ring leave`; `kubectl ste ring join {name}` takes it back"
+        );
+        control.agents().hold_out(name);
+    }
     if let Some(target) = &saved.target {
         tracing::warn!(
             members = target.len(),

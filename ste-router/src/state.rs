@@ -48,6 +48,10 @@ pub struct RouterState {
     pub members: Vec<MemberRecord>,
     /// The granted leases.
     pub leases: Vec<LeaseRecord>,
+    /// Nodes an operator took out of the ring (`Ring/Leave` without
+    /// `drain`), sorted: auto-join leaves them out until a Join names them,
+    /// whatever restarts in between.
+    pub held_out: Vec<String>,
     /// The members of a ring change in progress: written before any key
     /// moves, cleared when the new ring is committed. A router that finds it
     /// at start-up resumes the change.
@@ -102,6 +106,9 @@ impl RouterState {
         for l in &self.leases {
             out.push_str(&format!("lease {} {}\n", l.id, l.ttl));
         }
+        for name in &self.held_out {
+            out.push_str(&format!("held_out {name}\n"));
+        }
         if let Some(target) = &self.target {
             out.push_str("migration\n");
             for m in target {
@@ -144,6 +151,7 @@ impl RouterState {
                     id: number(id)?,
                     ttl: number(ttl)?,
                 }),
+                ["held_out", name] => state.held_out.push((*name).to_owned()),
                 ["migration"] => state.target = Some(Vec::new()),
                 ["target", name, endpoint, weight] => state
                     .target
@@ -235,6 +243,7 @@ mod tests {
                 weight: 2,
             }],
             leases: vec![LeaseRecord { id: 7, ttl: 60 }],
+            held_out: vec!["node-c".into(), "node-d".into()],
             target: Some(vec![MemberRecord {
                 name: "node-b".into(),
                 endpoint: "http://127.0.0.3:2279".into(),

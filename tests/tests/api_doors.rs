@@ -231,6 +231,7 @@ async fn a_node_acts_only_as_itself() -> anyhow::Result<()> {
                 .leave(LeaveRequest {
                     name: "shard-a".into(),
                     dry_run: true,
+                    drain: true,
                 })
                 .await
                 .unwrap_err(),

@@ -226,6 +226,12 @@ async fn finish(
             format_bytes(done.bytes_moved),
             seconds
         ));
+        if matches!(kind, Kind::Leave) {
+            session.term.err(&format!(
+                "{node} stays out of the ring, also when the router or its agent restarts, \
+                 until `kubectl ste ring join {node}`\n"
+            ));
+        }
     }
     Ok(())
 }
@@ -279,6 +285,7 @@ pub async fn leave(session: &mut Session, args: &LeaveArgs) -> CliResult<()> {
             .leave(LeaveRequest {
                 name: node.clone(),
                 dry_run: true,
+                drain: false,
             })
             .await?;
         plan(&router, &mut preview, &Kind::Leave, node).await?;
@@ -292,6 +299,7 @@ pub async fn leave(session: &mut Session, args: &LeaveArgs) -> CliResult<()> {
             .leave(LeaveRequest {
                 name: node.clone(),
                 dry_run: args.wait.dry_run,
+                drain: false,
             })
             .await?;
         let planned = plan(&router, &mut stream, &Kind::Leave, node).await?;
@@ -308,6 +316,7 @@ pub async fn leave(session: &mut Session, args: &LeaveArgs) -> CliResult<()> {
         .leave(LeaveRequest {
             name: node.clone(),
             dry_run: true,
+            drain: false,
         })
         .await?;
     let planned = MigrationFacts::from(&plan(&router, &mut preview, &Kind::Leave, node).await?);
@@ -324,6 +333,7 @@ pub async fn leave(session: &mut Session, args: &LeaveArgs) -> CliResult<()> {
         .leave(LeaveRequest {
             name: node.clone(),
             dry_run: false,
+            drain: false,
         })
         .await?;
     let planned = plan(&router, &mut stream, &Kind::Leave, node).await?;

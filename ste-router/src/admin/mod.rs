@@ -352,6 +352,15 @@ impl Ring for RingService {
                 request.name
             )));
         }
+        if !request.dry_run && self.control.agents().is_held_out(&request.name) {
+            // Joining by hand ends an operator's leave.
+            self.control
+                .store()
+                .state()
+                .update(|s| s.held_out.retain(|n| *n != request.name))
+                .await?;
+            self.control.agents().release(&request.name);
+        }
         let mut members: Vec<Member> = ring.members().cloned().collect();
         members.push(Member::new(request.name.clone(), endpoint).with_weight(weight));
         Ok(Response::new(spawn_change(
@@ -395,6 +404,21 @@ impl Ring for RingService {
             .cloned()
             .collect();
         if !request.dry_run {
+            if !request.drain {
+                // An operator's leave lasts until a Join names the node:
+                // recorded before anything moves, so no restart undoes it.
+                self.control
+                    .store()
+                    .state()
+                    .update(|s| {
+                        if !s.held_out.contains(&request.name) {
+                            s.held_out.push(request.name.clone());
+                            s.held_out.sort();
+                        }
+                    })
+                    .await?;
+                self.control.agents().hold_out(&request.name);
+            }
             // Also while the leave runs, auto-join must not take it back.
             self.control.agents().set_left(&request.name);
         }

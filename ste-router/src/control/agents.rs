@@ -1,6 +1,6 @@
 //! Agents as the router knows them from Register and Heartbeat.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -41,10 +41,12 @@ pub struct AgentInfo {
     pub fenced: bool,
 }
 
-/// The agents heard from, by name.
+/// The agents heard from, by name, and the nodes an operator holds out of
+/// auto-join.
 #[derive(Debug, Default)]
 pub struct Agents {
     inner: Mutex<BTreeMap<String, AgentInfo>>,
+    held_out: Mutex<BTreeSet<String>>,
 }
 
 impl Agents {
@@ -123,6 +125,32 @@ impl Agents {
             agent.left = true;
             agent.joined_epoch = None;
         }
+    }
+
+    /// Holds node `name` out of auto-join, whether or not its agent has
+    /// registered (an operator's `ring leave`; the router state records it).
+    pub fn hold_out(&self, name: &str) {
+        self.held_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned());
+    }
+
+    /// Lets node `name` be joined automatically again (a Join named it);
+    /// true if it was held out.
+    pub fn release(&self, name: &str) -> bool {
+        self.held_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+    }
+
+    /// Whether an operator holds node `name` out of auto-join.
+    pub fn is_held_out(&self, name: &str) -> bool {
+        self.held_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
     }
 
     /// Agents heard from within `within`.

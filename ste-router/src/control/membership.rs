@@ -180,12 +180,17 @@ fn lost_member(control: &Control, dead_after: Duration) -> Option<(String, Strin
     None
 }
 
-/// A registered, healthy agent that may join and is in no ring yet.
+/// A registered, healthy agent that may join and is in no ring yet: not
+/// `--no-join`, not drained away since it registered, not held out by an
+/// operator's leave.
 fn joinable(control: &Control, within: Duration) -> Option<AgentInfo> {
     let placement = control.store().placement();
-    control
-        .agents()
-        .alive(within)
-        .into_iter()
-        .find(|a| !a.no_join && !a.left && a.healthy && !placement.is_member_or_joining(&a.name))
+    let agents = control.agents();
+    agents.alive(within).into_iter().find(|a| {
+        !a.no_join
+            && !a.left
+            && a.healthy
+            && !placement.is_member_or_joining(&a.name)
+            && !agents.is_held_out(&a.name)
+    })
 }

@@ -273,6 +273,11 @@ async fn leave_asks_on_a_terminal_and_draws_a_bar() {
         yes.stdout.contains("shard-c left the ring: generation 2, "),
         "{yes:#?}"
     );
+    assert!(
+        yes.stdout
+            .contains("shard-c stays out of the ring, also when the router or its agent restarts"),
+        "{yes:#?}"
+    );
     let ring = ring_json(&plugin, &user).await;
     assert_eq!(ring["members"].as_array().unwrap().len(), 2);
     assert_eq!(ring["keys"], 300);

@@ -354,12 +354,7 @@ impl Ring for RingService {
         }
         if !request.dry_run && self.control.agents().is_held_out(&request.name) {
             // Joining by hand ends an operator's leave.
-            self.control
-                .store()
-                .state()
-                .update(|s| s.held_out.retain(|n| *n != request.name))
-                .await?;
-            self.control.agents().release(&request.name);
+            self.control.release(&request.name).await?;
         }
         let mut members: Vec<Member> = ring.members().cloned().collect();
         members.push(Member::new(request.name.clone(), endpoint).with_weight(weight));
@@ -405,19 +400,9 @@ impl Ring for RingService {
             .collect();
         if !request.dry_run {
             if !request.drain {
-                // An operator's leave lasts until a Join names the node:
-                // recorded before anything moves, so no restart undoes it.
-                self.control
-                    .store()
-                    .state()
-                    .update(|s| {
-                        if !s.held_out.contains(&request.name) {
-                            s.held_out.push(request.name.clone());
-                            s.held_out.sort();
-                        }
-                    })
-                    .await?;
-                self.control.agents().hold_out(&request.name);
+                // An operator's leave lasts until a Join names the node,
+                // recorded before anything moves.
+                self.control.hold_out(&request.name).await?;
             }
             // Also while the leave runs, auto-join must not take it back.
             self.control.agents().set_left(&request.name);

@@ -128,7 +128,8 @@ impl Agents {
     }
 
     /// Holds node `name` out of auto-join, whether or not its agent has
-    /// registered (an operator's `ring leave`; the router state records it).
+    /// registered (an operator's `ring leave`; [`super::Control::hold_out`]
+    /// records it in the router state).
     pub fn hold_out(&self, name: &str) {
         self.held_out
             .lock()
@@ -136,13 +137,12 @@ impl Agents {
             .insert(name.to_owned());
     }
 
-    /// Lets node `name` be joined automatically again (a Join named it);
-    /// true if it was held out.
-    pub fn release(&self, name: &str) -> bool {
+    /// Lets node `name` be joined automatically again (a Join named it).
+    pub fn release(&self, name: &str) {
         self.held_out
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(name)
+            .remove(name);
     }
 
     /// Whether an operator holds node `name` out of auto-join.

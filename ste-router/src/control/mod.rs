@@ -14,6 +14,7 @@ pub mod ring_change;
 
 use std::sync::Arc;
 
+use crate::error::StoreError;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use agents::Agents;
@@ -56,5 +57,38 @@ impl Control {
     /// The router's request metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Holds node `name` out of auto-join (an operator's leave): recorded
+    /// in the router state first, so no restart undoes it.
+    ///
+    /// Errors: `Internal` when the state cannot be written; then nothing
+    /// changed.
+    pub async fn hold_out(&self, name: &str) -> Result<(), StoreError> {
+        self.store
+            .state()
+            .update(|s| {
+                if !s.held_out.iter().any(|n| n == name) {
+                    s.held_out.push(name.to_owned());
+                    s.held_out.sort();
+                }
+            })
+            .await?;
+        self.agents.hold_out(name);
+        Ok(())
+    }
+
+    /// Ends an operator's hold on node `name` (a Join names it), in the
+    /// router state and here.
+    ///
+    /// Errors: `Internal` when the state cannot be written; then it is still
+    /// held out.
+    pub async fn release(&self, name: &str) -> Result<(), StoreError> {
+        self.store
+            .state()
+            .update(|s| s.held_out.retain(|n| n != name))
+            .await?;
+        self.agents.release(name);
+        Ok(())
     }
 }

@@ -168,6 +168,14 @@ async fn an_operators_leave_lasts_across_router_restarts_until_a_join() -> anyho
     wait_members(&router, &["node-a", "node-c", "node-d"]).await?;
     let log = router.log();
     assert!(log.contains("held out of auto-join"), "{log}");
+    let status = router.status().await?;
+    let held: Vec<&str> = status
+        .agents
+        .iter()
+        .filter(|a| a.held_out)
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(held, ["node-b"], "{status:?}");
 
     ring::join(&mut router.admin().await?, "node-b", "").await?;
     wait_members(&router, &["node-a", "node-b", "node-c", "node-d"]).await?;

@@ -227,9 +227,9 @@ async fn finish(
             seconds
         ));
         if matches!(kind, Kind::Leave) {
-            session.term.err(&format!(
+            session.term.out_line(&format!(
                 "{node} stays out of the ring, also when the router or its agent restarts, \
-                 until `kubectl ste ring join {node}`\n"
+                 until `kubectl ste ring join {node}`"
             ));
         }
     }

@@ -79,6 +79,9 @@ pub struct AgentEntry {
     pub epoch: u64,
     /// Started with --no-join.
     pub no_join: bool,
+    /// Taken out by an operator's `ring leave`: not joined automatically
+    /// until `ring join` names it.
+    pub held_out: bool,
     /// Heartbeat reported its shard serving.
     pub healthy: bool,
     /// Seconds since the last heartbeat.
@@ -157,6 +160,7 @@ pub fn report(ring: &RingInfo, status: &RouterStatus) -> RingReport {
                 weight: a.weight,
                 epoch: a.epoch,
                 no_join: a.no_join,
+                held_out: a.held_out,
                 healthy: a.healthy,
                 last_heartbeat_seconds_ago: a.last_heartbeat_seconds_ago,
             })
@@ -214,6 +218,7 @@ pub fn agents_table(report: &RingReport) -> Table {
         "EPOCH",
         "HEALTHY",
         "NO-JOIN",
+        "HELD OUT",
         "LAST HEARTBEAT",
     ]);
     for a in &report.agents_not_in_ring {
@@ -225,6 +230,7 @@ pub fn agents_table(report: &RingReport) -> Table {
             Cell::from(a.epoch.to_string()),
             Cell::from(a.healthy.to_string()),
             Cell::from(a.no_join.to_string()),
+            Cell::from(a.held_out.to_string()),
             Cell::from(format!(
                 "{} ago",
                 human::age(Duration::from_secs(a.last_heartbeat_seconds_ago))

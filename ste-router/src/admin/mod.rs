@@ -194,6 +194,7 @@ impl RingService {
             .into_iter()
             .map(|a| RegisteredAgent {
                 member: ring.member(&a.name).is_some(),
+                held_out: self.control.agents().is_held_out(&a.name),
                 name: a.name,
                 agent_address: a.agent_address,
                 user_address: a.user_address,

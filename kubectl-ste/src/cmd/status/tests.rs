@@ -35,6 +35,7 @@ fn registered(name: &str, generation_seen: u64) -> RegisteredAgent {
         epoch: 2,
         weight: 1,
         no_join: false,
+        held_out: false,
         member: true,
         last_heartbeat_seconds_ago: 1,
         generation_seen,

@@ -72,18 +72,20 @@ pub struct EtcdSpec {
 
 impl EtcdSpec {
     /// The flags of a single-member, no-fsync, in-memory shard, with its
-    /// TLS flags when it has TLS.
-    pub fn args(&self) -> Vec<String> {
-        let mut args = self.base_args();
+    /// TLS flags when it has TLS. `cluster_token` is the start's
+    /// `--initial-cluster-token` (see [`cluster_token`]).
+    pub fn args(&self, cluster_token: &str) -> Vec<String> {
+        let mut args = self.base_args(cluster_token);
         if let Some(tls) = &self.tls {
             args.extend(tls.etcd_args(&self.name));
         }
         args
     }
 
-    fn base_args(&self) -> Vec<String> {
+    fn base_args(&self, cluster_token: &str) -> Vec<String> {
         vec![
             format!("--name={}", self.name),
+            format!("--initial-cluster-token={cluster_token}"),
             format!("--data-dir={}", self.data_dir.display()),
             format!("--listen-client-urls={}", self.client_url),
             format!("--advertise-client-urls={}", self.client_url),
@@ -106,6 +108,24 @@ impl EtcdSpec {
             "--log-outputs=stderr".into(),
         ]
     }
+}
+
+/// The `--initial-cluster-token` of a fresh start of `member`'s etcd, at
+/// `started`: unique to that start.
+///
+/// etcd derives its cluster ID and member ID from the peer URLs and this
+/// token (`membership.NewMember`), so with etcd's default token every
+/// start on the same peer URL is the same member to its clients, although
+/// its data dir was wiped. A token of its own gives each start new IDs,
+/// which is how the router tells the empty shard of an agent restarted at
+/// once (same name, address and epoch number) from the one it wrote to:
+/// its health probe compares the member ID in each answer's header with
+/// the one it scanned.
+pub fn cluster_token(member: &str, started: std::time::SystemTime) -> String {
+    let nanos = started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("ste-{member}-{nanos}")
 }
 
 /// The last lines etcd wrote to stderr, kept to explain an exit.
@@ -170,10 +190,10 @@ impl EtcdProcess {
     /// The parent-death signal fires when the *thread* that forked exits;
     /// this must therefore be called from a long-lived runtime worker thread,
     /// never from a `spawn_blocking` thread.
-    pub fn spawn(spec: &EtcdSpec, member: &str) -> io::Result<Self> {
+    pub fn spawn(spec: &EtcdSpec, member: &str, cluster_token: &str) -> io::Result<Self> {
         let mut command = Command::new(&spec.bin);
         command
-            .args(spec.args())
+            .args(spec.args(cluster_token))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Notify, watch};
 
-use crate::etcd::{EtcdProcess, EtcdSpec};
+use crate::etcd::{self, EtcdProcess, EtcdSpec};
 use crate::mount;
 use crate::status::{AgentState, Status, unix_now};
 
@@ -146,7 +146,8 @@ impl Supervisor {
             .map_err(|e| format!("cannot create {}: {e}", self.wipe_dir.display()))
             .and_then(|()| mount::wipe(&self.wipe_dir).map_err(|e| e.to_string()))
             .and_then(|()| {
-                EtcdProcess::spawn(&self.spec, &self.spec.name)
+                let token = etcd::cluster_token(&self.spec.name, SystemTime::now());
+                EtcdProcess::spawn(&self.spec, &self.spec.name, &token)
                     .map_err(|e| format!("cannot start {}: {e}", self.spec.bin.display()))
             });
         match result {

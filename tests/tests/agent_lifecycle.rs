@@ -157,11 +157,12 @@ async fn sigint_also_shuts_down_cleanly() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_agent_takes_etcd_along_and_its_tmpfs_is_reused() -> anyhow::Result<()> {
     let mut agent = TestAgent::start(AgentOptions::new("phoenix", LOCALHOST)).await?;
-    agent
+    let written = agent
         .etcd()
         .await?
         .put("/registry/pods/a/b", "v", None)
         .await?;
+    let member_before = written.header().expect("header").member_id();
     let etcd_pid = agent.status().await?.shard.unwrap_or_default().pid;
 
     agent.signal(Signal::SIGKILL)?;
@@ -194,6 +195,18 @@ async fn killed_agent_takes_etcd_along_and_its_tmpfs_is_reused() -> anyhow::Resu
         "wiped on reuse"
     );
     assert!(agent.log().contains("reusing a tmpfs"));
+    // Same name, address and epoch number, but another etcd member: a
+    // client that knew the old one (the router) can tell the empty shard
+    // from the one it wrote to.
+    let member_after = agent
+        .etcd()
+        .await?
+        .status()
+        .await?
+        .header()
+        .expect("header")
+        .member_id();
+    assert_ne!(member_after, member_before, "a fresh start is a new member");
     Ok(())
 }
 

@@ -205,3 +205,64 @@ async fn after_a_cut_a_watch_from_the_revision_a_get_answered_works() -> anyhow:
     );
     Ok(())
 }
+
+/// A shard that restarts empty between two health probes (an agent that
+/// crashed and was restarted at once comes back under the same name,
+/// address and etcd member ID). The first write that lands on it passes
+/// its guard — a create of a key the empty shard lacks — and comes back at
+/// a shard revision below one the router already recorded. That alone
+/// proves the loss: the router must refuse the shard's keys from then on,
+/// not answer from an index that still lists the lost ones, and must not
+/// wait for the next probe (here an hour away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_lands_on_an_emptied_shard_reveals_the_loss() -> anyhow::Result<()> {
+    let mut cluster = ShardedRouter::start(3, &["--health-interval", "1h"]).await?;
+    let mut client = cluster.router.client().await?;
+    let mut admin = cluster.router.admin().await?;
+    let mut lost = Vec::new();
+    for i in 0..40 {
+        let key = format!("/registry/pods/ns-{}/pod-{i}", i % 3);
+        client.put(key.clone(), "v", None).await?;
+        if ring::member_of(&mut admin, &key).await? == "shard-b" {
+            lost.push(key);
+        }
+    }
+    assert!(!lost.is_empty());
+
+    cluster
+        .shard("shard-b")
+        .expect("shard-b")
+        .restart_empty()
+        .await?;
+
+    let fresh = ring::first_placed_on(
+        &mut admin,
+        "shard-b",
+        (0..1000).map(|i| format!("/registry/pods/ns-new/pod-{i}")),
+    )
+    .await?;
+    // Its answer is the client's to keep (the shard applied the write);
+    // what matters is what the router serves after it.
+    let _ = client.put(fresh.as_str(), "after", None).await;
+
+    let read = client.get(lost[0].as_str(), None).await;
+    assert!(
+        read.as_ref().is_err_and(unavailable),
+        "a key of the emptied shard must be refused, not served: {read:?}"
+    );
+    let list = client
+        .get(PODS, Some(GetOptions::new().with_prefix()))
+        .await;
+    assert!(
+        list.as_ref().is_err_and(unavailable),
+        "a list over the emptied shard must be refused, not served: {list:?}"
+    );
+    let log = cluster.router.log();
+    assert!(log.contains("a write came back at shard revision"), "{log}");
+    Ok(())
+}
+
+/// The router's answer for a shard it cannot serve (gRPC UNAVAILABLE).
+fn unavailable(error: &etcd_client::Error) -> bool {
+    matches!(error, etcd_client::Error::GRpcStatus(status) if status.code() == tonic::Code::Unavailable)
+}

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::histogram::Histogram;
 use ste_core::index::ShardId;
 use ste_core::revision::{GlobalRevision, ShardRevision};
-use ste_core::revmap::{Location, RevisionMap};
+use ste_core::revmap::{Location, RevMapError, RevisionMap};
 use ste_proto::etcd::etcdserverpb as pb;
 use tonic::Status;
 
-use crate::error::StoreError;
+use crate::error::{FUTURE_REVISION, StoreError};
 use crate::store::write::PendingWrite;
 
 mod call_error;
@@ -333,28 +333,52 @@ impl Shard {
 
     /// Records that the writes with global revisions `first..=last` (one
     /// Txn) left the shard at `shard`. Callers hold the shard's write turn.
+    ///
+    /// A shard revision that did not grow means the shard restarted empty
+    /// since its last acknowledged write (see [`Shard::refused_record`]).
     pub fn record_batch(&self, first: GlobalRevision, last: GlobalRevision, shard: ShardRevision) {
-        if let Err(err) = self
+        let recorded = self
             .revisions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .record_batch(first, last, shard)
-        {
-            tracing::error!(member = %self.name, %first, %last, %shard, error = %err, "revision map out of order");
+            .record_batch(first, last, shard);
+        if let Err(err) = recorded {
+            self.refused_record(err);
         }
     }
 
     /// Records that the write with global revision `global` is the shard's
-    /// revision `shard`. Callers hold the shard's write turn, so both only grow.
+    /// revision `shard`. Callers hold the shard's write turn, so both only
+    /// grow; a shard revision that did not is handled as in
+    /// [`Shard::record_batch`].
     pub fn record_revision(&self, global: GlobalRevision, shard: ShardRevision) {
-        if let Err(err) = self
+        let recorded = self
             .revisions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .record(global, shard)
-        {
-            // Only possible if a write bypassed the write turn: a bug, not input.
-            tracing::error!(member = %self.name, %global, %shard, error = %err, "revision map out of order");
+            .record(global, shard);
+        if let Err(err) = recorded {
+            self.refused_record(err);
+        }
+    }
+
+    /// A record the revision map refused. The write turn keeps the router's
+    /// own writes in order on both sides, so a shard revision at or below
+    /// one the shard already acknowledged can only come from a shard that
+    /// lost its data: an etcd restarted on a wiped data dir counts again
+    /// from 1 (an agent restarted at once, or its etcd, between two health
+    /// probes). Its part of the index is marked untrusted on the spot, so
+    /// no read is answered from it before the resync. A global revision out
+    /// of order is a bug in the router, not input.
+    fn refused_record(&self, err: RevMapError) {
+        match err {
+            RevMapError::OutOfOrder {
+                shard, last_shard, ..
+            } if shard <= last_shard => self.mark_needs_resync(&format!(
+                "a write came back at shard revision {shard}, not after {last_shard} it had \
+                 acknowledged: the shard restarted empty and its keys are lost"
+            )),
+            err => tracing::error!(member = %self.name, error = %err, "revision map out of order"),
         }
     }
 
@@ -445,13 +469,31 @@ impl Shard {
 
     /// Turns a failed call into the error the client sees: etcd's own
     /// answers pass through, transport failures name the shard.
+    ///
+    /// A shard that says a revision the router asked for is in its future
+    /// (etcd's `ErrFutureRev`) has lost writes it acknowledged: the router
+    /// only reads a shard at revisions the shard gave it. Like a write that
+    /// comes back at an older revision, that marks the shard as restarted
+    /// empty, and the client gets the shard's unavailability instead of an
+    /// error about a revision it never asked for.
     pub fn client_error(&self, error: ShardCallError) -> StoreError {
         if ShardCallError::classify_transport(&error.status) {
             self.unavailable(describe(&error.status))
+        } else if is_future_revision(&error.status) {
+            let reason = "the shard has not reached a revision it acknowledged: it restarted \
+                          empty and its keys are lost";
+            self.mark_needs_resync(reason);
+            self.unavailable(reason.into())
         } else {
             StoreError::Shard(error.status)
         }
     }
+}
+
+/// etcd's answer to a request at a revision it has not reached
+/// (`mvcc.ErrFutureRev`, gRPC OUT_OF_RANGE).
+fn is_future_revision(status: &Status) -> bool {
+    status.code() == tonic::Code::OutOfRange && status.message() == FUTURE_REVISION
 }
 
 impl Shard {

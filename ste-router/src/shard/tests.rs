@@ -137,12 +137,43 @@ async fn etcd_answers_pass_through_and_leave_the_shard_healthy() {
         shard.check_available().expect("still available");
     }
 
+    assert!(shard.health().healthy);
+}
+
+/// The router reads a shard only at revisions the shard gave it, so a
+/// shard that calls one of them its future has lost acknowledged writes:
+/// it restarted empty. The client is told the shard is unavailable (not
+/// about a revision it never asked for), and the shard refuses requests
+/// until its keys are resynchronised.
+#[tokio::test]
+async fn a_shard_that_calls_a_known_revision_future_needs_a_resync() {
+    let (shard, _) = shard();
     let future = shard
         .compact(ShardRevision(9), false)
         .await
         .expect_err("future");
-    assert_eq!(shard.client_error(future).to_string(), FUTURE_REVISION);
-    assert!(shard.health().healthy);
+    assert_eq!(future.status.message(), FUTURE_REVISION);
+    let error = shard.client_error(future);
+    assert!(
+        matches!(&error, StoreError::ShardUnavailable { reason, .. } if reason.contains("restarted empty")),
+        "{error:?}"
+    );
+    assert!(shard.health().needs_resync);
+    assert!(shard.check_available().is_err());
+}
+
+/// A write that comes back at a shard revision the shard already passed
+/// proves the same loss, and is recorded as that rather than as a bug.
+#[test]
+fn a_write_at_an_older_shard_revision_marks_the_shard_for_a_resync() {
+    let (shard, _) = shard();
+    shard.record_revision(GlobalRevision(5), ShardRevision(7));
+    assert!(!shard.health().needs_resync);
+    shard.record_batch(GlobalRevision(6), GlobalRevision(7), ShardRevision(2));
+    assert!(shard.health().needs_resync);
+    assert!(shard.health().last_error.contains("restarted empty"));
+    // The map keeps what it had: reads at known revisions stay where they were.
+    assert_eq!(shard.revision_at(GlobalRevision(6)), ShardRevision(7));
 }
 
 #[test]

@@ -190,6 +190,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.leases().insert(lease.id, lease.ttl);
     }
     for name in &saved.held_out {
+        if config.members.iter().any(|m| &m.name == name) {
+            // The flags are the operator's word on the ring, and the later
+            // one: the node is a member, so its leave no longer holds.
+            tracing::warn!(
+                node = %name,
+                "--member names a node an operator's `ring leave` held out; it is a member as \
+                 the flags say, and no longer held out"
+            );
+            control
+                .release(name)
+                .await
+                .context("clearing a held-out record that --member overrides")?;
+            continue;
+        }
         tracing::info!(
             node = %name,
             "held out of auto-join by an operator's `ring leave`; `kubectl ste ring join {name}` takes it back"

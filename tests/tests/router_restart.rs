@@ -311,3 +311,26 @@ async fn state_in_etcd_lets_another_router_take_over() -> anyhow::Result<()> {
     assert!(stored.kvs()[0].value_str()?.contains("reserved_revision"));
     Ok(())
 }
+
+/// `--member` flags are the operator's word on the ring, and the later one:
+/// a router started with flags that name a node an earlier `ring leave` held
+/// out makes it a member as they say, warns, and forgets the hold, so the
+/// state file no longer contradicts the ring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_flags_take_back_a_node_an_operator_held_out() -> anyhow::Result<()> {
+    let mut cluster = ShardedRouter::start(2, &[]).await?;
+    let mut admin = cluster.router.admin().await?;
+    ste_tests::ring::leave(&mut admin, "shard-b").await?;
+    let state = std::fs::read_to_string(cluster.router.state_file())?;
+    assert!(state.contains("held_out shard-b\n"), "{state}");
+
+    cluster.router.restart().await?;
+    let status = cluster.router.status().await?;
+    let members: Vec<&str> = status.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(members, ["shard-a", "shard-b"]);
+    let state = std::fs::read_to_string(cluster.router.state_file())?;
+    assert!(!state.contains("held_out"), "{state}");
+    let log = cluster.router.log();
+    assert!(log.contains("no longer held out"), "{log}");
+    Ok(())
+}

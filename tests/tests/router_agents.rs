@@ -279,6 +279,101 @@ async fn a_killed_agent_is_fenced_and_rejoins_empty() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An agent killed and restarted at once, well within
+/// `--member-dead-after`, comes back at epoch 1 again with its shard wiped,
+/// under the same name and address. The epoch cannot tell, but its etcd is
+/// a new member: the router's next probe sees the new member ID and
+/// resynchronises the shard. The lost keys leave the index, watches are cut
+/// so kube-apiserver relists, and the node stays a member and takes keys
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restarted_at_once_is_known_by_its_new_etcd_member() -> anyhow::Result<()> {
+    let router = TestRouter::spawn_new(&[], &["--member-dead-after", "1h"])?;
+    let mut agents = spawn_three(&router)?;
+    let before = wait_members(&router, &["node-a", "node-b", "node-c"]).await?;
+    let written = put_keys(&router, 90).await?;
+    let mut client = router.client().await?;
+    let mut watch = client
+        .watch(PODS, Some(WatchOptions::new().with_prefix()))
+        .await?;
+    assert!(watch.message().await?.is_some_and(|r| r.created()));
+    let lost = keys::count_under(&mut agents[2].etcd().await?, PODS).await?;
+    assert!(lost > 0);
+
+    let victim = &mut agents[2];
+    victim.signal(Signal::SIGKILL)?;
+    victim.wait_exit(Duration::from_secs(10)).await?;
+    victim.respawn()?;
+    assert_eq!(
+        victim.wait_serving().await?.epoch,
+        1,
+        "the same epoch number"
+    );
+
+    let canceled = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match watch.message().await? {
+                Some(response) if response.canceled() => {
+                    return anyhow::Ok(response.compact_revision());
+                }
+                Some(_) => continue,
+                None => anyhow::bail!("watch ended without a cancel"),
+            }
+        }
+    })
+    .await??;
+    assert!(canceled > 0);
+    let mut expected = written.clone();
+    let mut admin = router.admin().await?;
+    for key in written.keys() {
+        if ring::member_of(&mut admin, key).await? == "node-c" {
+            expected.remove(key);
+        }
+    }
+    assert_eq!(expected.len() as i64, written.len() as i64 - lost);
+    ste_tests::eventually(
+        "the lost keys leave the index",
+        Duration::from_secs(60),
+        || {
+            let mut client = client.clone();
+            let expected = &expected;
+            async move {
+                let listed = client
+                    .get(PODS, Some(GetOptions::new().with_prefix().with_keys_only()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let keys: Vec<&[u8]> = listed.kvs().iter().map(|kv| kv.key()).collect();
+                let want: Vec<&[u8]> = expected.keys().map(|k| k.as_bytes()).collect();
+                if keys == want {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} keys listed, {} expected",
+                        keys.len(),
+                        want.len()
+                    ))
+                }
+            }
+        },
+    )
+    .await?;
+    let remaining: Vec<&TestAgent> = agents.iter().collect();
+    check(&router, &remaining, &expected).await?;
+    assert!(
+        router.log().contains("came back as a new etcd member"),
+        "{}",
+        router.log()
+    );
+
+    // Not fenced: the same ring, and node-c takes keys again.
+    let status = router.status().await?;
+    assert_eq!(status.generation, before.generation);
+    put_keys(&router, 120).await?;
+    let held = keys::count_under(&mut agents[2].etcd().await?, PODS).await?;
+    assert!(held > 0, "node-c receives keys again");
+    Ok(())
+}
+
 /// Found by the fault loop (`tests/tests/fault_loop.rs`, seed 0x2): a
 /// member fenced while its shard still held keys — here a shard that only
 /// stopped answering for longer than `--member-dead-after`; in the loop, a

@@ -9,6 +9,7 @@ use etcd_client::{GetOptions, WatchOptions};
 use nix::sys::signal::Signal;
 use ste_proto::v1::RouterStatus;
 use ste_tests::keys::{self, PODS};
+use ste_tests::watch::until_canceled;
 use ste_tests::{AgentOptions, TestAgent, TestRouter, ring};
 
 /// Agents node-a, node-b, node-c on 127.0.0.2-4, registering with `router`.
@@ -226,19 +227,8 @@ async fn a_killed_agent_is_fenced_and_rejoins_empty() -> anyhow::Result<()> {
 
     let after = wait_members(&router, &["node-a", "node-b"]).await?;
     assert_eq!(after.generation, before.generation + 1);
-    let canceled = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match watch.message().await? {
-                Some(response) if response.canceled() => {
-                    return anyhow::Ok(response.compact_revision());
-                }
-                Some(_) => continue,
-                None => anyhow::bail!("watch ended without a cancel"),
-            }
-        }
-    })
-    .await??;
-    assert!(canceled > 0);
+    let canceled = until_canceled(&mut watch, Duration::from_secs(30)).await?;
+    assert!(canceled.compact_revision() > 0, "{canceled:?}");
     let mut expected = written.clone();
     for key in &lost {
         expected.remove(key);
@@ -310,19 +300,8 @@ async fn an_agent_restarted_at_once_is_known_by_its_new_etcd_member() -> anyhow:
         "the same epoch number"
     );
 
-    let canceled = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            match watch.message().await? {
-                Some(response) if response.canceled() => {
-                    return anyhow::Ok(response.compact_revision());
-                }
-                Some(_) => continue,
-                None => anyhow::bail!("watch ended without a cancel"),
-            }
-        }
-    })
-    .await??;
-    assert!(canceled > 0);
+    let canceled = until_canceled(&mut watch, Duration::from_secs(60)).await?;
+    assert!(canceled.compact_revision() > 0, "{canceled:?}");
     let mut expected = written.clone();
     let mut admin = router.admin().await?;
     for key in written.keys() {

@@ -89,6 +89,15 @@ impl From<&MigrationProgress> for MigrationFacts {
     }
 }
 
+/// `n` keys in words: `1 key`, `1200 keys`.
+pub fn key_count(n: u64) -> String {
+    if n == 1 {
+        "1 key".to_owned()
+    } else {
+        format!("{n} keys")
+    }
+}
+
 /// The plan's first line, e.g. `join node-d: generation 3 -> 4, 1200 keys
 /// (2.1Mi) to move`.
 pub fn plan_line(plan: &MigrationFacts, dry_run: bool) -> String {
@@ -96,8 +105,8 @@ pub fn plan_line(plan: &MigrationFacts, dry_run: bool) -> String {
         "no keys to move".to_owned()
     } else {
         format!(
-            "{} keys ({}) to move",
-            plan.keys_total,
+            "{} ({}) to move",
+            key_count(plan.keys_total),
             format_bytes(plan.bytes_total)
         )
     };
@@ -248,6 +257,12 @@ mod tests {
         );
         let none = MigrationFacts::from(&progress(0, 0));
         assert!(plan_line(&none, false).ends_with("no keys to move"));
+        let one = MigrationFacts::from(&progress(0, 1));
+        assert!(
+            plan_line(&one, false).ends_with(", 1 key (1000B) to move"),
+            "{}",
+            plan_line(&one, false)
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use ste_core::units::format_bytes;
 use ste_proto::v1::{JoinRequest, LeaveRequest, MigrationPhase, MigrationProgress};
 use tonic::Streaming;
 
-use super::migration::{MigrationFacts, ProgressView, plan_line, plan_table};
+use super::migration::{MigrationFacts, ProgressView, key_count, plan_line, plan_table};
 use crate::cli::{JoinArgs, LeaveArgs, WaitArgs};
 use crate::connect::RouterConn;
 use crate::error::{CliError, CliResult};
@@ -220,9 +220,9 @@ async fn finish(
             Kind::Leave => "left",
         };
         session.term.out_line(&format!(
-            "{node} {verb} the ring: generation {}, {} keys ({}) moved in {:.1}s",
+            "{node} {verb} the ring: generation {}, {} ({}) moved in {:.1}s",
             done.to_generation,
-            done.keys_moved,
+            key_count(done.keys_moved),
             format_bytes(done.bytes_moved),
             seconds
         ));
@@ -322,8 +322,8 @@ pub async fn leave(session: &mut Session, args: &LeaveArgs) -> CliResult<()> {
     let planned = MigrationFacts::from(&plan(&router, &mut preview, &Kind::Leave, node).await?);
     print_plan(session, &planned, false);
     let question = format!(
-        "Remove {node} from the ring and move its {} keys ({}) to the other members?",
-        planned.keys_total,
+        "Remove {node} from the ring and move its {} ({}) to the other members?",
+        key_count(planned.keys_total),
         format_bytes(planned.bytes_total)
     );
     if !confirm(session, &question).await? {

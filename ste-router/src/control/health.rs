@@ -48,7 +48,7 @@ pub async fn check_shards(store: Arc<Store>, interval: Duration, mut shutdown: S
                     shard.mark_healthy();
                     let header = status.header.unwrap_or_default();
                     if shard.member_id() != 0 && header.member_id != shard.member_id() {
-                        shard.mark_needs_resync("the shard came back as a new etcd member (new epoch): its keys are lost");
+                        shard.mark_needs_resync("the shard came back as a new etcd member (it restarted empty): its keys are lost");
                     } else if header.revision < written_at.0 {
                         shard.mark_needs_resync("the shard's revision went backwards (restarted empty): its keys are lost");
                     }

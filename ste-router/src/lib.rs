@@ -168,7 +168,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tls: config.tls.shard_client()?,
         },
     };
-    let connect = connect_grpc(store_config.shard_timeouts.clone());
+    let resync_wanted = Arc::new(tokio::sync::Notify::new());
+    let connect = connect_grpc(store_config.shard_timeouts.clone(), resync_wanted.clone());
     let identity = Identity {
         name: config.name.clone(),
         cluster_id: member_id(&format!("{}-cluster", config.name)),
@@ -383,6 +384,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(control::health::check_shards(
             store.clone(),
             config.health_interval,
+            resync_wanted,
             shutdown_rx.clone(),
         )),
         tokio::spawn(control::membership::manage(

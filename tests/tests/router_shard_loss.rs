@@ -207,24 +207,29 @@ async fn after_a_cut_a_watch_from_the_revision_a_get_answered_works() -> anyhow:
 }
 
 /// A shard that restarts empty between two health probes (an agent that
-/// crashed and was restarted at once comes back under the same name,
-/// address and etcd member ID). The first write that lands on it passes
-/// its guard — a create of a key the empty shard lacks — and comes back at
-/// a shard revision below one the router already recorded. That alone
-/// proves the loss: the router must refuse the shard's keys from then on,
-/// not answer from an index that still lists the lost ones, and must not
-/// wait for the next probe (here an hour away).
+/// crashed and was restarted at once comes back under the same name and
+/// address). The first write that lands on it passes its guard — a create
+/// of a key the empty shard lacks — and comes back at a shard revision below
+/// one the router already recorded. That alone proves the loss. The router
+/// must not answer from an index that still lists the lost keys: until the
+/// shard is resynchronised it refuses them as unavailable, and it
+/// resynchronises at once, without waiting for the next probe (here an hour
+/// away). Afterwards the lost keys are gone and the write that revealed the
+/// loss is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_that_lands_on_an_emptied_shard_reveals_the_loss() -> anyhow::Result<()> {
     let mut cluster = ShardedRouter::start(3, &["--health-interval", "1h"]).await?;
     let mut client = cluster.router.client().await?;
     let mut admin = cluster.router.admin().await?;
     let mut lost = Vec::new();
+    let mut elsewhere = BTreeSet::new();
     for i in 0..40 {
         let key = format!("/registry/pods/ns-{}/pod-{i}", i % 3);
         client.put(key.clone(), "v", None).await?;
         if ring::member_of(&mut admin, &key).await? == "shard-b" {
             lost.push(key);
+        } else {
+            elsewhere.insert(key);
         }
     }
     assert!(!lost.is_empty());
@@ -241,24 +246,44 @@ async fn a_write_that_lands_on_an_emptied_shard_reveals_the_loss() -> anyhow::Re
         (0..1000).map(|i| format!("/registry/pods/ns-new/pod-{i}")),
     )
     .await?;
-    // Its answer is the client's to keep (the shard applied the write);
-    // what matters is what the router serves after it.
-    let _ = client.put(fresh.as_str(), "after", None).await;
+    client.put(fresh.as_str(), "after", None).await?;
 
-    let read = client.get(lost[0].as_str(), None).await;
-    assert!(
-        read.as_ref().is_err_and(unavailable),
-        "a key of the emptied shard must be refused, not served: {read:?}"
-    );
-    let list = client
+    // Refused (UNAVAILABLE) while the resync runs, then absent: never the
+    // lost value, never another error.
+    let found = ste_tests::eventually(
+        "a lost key to read as absent",
+        Duration::from_secs(60),
+        || {
+            let mut client = client.clone();
+            let key = lost[0].clone();
+            async move {
+                match client.get(key, None).await {
+                    Ok(response) => Ok(response.kvs().len()),
+                    Err(error) if unavailable(&error) => Err(error.to_string()),
+                    Err(error) => panic!("a lost key's read failed otherwise: {error:?}"),
+                }
+            }
+        },
+    )
+    .await?;
+    assert_eq!(found, 0, "a lost key must not be served");
+    let listed: BTreeSet<String> = client
         .get(PODS, Some(GetOptions::new().with_prefix()))
-        .await;
-    assert!(
-        list.as_ref().is_err_and(unavailable),
-        "a list over the emptied shard must be refused, not served: {list:?}"
+        .await?
+        .kvs()
+        .iter()
+        .map(|kv| kv.key_str().map(str::to_owned))
+        .collect::<Result<_, _>>()?;
+    let mut expected = elsewhere;
+    expected.insert(fresh.clone());
+    assert_eq!(listed, expected);
+    assert_eq!(
+        client.get(fresh.as_str(), None).await?.kvs()[0].value(),
+        b"after"
     );
     let log = cluster.router.log();
     assert!(log.contains("a write came back at shard revision"), "{log}");
+    assert!(log.contains("shard resynchronised"), "{log}");
     Ok(())
 }
 

@@ -18,7 +18,17 @@ use crate::store::Store;
 /// its part of the index is rebuilt (empty) and every watch ends with the
 /// compacted error, so kube-apiserver relists and controllers recreate
 /// the lost pods.
-pub async fn check_shards(store: Arc<Store>, interval: Duration, mut shutdown: Shutdown) {
+///
+/// Runs every `interval`, and at once when a shard newly needs a resync
+/// (`resync_wanted`: a request found the shard's data lost, or its outcome
+/// uncertain), so the shard refuses requests for no longer than the resync
+/// takes.
+pub async fn check_shards(
+    store: Arc<Store>,
+    interval: Duration,
+    resync_wanted: Arc<tokio::sync::Notify>,
+    mut shutdown: Shutdown,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A probe gets what any request to a shard gets (`--shard-timeout`): a
@@ -29,6 +39,7 @@ pub async fn check_shards(store: Arc<Store>, interval: Duration, mut shutdown: S
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = resync_wanted.notified() => {}
             _ = shutdown.wait() => return,
         }
         let shards = store.placement().shards();

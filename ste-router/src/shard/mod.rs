@@ -144,6 +144,9 @@ pub struct Shard {
     /// The etcd member ID seen at the last scan: a different one later
     /// means the shard was recreated empty.
     member_id: std::sync::atomic::AtomicU64,
+    /// Woken when the shard newly needs a resync (see
+    /// [`Shard::with_resync_signal`]).
+    resync_wanted: Arc<tokio::sync::Notify>,
 }
 
 impl Shard {
@@ -197,7 +200,16 @@ impl Shard {
                 needs_resync: false,
             }),
             member_id: std::sync::atomic::AtomicU64::new(0),
+            resync_wanted: Arc::default(),
         }
+    }
+
+    /// The shard, waking `signal` whenever it newly needs a resync, so the
+    /// loop that resynchronises shards (`control::health`) waits on it and
+    /// need not wait for its next tick. Without it, nothing is woken.
+    pub fn with_resync_signal(mut self, signal: Arc<tokio::sync::Notify>) -> Self {
+        self.resync_wanted = signal;
+        self
     }
 
     /// The etcd member ID seen at the last scan; 0 before the first.
@@ -269,12 +281,18 @@ impl Shard {
     }
 
     /// Marks the shard's part of the index as untrusted: it refuses
-    /// requests until [`Shard::resynced`].
+    /// requests until [`Shard::resynced`]. The first mark since the last
+    /// resync wakes the resync signal.
     pub fn mark_needs_resync(&self, reason: &str) {
         let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
         tracing::warn!(member = %self.name, reason, "shard needs a resync");
+        let newly = !health.needs_resync;
         health.needs_resync = true;
         health.last_error = reason.to_owned();
+        drop(health);
+        if newly {
+            self.resync_wanted.notify_one();
+        }
     }
 
     /// Marks the shard up (a probe succeeded). Returns true if it was

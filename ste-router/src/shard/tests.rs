@@ -290,3 +290,28 @@ async fn range_and_txn_calls_are_timed_failed_ones_too() {
     shard.txn(put("c")).await.expect("the put applies");
     assert_eq!(observed(seen_by_scrape.by_method()[1].1).0, 3);
 }
+
+/// The resync loop is woken once when a shard newly needs a resync, not
+/// again for every request that finds it so before the resync ran.
+#[tokio::test]
+async fn a_new_need_for_a_resync_wakes_the_signal_once() {
+    let (shard, _) = shard();
+    let signal = Arc::new(tokio::sync::Notify::new());
+    let shard = shard.with_resync_signal(signal.clone());
+    shard.mark_needs_resync("first");
+    shard.mark_needs_resync("second");
+    tokio::time::timeout(std::time::Duration::from_secs(5), signal.notified())
+        .await
+        .expect("woken");
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(50), signal.notified())
+            .await
+            .is_err(),
+        "woken only once"
+    );
+    shard.resynced();
+    shard.mark_needs_resync("again");
+    tokio::time::timeout(std::time::Duration::from_secs(5), signal.notified())
+        .await
+        .expect("woken after a resync");
+}

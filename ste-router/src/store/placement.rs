@@ -24,16 +24,20 @@ use crate::shard::{Shard, ShardTimeouts};
 /// an in-memory one in unit tests). Called once per member and endpoint.
 pub type Connect = Arc<dyn Fn(ShardId, &Member) -> StoreResult<Arc<Shard>> + Send + Sync>;
 
-/// The [`Connect`] of a running router: a lazy gRPC channel per shard.
-pub fn connect_grpc(timeouts: ShardTimeouts) -> Connect {
+/// The [`Connect`] of a running router: a lazy gRPC channel per shard,
+/// each waking `resync_wanted` when it needs a resync.
+pub fn connect_grpc(timeouts: ShardTimeouts, resync_wanted: Arc<tokio::sync::Notify>) -> Connect {
     Arc::new(move |id, member| {
-        Ok(Arc::new(Shard::new(
-            id,
-            member.name.clone(),
-            member.endpoint.clone(),
-            member.weight,
-            timeouts.clone(),
-        )?))
+        Ok(Arc::new(
+            Shard::new(
+                id,
+                member.name.clone(),
+                member.endpoint.clone(),
+                member.weight,
+                timeouts.clone(),
+            )?
+            .with_resync_signal(resync_wanted.clone()),
+        ))
     })
 }
 

@@ -14,11 +14,14 @@ fn member(name: &str) -> Member {
 }
 
 fn placement(names: &[&str]) -> Placement {
-    let connect = connect_grpc(ShardTimeouts {
-        connect: Duration::from_millis(10),
-        request: Duration::from_millis(10),
-        tls: None,
-    });
+    let connect = connect_grpc(
+        ShardTimeouts {
+            connect: Duration::from_millis(10),
+            request: Duration::from_millis(10),
+            tls: None,
+        },
+        Arc::default(),
+    );
     Placement::new(64, names.iter().map(|n| member(n)).collect(), 0, connect).unwrap()
 }
 

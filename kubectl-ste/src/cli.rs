@@ -165,8 +165,9 @@ pub struct JoinArgs {
     #[arg(value_name = "NODE")]
     pub node: String,
     /// Placement weight: the member gets weight × vnodes ring points
-    /// (default: the weight the agent registered with, else 1).
-    #[arg(long, value_name = "N")]
+    /// (default: the weight the agent registered with, else 1). At least 1,
+    /// as the agent's own --weight.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub weight: Option<u32>,
     /// Join an unregistered shard directly by its etcd client URL.
     #[arg(long, value_name = "URL")]

@@ -258,10 +258,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// with it and that is not an error.
 fn teardown_note(status: &Status) {
     let keys = status.snapshot().shard.key_count;
+    let counted = if keys == 1 {
+        "1 key is".to_owned()
+    } else {
+        format!("{keys} keys are")
+    };
     tracing::info!(
         signal = "SIGQUIT",
         keys,
-        "SIGQUIT: stopping without draining (teardown); the shard's {keys} keys are discarded with it"
+        "SIGQUIT: stopping without draining (teardown); the shard's {counted} discarded with it"
     );
 }
 

@@ -92,7 +92,7 @@ async fn sigquit_after_the_router_stopped_tears_down_without_draining_or_alarm()
     assert!(ring.calls(|c| c.leaves.is_empty()), "a drain was attempted");
     assert!(
         log.contains(
-            "SIGQUIT: stopping without draining (teardown); the shard's 1 keys are discarded with it"
+            "SIGQUIT: stopping without draining (teardown); the shard's 1 key is discarded with it"
         ),
         "{log}"
     );

@@ -62,6 +62,7 @@ async fn usage_errors_exit_1_in_kubectls_words() {
     for args in [
         &["status", "--bogus"][..],
         &["ring", "join"],
+        &["ring", "join", "node-x", "--weight", "0"],
         &["where", "--placement", "x"],
     ] {
         let run = plugin.run(args).await.unwrap().failed();

@@ -15,19 +15,7 @@ use ste_tests::{ShardedRouter, ring};
 async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Result<()> {
     let mut cluster = ShardedRouter::start(3, &[]).await?;
     let mut client = cluster.router.client().await?;
-    let mut admin = cluster.router.admin().await?;
-    let mut on_lost_shard = BTreeSet::new();
-    let mut elsewhere = BTreeSet::new();
-    for i in 0..40 {
-        let key = format!("/registry/pods/ns-{}/pod-{i}", i % 3);
-        client.put(key.clone(), "v", None).await?;
-        if ring::member_of(&mut admin, &key).await? == "shard-b" {
-            on_lost_shard.insert(key);
-        } else {
-            elsewhere.insert(key);
-        }
-    }
-    assert!(!on_lost_shard.is_empty() && !elsewhere.is_empty());
+    let (on_lost_shard, elsewhere) = put_pods(&cluster, "shard-b").await?;
     let mut watch = client
         .watch(PODS, Some(WatchOptions::new().with_prefix()))
         .await?;
@@ -102,14 +90,7 @@ async fn an_emptied_shard_is_resynchronised_and_watches_are_cut() -> anyhow::Res
     );
 
     // The index no longer has the lost keys; the others are intact.
-    let listed: BTreeSet<String> = client
-        .get(PODS, Some(GetOptions::new().with_prefix()))
-        .await?
-        .kvs()
-        .iter()
-        .map(|kv| kv.key_str().map(str::to_owned))
-        .collect::<Result<_, _>>()?;
-    assert_eq!(listed, elsewhere);
+    assert_eq!(listed_pods(&mut client).await?, elsewhere);
     // A lost pod can be created again (as its controller would).
     let lost = on_lost_shard.iter().next().expect("a lost key").clone();
     let created = ste_tests::kube::create(&mut client, &lost, b"recreated").await?;
@@ -221,18 +202,8 @@ async fn a_write_that_lands_on_an_emptied_shard_reveals_the_loss() -> anyhow::Re
     let mut cluster = ShardedRouter::start(3, &["--health-interval", "1h"]).await?;
     let mut client = cluster.router.client().await?;
     let mut admin = cluster.router.admin().await?;
-    let mut lost = Vec::new();
-    let mut elsewhere = BTreeSet::new();
-    for i in 0..40 {
-        let key = format!("/registry/pods/ns-{}/pod-{i}", i % 3);
-        client.put(key.clone(), "v", None).await?;
-        if ring::member_of(&mut admin, &key).await? == "shard-b" {
-            lost.push(key);
-        } else {
-            elsewhere.insert(key);
-        }
-    }
-    assert!(!lost.is_empty());
+    let (lost, elsewhere) = put_pods(&cluster, "shard-b").await?;
+    let lost_key = lost.first().expect("a lost key").clone();
 
     cluster
         .shard("shard-b")
@@ -255,7 +226,7 @@ async fn a_write_that_lands_on_an_emptied_shard_reveals_the_loss() -> anyhow::Re
         Duration::from_secs(60),
         || {
             let mut client = client.clone();
-            let key = lost[0].clone();
+            let key = lost_key.clone();
             async move {
                 match client.get(key, None).await {
                     Ok(response) => Ok(response.kvs().len()),
@@ -267,16 +238,9 @@ async fn a_write_that_lands_on_an_emptied_shard_reveals_the_loss() -> anyhow::Re
     )
     .await?;
     assert_eq!(found, 0, "a lost key must not be served");
-    let listed: BTreeSet<String> = client
-        .get(PODS, Some(GetOptions::new().with_prefix()))
-        .await?
-        .kvs()
-        .iter()
-        .map(|kv| kv.key_str().map(str::to_owned))
-        .collect::<Result<_, _>>()?;
     let mut expected = elsewhere;
     expected.insert(fresh.clone());
-    assert_eq!(listed, expected);
+    assert_eq!(listed_pods(&mut client).await?, expected);
     assert_eq!(
         client.get(fresh.as_str(), None).await?.kvs()[0].value(),
         b"after"
@@ -290,4 +254,37 @@ async fn a_write_that_lands_on_an_emptied_shard_reveals_the_loss() -> anyhow::Re
 /// The router's answer for a shard it cannot serve (gRPC UNAVAILABLE).
 fn unavailable(error: &etcd_client::Error) -> bool {
     matches!(error, etcd_client::Error::GRpcStatus(status) if status.code() == tonic::Code::Unavailable)
+}
+
+/// Writes 40 pods through the router and splits their keys into those
+/// placed on `member` and the others; neither part is empty.
+async fn put_pods(
+    cluster: &ShardedRouter,
+    member: &str,
+) -> anyhow::Result<(BTreeSet<String>, BTreeSet<String>)> {
+    let mut client = cluster.router.client().await?;
+    let mut admin = cluster.router.admin().await?;
+    let (mut on_member, mut elsewhere) = (BTreeSet::new(), BTreeSet::new());
+    for i in 0..40 {
+        let key = format!("/registry/pods/ns-{}/pod-{i}", i % 3);
+        client.put(key.clone(), "v", None).await?;
+        if ring::member_of(&mut admin, &key).await? == member {
+            on_member.insert(key);
+        } else {
+            elsewhere.insert(key);
+        }
+    }
+    anyhow::ensure!(!on_member.is_empty() && !elsewhere.is_empty());
+    Ok((on_member, elsewhere))
+}
+
+/// Every key under the pods prefix that a list through the router returns.
+async fn listed_pods(client: &mut etcd_client::Client) -> anyhow::Result<BTreeSet<String>> {
+    Ok(client
+        .get(PODS, Some(GetOptions::new().with_prefix()))
+        .await?
+        .kvs()
+        .iter()
+        .map(|kv| kv.key_str().map(str::to_owned))
+        .collect::<Result<_, _>>()?)
 }

@@ -12,8 +12,9 @@
 #   STE_ROUTER_BIN   the ste-router to test; when unset, this script runs
 #                    `cargo build -p ste-router` and uses <target>/debug/ste-router
 #   CARGO_TARGET_DIR where cargo builds (default: <repo>/target)
-#   STE_CONFORMANCE_LOG  where the full `go test -v` output goes
-#                    (default: a file under ${TMPDIR:-/tmp}, path printed)
+#   STE_CONFORMANCE_LOG  where the full `go test -v` output goes, kept
+#                    (default: a file under ${TMPDIR:-/tmp}, path printed,
+#                    removed after a run that passed)
 #   STE_ETCD_BIN     the etcd binary of the oracle and of the shards; default
 #                    etcd 3.6.16 from .build/bin (scripts/build-counterparts.sh)
 #   STE_ETCD         "embedded": instead, etcd's server code in the test process,
@@ -80,5 +81,12 @@ grep -E -- '^        --- FAIL: TestStorageConformance/' "${log}" || true
 sed -n '/^=== storage conformance/,$p' "${log}"
 if [[ ${status} -ne 0 ]] && ! grep -q '^=== storage conformance' "${log}"; then
     tail -n 50 "${log}"
+fi
+# A failed run keeps its full output for reading; a passed one keeps it only
+# where STE_CONFORMANCE_LOG asked for it.
+if [[ ${status} -eq 0 && -z ${STE_CONFORMANCE_LOG:-} ]]; then
+    rm -f "${log}"
+else
+    ste_say "full output kept in ${log}"
 fi
 exit "${status}"

@@ -361,7 +361,8 @@ users:
 
     #[test]
     fn kubeconfig_env_is_a_colon_list_and_skips_missing_files() {
-        let dir = tempfile_dir();
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
         let a = dir.join("a");
         let b = dir.join("b");
         std::fs::write(&b, CONFIG).unwrap();
@@ -373,8 +374,7 @@ users:
             vec![a.clone()]
         );
         // No KUBECONFIG: ~/.kube/config if it exists.
-        assert!(kubeconfig_paths(None, None, Some(&dir)).is_empty());
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(kubeconfig_paths(None, None, Some(dir)).is_empty());
     }
 
     const WITH_ROUTER: &str = r#"
@@ -464,7 +464,8 @@ users:
 
     #[test]
     fn the_user_of_the_context_and_a_relative_ca_file() {
-        let dir = tempfile_dir().join("user");
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("user");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("config");
         std::fs::write(
@@ -530,16 +531,5 @@ users:
             err.starts_with("error: user \"bob\" of kubeconfig context \"absolute\" not found in "),
             "{err}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    fn tempfile_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "kubectl-ste-test-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 }

@@ -115,6 +115,10 @@ pub struct Args {
     /// The router's key index (its --key-index): btree or betree.
     #[arg(long, default_value = "btree", value_parser = ["btree", "betree"])]
     pub key_index: String,
+    /// The router's worker threads (its --worker-threads). Default: the
+    /// router's own, one per CPU.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub router_worker_threads: Option<u32>,
 }
 
 /// What `--tmpfs-size auto` picks for `ops` pods of `value_bytes`: a

@@ -156,6 +156,9 @@ impl Ste {
             .arg(dir.join("router.state"))
             .arg("--key-index")
             .arg(&args.key_index);
+        if let Some(threads) = args.router_worker_threads {
+            command.arg("--worker-threads").arg(threads.to_string());
+        }
         for agent in &ste.agents {
             command
                 .arg("--member")

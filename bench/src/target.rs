@@ -240,8 +240,12 @@ pub async fn start(
                 );
             }
             running.url = ste.router_url.clone();
+            let threads = args
+                .router_worker_threads
+                .map(|n| format!(" --worker-threads {n}"))
+                .unwrap_or_default();
             running.describe = format!(
-                "ste-router --key-index {} + 3 ste-agent shards (etcd --unsafe-no-fsync on a {} tmpfs each)",
+                "ste-router --key-index {}{threads} + 3 ste-agent shards (etcd --unsafe-no-fsync on a {} tmpfs each)",
                 args.key_index, args.tmpfs_size
             );
         }

@@ -347,6 +347,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics = %config.metrics_listen,
         members = store.placement().shards().len(),
         key_index = %config.key_index,
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "router started; scanning shards"
     );
 

@@ -183,6 +183,12 @@ struct Cli {
     /// betree (Bε-tree, ~35% less memory per key). See docs/key-index.md.
     #[arg(long, env = "STE_KEY_INDEX", default_value_t = ste_core::index::KeyIndexKind::default())]
     key_index: ste_core::index::KeyIndexKind,
+    /// Threads that serve requests (the async runtime's workers). Default:
+    /// one per CPU the router may use. On a small machine shared with other
+    /// busy processes, fewer cost less CPU per request (one thread: a
+    /// fifth less on 2 CPUs, at the same throughput; docs/benchmark.md).
+    #[arg(long, env = "STE_WORKER_THREADS", value_parser = clap::value_parser!(u32).range(1..))]
+    worker_threads: Option<u32>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "STE_LOG", default_value = "info")]
     log: String,
@@ -273,5 +279,9 @@ fn main() -> ExitCode {
             state_etcd_key: cli.state_etcd_keyfile,
         },
     };
-    ste_main::block_on(ste_main::Workers::Cores, ste_router::run(config))
+    let workers = match cli.worker_threads {
+        Some(n) => ste_main::Workers::Fixed(n as usize),
+        None => ste_main::Workers::Cores,
+    };
+    ste_main::block_on(workers, ste_router::run(config))
 }

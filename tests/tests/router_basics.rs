@@ -1,9 +1,11 @@
 //! The router through a real etcd client: the basic calls and where keys
 //! land.
 
+use std::time::Duration;
+
 use etcd_client::GetOptions;
 use ste_tests::keys::PODS;
-use ste_tests::{ShardedRouter, ring};
+use ste_tests::{ShardedRouter, ring, watch};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_spread_over_shards_and_read_back_with_global_revisions() -> anyhow::Result<()> {
@@ -61,6 +63,58 @@ async fn keys_spread_over_shards_and_read_back_with_global_revisions() -> anyhow
         per_shard.len(),
         3,
         "60 keys use all 3 shards: {per_shard:?}"
+    );
+    Ok(())
+}
+
+/// `--worker-threads 1`: one thread serves everything, so nothing in the
+/// router may wait on a worker for another task (concurrent writes that
+/// share a shard's turn, a watch streaming them, the health probes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_thread_serves_concurrent_writes_and_a_watch() -> anyhow::Result<()> {
+    let cluster = ShardedRouter::start(3, &["--worker-threads", "1"]).await?;
+    let log = cluster.router.log();
+    assert!(
+        log.split_whitespace()
+            .any(|field| field == "worker_threads=1"),
+        "the router says it runs one worker thread:\n{log}"
+    );
+
+    let mut client = cluster.router.client().await?;
+    let mut stream = watch::prefix_from(&mut client, PODS, 0).await?;
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let mut client = client.clone();
+        writes.spawn(async move {
+            client
+                .put(format!("/registry/pods/default/pod-{i:02}"), "v", None)
+                .await
+        });
+    }
+    let mut revisions = Vec::new();
+    while let Some(put) = writes.join_next().await {
+        revisions.push(put??.header().map(|h| h.revision()).unwrap_or_default());
+    }
+    let mut sorted = revisions.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 64, "64 writes, 64 revisions: {revisions:?}");
+
+    let mut seen = Vec::new();
+    while seen.len() < 64 {
+        let response = watch::first_answer(&mut stream, Duration::from_secs(30)).await?;
+        assert!(!response.canceled(), "the watch was canceled: {response:?}");
+        seen.extend(
+            response
+                .events()
+                .iter()
+                .filter_map(|e| e.kv())
+                .map(|kv| kv.mod_revision()),
+        );
+    }
+    assert_eq!(
+        seen, sorted,
+        "the watch hears every write once, in revision order"
     );
     Ok(())
 }

@@ -115,6 +115,11 @@ pub struct Args {
     /// The router's key index (its --key-index): btree or betree.
     #[arg(long, default_value = "btree", value_parser = ["btree", "betree"])]
     pub key_index: String,
+    /// Shards (ste-agents) behind the router: node-a, node-b, ... on
+    /// 127.0.0.2, 127.0.0.3, ... One shard with many clients measures a
+    /// shard's ceiling through the router.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub ste_shards: u8,
     /// The router's worker threads (its --worker-threads). Default: the
     /// router's own, one per CPU.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
@@ -129,16 +134,18 @@ pub struct Args {
 /// nothing compacts them. A stored version takes about its value plus
 /// 512 bytes (key, envelope, bbolt's page header), and bbolt's pages
 /// about double that (a 4 KB value overflows into two 4 KiB pages). A
-/// shard is given half the keys, not a third, for the ring's imbalance.
+/// shard is given half again its even share of the keys, for the ring's
+/// imbalance (half the keys of three shards), and never more than all.
 /// The agent's quota is 40% of the tmpfs above the WAL's 128 MiB
 /// preallocation (`ste_agent::etcd::quota_backend_bytes`), so the tmpfs
 /// is 128 MiB plus 2.5 times that, rounded up to 64 MiB, at least 256 MiB
 /// (the agent's minimum). The bare shard gets the same size: its db
 /// (twice a shard's) and its WAL fit too. Examples: 5,000 × 4 KB → 256Mi;
 /// 20,000 × 4 KB → 576Mi; 150,000 × 2 KB → 1984Mi.
-fn auto_tmpfs_size(ops: usize, value_bytes: usize) -> String {
+fn auto_tmpfs_size(ops: usize, value_bytes: usize, shards: u8) -> String {
     const MIB: u64 = 1 << 20;
-    let per_shard = (ops as u64 / 2) * 2 * (value_bytes as u64 + 512) * 2;
+    let keys = (ops as u64 * 3 / (2 * u64::from(shards.max(1)))).min(ops as u64);
+    let per_shard = keys * 2 * (value_bytes as u64 + 512) * 2;
     let bytes = 128 * MIB + per_shard * 5 / 2;
     let mib = bytes.div_ceil(64 * MIB) * 64;
     format!("{}Mi", mib.max(256))
@@ -160,7 +167,7 @@ async fn main() {
 async fn real_main(mut args: Args) -> anyhow::Result<()> {
     ensure!(args.ops > 0, "--ops must be at least 1");
     if args.tmpfs_size == "auto" {
-        args.tmpfs_size = auto_tmpfs_size(args.ops, args.value_bytes);
+        args.tmpfs_size = auto_tmpfs_size(args.ops, args.value_bytes, args.ste_shards);
     }
     ensure!(
         !args.concurrency.is_empty() && args.concurrency.iter().all(|c| *c > 0),
@@ -303,9 +310,12 @@ mod tests {
 
     #[test]
     fn auto_tmpfs_grows_with_the_workload_from_the_agents_minimum() {
-        assert_eq!(auto_tmpfs_size(1, 100), "256Mi");
-        assert_eq!(auto_tmpfs_size(5_000, 4_000), "256Mi");
-        assert_eq!(auto_tmpfs_size(20_000, 4_000), "576Mi");
-        assert_eq!(auto_tmpfs_size(150_000, 2_000), "1984Mi");
+        assert_eq!(auto_tmpfs_size(1, 100, 3), "256Mi");
+        assert_eq!(auto_tmpfs_size(5_000, 4_000, 3), "256Mi");
+        assert_eq!(auto_tmpfs_size(20_000, 4_000, 3), "576Mi");
+        assert_eq!(auto_tmpfs_size(150_000, 2_000, 3), "1984Mi");
+        // One shard holds every key; two, three quarters of them.
+        assert_eq!(auto_tmpfs_size(20_000, 4_000, 1), "1024Mi");
+        assert_eq!(auto_tmpfs_size(20_000, 4_000, 2), "832Mi");
     }
 }

@@ -1,6 +1,6 @@
-//! The `ste` target: three ste-agents in managed mode (each mounts its own
-//! tmpfs and runs a one-member etcd with `--unsafe-no-fsync` on it) and
-//! ste-router in front of them. The shards serve plain HTTP (`--insecure`),
+//! The `ste` target: ste-agents (three unless `--ste-shards`) in managed
+//! mode (each mounts its own tmpfs and runs a one-member etcd with
+//! `--unsafe-no-fsync` on it) and ste-router in front of them. The shards serve plain HTTP (`--insecure`),
 //! as every other target does: TLS would be measured on one side only.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -37,7 +37,7 @@ impl Drop for Agent {
     }
 }
 
-/// The three agents and the router. Fields drop in order: the router first.
+/// The agents and the router. Fields drop in order: the router first.
 pub struct Ste {
     /// The router process.
     pub router: Option<Proc>,
@@ -64,8 +64,9 @@ impl Ste {
             router_metrics: None,
             agents: Vec::new(),
         };
-        for (i, name) in ["node-a", "node-b", "node-c"].iter().enumerate() {
-            let ip = Ipv4Addr::new(127, 0, 0, 2 + i as u8);
+        for i in 0..args.ste_shards {
+            let name = &format!("node-{}", char::from(b'a' + i));
+            let ip = Ipv4Addr::new(127, 0, 0, 2 + i);
             let ipa = IpAddr::V4(ip);
             let dir = root.join(name);
             std::fs::create_dir(&dir)?;

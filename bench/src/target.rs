@@ -27,7 +27,7 @@ pub enum Target {
     Shard,
     /// One etcd, data on disk, fsync on.
     Etcd1,
-    /// ste-router in front of three ste-agent shards.
+    /// ste-router in front of ste-agent shards (three unless --ste-shards).
     Ste,
 }
 
@@ -245,8 +245,8 @@ pub async fn start(
                 .map(|n| format!(" --worker-threads {n}"))
                 .unwrap_or_default();
             running.describe = format!(
-                "ste-router --key-index {}{threads} + 3 ste-agent shards (etcd --unsafe-no-fsync on a {} tmpfs each)",
-                args.key_index, args.tmpfs_size
+                "ste-router --key-index {}{threads} + {} ste-agent shards (etcd --unsafe-no-fsync on a {} tmpfs each)",
+                args.key_index, args.ste_shards, args.tmpfs_size
             );
         }
     }

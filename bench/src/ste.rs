@@ -1,7 +1,8 @@
 //! The `ste` target: ste-agents (three unless `--ste-shards`) in managed
 //! mode (each mounts its own tmpfs and runs a one-member etcd with
-//! `--unsafe-no-fsync` on it) and ste-router in front of them. The shards serve plain HTTP (`--insecure`),
-//! as every other target does: TLS would be measured on one side only.
+//! `--unsafe-no-fsync` on it) and ste-router in front of them. The shards
+//! serve plain HTTP (`--insecure`), as every other target does: TLS would
+//! be measured on one side only.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -245,8 +245,11 @@ pub async fn start(
                 .map(|n| format!(" --worker-threads {n}"))
                 .unwrap_or_default();
             running.describe = format!(
-                "ste-router --key-index {}{threads} + {} ste-agent shards (etcd --unsafe-no-fsync on a {} tmpfs each)",
-                args.key_index, args.ste_shards, args.tmpfs_size
+                "ste-router --key-index {}{threads} + {} ste-agent shard{} (etcd --unsafe-no-fsync on a {} tmpfs each)",
+                args.key_index,
+                args.ste_shards,
+                if args.ste_shards == 1 { "" } else { "s" },
+                args.tmpfs_size
             );
         }
     }

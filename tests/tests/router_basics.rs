@@ -81,7 +81,15 @@ async fn one_worker_thread_serves_concurrent_writes_and_a_watch() -> anyhow::Res
     );
 
     let mut client = cluster.router.client().await?;
-    let mut stream = watch::prefix_from(&mut client, PODS, 0).await?;
+    // From the revision after this one, so the watch hears every write
+    // however late the router registers it.
+    let now = client
+        .get(PODS, None)
+        .await?
+        .header()
+        .map(|h| h.revision())
+        .unwrap_or_default();
+    let mut stream = watch::prefix_from(&mut client, PODS, now + 1).await?;
     let mut writes = tokio::task::JoinSet::new();
     for i in 0..64 {
         let mut client = client.clone();

@@ -194,7 +194,9 @@ async fn finish(
         }
         return Ok(());
     }
-    if !wait && planned.phase != MigrationPhase::Done as i32 {
+    // A change with no keys to move is over at once: its outcome is shown
+    // even with --wait=false.
+    if !wait && planned.phase != MigrationPhase::Done as i32 && planned.keys_total > 0 {
         if session.format.is_document() {
             session.print_document(&report)?;
         } else {
@@ -219,12 +221,19 @@ async fn finish(
             Kind::Join => "joined",
             Kind::Leave => "left",
         };
+        let moved = if done.keys_moved == 0 {
+            "no keys moved".to_string()
+        } else {
+            format!(
+                "{} ({}) moved in {:.1}s",
+                key_count(done.keys_moved),
+                format_bytes(done.bytes_moved),
+                seconds
+            )
+        };
         session.term.out_line(&format!(
-            "{node} {verb} the ring: generation {}, {} ({}) moved in {:.1}s",
-            done.to_generation,
-            key_count(done.keys_moved),
-            format_bytes(done.bytes_moved),
-            seconds
+            "{node} {verb} the ring: generation {}, {moved}",
+            done.to_generation
         ));
         if matches!(kind, Kind::Leave) {
             session.term.out_line(&format!(
@@ -321,11 +330,15 @@ pub async fn leave(session: &mut Session, args: &LeaveArgs) -> CliResult<()> {
         .await?;
     let planned = MigrationFacts::from(&plan(&router, &mut preview, &Kind::Leave, node).await?);
     print_plan(session, &planned, false);
-    let question = format!(
-        "Remove {node} from the ring and move its {} ({}) to the other members?",
-        key_count(planned.keys_total),
-        format_bytes(planned.bytes_total)
-    );
+    let question = if planned.keys_total == 0 {
+        format!("Remove {node} from the ring (it holds no keys)?")
+    } else {
+        format!(
+            "Remove {node} from the ring and move its {} ({}) to the other members?",
+            key_count(planned.keys_total),
+            format_bytes(planned.bytes_total)
+        )
+    };
     if !confirm(session, &question).await? {
         return Err(CliError::msg(format!("leave of {node} cancelled")));
     }

@@ -1,5 +1,6 @@
-//! Ring changes: join and leave of a fourth shard (tables and json), and
-//! leave on a terminal (the question and the progress bar).
+//! Ring changes: join and leave of a fourth shard (tables and json), leave
+//! on a terminal (the question and the progress bar), and leave of a node
+//! with no keys.
 
 use ste_tests::etcd::TestEtcd;
 use ste_tests::keys::{self, PODS};
@@ -281,6 +282,65 @@ async fn leave_asks_on_a_terminal_and_draws_a_bar() {
     let ring = ring_json(&plugin, &user).await;
     assert_eq!(ring["members"].as_array().unwrap().len(), 2);
     assert_eq!(ring["keys"], 300);
+}
+
+/// A node that holds no keys leaves (and joins again) without a progress
+/// line or a count of nothing: the plan and the outcome say "no keys".
+#[tokio::test]
+async fn leave_of_a_node_with_no_keys_says_so() {
+    let sharded = ShardedRouter::start(3, &[]).await.unwrap();
+    let user = sharded.router.user.to_string();
+    let plugin = Plugin::for_router(&sharded.router).unwrap();
+    let leave = plugin
+        .run(&[
+            "ring",
+            "leave",
+            "shard-c",
+            "--yes",
+            "--router",
+            user.as_str(),
+        ])
+        .await
+        .unwrap()
+        .ok();
+    let lines: Vec<&str> = leave.stdout.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some("leave shard-c: generation 1 -> 2, no keys to move"),
+        "{leave:#?}"
+    );
+    assert!(
+        lines.contains(&"shard-c left the ring: generation 2, no keys moved"),
+        "{leave:#?}"
+    );
+    assert!(!leave.stderr.contains("moving"), "{leave:#?}");
+    assert_eq!(ring_size(&plugin, &user).await, 2);
+
+    // With nothing to move, --wait=false has nothing to leave running: the
+    // outcome is shown, not "the router moves the keys now".
+    assert_eq!(sharded.shards[2].name, "shard-c");
+    let url = &sharded.shards[2].url;
+    let join = plugin
+        .run(&[
+            "ring",
+            "join",
+            "shard-c",
+            "--endpoint",
+            url,
+            "--wait=false",
+            "--router",
+            user.as_str(),
+        ])
+        .await
+        .unwrap()
+        .ok();
+    assert!(
+        join.stdout
+            .lines()
+            .any(|l| l == "shard-c joined the ring: generation 3, no keys moved"),
+        "{join:#?}"
+    );
+    assert_eq!(ring_size(&plugin, &user).await, 3);
 }
 
 /// How many members `ring show -o json` lists.

@@ -40,7 +40,7 @@ const BUILD_HINT: &str = "build with cargo build --release -p ste-bench -p ste-r
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "ste-bench",
-    about = "Benchmark STE (ste-router + 3 tmpfs shards) against a 3-member persistent etcd, \
+    about = "Benchmark STE (ste-router + tmpfs shards, 3 by default) against a 3-member persistent etcd, \
              kine, a bare tmpfs etcd and one persistent etcd, with kube-apiserver's pod request \
              shapes. Needs root (tmpfs and FUSE mounts)."
 )]
@@ -102,8 +102,9 @@ pub struct Args {
     #[arg(long, default_value = "/var/tmp")]
     pub work_dir: PathBuf,
     /// tmpfs size of each STE shard (the agent's --tmpfs-size) and of the
-    /// bare shard, e.g. 1Gi. auto: room for what --ops and --value-bytes
-    /// write (see `auto_tmpfs_size`), at least 256Mi.
+    /// bare shard, e.g. 1Gi. auto: room inside the agent's backend quota
+    /// for the two versions of each key that --ops and --value-bytes write,
+    /// for each shard's share of the keys, at least 256Mi.
     #[arg(long, default_value = "auto")]
     pub tmpfs_size: String,
     /// The etcd binary, for every etcd target and STE's shards.
@@ -115,14 +116,14 @@ pub struct Args {
     /// The router's key index (its --key-index): btree or betree.
     #[arg(long, default_value = "btree", value_parser = ["btree", "betree"])]
     pub key_index: String,
-    /// Shards (ste-agents) behind the router: node-a, node-b, ... on
-    /// 127.0.0.2, 127.0.0.3, ... One shard with many clients measures a
+    /// Shards (ste-agents) behind the router, 1 to 8: node-a, node-b, ...
+    /// on 127.0.0.2, 127.0.0.3, ... One shard with many clients measures a
     /// shard's ceiling through the router.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=8))]
     pub ste_shards: u8,
-    /// The router's worker threads (its --worker-threads). Default: the
-    /// router's own, one per CPU.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    /// The router's worker threads (its --worker-threads), 1 to 1024.
+    /// Default: the router's own, one per CPU.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub router_worker_threads: Option<u32>,
 }
 

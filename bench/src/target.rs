@@ -245,11 +245,15 @@ pub async fn start(
                 .map(|n| format!(" --worker-threads {n}"))
                 .unwrap_or_default();
             running.describe = format!(
-                "ste-router --key-index {}{threads} + {} ste-agent shard{} (etcd --unsafe-no-fsync on a {} tmpfs each)",
+                "ste-router --key-index {}{threads} + {} (etcd --unsafe-no-fsync on a {} tmpfs{})",
                 args.key_index,
-                args.ste_shards,
-                if args.ste_shards == 1 { "" } else { "s" },
-                args.tmpfs_size
+                if args.ste_shards == 1 {
+                    "1 ste-agent shard".to_string()
+                } else {
+                    format!("{} ste-agent shards", args.ste_shards)
+                },
+                args.tmpfs_size,
+                if args.ste_shards == 1 { "" } else { " each" }
             );
         }
     }

@@ -187,7 +187,9 @@ struct Cli {
     /// one per CPU the router may use. On a small machine shared with other
     /// busy processes, fewer cost less CPU per request (one thread: a
     /// fifth less on 2 CPUs, at the same throughput; docs/benchmark.md).
-    #[arg(long, env = "STE_WORKER_THREADS", value_parser = clap::value_parser!(u32).range(1..))]
+    /// At most 1024: each thread reserves its stack, and a mistyped huge
+    /// number would exhaust memory or the process's thread limit.
+    #[arg(long, env = "STE_WORKER_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
     worker_threads: Option<u32>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "STE_LOG", default_value = "info")]

@@ -89,13 +89,13 @@ impl From<&MigrationProgress> for MigrationFacts {
     }
 }
 
-/// `n` keys in words: `1 key`, `1200 keys`.
-pub fn key_count(n: u64) -> String {
-    if n == 1 {
-        "1 key".to_owned()
-    } else {
-        format!("{n} keys")
-    }
+/// Keys and their bytes in words: `1 key (379B)`, `1200 keys (2.1Mi)`.
+pub fn key_amount(keys: u64, bytes: u64) -> String {
+    format!(
+        "{} ({})",
+        human::count(keys, "key", "keys"),
+        format_bytes(bytes)
+    )
 }
 
 /// The plan's first line, e.g. `join node-d: generation 3 -> 4, 1200 keys
@@ -104,11 +104,7 @@ pub fn plan_line(plan: &MigrationFacts, dry_run: bool) -> String {
     let what = if plan.keys_total == 0 {
         "no keys to move".to_owned()
     } else {
-        format!(
-            "{} ({}) to move",
-            key_count(plan.keys_total),
-            format_bytes(plan.bytes_total)
-        )
+        format!("{} to move", key_amount(plan.keys_total, plan.bytes_total))
     };
     let dry = if dry_run { " (dry run)" } else { "" };
     format!(

@@ -11,11 +11,10 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use ste_core::units::format_bytes;
 use ste_proto::v1::{JoinRequest, LeaveRequest, MigrationPhase, MigrationProgress};
 use tonic::Streaming;
 
-use super::migration::{MigrationFacts, ProgressView, key_count, plan_line, plan_table};
+use super::migration::{MigrationFacts, ProgressView, key_amount, plan_line, plan_table};
 use crate::cli::{JoinArgs, LeaveArgs, WaitArgs};
 use crate::connect::RouterConn;
 use crate::error::{CliError, CliResult};
@@ -225,10 +224,8 @@ async fn finish(
             "no keys moved".to_string()
         } else {
             format!(
-                "{} ({}) moved in {:.1}s",
-                key_count(done.keys_moved),
-                format_bytes(done.bytes_moved),
-                seconds
+                "{} moved in {seconds:.1}s",
+                key_amount(done.keys_moved, done.bytes_moved)
             )
         };
         session.term.out_line(&format!(
@@ -334,9 +331,8 @@ pub async fn leave(session: &mut Session, args: &LeaveArgs) -> CliResult<()> {
         format!("Remove {node} from the ring (it holds no keys)?")
     } else {
         format!(
-            "Remove {node} from the ring and move its {} ({}) to the other members?",
-            key_count(planned.keys_total),
-            format_bytes(planned.bytes_total)
+            "Remove {node} from the ring and move its {} to the other members?",
+            key_amount(planned.keys_total, planned.bytes_total)
         )
     };
     if !confirm(session, &question).await? {

@@ -295,6 +295,14 @@ pub fn debug_warning() -> String {
     )
 }
 
+/// `n` and the noun, singular for exactly one: `1 full list`, `3 pages`.
+pub fn count(n: impl Into<u64>, singular: &str, plural: &str) -> String {
+    match n.into() {
+        1 => format!("1 {singular}"),
+        n => format!("{n} {plural}"),
+    }
+}
+
 /// STE_* variables of the caller's environment would configure the agents
 /// and the router behind the bench's back.
 pub fn clear_ste_env(command: &mut Command) {
@@ -307,7 +315,14 @@ pub fn clear_ste_env(command: &mut Command) {
 
 #[cfg(test)]
 mod tests {
-    use super::auto_tmpfs_size;
+    use super::{auto_tmpfs_size, count};
+
+    #[test]
+    fn count_is_singular_for_exactly_one() {
+        assert_eq!(count(1u8, "page", "pages"), "1 page");
+        assert_eq!(count(0u8, "page", "pages"), "0 pages");
+        assert_eq!(count(3u64, "full list", "full lists"), "3 full lists");
+    }
 
     #[test]
     fn auto_tmpfs_grows_with_the_workload_from_the_agents_minimum() {

@@ -74,14 +74,12 @@ pub async fn run(
     let pages = args.ops.div_ceil(args.page_size as usize);
     out.push_str(&format!(
         "workload: {} ops per phase, {}-byte values, keys /registry/pods/ns-{{i%{}}}/pod-{{i}}, \
-         list = {} full list{} of {} page{} (limit {}); clients {:?}\n",
+         list = {} of {} (limit {}); clients {:?}\n",
         args.ops,
         args.value_bytes,
         args.namespaces,
-        args.list_repeats,
-        if args.list_repeats == 1 { "" } else { "s" },
-        pages,
-        if pages == 1 { "" } else { "s" },
+        crate::count(args.list_repeats as u64, "full list", "full lists"),
+        crate::count(pages as u64, "page", "pages"),
         args.page_size,
         args.concurrency
     ));

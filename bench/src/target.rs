@@ -247,11 +247,7 @@ pub async fn start(
             running.describe = format!(
                 "ste-router --key-index {}{threads} + {} (etcd --unsafe-no-fsync on a {} tmpfs{})",
                 args.key_index,
-                if args.ste_shards == 1 {
-                    "1 ste-agent shard".to_string()
-                } else {
-                    format!("{} ste-agent shards", args.ste_shards)
-                },
+                crate::count(args.ste_shards, "ste-agent shard", "ste-agent shards"),
                 args.tmpfs_size,
                 if args.ste_shards == 1 { "" } else { " each" }
             );
